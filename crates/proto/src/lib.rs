@@ -2,7 +2,12 @@
 //! domain types live in `onecity-domain` and convert from these with `TryFrom`.
 
 // Generated code does not follow our lints.
-#[allow(missing_docs, clippy::all, clippy::pedantic, missing_debug_implementations)]
+#[allow(
+    missing_docs,
+    clippy::all,
+    clippy::pedantic,
+    missing_debug_implementations
+)]
 pub mod v1 {
     tonic::include_proto!("onecity.v1");
 }

@@ -1,0 +1,195 @@
+//! gRPC face of the log (`onecity.v1.EventLogService`): lets service roles in other
+//! processes share the log owned by one process. This is the transport edge, the only
+//! place where log errors become `tonic::Status`.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use onecity_proto::v1 as pb;
+use onecity_proto::v1::event_log_service_server::{EventLogService, EventLogServiceServer};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::codec::{self, parse_uuid};
+use crate::{Error, EventLog, Filter};
+
+/// Metadata key carrying the actual version of a conflict, so clients need not parse text.
+pub const ACTUAL_VERSION_HEADER: &str = "onecity-actual-version";
+/// Metadata key naming the invalid field.
+pub const INVALID_FIELD_HEADER: &str = "onecity-invalid-field";
+
+/// Serves any [`EventLog`] over gRPC.
+#[derive(Debug, Clone)]
+pub struct EventLogGrpc {
+    log: Arc<dyn EventLog>,
+    shutdown: CancellationToken,
+}
+
+impl EventLogGrpc {
+    /// Serves `log`; open subscriptions end when `shutdown` is cancelled, so a graceful
+    /// server shutdown never waits on a stream that would otherwise never finish.
+    pub fn new(log: Arc<dyn EventLog>, shutdown: CancellationToken) -> Self {
+        EventLogGrpc { log, shutdown }
+    }
+
+    /// The tonic service, ready to add to a router.
+    pub fn into_server(self) -> EventLogServiceServer<Self> {
+        EventLogServiceServer::new(self)
+            .max_decoding_message_size(64 * 1024 * 1024)
+            .max_encoding_message_size(64 * 1024 * 1024)
+    }
+}
+
+/// Maps a log error to a gRPC status (with machine-readable metadata).
+pub fn status(e: Error) -> Status {
+    match e {
+        Error::Conflict { actual, .. } => {
+            let mut s = Status::aborted(e.to_string());
+            if let Ok(v) = actual.to_string().parse() {
+                s.metadata_mut().insert(ACTUAL_VERSION_HEADER, v);
+            }
+            s
+        }
+        Error::Invalid { ref field, .. } => {
+            let mut s = Status::invalid_argument(e.to_string());
+            if let Ok(v) = field.parse() {
+                s.metadata_mut().insert(INVALID_FIELD_HEADER, v);
+            }
+            s
+        }
+        Error::NotFound(_) => Status::not_found(e.to_string()),
+        Error::Unavailable(_) => Status::unavailable(e.to_string()),
+        Error::Storage(_) => Status::internal(e.to_string()),
+    }
+}
+
+fn limit(n: u32) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+#[tonic::async_trait]
+impl EventLogService for EventLogGrpc {
+    async fn append(
+        &self,
+        req: Request<pb::AppendRequest>,
+    ) -> Result<Response<pb::AppendResponse>, Status> {
+        let pb::AppendRequest {
+            case_id,
+            expected,
+            events,
+            commit_id,
+        } = req.into_inner();
+        let case_id = parse_uuid("case_id", &case_id).map_err(status)?;
+        let expected = codec::expected(expected).map_err(status)?;
+        let events = codec::new_events(events).map_err(status)?;
+        let commit_id = parse_uuid("commit_id", &commit_id).map_err(status)?;
+        let a = self
+            .log
+            .append(case_id, expected, events, commit_id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::AppendResponse {
+            first_version: a.first_version,
+            last_version: a.last_version,
+            first_position: a.first_position,
+            last_position: a.last_position,
+            deduplicated: a.deduplicated,
+        }))
+    }
+
+    async fn read_case(
+        &self,
+        req: Request<pb::ReadCaseRequest>,
+    ) -> Result<Response<pb::ReadCaseResponse>, Status> {
+        let pb::ReadCaseRequest {
+            case_id,
+            from_version,
+            limit: n,
+        } = req.into_inner();
+        let case_id = parse_uuid("case_id", &case_id).map_err(status)?;
+        let events = self
+            .log
+            .read_case(case_id, from_version, limit(n))
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ReadCaseResponse {
+            events: events.iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn read_all(
+        &self,
+        req: Request<pb::ReadAllRequest>,
+    ) -> Result<Response<pb::ReadAllResponse>, Status> {
+        let pb::ReadAllRequest {
+            from_position,
+            limit: n,
+        } = req.into_inner();
+        let events = self
+            .log
+            .read_all(from_position, limit(n))
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ReadAllResponse {
+            events: events.iter().map(Into::into).collect(),
+        }))
+    }
+
+    type SubscribeStream =
+        futures::stream::BoxStream<'static, Result<pb::SubscribeResponse, Status>>;
+
+    async fn subscribe(
+        &self,
+        req: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let pb::SubscribeRequest {
+            from_position,
+            event_type_prefixes,
+        } = req.into_inner();
+        let filter = Filter::prefixes(event_type_prefixes);
+        let stream = self
+            .log
+            .subscribe(from_position, filter)
+            .await
+            .map_err(status)?;
+        let shutdown = self.shutdown.clone().cancelled_owned();
+        let out = stream
+            .map(|r| {
+                r.map(|e| pb::SubscribeResponse {
+                    event: Some((&e).into()),
+                })
+                .map_err(status)
+            })
+            .take_until(shutdown);
+        Ok(Response::new(out.boxed()))
+    }
+
+    async fn save_checkpoint(
+        &self,
+        req: Request<pb::SaveCheckpointRequest>,
+    ) -> Result<Response<pb::SaveCheckpointResponse>, Status> {
+        let pb::SaveCheckpointRequest { consumer, position } = req.into_inner();
+        self.log
+            .save_checkpoint(&consumer, position)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::SaveCheckpointResponse {}))
+    }
+
+    async fn load_checkpoint(
+        &self,
+        req: Request<pb::LoadCheckpointRequest>,
+    ) -> Result<Response<pb::LoadCheckpointResponse>, Status> {
+        let pb::LoadCheckpointRequest { consumer } = req.into_inner();
+        let position = self.log.load_checkpoint(&consumer).await.map_err(status)?;
+        Ok(Response::new(pb::LoadCheckpointResponse { position }))
+    }
+
+    async fn get_head(
+        &self,
+        _req: Request<pb::GetHeadRequest>,
+    ) -> Result<Response<pb::GetHeadResponse>, Status> {
+        let position = self.log.head().await.map_err(status)?;
+        Ok(Response::new(pb::GetHeadResponse { position }))
+    }
+}

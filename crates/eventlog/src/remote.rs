@@ -1,0 +1,233 @@
+//! `RemoteLog`: the [`EventLog`] contract over gRPC, for service roles that run in a
+//! different process from the one owning the sled store.
+
+use futures::StreamExt;
+use onecity_proto::v1 as pb;
+use onecity_proto::v1::event_log_service_client::EventLogServiceClient;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+use uuid::Uuid;
+
+use crate::grpc::{ACTUAL_VERSION_HEADER, INVALID_FIELD_HEADER};
+use crate::{
+    Appended, Error, EventLog, EventStream, Expected, Filter, Limits, NewEvent, RecordedEvent,
+    Result,
+};
+
+/// A client of `onecity.v1.EventLogService`. Cheap to clone; one HTTP/2 connection.
+///
+/// Every promise of [`EventLog`] holds because the server enforces it; this client only
+/// translates. A retry after `Unavailable` is safe: the commit id makes it idempotent.
+#[derive(Debug, Clone)]
+pub struct RemoteLog {
+    client: EventLogServiceClient<Channel>,
+    limits: Limits,
+    token: Option<String>,
+}
+
+impl RemoteLog {
+    /// Connects lazily to `addr` (e.g. `http://127.0.0.1:50051`).
+    pub fn connect_lazy(addr: &str) -> Result<Self> {
+        let endpoint = Endpoint::from_shared(addr.to_owned())
+            .map_err(|e| Error::invalid("addr", e.to_string()))?
+            .tcp_nodelay(true);
+        let client = EventLogServiceClient::new(endpoint.connect_lazy())
+            .max_decoding_message_size(64 * 1024 * 1024)
+            .max_encoding_message_size(64 * 1024 * 1024);
+        Ok(RemoteLog {
+            client,
+            limits: Limits::default(),
+            token: None,
+        })
+    }
+
+    /// Sends `authorization: Bearer <token>` with every call.
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    fn request<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(msg);
+        if let Some(t) = &self.token {
+            if let Ok(v) = format!("Bearer {t}").parse() {
+                req.metadata_mut().insert("authorization", v);
+            }
+        }
+        req
+    }
+}
+
+/// Maps a status from the server back to the log error it came from.
+fn error(s: Status, case_id: Option<Uuid>, expected: Option<Expected>) -> Error {
+    let meta = |k: &str| {
+        s.metadata()
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    match s.code() {
+        Code::Aborted => match (
+            case_id,
+            expected,
+            meta(ACTUAL_VERSION_HEADER).and_then(|v| v.parse().ok()),
+        ) {
+            (Some(case_id), Some(expected), Some(actual)) => Error::Conflict {
+                case_id,
+                expected,
+                actual,
+            },
+            _ => Error::Unavailable(s.message().to_owned()),
+        },
+        Code::InvalidArgument => {
+            let field = meta(INVALID_FIELD_HEADER).unwrap_or_else(|| "request".into());
+            let prefix = format!("invalid {field}: ");
+            let reason = s
+                .message()
+                .strip_prefix(&prefix)
+                .unwrap_or(s.message())
+                .to_owned();
+            Error::Invalid { field, reason }
+        }
+        Code::NotFound => match case_id {
+            Some(c) => Error::NotFound(c),
+            None => Error::Unavailable(s.message().to_owned()),
+        },
+        Code::Internal | Code::DataLoss => Error::Storage(s.message().to_owned()),
+        _ => Error::Unavailable(format!("{:?}: {}", s.code(), s.message())),
+    }
+}
+
+fn decode(events: Vec<pb::RecordedEvent>) -> Result<Vec<RecordedEvent>> {
+    events.into_iter().map(RecordedEvent::try_from).collect()
+}
+
+fn wire_limit(limit: usize) -> u32 {
+    u32::try_from(crate::clamp_limit(limit)).unwrap_or(u32::MAX)
+}
+
+#[async_trait::async_trait]
+impl EventLog for RemoteLog {
+    async fn append(
+        &self,
+        case_id: Uuid,
+        expected: Expected,
+        events: Vec<NewEvent>,
+        commit_id: Uuid,
+    ) -> Result<Appended> {
+        self.limits.check_append(case_id, &events, commit_id)?;
+        let msg = pb::AppendRequest {
+            case_id: case_id.to_string(),
+            expected: Some(expected.into()),
+            events: events.iter().map(Into::into).collect(),
+            commit_id: commit_id.to_string(),
+        };
+        let r = self
+            .client
+            .clone()
+            .append(self.request(msg))
+            .await
+            .map_err(|s| error(s, Some(case_id), Some(expected)))?
+            .into_inner();
+        Ok(Appended {
+            first_version: r.first_version,
+            last_version: r.last_version,
+            first_position: r.first_position,
+            last_position: r.last_position,
+            deduplicated: r.deduplicated,
+        })
+    }
+
+    async fn read_case(
+        &self,
+        case_id: Uuid,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        let msg = pb::ReadCaseRequest {
+            case_id: case_id.to_string(),
+            from_version,
+            limit: wire_limit(limit),
+        };
+        let r = self
+            .client
+            .clone()
+            .read_case(self.request(msg))
+            .await
+            .map_err(|s| error(s, Some(case_id), None))?;
+        decode(r.into_inner().events)
+    }
+
+    async fn read_all(&self, from_position: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
+        let msg = pb::ReadAllRequest {
+            from_position,
+            limit: wire_limit(limit),
+        };
+        let r = self
+            .client
+            .clone()
+            .read_all(self.request(msg))
+            .await
+            .map_err(|s| error(s, None, None))?;
+        decode(r.into_inner().events)
+    }
+
+    async fn subscribe(&self, from_position: u64, filter: Filter) -> Result<EventStream> {
+        let msg = pb::SubscribeRequest {
+            from_position,
+            event_type_prefixes: filter.event_type_prefixes,
+        };
+        let stream = self
+            .client
+            .clone()
+            .subscribe(self.request(msg))
+            .await
+            .map_err(|s| error(s, None, None))?
+            .into_inner();
+        Ok(Box::pin(stream.map(|r| match r {
+            Ok(pb::SubscribeResponse { event: Some(e) }) => RecordedEvent::try_from(e),
+            Ok(pb::SubscribeResponse { event: None }) => Err(Error::Unavailable(
+                "subscription message without an event".into(),
+            )),
+            Err(s) => Err(error(s, None, None)),
+        })))
+    }
+
+    async fn save_checkpoint(&self, consumer: &str, position: u64) -> Result<()> {
+        crate::check_consumer(consumer)?;
+        let msg = pb::SaveCheckpointRequest {
+            consumer: consumer.to_owned(),
+            position,
+        };
+        self.client
+            .clone()
+            .save_checkpoint(self.request(msg))
+            .await
+            .map_err(|s| error(s, None, None))?;
+        Ok(())
+    }
+
+    async fn load_checkpoint(&self, consumer: &str) -> Result<u64> {
+        crate::check_consumer(consumer)?;
+        let msg = pb::LoadCheckpointRequest {
+            consumer: consumer.to_owned(),
+        };
+        let r = self
+            .client
+            .clone()
+            .load_checkpoint(self.request(msg))
+            .await
+            .map_err(|s| error(s, None, None))?;
+        Ok(r.into_inner().position)
+    }
+
+    async fn head(&self) -> Result<u64> {
+        let r = self
+            .client
+            .clone()
+            .get_head(self.request(pb::GetHeadRequest {}))
+            .await
+            .map_err(|s| error(s, None, None))?;
+        Ok(r.into_inner().position)
+    }
+}
