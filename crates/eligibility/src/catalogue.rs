@@ -1,0 +1,248 @@
+//! The programme catalogue: owning department and decision deadline per programme.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use onecity_domain::{Department, DepartmentUnit, DistrictCode, Programme};
+use serde::Deserialize;
+
+use crate::{Error, Result};
+
+const EMBEDDED: &str = include_str!("../policy/catalogue.toml");
+const EMBEDDED_NAME: &str = "crates/eligibility/policy/catalogue.toml";
+
+/// One programme's entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CatalogueEntry {
+    /// The programme.
+    pub programme: Programme,
+    /// Department that runs it.
+    pub department: Department,
+    /// Days from submission to the decision deadline.
+    pub deadline_days: u32,
+}
+
+/// Department and deadline of each of the twelve programmes, read from configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Catalogue {
+    entries: BTreeMap<Programme, CatalogueEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCatalogue {
+    programme: Option<Vec<RawEntry>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEntry {
+    programme: Option<String>,
+    department: Option<String>,
+    deadline_days: Option<i64>,
+}
+
+impl Catalogue {
+    /// The catalogue shipped in `policy/catalogue.toml`.
+    ///
+    /// # Panics
+    /// Never for the shipped file, which a unit test parses.
+    pub fn embedded() -> Self {
+        Self::from_toml_str(EMBEDDED, EMBEDDED_NAME)
+            .unwrap_or_else(|e| panic!("embedded catalogue is invalid: {e}"))
+    }
+
+    /// Reads a catalogue file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::config(&name, "(file)", format!("cannot read: {e}")))?;
+        Self::from_toml_str(&text, &name)
+    }
+
+    /// Parses catalogue TOML; `source_name` names it in errors. Every programme must appear
+    /// exactly once with a known department and a deadline of at least one day.
+    pub fn from_toml_str(text: &str, source_name: &str) -> Result<Self> {
+        let raw: RawCatalogue =
+            toml::from_str(text).map_err(|e| Error::from_toml(source_name, text, &e))?;
+        let err = |field: String, reason: String| Error::config(source_name, field, reason);
+        let mut entries = BTreeMap::new();
+        for (i, e) in raw.programme.unwrap_or_default().into_iter().enumerate() {
+            let at = |f: &str| format!("programme[{i}].{f}");
+            let programme: Programme = e
+                .programme
+                .ok_or_else(|| err(at("programme"), "missing".into()))?
+                .parse()
+                .map_err(|e: onecity_domain::Error| err(at("programme"), e.to_string()))?;
+            let department: Department = e
+                .department
+                .ok_or_else(|| err(at("department"), "missing".into()))?
+                .parse()
+                .map_err(|e: onecity_domain::Error| err(at("department"), e.to_string()))?;
+            let deadline_days = e
+                .deadline_days
+                .ok_or_else(|| err(at("deadline_days"), "missing".into()))?;
+            let deadline_days = u32::try_from(deadline_days)
+                .ok()
+                .filter(|d| *d >= 1)
+                .ok_or_else(|| {
+                    err(
+                        at("deadline_days"),
+                        "must be between 1 and 4294967295".into(),
+                    )
+                })?;
+            let entry = CatalogueEntry {
+                programme,
+                department,
+                deadline_days,
+            };
+            if entries.insert(programme, entry).is_some() {
+                return Err(err(
+                    at("programme"),
+                    format!("duplicate programme {programme}"),
+                ));
+            }
+        }
+        if let Some(missing) = Programme::ALL.iter().find(|p| !entries.contains_key(p)) {
+            return Err(err(
+                "programme".into(),
+                format!("missing programme {missing}"),
+            ));
+        }
+        Ok(Catalogue { entries })
+    }
+
+    fn entry(&self, programme: Programme) -> &CatalogueEntry {
+        // from_toml_str guarantees an entry for every programme.
+        &self.entries[&programme]
+    }
+
+    /// Department that runs `programme`.
+    pub fn department(&self, programme: Programme) -> Department {
+        self.entry(programme).department
+    }
+
+    /// Decision deadline of `programme`, in calendar days from submission.
+    pub fn deadline_days(&self, programme: Programme) -> u32 {
+        self.entry(programme).deadline_days
+    }
+
+    /// Department unit that receives the referral for `programme` from `district`.
+    pub fn unit(&self, programme: Programme, district: DistrictCode) -> DepartmentUnit {
+        DepartmentUnit {
+            department: self.department(programme),
+            district,
+        }
+    }
+
+    /// All entries, in programme order.
+    pub fn entries(&self) -> impl Iterator<Item = &CatalogueEntry> {
+        self.entries.values()
+    }
+}
+
+impl Default for Catalogue {
+    fn default() -> Self {
+        Self::embedded()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_catalogue_matches_the_specification() {
+        let c = Catalogue::embedded();
+        let expected = [
+            (Programme::Dibao, "civil-affairs", 30),
+            (Programme::ExtremePoverty, "civil-affairs", 20),
+            (Programme::LowIncomeMarginal, "civil-affairs", 30),
+            (Programme::RigidExpenditure, "civil-affairs", 30),
+            (Programme::Medical, "medical-security", 15),
+            (Programme::Education, "education", 15),
+            (Programme::Housing, "housing", 30),
+            (Programme::Employment, "human-resources", 15),
+            (Programme::Temporary, "civil-affairs", 1),
+            (Programme::DisasterRelief, "emergency-management", 3),
+            (
+                Programme::DisabilitySubsidy,
+                "disabled-persons-federation",
+                20,
+            ),
+            (Programme::Charity, "charity", 10),
+        ];
+        for (p, dept, days) in expected {
+            assert_eq!(c.department(p).as_str(), dept, "{p}");
+            assert_eq!(c.deadline_days(p), days, "{p}");
+        }
+        assert_eq!(c.entries().count(), 12);
+        let hexi = DistrictCode::parse("120103").unwrap();
+        assert_eq!(
+            c.unit(Programme::Employment, hexi).to_string(),
+            "human-resources@120103"
+        );
+    }
+
+    fn refused(text: &str, field: &str, reason_part: &str) {
+        let e = Catalogue::from_toml_str(text, "cat.toml").unwrap_err();
+        let Error::Config {
+            file,
+            field: f,
+            reason,
+        } = &e
+        else {
+            panic!("{e:?}")
+        };
+        assert_eq!(file, "cat.toml");
+        assert_eq!(f, field, "{e}");
+        assert!(reason.contains(reason_part), "{e}");
+    }
+
+    #[test]
+    fn refuses_bad_catalogues() {
+        let one = |p: &str, d: &str, n: &str| {
+            format!(
+                "[[programme]]\nprogramme = \"{p}\"\ndepartment = \"{d}\"\ndeadline_days = {n}\n"
+            )
+        };
+        let all_but_charity: String = EMBEDDED
+            .split("[[programme]]")
+            .filter(|s| !s.contains("\"charity\""))
+            .collect::<Vec<_>>()
+            .join("[[programme]]");
+        refused(&all_but_charity, "programme", "missing programme charity");
+        refused(
+            &(all_but_charity.clone() + &one("charity", "charity", "0")),
+            "programme[11].deadline_days",
+            "between 1",
+        );
+        refused(
+            &(all_but_charity.clone() + &one("charity", "police", "3")),
+            "programme[11].department",
+            "unknown department",
+        );
+        refused(
+            &(all_but_charity.clone() + &one("dibao", "charity", "3")),
+            "programme[11].programme",
+            "duplicate programme dibao",
+        );
+        refused(
+            &(all_but_charity.clone() + &one("lottery", "charity", "3")),
+            "programme[11].programme",
+            "unknown programme",
+        );
+        refused(
+            "[[programme]]\nprogramme = \"dibao\"\ncolour = 1\n",
+            "colour",
+            "unknown field",
+        );
+        refused(
+            "[[programme]]\nprogramme = \"dibao\"\ndepartment = \"civil-affairs\"\n",
+            "programme[0].deadline_days",
+            "missing",
+        );
+        refused("[[programme]]\nprogramme = \"dibao\"\ndepartment = \"civil-affairs\"\ndeadline_days = \"x\"\n", "deadline_days", "invalid type");
+    }
+}

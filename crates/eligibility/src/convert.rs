@@ -1,0 +1,84 @@
+//! Conversions between assessments and their proto messages.
+
+use onecity_domain::{Outcome, Programme};
+use onecity_proto::v1 as proto;
+
+use crate::{Assessment, Error, RuleResult};
+
+impl From<&RuleResult> for proto::RuleResult {
+    fn from(r: &RuleResult) -> Self {
+        proto::RuleResult {
+            rule: r.rule.clone(),
+            held: r.held,
+            inputs: r.inputs.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            threshold: r.threshold,
+            explanation: r.explanation.clone(),
+        }
+    }
+}
+
+impl From<proto::RuleResult> for RuleResult {
+    fn from(r: proto::RuleResult) -> Self {
+        let proto::RuleResult {
+            rule,
+            held,
+            inputs,
+            threshold,
+            explanation,
+        } = r;
+        RuleResult {
+            rule,
+            held,
+            inputs: inputs.into_iter().collect(),
+            threshold,
+            explanation,
+        }
+    }
+}
+
+impl From<&Assessment> for proto::Assessment {
+    fn from(a: &Assessment) -> Self {
+        proto::Assessment {
+            programme: a.programme.to_proto(),
+            outcome: a.outcome.to_proto(),
+            amount_fen: a.amount_fen,
+            policy_version: a.policy_version.clone(),
+            rules: a.rules.iter().map(proto::RuleResult::from).collect(),
+            department_unit: a.department_unit.to_string(),
+            margin_fen: a.margin_fen,
+            summary: a.summary.clone(),
+        }
+    }
+}
+
+/// Reads a stored assessment back; the programme, outcome and department unit must be valid.
+impl TryFrom<proto::Assessment> for Assessment {
+    type Error = Error;
+
+    fn try_from(a: proto::Assessment) -> Result<Self, Error> {
+        let proto::Assessment {
+            programme,
+            outcome,
+            amount_fen,
+            policy_version,
+            rules,
+            department_unit,
+            margin_fen,
+            summary,
+        } = a;
+        Ok(Assessment {
+            programme: Programme::try_from(programme)
+                .map_err(|e| Error::conversion("assessment.programme", e))?,
+            outcome: Outcome::try_from(outcome)
+                .map_err(|e| Error::conversion("assessment.outcome", e))?,
+            amount_fen,
+            policy_version,
+            department_unit: department_unit
+                .parse()
+                .map_err(|e| Error::conversion("assessment.department_unit", e))?,
+            margin_fen,
+            summary,
+            rules: rules.into_iter().map(RuleResult::from).collect(),
+        })
+    }
+}
