@@ -7,11 +7,14 @@
 //! rule as an [`Invalid`] naming the request field. Identity numbers never print in full.
 
 mod application;
+pub mod case;
 mod date;
 mod district;
 mod enums;
 mod error;
+pub mod events;
 mod id_number;
+mod principal;
 
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
@@ -28,6 +31,7 @@ pub use enums::{
 };
 pub use error::{Error, Invalid, Result};
 pub use id_number::{IdNumber, IdNumberError};
+pub use principal::Principal;
 
 #[cfg(test)]
 mod tests;

@@ -262,21 +262,30 @@ pub async fn retried_commit_is_deduplicated(b: &dyn Backend) {
     assert_eq!(log.read_case(case, 1, 100).await.unwrap().len(), 3);
 }
 
-/// Reusing a commit id for another case is refused (it is a client bug, not a retry).
-pub async fn commit_id_reused_for_other_case_is_invalid(b: &dyn Backend) {
+/// A commit id names one commit: a retry naming another case gets the original commit
+/// back, with the original case id, and writes nothing.
+pub async fn commit_id_names_one_commit_across_cases(b: &dyn Backend) {
     let log = b.fresh().await;
     let commit = Uuid::now_v7();
-    log.append(Uuid::now_v7(), Expected::Any, evs(1), commit)
+    let first_case = Uuid::now_v7();
+    let first = log
+        .append(first_case, Expected::Any, evs(1), commit)
         .await
         .unwrap();
+    assert_eq!(first.case_id, first_case);
+    let other = Uuid::now_v7();
     let r = log
-        .append(Uuid::now_v7(), Expected::Any, evs(1), commit)
-        .await;
-    assert!(
-        matches!(r, Err(Error::Invalid { ref field, .. }) if field == "commit_id"),
-        "{r:?}"
-    );
+        .append(other, Expected::NoStream, evs(2), commit)
+        .await
+        .unwrap();
+    assert!(r.deduplicated);
+    assert_eq!(r.case_id, first_case);
+    assert_eq!(r.first_position, first.first_position);
     assert_eq!(log.head().await.unwrap(), 1);
+    assert!(matches!(
+        log.read_case(other, 1, 10).await,
+        Err(Error::NotFound(_))
+    ));
 }
 
 /// Many concurrent retries of one commit write it exactly once.
@@ -771,7 +780,7 @@ macro_rules! conformance_suite {
             envelope_roundtrips,
             expected_version_conflicts_write_nothing,
             retried_commit_is_deduplicated,
-            commit_id_reused_for_other_case_is_invalid,
+            commit_id_names_one_commit_across_cases,
             racing_retries_write_once,
             racing_exact_appends_one_wins,
             concurrent_appends_are_gap_free,

@@ -94,6 +94,7 @@ impl EventLogService for EventLogGrpc {
             first_position: a.first_position,
             last_position: a.last_position,
             deduplicated: a.deduplicated,
+            case_id: a.case_id.to_string(),
         }))
     }
 

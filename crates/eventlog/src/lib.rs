@@ -164,6 +164,9 @@ pub struct RecordedEvent {
 /// What an append wrote (or, for a retried commit id, what it first wrote).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
+    /// The case stream of the commit: on a deduplicated retry, the case of the original
+    /// commit (a commit id names one commit, whatever case a retry names).
+    pub case_id: Uuid,
     /// Version of the commit's first event.
     pub first_version: u64,
     /// Version of its last event: the stream's version right after the commit.
@@ -324,7 +327,9 @@ fn check_name(field: &str, value: &str, may_be_empty: bool) -> Result<()> {
 ///   [`Appended`] (with `deduplicated` set) and writes nothing, however long ago the
 ///   original was written and even if the retry races it. The commit-id check comes
 ///   before the concurrency check, so a retry of a successful `Exact` append succeeds.
-///   Reusing a commit id for a different case is [`Error::Invalid`].
+///   A commit id names one commit: a retry that names another case still gets the
+///   original commit back, and [`Appended::case_id`] says which case that is (this is how
+///   intake turns a terminal's request id into the same case id on every retry).
 /// - **Durability.** `Ok` from `append` or `save_checkpoint` means the write is on stable
 ///   storage (see each backend for exactly what that means) and visible to every reader.
 ///   Readers never observe a write that is not yet durable.

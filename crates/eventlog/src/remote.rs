@@ -130,6 +130,7 @@ impl EventLog for RemoteLog {
             .map_err(|s| error(s, Some(case_id), Some(expected)))?
             .into_inner();
         Ok(Appended {
+            case_id: crate::codec::parse_uuid("case_id", &r.case_id)?,
             first_version: r.first_version,
             last_version: r.last_version,
             first_position: r.first_position,

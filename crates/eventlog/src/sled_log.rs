@@ -522,12 +522,6 @@ impl Writer {
             None => self.load_commit(commit_id)?,
         };
         if let Some(rec) = previous {
-            if rec.case_id != case_id {
-                return Err(Error::invalid(
-                    "commit_id",
-                    format!("already used for case {}", rec.case_id),
-                ));
-            }
             return Ok(Appended {
                 deduplicated: true,
                 ..rec.appended
@@ -554,6 +548,7 @@ impl Writer {
         }
         let n = events.len() as u64;
         let appended = Appended {
+            case_id,
             first_version: current + 1,
             last_version: current + n,
             first_position: *next_position,
@@ -773,6 +768,7 @@ fn decode_commit(v: &[u8]) -> Result<CommitRecord> {
     Ok(CommitRecord {
         case_id: Uuid::from_slice(&v[..16]).map_err(|e| Error::Storage(e.to_string()))?,
         appended: Appended {
+            case_id: Uuid::from_slice(&v[..16]).map_err(|e| Error::Storage(e.to_string()))?,
             first_version: n(0)?,
             last_version: n(1)?,
             first_position: n(2)?,
@@ -828,6 +824,7 @@ mod tests {
         let r = CommitRecord {
             case_id: Uuid::now_v7(),
             appended: Appended {
+                case_id: Uuid::nil(),
                 first_version: 3,
                 last_version: 5,
                 first_position: 100,
@@ -837,7 +834,13 @@ mod tests {
         };
         let back = decode_commit(&encode_commit(&r)).unwrap();
         assert_eq!(back.case_id, r.case_id);
-        assert_eq!(back.appended, r.appended);
+        assert_eq!(
+            back.appended,
+            Appended {
+                case_id: r.case_id,
+                ..r.appended
+            }
+        );
         assert!(decode_commit(&[0; 47]).is_err());
     }
 

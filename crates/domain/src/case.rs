@@ -1,0 +1,205 @@
+//! The case projection: a pure fold of a case stream into its current state. Intake
+//! (`GetCase`, withdrawal) and handoff (transition checks) both use it, so the rules of
+//! the lifecycle live in one place.
+
+use onecity_proto::v1 as pb;
+
+use crate::events::CaseEvent;
+
+/// Lifecycle state of a case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaseStatus {
+    /// Submitted and not yet fully decided.
+    Open,
+    /// Every referral decided, or none was needed.
+    Closed,
+    /// Withdrawn by the applicant.
+    Withdrawn,
+}
+
+impl From<CaseStatus> for pb::CaseStatus {
+    fn from(s: CaseStatus) -> Self {
+        match s {
+            CaseStatus::Open => pb::CaseStatus::Open,
+            CaseStatus::Closed => pb::CaseStatus::Closed,
+            CaseStatus::Withdrawn => pb::CaseStatus::Withdrawn,
+        }
+    }
+}
+
+/// Where an event sits in the log, as needed by the projection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventMeta {
+    /// Version in the case stream.
+    pub version: u64,
+    /// Global position.
+    pub position: u64,
+    /// Event type.
+    pub event_type: String,
+    /// Who caused it.
+    pub actor: String,
+    /// When it was recorded (RFC 3339, UTC).
+    pub recorded_at: String,
+}
+
+/// The state of one case, folded from its stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaseState {
+    /// Version of the last event applied.
+    pub version: u64,
+    /// Lifecycle state.
+    pub status: CaseStatus,
+    /// The submission (the first event).
+    pub submitted: Option<pb::ApplicationSubmitted>,
+    /// The assessment, once made.
+    pub assessed: Option<pb::EligibilityAssessed>,
+    /// Referrals in issue order, each in its latest state.
+    pub referrals: Vec<pb::Referral>,
+    /// One history line per event.
+    pub history: Vec<pb::CaseEvent>,
+}
+
+impl Default for CaseState {
+    fn default() -> Self {
+        CaseState {
+            version: 0,
+            status: CaseStatus::Open,
+            submitted: None,
+            assessed: None,
+            referrals: Vec::new(),
+            history: Vec::new(),
+        }
+    }
+}
+
+/// Whether a referral state is final (decided or cancelled).
+pub fn is_final(state: i32) -> bool {
+    state == pb::ReferralState::Approved as i32
+        || state == pb::ReferralState::Denied as i32
+        || state == pb::ReferralState::Cancelled as i32
+}
+
+impl CaseState {
+    /// Applies one event (unknown event types only advance the version).
+    pub fn apply(&mut self, meta: EventMeta, event: Option<&CaseEvent>) {
+        self.version = meta.version;
+        let summary = event.map_or_else(
+            || format!("{} (not understood by this version)", meta.event_type),
+            CaseEvent::summary,
+        );
+        self.history.push(pb::CaseEvent {
+            version: meta.version,
+            position: meta.position,
+            event_type: meta.event_type,
+            actor: meta.actor,
+            recorded_at: meta.recorded_at,
+            summary,
+        });
+        let Some(event) = event else { return };
+        match event {
+            CaseEvent::ApplicationSubmitted(s) => self.submitted = Some(s.clone()),
+            CaseEvent::EligibilityAssessed(a) => self.assessed = Some(a.clone()),
+            CaseEvent::ReferralIssued(r) => self.referrals.push(r.clone()),
+            CaseEvent::ReferralAcknowledged(r)
+            | CaseEvent::ReferralDecided(r)
+            | CaseEvent::ReferralCancelled(r) => {
+                match self
+                    .referrals
+                    .iter_mut()
+                    .find(|x| x.referral_id == r.referral_id)
+                {
+                    Some(slot) => *slot = r.clone(),
+                    None => self.referrals.push(r.clone()),
+                }
+            }
+            CaseEvent::ApplicationWithdrawn(_) => self.status = CaseStatus::Withdrawn,
+            CaseEvent::CaseClosed(_) => {
+                if self.status == CaseStatus::Open {
+                    self.status = CaseStatus::Closed;
+                }
+            }
+        }
+    }
+
+    /// The referral with this id.
+    pub fn referral(&self, referral_id: &str) -> Option<&pb::Referral> {
+        self.referrals.iter().find(|r| r.referral_id == referral_id)
+    }
+
+    /// Whether every referral is final (vacuously true with none).
+    pub fn all_referrals_final(&self) -> bool {
+        self.referrals.iter().all(|r| is_final(r.state))
+    }
+
+    /// Whether the referrals have been issued (the handoff step ran for this case).
+    pub fn handed_off(&self) -> bool {
+        !self.referrals.is_empty() || self.status != CaseStatus::Open && self.assessed.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(v: u64, ty: &str) -> EventMeta {
+        EventMeta {
+            version: v,
+            position: v,
+            event_type: ty.into(),
+            actor: "t".into(),
+            recorded_at: "2026-01-01T00:00:00Z".into(),
+        }
+    }
+
+    fn referral(id: &str, state: pb::ReferralState) -> pb::Referral {
+        pb::Referral {
+            referral_id: id.into(),
+            state: state as i32,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn lifecycle_folds() {
+        let mut c = CaseState::default();
+        let events = [
+            CaseEvent::ApplicationSubmitted(pb::ApplicationSubmitted::default()),
+            CaseEvent::EligibilityAssessed(pb::EligibilityAssessed::default()),
+            CaseEvent::ReferralIssued(referral("a", pb::ReferralState::Issued)),
+            CaseEvent::ReferralIssued(referral("b", pb::ReferralState::Issued)),
+            CaseEvent::ReferralAcknowledged(referral("a", pb::ReferralState::Acknowledged)),
+            CaseEvent::ReferralDecided(referral("a", pb::ReferralState::Approved)),
+        ];
+        for (i, e) in events.iter().enumerate() {
+            c.apply(meta(i as u64 + 1, e.event_type()), Some(e));
+        }
+        assert_eq!(c.version, 6);
+        assert_eq!(c.referrals.len(), 2);
+        assert_eq!(
+            c.referral("a").unwrap().state,
+            pb::ReferralState::Approved as i32
+        );
+        assert!(!c.all_referrals_final());
+        assert_eq!(c.status, CaseStatus::Open);
+        let d = CaseEvent::ReferralDecided(referral("b", pb::ReferralState::Denied));
+        c.apply(meta(7, d.event_type()), Some(&d));
+        assert!(c.all_referrals_final());
+        let close = CaseEvent::CaseClosed(pb::CaseClosed::default());
+        c.apply(meta(8, close.event_type()), Some(&close));
+        assert_eq!(c.status, CaseStatus::Closed);
+        assert_eq!(c.history.len(), 8);
+        c.apply(meta(9, "onecity.v9.Future"), None);
+        assert_eq!(c.version, 9);
+        assert!(c.history[8].summary.contains("not understood"));
+    }
+
+    #[test]
+    fn withdrawal_wins_over_a_later_close() {
+        let mut c = CaseState::default();
+        let w = CaseEvent::ApplicationWithdrawn(pb::ApplicationWithdrawn::default());
+        c.apply(meta(1, w.event_type()), Some(&w));
+        let close = CaseEvent::CaseClosed(pb::CaseClosed::default());
+        c.apply(meta(2, close.event_type()), Some(&close));
+        assert_eq!(c.status, CaseStatus::Withdrawn);
+    }
+}

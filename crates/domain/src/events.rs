@@ -1,0 +1,252 @@
+//! The domain events of a case, as stored in the event log. The payload of each event is
+//! the protobuf message of the same name in `proto/onecity/v1/events.proto`; the log's
+//! event type is its fully qualified name. Fields are only ever added, so every event
+//! ever written stays readable.
+
+use onecity_proto::prost::Message;
+use onecity_proto::v1 as pb;
+
+/// Event type prefix shared by every onecity event.
+pub const PREFIX: &str = "onecity.v1.";
+/// `ApplicationSubmitted`: opens a case.
+pub const APPLICATION_SUBMITTED: &str = "onecity.v1.ApplicationSubmitted";
+/// `EligibilityAssessed`: all twelve programmes assessed.
+pub const ELIGIBILITY_ASSESSED: &str = "onecity.v1.EligibilityAssessed";
+/// `ReferralIssued`.
+pub const REFERRAL_ISSUED: &str = "onecity.v1.ReferralIssued";
+/// `ReferralAcknowledged`.
+pub const REFERRAL_ACKNOWLEDGED: &str = "onecity.v1.ReferralAcknowledged";
+/// `ReferralDecided`.
+pub const REFERRAL_DECIDED: &str = "onecity.v1.ReferralDecided";
+/// `ReferralCancelled`.
+pub const REFERRAL_CANCELLED: &str = "onecity.v1.ReferralCancelled";
+/// Prefix of every referral event.
+pub const REFERRAL_PREFIX: &str = "onecity.v1.Referral";
+/// `ApplicationWithdrawn`.
+pub const APPLICATION_WITHDRAWN: &str = "onecity.v1.ApplicationWithdrawn";
+/// `CaseClosed`.
+pub const CASE_CLOSED: &str = "onecity.v1.CaseClosed";
+
+/// One event of a case stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CaseEvent {
+    /// The application was accepted at a street office.
+    ApplicationSubmitted(pb::ApplicationSubmitted),
+    /// Every programme was assessed.
+    EligibilityAssessed(pb::EligibilityAssessed),
+    /// A referral was issued (the referral as issued).
+    ReferralIssued(pb::Referral),
+    /// A department acknowledged a referral (the referral after it).
+    ReferralAcknowledged(pb::Referral),
+    /// A department decided a referral (the referral after it).
+    ReferralDecided(pb::Referral),
+    /// A referral was cancelled by withdrawal (the referral after it).
+    ReferralCancelled(pb::Referral),
+    /// The applicant withdrew.
+    ApplicationWithdrawn(pb::ApplicationWithdrawn),
+    /// The case closed.
+    CaseClosed(pb::CaseClosed),
+}
+
+/// An event payload that does not decode as its declared type.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("corrupt {event_type} payload: {reason}")]
+pub struct DecodeError {
+    /// The declared event type.
+    pub event_type: String,
+    /// What the decoder said.
+    pub reason: String,
+}
+
+impl CaseEvent {
+    /// The event type written to the log.
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            CaseEvent::ApplicationSubmitted(_) => APPLICATION_SUBMITTED,
+            CaseEvent::EligibilityAssessed(_) => ELIGIBILITY_ASSESSED,
+            CaseEvent::ReferralIssued(_) => REFERRAL_ISSUED,
+            CaseEvent::ReferralAcknowledged(_) => REFERRAL_ACKNOWLEDGED,
+            CaseEvent::ReferralDecided(_) => REFERRAL_DECIDED,
+            CaseEvent::ReferralCancelled(_) => REFERRAL_CANCELLED,
+            CaseEvent::ApplicationWithdrawn(_) => APPLICATION_WITHDRAWN,
+            CaseEvent::CaseClosed(_) => CASE_CLOSED,
+        }
+    }
+
+    /// The protobuf payload.
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            CaseEvent::ApplicationSubmitted(m) => m.encode_to_vec(),
+            CaseEvent::EligibilityAssessed(m) => m.encode_to_vec(),
+            CaseEvent::ReferralIssued(m)
+            | CaseEvent::ReferralAcknowledged(m)
+            | CaseEvent::ReferralDecided(m)
+            | CaseEvent::ReferralCancelled(m) => pb::ReferralIssued {
+                referral: Some(m.clone()),
+            }
+            .encode_to_vec(),
+            CaseEvent::ApplicationWithdrawn(m) => m.encode_to_vec(),
+            CaseEvent::CaseClosed(m) => m.encode_to_vec(),
+        }
+    }
+
+    /// Decodes a stored event. `Ok(None)` for a type this version does not know (written
+    /// by a newer version, or not a case event): projections skip it rather than fail.
+    pub fn decode(event_type: &str, payload: &[u8]) -> Result<Option<CaseEvent>, DecodeError> {
+        let err = |e: onecity_proto::prost::DecodeError| DecodeError {
+            event_type: event_type.to_owned(),
+            reason: e.to_string(),
+        };
+        // All four referral messages share one shape (field 1 = Referral).
+        let referral = |p: &[u8]| -> Result<pb::Referral, DecodeError> {
+            pb::ReferralIssued::decode(p)
+                .map_err(err)?
+                .referral
+                .ok_or_else(|| DecodeError {
+                    event_type: event_type.to_owned(),
+                    reason: "missing referral".into(),
+                })
+        };
+        Ok(Some(match event_type {
+            APPLICATION_SUBMITTED => CaseEvent::ApplicationSubmitted(
+                pb::ApplicationSubmitted::decode(payload).map_err(err)?,
+            ),
+            ELIGIBILITY_ASSESSED => CaseEvent::EligibilityAssessed(
+                pb::EligibilityAssessed::decode(payload).map_err(err)?,
+            ),
+            REFERRAL_ISSUED => CaseEvent::ReferralIssued(referral(payload)?),
+            REFERRAL_ACKNOWLEDGED => CaseEvent::ReferralAcknowledged(referral(payload)?),
+            REFERRAL_DECIDED => CaseEvent::ReferralDecided(referral(payload)?),
+            REFERRAL_CANCELLED => CaseEvent::ReferralCancelled(referral(payload)?),
+            APPLICATION_WITHDRAWN => CaseEvent::ApplicationWithdrawn(
+                pb::ApplicationWithdrawn::decode(payload).map_err(err)?,
+            ),
+            CASE_CLOSED => CaseEvent::CaseClosed(pb::CaseClosed::decode(payload).map_err(err)?),
+            _ => return Ok(None),
+        }))
+    }
+
+    /// The referral carried by a referral event.
+    pub fn referral(&self) -> Option<&pb::Referral> {
+        match self {
+            CaseEvent::ReferralIssued(r)
+            | CaseEvent::ReferralAcknowledged(r)
+            | CaseEvent::ReferralDecided(r)
+            | CaseEvent::ReferralCancelled(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// One line for case histories (no personal data).
+    pub fn summary(&self) -> String {
+        let programme = |r: &pb::Referral| {
+            pb::Programme::try_from(r.programme)
+                .map(|p| {
+                    p.as_str_name()
+                        .trim_start_matches("PROGRAMME_")
+                        .to_lowercase()
+                })
+                .unwrap_or_else(|_| "unknown".into())
+        };
+        match self {
+            CaseEvent::ApplicationSubmitted(s) => format!(
+                "application submitted at {} by terminal {} ({} members, district {})",
+                s.street_office,
+                s.terminal_id,
+                s.application.as_ref().map_or(0, |a| a.members.len()),
+                s.application
+                    .as_ref()
+                    .map_or("", |a| a.district_code.as_str())
+            ),
+            CaseEvent::EligibilityAssessed(a) => {
+                let referred = a
+                    .assessments
+                    .iter()
+                    .filter(|x| {
+                        x.outcome == pb::Outcome::Eligible as i32
+                            || x.outcome == pb::Outcome::NeedsReview as i32
+                    })
+                    .count();
+                format!(
+                    "assessed under policy {}: {referred} programmes to refer",
+                    a.policy_version
+                )
+            }
+            CaseEvent::ReferralIssued(r) => {
+                format!(
+                    "referral {} issued to {}, due {}",
+                    programme(r),
+                    r.department_unit,
+                    r.due_at
+                )
+            }
+            CaseEvent::ReferralAcknowledged(r) => {
+                format!(
+                    "referral {} acknowledged by {}",
+                    programme(r),
+                    r.department_unit
+                )
+            }
+            CaseEvent::ReferralDecided(r) => format!(
+                "referral {} {} by {}",
+                programme(r),
+                if r.state == pb::ReferralState::Approved as i32 {
+                    "approved"
+                } else {
+                    "denied"
+                },
+                r.department_unit
+            ),
+            CaseEvent::ReferralCancelled(r) => format!("referral {} cancelled", programme(r)),
+            CaseEvent::ApplicationWithdrawn(_) => "application withdrawn".into(),
+            CaseEvent::CaseClosed(c) => format!("case closed: {}", c.reason),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_event_roundtrips() {
+        let r = pb::Referral {
+            referral_id: "r".into(),
+            case_id: "c".into(),
+            programme: pb::Programme::Dibao as i32,
+            department_unit: "civil-affairs@120101".into(),
+            state: pb::ReferralState::Issued as i32,
+            ..Default::default()
+        };
+        let events = [
+            CaseEvent::ApplicationSubmitted(pb::ApplicationSubmitted {
+                terminal_id: "t".into(),
+                ..Default::default()
+            }),
+            CaseEvent::EligibilityAssessed(pb::EligibilityAssessed {
+                policy_version: "p".into(),
+                ..Default::default()
+            }),
+            CaseEvent::ReferralIssued(r.clone()),
+            CaseEvent::ReferralAcknowledged(r.clone()),
+            CaseEvent::ReferralDecided(r.clone()),
+            CaseEvent::ReferralCancelled(r),
+            CaseEvent::ApplicationWithdrawn(pb::ApplicationWithdrawn { reason: "x".into() }),
+            CaseEvent::CaseClosed(pb::CaseClosed { reason: "y".into() }),
+        ];
+        for e in events {
+            let back = CaseEvent::decode(e.event_type(), &e.encode())
+                .unwrap()
+                .unwrap();
+            assert_eq!(back, e);
+            assert!(!e.summary().is_empty());
+        }
+    }
+
+    #[test]
+    fn unknown_types_are_skipped_and_garbage_is_an_error() {
+        assert_eq!(CaseEvent::decode("onecity.v2.Future", b"\x01"), Ok(None));
+        assert!(CaseEvent::decode(REFERRAL_ISSUED, b"").is_err());
+        assert!(CaseEvent::decode(CASE_CLOSED, &[0xff, 0xff]).is_err());
+    }
+}
