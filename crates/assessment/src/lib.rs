@@ -1,1 +1,284 @@
-//! placeholder
+//! Assessment: the eligibility role. [`Assessor`] follows the log, assesses every new
+//! application under the policy in force on its date and appends one
+//! `EligibilityAssessed` per case; [`Screener`] answers dry runs (`Screen`) and policy
+//! look-ups (`GetPolicy`) without writing anything. The rules themselves are the pure
+//! functions of `onecity-eligibility`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use onecity_domain::case::{CaseState, CaseStatus, EventMeta};
+use onecity_domain::events::{CaseEvent, APPLICATION_SUBMITTED};
+use onecity_domain::{parse_date, validate_application, Principal};
+use onecity_eligibility::{assess, Catalogue, PolicyBook};
+use onecity_eventlog::{EventLog, Expected, Filter, NewEvent, RecordedEvent};
+use onecity_proto::v1 as pb;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub mod grpc;
+
+/// Result alias of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why an assessment operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad input.
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// Request field path.
+        field: String,
+        /// Why.
+        reason: String,
+    },
+    /// Nothing to return (e.g. no policy in force on a date).
+    #[error("{0}")]
+    NotFound(String),
+    /// The caller may not do this.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    /// The log failed.
+    #[error(transparent)]
+    Log(#[from] onecity_eventlog::Error),
+    /// A stored event does not decode.
+    #[error(transparent)]
+    Corrupt(#[from] onecity_domain::events::DecodeError),
+}
+
+const ID_NAMESPACE: Uuid = Uuid::from_bytes(onecity_domain::ID_NAMESPACE);
+/// Consumer name of the assessment worker's checkpoint.
+pub const CONSUMER: &str = "assessment";
+
+/// Dry-run assessments and policy look-ups.
+#[derive(Debug, Clone)]
+pub struct Screener {
+    policies: Arc<PolicyBook>,
+    catalogue: Arc<Catalogue>,
+}
+
+impl Screener {
+    /// A screener over the given policy and catalogue.
+    pub fn new(policies: Arc<PolicyBook>, catalogue: Arc<Catalogue>) -> Self {
+        Screener {
+            policies,
+            catalogue,
+        }
+    }
+
+    /// Assesses all twelve programmes for an application, writing nothing. Validated
+    /// exactly like a submission. Terminals and administrators only.
+    pub fn screen(
+        &self,
+        principal: &Principal,
+        application: Option<pb::Application>,
+    ) -> Result<Vec<pb::Assessment>> {
+        if !matches!(
+            principal,
+            Principal::Terminal { .. } | Principal::Admin { .. }
+        ) {
+            tracing::warn!(principal = %principal, action = "screen", "permission denied");
+            return Err(Error::PermissionDenied(format!(
+                "a {} principal may not screen applications",
+                principal.kind()
+            )));
+        }
+        let application = application.ok_or_else(|| Error::Invalid {
+            field: "application".into(),
+            reason: "is required".into(),
+        })?;
+        let app = validate_application(application, onecity_domain::today()).map_err(|e| {
+            Error::Invalid {
+                field: e.field,
+                reason: e.reason,
+            }
+        })?;
+        let policy = self
+            .policies
+            .in_force(app.application_date)
+            .ok_or_else(|| Error::Invalid {
+                field: "application.application_date".into(),
+                reason: "no policy version is in force on that date".into(),
+            })?;
+        Ok(assess(&app, policy, &self.catalogue)
+            .iter()
+            .map(Into::into)
+            .collect())
+    }
+
+    /// The policy version in force on `as_of` (`YYYY-MM-DD`; empty = today in Beijing).
+    pub fn policy(&self, as_of: &str) -> Result<pb::Policy> {
+        let date = if as_of.is_empty() {
+            onecity_domain::today()
+        } else {
+            parse_date(as_of).ok_or_else(|| Error::Invalid {
+                field: "as_of".into(),
+                reason: "not a real date in YYYY-MM-DD form".into(),
+            })?
+        };
+        let policy = self
+            .policies
+            .in_force(date)
+            .ok_or_else(|| Error::NotFound(format!("no policy version is in force on {date}")))?;
+        Ok(policy.into())
+    }
+}
+
+/// The assessment worker.
+#[derive(Debug, Clone)]
+pub struct Assessor {
+    log: Arc<dyn EventLog>,
+    policies: Arc<PolicyBook>,
+    catalogue: Arc<Catalogue>,
+}
+
+/// What the worker did with one submission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Done {
+    /// Appended the assessment.
+    Assessed,
+    /// Already assessed (a replay), or the case was withdrawn first.
+    Skipped,
+}
+
+fn meta(e: &RecordedEvent) -> EventMeta {
+    EventMeta {
+        version: e.version,
+        position: e.position,
+        event_type: e.event_type.clone(),
+        actor: e.actor.clone(),
+        recorded_at: e.recorded_at_rfc3339(),
+    }
+}
+
+impl Assessor {
+    /// A worker over `log`.
+    pub fn new(
+        log: Arc<dyn EventLog>,
+        policies: Arc<PolicyBook>,
+        catalogue: Arc<Catalogue>,
+    ) -> Self {
+        Assessor {
+            log,
+            policies,
+            catalogue,
+        }
+    }
+
+    /// Follows the log from the saved checkpoint until `shutdown`. At-least-once: after a
+    /// crash it replays from the checkpoint, and [`Assessor::process`] makes a replay a
+    /// no-op. Transient log errors are retried with backoff.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        while !shutdown.is_cancelled() {
+            match self.follow(&shutdown).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, ?backoff, "assessment worker restarting");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = shutdown.cancelled() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    async fn follow(&self, shutdown: &CancellationToken) -> Result<()> {
+        let from = self.log.load_checkpoint(CONSUMER).await? + 1;
+        let stream = self
+            .log
+            .subscribe(from, Filter::prefixes([APPLICATION_SUBMITTED]))
+            .await?;
+        // Process what is ready as one chunk, then checkpoint once: one fsync per chunk
+        // rather than per event, at the price of a slightly longer replay after a crash.
+        let mut chunks = stream.ready_chunks(64);
+        loop {
+            let chunk = tokio::select! {
+                c = chunks.next() => c,
+                () = shutdown.cancelled() => return Ok(()),
+            };
+            let Some(chunk) = chunk else { return Ok(()) };
+            let mut last = None;
+            for item in chunk {
+                let event = item?;
+                self.process(&event).await?;
+                last = Some(event.position);
+            }
+            if let Some(p) = last {
+                self.log.save_checkpoint(CONSUMER, p).await?;
+            }
+        }
+    }
+
+    /// Assesses the case opened by `submitted`, exactly once per case: the commit id is
+    /// derived from the case, and a case already assessed (or withdrawn) is skipped.
+    pub async fn process(&self, submitted: &RecordedEvent) -> Result<Done> {
+        let case_id = submitted.case_id;
+        let Some(CaseEvent::ApplicationSubmitted(s)) =
+            CaseEvent::decode(&submitted.event_type, &submitted.payload)?
+        else {
+            return Ok(Done::Skipped);
+        };
+        let application = s.application.unwrap_or_default();
+        // Validated at intake; re-validating guards against a damaged or foreign event.
+        let app = match validate_application(application, onecity_domain::today()) {
+            Ok(app) => app,
+            Err(e) => {
+                tracing::error!(%case_id, field = %e.field, reason = %e.reason, "stored application fails validation, not assessed");
+                return Ok(Done::Skipped);
+            }
+        };
+        let Some(policy) = self.policies.in_force(app.application_date) else {
+            tracing::error!(%case_id, date = %app.application_date, "no policy in force, not assessed");
+            return Ok(Done::Skipped);
+        };
+        let assessments: Vec<pb::Assessment> = assess(&app, policy, &self.catalogue)
+            .iter()
+            .map(Into::into)
+            .collect();
+        let event = CaseEvent::EligibilityAssessed(pb::EligibilityAssessed {
+            assessments,
+            policy_version: policy.id().to_owned(),
+        });
+        let commit_id = Uuid::new_v5(&ID_NAMESPACE, format!("assess\u{0}{case_id}").as_bytes());
+        for _ in 0..16 {
+            let events = self.log.read_case_all(case_id).await?;
+            let state =
+                CaseState::from_stored(events.iter().map(|e| (meta(e), e.payload.as_slice())))?;
+            if state.assessed.is_some() || state.status == CaseStatus::Withdrawn {
+                return Ok(Done::Skipped);
+            }
+            let new = NewEvent::new(event.event_type(), "service:assessment", event.encode())
+                .caused_by(submitted.event_id.to_string());
+            match self
+                .log
+                .append(
+                    case_id,
+                    Expected::Exact(state.version),
+                    vec![new],
+                    commit_id,
+                )
+                .await
+            {
+                Ok(a) => {
+                    if !a.deduplicated {
+                        tracing::info!(%case_id, policy = policy.id(), "case assessed");
+                    }
+                    return Ok(if a.deduplicated {
+                        Done::Skipped
+                    } else {
+                        Done::Assessed
+                    });
+                }
+                Err(onecity_eventlog::Error::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Log(onecity_eventlog::Error::Unavailable(format!(
+            "case {case_id} kept changing"
+        ))))
+    }
+}

@@ -121,6 +121,19 @@ impl CaseState {
         }
     }
 
+    /// Folds a stored stream: `(meta, payload)` per event, in version order. Fails on a
+    /// payload that does not decode as its declared type (a damaged or foreign event).
+    pub fn from_stored<'a>(
+        events: impl IntoIterator<Item = (EventMeta, &'a [u8])>,
+    ) -> Result<CaseState, crate::events::DecodeError> {
+        let mut state = CaseState::default();
+        for (meta, payload) in events {
+            let event = CaseEvent::decode(&meta.event_type, payload)?;
+            state.apply(meta, event.as_ref());
+        }
+        Ok(state)
+    }
+
     /// The referral with this id.
     pub fn referral(&self, referral_id: &str) -> Option<&pb::Referral> {
         self.referrals.iter().find(|r| r.referral_id == referral_id)

@@ -161,6 +161,14 @@ pub struct RecordedEvent {
     pub commit_id: Uuid,
 }
 
+impl RecordedEvent {
+    /// `recorded_at` as RFC 3339 in UTC with millisecond precision.
+    pub fn recorded_at_rfc3339(&self) -> String {
+        chrono::DateTime::<chrono::Utc>::from(self.recorded_at)
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    }
+}
+
 /// What an append wrote (or, for a retried commit id, what it first wrote).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
@@ -383,6 +391,20 @@ pub trait EventLog: Send + Sync + fmt::Debug + 'static {
 
     /// Position of the last durable event (0 for an empty log).
     async fn head(&self) -> Result<u64>;
+
+    /// The whole stream of a case, in version order (pages through `read_case`).
+    async fn read_case_all(&self, case_id: Uuid) -> Result<Vec<RecordedEvent>> {
+        let mut out = self.read_case(case_id, 1, MAX_READ_LIMIT).await?;
+        let mut page = out.len();
+        while page == MAX_READ_LIMIT {
+            let more = self
+                .read_case(case_id, out.len() as u64 + 1, MAX_READ_LIMIT)
+                .await?;
+            page = more.len();
+            out.extend(more);
+        }
+        Ok(out)
+    }
 }
 
 /// Clamps a caller's read limit: 0 means the default of 1,000.

@@ -1,1 +1,668 @@
-//! placeholder
+//! Handoff: the departments' side of onecity.
+//!
+//! - [`HandoffWorker`] follows the log and, for each assessed case, issues one referral
+//!   per ELIGIBLE or NEEDS_REVIEW programme to the department unit of the application's
+//!   district, in one commit (or closes the case when nothing is referred).
+//! - [`Inbox`] is the department-side projection: every referral in its latest state,
+//!   rebuilt from the log on start and kept current by a subscription.
+//! - [`Handoff`] serves back offices: list and stream their referrals, acknowledge and
+//!   decide them. Every transition is an event on the case stream, written with the
+//!   case's expected version, so two offices cannot both win a race.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use onecity_domain::case::{is_final, CaseState, CaseStatus, EventMeta};
+use onecity_domain::events::{CaseEvent, ELIGIBILITY_ASSESSED, REFERRAL_PREFIX};
+use onecity_domain::{Principal, Programme};
+use onecity_eligibility::Catalogue;
+use onecity_eventlog::{EventLog, Expected, Filter, NewEvent, RecordedEvent};
+use onecity_proto::v1 as pb;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub mod grpc;
+
+/// Result alias of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a handoff operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad input; nothing written.
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// Request field.
+        field: String,
+        /// Why.
+        reason: String,
+    },
+    /// No such referral.
+    #[error("referral {0} not found")]
+    NotFound(String),
+    /// The caller may not do this.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    /// The referral is not in a state that allows this.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The log failed.
+    #[error(transparent)]
+    Log(#[from] onecity_eventlog::Error),
+    /// A stored event does not decode.
+    #[error(transparent)]
+    Corrupt(#[from] onecity_domain::events::DecodeError),
+}
+
+fn invalid(field: &str, reason: impl Into<String>) -> Error {
+    Error::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+const ID_NAMESPACE: Uuid = Uuid::from_bytes(onecity_domain::ID_NAMESPACE);
+/// Consumer name of the handoff worker's checkpoint.
+pub const CONSUMER: &str = "handoff";
+/// Longest decision note.
+pub const MAX_NOTE_CHARS: usize = 2_000;
+/// Largest page of `ListReferrals`.
+pub const MAX_PAGE_SIZE: u32 = 500;
+const MAX_CONFLICT_RETRIES: usize = 16;
+
+fn meta(e: &RecordedEvent) -> EventMeta {
+    EventMeta {
+        version: e.version,
+        position: e.position,
+        event_type: e.event_type.clone(),
+        actor: e.actor.clone(),
+        recorded_at: e.recorded_at_rfc3339(),
+    }
+}
+
+async fn load_case(log: &dyn EventLog, case_id: Uuid) -> Result<CaseState> {
+    let events = log.read_case_all(case_id).await?;
+    Ok(CaseState::from_stored(
+        events.iter().map(|e| (meta(e), e.payload.as_slice())),
+    )?)
+}
+
+/// The deterministic id of the referral of `programme` in `case_id`: a replayed handoff
+/// derives the same id, so a referral can never exist twice.
+pub fn referral_id(case_id: Uuid, programme: Programme) -> Uuid {
+    Uuid::new_v5(
+        &ID_NAMESPACE,
+        format!("referral\u{0}{case_id}\u{0}{}", programme.as_str()).as_bytes(),
+    )
+}
+
+/// Issues referrals for assessed cases.
+#[derive(Debug, Clone)]
+pub struct HandoffWorker {
+    log: Arc<dyn EventLog>,
+    catalogue: Arc<Catalogue>,
+}
+
+/// What the worker did with one assessment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Done {
+    /// Issued this many referrals (0 = closed the case with the assessments as the answer).
+    Issued(usize),
+    /// Already handed off (a replay), or the case was withdrawn.
+    Skipped,
+}
+
+impl HandoffWorker {
+    /// A worker over `log`; deadlines come from `catalogue`.
+    pub fn new(log: Arc<dyn EventLog>, catalogue: Arc<Catalogue>) -> Self {
+        HandoffWorker { log, catalogue }
+    }
+
+    /// Follows the log from the checkpoint until `shutdown`, retrying transient errors.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        while !shutdown.is_cancelled() {
+            match self.follow(&shutdown).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, ?backoff, "handoff worker restarting");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = shutdown.cancelled() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    async fn follow(&self, shutdown: &CancellationToken) -> Result<()> {
+        let from = self.log.load_checkpoint(CONSUMER).await? + 1;
+        let stream = self
+            .log
+            .subscribe(from, Filter::prefixes([ELIGIBILITY_ASSESSED]))
+            .await?;
+        let mut chunks = stream.ready_chunks(64);
+        loop {
+            let chunk = tokio::select! {
+                c = chunks.next() => c,
+                () = shutdown.cancelled() => return Ok(()),
+            };
+            let Some(chunk) = chunk else { return Ok(()) };
+            let mut last = None;
+            for item in chunk {
+                let event = item?;
+                self.process(&event).await?;
+                last = Some(event.position);
+            }
+            if let Some(p) = last {
+                self.log.save_checkpoint(CONSUMER, p).await?;
+            }
+        }
+    }
+
+    /// Issues the referrals of the case assessed by `assessed`, exactly once per case.
+    pub async fn process(&self, assessed: &RecordedEvent) -> Result<Done> {
+        let case_id = assessed.case_id;
+        let commit_id = Uuid::new_v5(&ID_NAMESPACE, format!("handoff\u{0}{case_id}").as_bytes());
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            let state = load_case(self.log.as_ref(), case_id).await?;
+            if state.status != CaseStatus::Open || !state.referrals.is_empty() {
+                return Ok(Done::Skipped);
+            }
+            let (Some(submitted), Some(assessment)) = (&state.submitted, &state.assessed) else {
+                tracing::error!(%case_id, "assessed case without submission or assessment, skipped");
+                return Ok(Done::Skipped);
+            };
+            let events = self.referrals(case_id, submitted, assessment);
+            let issued = events
+                .iter()
+                .filter(|e| matches!(e, CaseEvent::ReferralIssued(_)))
+                .count();
+            let new: Vec<NewEvent> = events
+                .iter()
+                .map(|e| {
+                    NewEvent::new(e.event_type(), "service:handoff", e.encode())
+                        .caused_by(assessed.event_id.to_string())
+                })
+                .collect();
+            match self
+                .log
+                .append(case_id, Expected::Exact(state.version), new, commit_id)
+                .await
+            {
+                Ok(a) if a.deduplicated => return Ok(Done::Skipped),
+                Ok(_) => {
+                    tracing::info!(%case_id, referrals = issued, "referrals issued");
+                    return Ok(Done::Issued(issued));
+                }
+                Err(onecity_eventlog::Error::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Log(onecity_eventlog::Error::Unavailable(format!(
+            "case {case_id} kept changing"
+        ))))
+    }
+
+    fn referrals(
+        &self,
+        case_id: Uuid,
+        submitted: &pb::ApplicationSubmitted,
+        assessed: &pb::EligibilityAssessed,
+    ) -> Vec<CaseEvent> {
+        let submitted_at = chrono::DateTime::parse_from_rfc3339(&submitted.submitted_at)
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .unwrap_or_else(|_| chrono::Utc::now());
+        let issued_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let mut events = Vec::new();
+        for a in &assessed.assessments {
+            let referred = a.outcome == pb::Outcome::Eligible as i32
+                || a.outcome == pb::Outcome::NeedsReview as i32;
+            let Some(programme) = Programme::from_proto(a.programme) else {
+                continue;
+            };
+            if !referred {
+                continue;
+            }
+            let days = i64::from(self.catalogue.deadline_days(programme));
+            let due_at = (submitted_at + chrono::TimeDelta::days(days))
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            events.push(CaseEvent::ReferralIssued(pb::Referral {
+                referral_id: referral_id(case_id, programme).to_string(),
+                case_id: case_id.to_string(),
+                programme: a.programme,
+                department_unit: a.department_unit.clone(),
+                state: pb::ReferralState::Issued as i32,
+                due_at,
+                outcome: a.outcome,
+                assessed_amount_fen: a.amount_fen,
+                decided_amount_fen: 0,
+                note: String::new(),
+                issued_at: issued_at.clone(),
+                policy_version: a.policy_version.clone(),
+            }));
+        }
+        if events.is_empty() {
+            events.push(CaseEvent::CaseClosed(pb::CaseClosed {
+                reason: "no programme to refer: the assessments are the answer".into(),
+            }));
+        }
+        events
+    }
+}
+
+#[derive(Debug, Default)]
+struct InboxState {
+    /// Referrals by the position of their `ReferralIssued` event (issue order).
+    by_issue: BTreeMap<u64, pb::Referral>,
+    /// Referral id to its issue position.
+    ids: HashMap<String, u64>,
+}
+
+/// The department-side projection of every referral, rebuilt from the log on start.
+#[derive(Debug)]
+pub struct Inbox {
+    state: RwLock<InboxState>,
+    applied: watch::Sender<u64>,
+}
+
+impl Inbox {
+    /// Starts the projection: it replays the log from the beginning, then follows it.
+    pub fn start(log: Arc<dyn EventLog>, shutdown: CancellationToken) -> Arc<Inbox> {
+        let (applied, _) = watch::channel(0);
+        let inbox = Arc::new(Inbox {
+            state: RwLock::new(InboxState::default()),
+            applied,
+        });
+        let feeder = Arc::clone(&inbox);
+        tokio::spawn(async move { feeder.feed(log, shutdown).await });
+        inbox
+    }
+
+    async fn feed(&self, log: Arc<dyn EventLog>, shutdown: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        while !shutdown.is_cancelled() {
+            let from = *self.applied.borrow() + 1;
+            // Unfiltered, so `applied` tracks the log's head and readers can wait for it.
+            let mut stream = match log.subscribe(from, Filter::all()).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "inbox subscription failed, retrying");
+                    tokio::select! { () = tokio::time::sleep(backoff) => {}, () = shutdown.cancelled() => return }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            loop {
+                let next =
+                    tokio::select! { n = stream.next() => n, () = shutdown.cancelled() => return };
+                match next {
+                    Some(Ok(e)) => {
+                        backoff = Duration::from_millis(100);
+                        self.apply(&e);
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "inbox subscription broke, resuming");
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            tokio::select! { () = tokio::time::sleep(backoff) => {}, () = shutdown.cancelled() => return }
+        }
+    }
+
+    fn apply(&self, e: &RecordedEvent) {
+        if e.event_type.starts_with(REFERRAL_PREFIX) {
+            match CaseEvent::decode(&e.event_type, &e.payload) {
+                Ok(Some(ev)) => {
+                    if let Some(r) = ev.referral() {
+                        let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
+                        match st.ids.get(&r.referral_id).copied() {
+                            Some(at) => {
+                                st.by_issue.insert(at, r.clone());
+                            }
+                            None => {
+                                st.ids.insert(r.referral_id.clone(), e.position);
+                                st.by_issue.insert(e.position, r.clone());
+                            }
+                        }
+                    }
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::error!(error = %err, position = e.position, "undecodable referral event skipped")
+                }
+            }
+        }
+        self.applied.send_replace(e.position);
+    }
+
+    /// Waits until the projection has applied everything up to `position`.
+    pub async fn wait_for(&self, position: u64) {
+        let mut rx = self.applied.subscribe();
+        // The sender lives as long as `self`, so this only ends when the position is reached.
+        let _ = rx.wait_for(|p| *p >= position).await;
+    }
+
+    /// The referral with this id, in its latest applied state.
+    pub fn get(&self, referral_id: &str) -> Option<pb::Referral> {
+        let st = self.state.read().unwrap_or_else(|p| p.into_inner());
+        st.ids
+            .get(referral_id)
+            .and_then(|at| st.by_issue.get(at))
+            .cloned()
+    }
+
+    /// Up to `limit` referrals issued after `after` (an issue position), filtered by unit
+    /// and state, and the issue position to continue from when more remain.
+    pub fn page(
+        &self,
+        unit: Option<&str>,
+        state: Option<i32>,
+        after: u64,
+        limit: usize,
+    ) -> (Vec<pb::Referral>, Option<u64>) {
+        let st = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let mut out = Vec::new();
+        for (at, r) in st.by_issue.range(after + 1..) {
+            if unit.is_some_and(|u| r.department_unit != u) || state.is_some_and(|s| r.state != s) {
+                continue;
+            }
+            if out.len() == limit {
+                return (out, Some(*at - 1));
+            }
+            out.push(r.clone());
+        }
+        (out, None)
+    }
+}
+
+/// The back-office API core.
+#[derive(Debug, Clone)]
+pub struct Handoff {
+    log: Arc<dyn EventLog>,
+    inbox: Arc<Inbox>,
+}
+
+fn denied(principal: &Principal, action: &str, referral: Option<&str>) -> Error {
+    tracing::warn!(principal = %principal, kind = principal.kind(), action, referral = ?referral, "permission denied");
+    Error::PermissionDenied(format!("a {} principal may not {action}", principal.kind()))
+}
+
+/// A referral state given by a client: 0 means "any".
+fn state_filter(state: i32) -> Result<Option<i32>> {
+    match pb::ReferralState::try_from(state) {
+        Ok(pb::ReferralState::Unspecified) => Ok(None),
+        Ok(s) => Ok(Some(s as i32)),
+        Err(_) => Err(invalid("state", format!("unknown referral state {state}"))),
+    }
+}
+
+/// The decision a department records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionInput {
+    /// `Decision` proto value.
+    pub decision: i32,
+    /// Decided amount in fen.
+    pub amount_fen: i64,
+    /// Note.
+    pub note: String,
+}
+
+impl Handoff {
+    /// The API over `log`, answering lists from `inbox`.
+    pub fn new(log: Arc<dyn EventLog>, inbox: Arc<Inbox>) -> Self {
+        Handoff { log, inbox }
+    }
+
+    /// The unit a principal may see: a department its own, an admin every unit.
+    fn scope(principal: &Principal, action: &str) -> Result<Option<String>> {
+        match principal {
+            Principal::Department { unit } => Ok(Some(unit.to_string())),
+            Principal::Admin { .. } => Ok(None),
+            _ => Err(denied(principal, action, None)),
+        }
+    }
+
+    /// A page of the caller's referrals (all states when `state` is 0), in issue order.
+    pub async fn list(
+        &self,
+        principal: &Principal,
+        state: i32,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<(Vec<pb::Referral>, String)> {
+        let unit = Self::scope(principal, "list referrals")?;
+        let state = state_filter(state)?;
+        let limit = match page_size {
+            0 => 100,
+            n if n > MAX_PAGE_SIZE => {
+                return Err(invalid("page_size", format!("at most {MAX_PAGE_SIZE}")))
+            }
+            n => n as usize,
+        };
+        let after = if page_token.is_empty() {
+            0
+        } else {
+            page_token
+                .parse()
+                .map_err(|_| invalid("page_token", "not a token from a previous page"))?
+        };
+        // Read-your-writes: include everything durable when the call arrived.
+        self.inbox.wait_for(self.log.head().await?).await;
+        let (page, next) = self.inbox.page(unit.as_deref(), state, after, limit);
+        Ok((page, next.map(|n| n.to_string()).unwrap_or_default()))
+    }
+
+    /// The caller's referrals as they are issued and change: the log after `after_cursor`,
+    /// then live. Each item carries the cursor to resume after it.
+    pub async fn stream(
+        &self,
+        principal: &Principal,
+        after_cursor: &str,
+    ) -> Result<impl Stream<Item = Result<(pb::Referral, String)>> + Send + 'static> {
+        let unit = Self::scope(principal, "stream referrals")?;
+        let after: u64 = if after_cursor.is_empty() {
+            0
+        } else {
+            after_cursor
+                .parse()
+                .map_err(|_| invalid("after_cursor", "not a cursor from this stream"))?
+        };
+        let stream = self
+            .log
+            .subscribe(after + 1, Filter::prefixes([REFERRAL_PREFIX]))
+            .await?;
+        Ok(stream.filter_map(move |r| {
+            let out = match r {
+                Err(e) => Some(Err(Error::from(e))),
+                Ok(e) => match CaseEvent::decode(&e.event_type, &e.payload) {
+                    Err(err) => Some(Err(Error::from(err))),
+                    Ok(ev) => ev
+                        .as_ref()
+                        .and_then(CaseEvent::referral)
+                        .filter(|r| unit.as_ref().is_none_or(|u| &r.department_unit == u))
+                        .map(|r| Ok((r.clone(), e.position.to_string()))),
+                },
+            };
+            futures::future::ready(out)
+        }))
+    }
+
+    /// Finds a referral the principal may act on.
+    async fn own_referral(
+        &self,
+        principal: &Principal,
+        referral_id: &str,
+        action: &str,
+    ) -> Result<(Uuid, String)> {
+        let Principal::Department { unit } = principal else {
+            return Err(denied(principal, action, Some(referral_id)));
+        };
+        Uuid::parse_str(referral_id).map_err(|_| invalid("referral_id", "not a uuid"))?;
+        let found = match self.inbox.get(referral_id) {
+            Some(r) => Some(r),
+            None => {
+                self.inbox.wait_for(self.log.head().await?).await;
+                self.inbox.get(referral_id)
+            }
+        };
+        let r = found.ok_or_else(|| Error::NotFound(referral_id.to_owned()))?;
+        if r.department_unit != unit.to_string() {
+            return Err(denied(
+                principal,
+                &format!("{action} of another unit"),
+                Some(referral_id),
+            ));
+        }
+        let case_id =
+            Uuid::parse_str(&r.case_id).map_err(|_| Error::NotFound(referral_id.to_owned()))?;
+        Ok((case_id, r.department_unit))
+    }
+
+    /// Marks an ISSUED referral ACKNOWLEDGED (acknowledging again returns it unchanged).
+    pub async fn acknowledge(
+        &self,
+        principal: &Principal,
+        referral_id: &str,
+    ) -> Result<pb::Referral> {
+        let (case_id, _) = self
+            .own_referral(principal, referral_id, "acknowledge referrals")
+            .await?;
+        self.transition(principal, case_id, referral_id, |r| {
+            if r.state == pb::ReferralState::Acknowledged as i32 {
+                return Ok(None);
+            }
+            check_open(r)?;
+            Ok(Some(CaseEvent::ReferralAcknowledged(pb::Referral {
+                state: pb::ReferralState::Acknowledged as i32,
+                ..r.clone()
+            })))
+        })
+        .await
+    }
+
+    /// Records the decision on an ISSUED or ACKNOWLEDGED referral; closes the case in the
+    /// same commit when it was the last open referral.
+    pub async fn decide(
+        &self,
+        principal: &Principal,
+        referral_id: &str,
+        input: DecisionInput,
+    ) -> Result<pb::Referral> {
+        let state = match pb::Decision::try_from(input.decision) {
+            Ok(pb::Decision::Approved) => pb::ReferralState::Approved,
+            Ok(pb::Decision::Denied) => pb::ReferralState::Denied,
+            _ => return Err(invalid("decision", "must be APPROVED or DENIED")),
+        };
+        if input.amount_fen < 0 {
+            return Err(invalid("amount_fen", "must not be negative"));
+        }
+        if state == pb::ReferralState::Denied && input.amount_fen != 0 {
+            return Err(invalid(
+                "amount_fen",
+                "must be 0 when the referral is denied",
+            ));
+        }
+        if input.note.chars().count() > MAX_NOTE_CHARS {
+            return Err(invalid(
+                "note",
+                format!("longer than {MAX_NOTE_CHARS} characters"),
+            ));
+        }
+        let (case_id, _) = self
+            .own_referral(principal, referral_id, "decide referrals")
+            .await?;
+        self.transition(principal, case_id, referral_id, |r| {
+            check_open(r)?;
+            Ok(Some(CaseEvent::ReferralDecided(pb::Referral {
+                state: state as i32,
+                decided_amount_fen: input.amount_fen,
+                note: input.note.clone(),
+                ..r.clone()
+            })))
+        })
+        .await
+    }
+
+    /// Applies `change` to the referral's current state and appends the result with the
+    /// case's expected version, retrying on a concurrent write. `Ok(None)` from `change`
+    /// means "nothing to do": the current referral is returned.
+    async fn transition(
+        &self,
+        principal: &Principal,
+        case_id: Uuid,
+        referral_id: &str,
+        change: impl Fn(&pb::Referral) -> Result<Option<CaseEvent>>,
+    ) -> Result<pb::Referral> {
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            let state = load_case(self.log.as_ref(), case_id).await?;
+            let current = state
+                .referral(referral_id)
+                .ok_or_else(|| Error::NotFound(referral_id.to_owned()))?;
+            let Some(event) = change(current)? else {
+                return Ok(current.clone());
+            };
+            let updated = event.referral().cloned().unwrap_or_default();
+            let mut events = vec![event];
+            let mut after = state.clone();
+            after.apply(
+                EventMeta {
+                    version: state.version + 1,
+                    position: 0,
+                    event_type: events[0].event_type().into(),
+                    actor: String::new(),
+                    recorded_at: String::new(),
+                },
+                Some(&events[0]),
+            );
+            if after.status == CaseStatus::Open && after.all_referrals_final() {
+                events.push(CaseEvent::CaseClosed(pb::CaseClosed {
+                    reason: "every referral is decided".into(),
+                }));
+            }
+            let actor = principal.actor();
+            let new: Vec<NewEvent> = events
+                .iter()
+                .map(|e| NewEvent::new(e.event_type(), actor.clone(), e.encode()))
+                .collect();
+            let commit_id = Uuid::now_v7();
+            match self
+                .log
+                .append(case_id, Expected::Exact(state.version), new, commit_id)
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(%case_id, referral = referral_id, state = updated.state, department = %updated.department_unit, "referral updated");
+                    return Ok(updated);
+                }
+                Err(onecity_eventlog::Error::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Log(onecity_eventlog::Error::Unavailable(format!(
+            "case {case_id} kept changing"
+        ))))
+    }
+}
+
+fn check_open(r: &pb::Referral) -> Result<()> {
+    if r.state == pb::ReferralState::Cancelled as i32 {
+        return Err(Error::FailedPrecondition(format!(
+            "referral {} was cancelled: the application was withdrawn",
+            r.referral_id
+        )));
+    }
+    if is_final(r.state) {
+        return Err(Error::FailedPrecondition(format!(
+            "referral {} is already decided",
+            r.referral_id
+        )));
+    }
+    Ok(())
+}

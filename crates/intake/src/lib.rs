@@ -1,1 +1,435 @@
-//! placeholder
+//! Intake: the street office's side of onecity. A terminal submits a household once;
+//! intake validates it, opens a case (UUID v7) with one durable `ApplicationSubmitted`
+//! event and answers with the case id. Case views (`GetCase`, `WatchCase`) are folds of
+//! the case stream, so they are always exactly what the log says.
+//!
+//! The core here never mentions tonic; [`grpc`] is the transport edge.
+
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use onecity_domain::case::{CaseState, CaseStatus, EventMeta};
+use onecity_domain::events::CaseEvent;
+use onecity_domain::{validate_application, IdNumber, Principal};
+use onecity_eligibility::PolicyBook;
+use onecity_eventlog::{EventLog, Expected, Filter, NewEvent, RecordedEvent};
+use onecity_proto::v1 as pb;
+use uuid::Uuid;
+
+pub mod grpc;
+
+/// Result alias of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why an intake operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad input; nothing was written.
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// Request field path, e.g. `application.members[2].id_number`.
+        field: String,
+        /// Why.
+        reason: String,
+    },
+    /// No such case.
+    #[error("case {0} not found")]
+    NotFound(Uuid),
+    /// The caller may not do this.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    /// The case is not in a state that allows this.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The log failed.
+    #[error(transparent)]
+    Log(#[from] onecity_eventlog::Error),
+    /// A stored event does not decode.
+    #[error(transparent)]
+    Corrupt(#[from] onecity_domain::events::DecodeError),
+}
+
+impl Error {
+    fn invalid(field: &str, reason: impl Into<String>) -> Self {
+        Error::Invalid {
+            field: field.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Longest terminal request id.
+pub const MAX_REQUEST_ID_CHARS: usize = 128;
+/// Longest withdrawal reason.
+pub const MAX_REASON_CHARS: usize = 2_000;
+/// How often a conflicting write is retried before giving up.
+const MAX_CONFLICT_RETRIES: usize = 16;
+
+/// Namespace of the deterministic ids intake derives (see [`onecity_domain::ID_NAMESPACE`]).
+const ID_NAMESPACE: Uuid = Uuid::from_bytes(onecity_domain::ID_NAMESPACE);
+
+/// The answer to a submission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submitted {
+    /// The case.
+    pub case_id: Uuid,
+    /// True when the terminal had already submitted this request id.
+    pub duplicate: bool,
+    /// When the case was opened (RFC 3339, UTC).
+    pub submitted_at: String,
+}
+
+/// The intake service core.
+#[derive(Debug, Clone)]
+pub struct Intake {
+    log: Arc<dyn EventLog>,
+    policies: Arc<PolicyBook>,
+}
+
+/// Converts a stored event into the projection's metadata.
+pub fn meta(e: &RecordedEvent) -> EventMeta {
+    EventMeta {
+        version: e.version,
+        position: e.position,
+        event_type: e.event_type.clone(),
+        actor: e.actor.clone(),
+        recorded_at: e.recorded_at_rfc3339(),
+    }
+}
+
+/// Reads and folds a whole case stream.
+pub async fn load_case(log: &dyn EventLog, case_id: Uuid) -> Result<CaseState> {
+    let events = match log.read_case_all(case_id).await {
+        Err(onecity_eventlog::Error::NotFound(_)) => return Err(Error::NotFound(case_id)),
+        other => other?,
+    };
+    Ok(CaseState::from_stored(
+        events.iter().map(|e| (meta(e), e.payload.as_slice())),
+    )?)
+}
+
+fn parse_case_id(s: &str) -> Result<Uuid> {
+    let id = Uuid::parse_str(s).map_err(|_| Error::invalid("case_id", "not a uuid"))?;
+    if id.is_nil() {
+        return Err(Error::invalid("case_id", "must not be the nil uuid"));
+    }
+    Ok(id)
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+impl Intake {
+    /// Intake over `log`, checking that a policy is in force on each application date.
+    pub fn new(log: Arc<dyn EventLog>, policies: Arc<PolicyBook>) -> Self {
+        Intake { log, policies }
+    }
+
+    /// Validates and records an application. Only terminals submit. The same request id
+    /// from the same terminal always yields the same case, across restarts: the commit
+    /// id is derived from (terminal, request id) and the log never forgets a commit id.
+    pub async fn submit(
+        &self,
+        principal: &Principal,
+        request_id: &str,
+        application: Option<pb::Application>,
+    ) -> Result<Submitted> {
+        let Principal::Terminal {
+            id: terminal_id,
+            street_office,
+            ..
+        } = principal
+        else {
+            return Err(denied(principal, "submit an application", None));
+        };
+        let n = request_id.chars().count();
+        if n == 0 || n > MAX_REQUEST_ID_CHARS || request_id.chars().any(char::is_control) {
+            return Err(Error::invalid(
+                "request_id",
+                format!("must be 1 to {MAX_REQUEST_ID_CHARS} printable characters"),
+            ));
+        }
+        let application =
+            application.ok_or_else(|| Error::invalid("application", "is required"))?;
+        let app = validate_application(application, onecity_domain::today()).map_err(|e| {
+            Error::Invalid {
+                field: e.field,
+                reason: e.reason,
+            }
+        })?;
+        if self.policies.in_force(app.application_date).is_none() {
+            return Err(Error::invalid(
+                "application.application_date",
+                "no policy version is in force on that date",
+            ));
+        }
+        let submitted_at = now_rfc3339();
+        let event = CaseEvent::ApplicationSubmitted(pb::ApplicationSubmitted {
+            application: Some((&app).into()),
+            terminal_id: terminal_id.clone(),
+            street_office: street_office.clone(),
+            request_id: request_id.to_owned(),
+            submitted_at: submitted_at.clone(),
+        });
+        let commit_id = Uuid::new_v5(
+            &ID_NAMESPACE,
+            format!("submit\u{0}{terminal_id}\u{0}{request_id}").as_bytes(),
+        );
+        let new = NewEvent::new(event.event_type(), principal.actor(), event.encode())
+            .caused_by(request_id);
+        let appended = self
+            .log
+            .append(Uuid::now_v7(), Expected::NoStream, vec![new], commit_id)
+            .await?;
+        let case_id = appended.case_id;
+        if !appended.deduplicated {
+            tracing::info!(%case_id, terminal = %terminal_id, district = %app.district, members = app.members.len(), "application submitted");
+            return Ok(Submitted {
+                case_id,
+                duplicate: false,
+                submitted_at,
+            });
+        }
+        // A retry: answer with the original submission time.
+        let state = load_case(self.log.as_ref(), case_id).await?;
+        let submitted_at = state.submitted.map(|s| s.submitted_at).unwrap_or_default();
+        tracing::info!(%case_id, terminal = %terminal_id, "duplicate submission answered with the original case");
+        Ok(Submitted {
+            case_id,
+            duplicate: true,
+            submitted_at,
+        })
+    }
+
+    /// The case as the principal may see it.
+    pub async fn get_case(&self, principal: &Principal, case_id: &str) -> Result<pb::Case> {
+        let case_id = parse_case_id(case_id)?;
+        let state = load_case(self.log.as_ref(), case_id).await?;
+        view(principal, case_id, &state)
+    }
+
+    /// The case's events so far, then new ones as they are recorded. Ends after the case
+    /// reaches a final state (closed or withdrawn) or when `shutdown` fires.
+    pub async fn watch_case(
+        &self,
+        principal: &Principal,
+        case_id: &str,
+    ) -> Result<impl Stream<Item = Result<pb::WatchCaseResponse>> + Send + 'static> {
+        let case_id = parse_case_id(case_id)?;
+        let events = match self.log.read_case_all(case_id).await {
+            Err(onecity_eventlog::Error::NotFound(_)) => return Err(Error::NotFound(case_id)),
+            other => other?,
+        };
+        let mut state = CaseState::default();
+        for e in &events {
+            state.apply(
+                meta(e),
+                CaseEvent::decode(&e.event_type, &e.payload)?.as_ref(),
+            );
+        }
+        view(principal, case_id, &state)?;
+        let from = events.last().map_or(1, |e| e.position + 1);
+        let backlog: Vec<_> = state
+            .history
+            .iter()
+            .cloned()
+            .zip(replay_statuses(&events))
+            .map(|(event, status)| {
+                Ok(pb::WatchCaseResponse {
+                    event: Some(event),
+                    status: pb::CaseStatus::from(status) as i32,
+                })
+            })
+            .collect();
+        let finished = state.status != CaseStatus::Open;
+        let live = if finished {
+            None
+        } else {
+            Some(self.log.subscribe(from, Filter::all()).await?)
+        };
+        let live = futures::stream::iter(live).flatten();
+        let live = live
+            .filter(move |r| futures::future::ready(!matches!(r, Ok(e) if e.case_id != case_id)))
+            .scan(state, |state, r| {
+                let item = match r {
+                    Err(e) => Some(Err(Error::from(e))),
+                    Ok(e) => match CaseEvent::decode(&e.event_type, &e.payload) {
+                        Err(err) => Some(Err(Error::from(err))),
+                        Ok(ev) => {
+                            state.apply(meta(&e), ev.as_ref());
+                            let event = state.history.last().cloned();
+                            Some(Ok(pb::WatchCaseResponse {
+                                event,
+                                status: pb::CaseStatus::from(state.status) as i32,
+                            }))
+                        }
+                    },
+                };
+                futures::future::ready(item)
+            });
+        // Stop after the first response that reports a final status.
+        let live = live.scan(false, |done, r| {
+            if *done {
+                return futures::future::ready(None);
+            }
+            if let Ok(w) = &r {
+                *done = w.status != pb::CaseStatus::Open as i32;
+            }
+            futures::future::ready(Some(r))
+        });
+        Ok(futures::stream::iter(backlog).chain(live))
+    }
+
+    /// Withdraws an open case and cancels its open referrals, atomically. Withdrawing a
+    /// withdrawn case returns it unchanged; a closed case cannot be withdrawn.
+    pub async fn withdraw(
+        &self,
+        principal: &Principal,
+        case_id: &str,
+        reason: &str,
+    ) -> Result<pb::Case> {
+        if !matches!(
+            principal,
+            Principal::Terminal { .. } | Principal::Admin { .. }
+        ) {
+            return Err(denied(principal, "withdraw an application", None));
+        }
+        let case_id = parse_case_id(case_id)?;
+        if reason.chars().count() > MAX_REASON_CHARS {
+            return Err(Error::invalid(
+                "reason",
+                format!("longer than {MAX_REASON_CHARS} characters"),
+            ));
+        }
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            let state = load_case(self.log.as_ref(), case_id).await?;
+            match state.status {
+                CaseStatus::Withdrawn => return view(principal, case_id, &state),
+                CaseStatus::Closed => {
+                    return Err(Error::FailedPrecondition(format!(
+                        "case {case_id} is closed: every referral is decided"
+                    )))
+                }
+                CaseStatus::Open => {}
+            }
+            let mut events = vec![CaseEvent::ApplicationWithdrawn(pb::ApplicationWithdrawn {
+                reason: reason.to_owned(),
+            })];
+            for r in state
+                .referrals
+                .iter()
+                .filter(|r| !onecity_domain::case::is_final(r.state))
+            {
+                events.push(CaseEvent::ReferralCancelled(pb::Referral {
+                    state: pb::ReferralState::Cancelled as i32,
+                    ..r.clone()
+                }));
+            }
+            let actor = principal.actor();
+            let new: Vec<NewEvent> = events
+                .iter()
+                .map(|e| NewEvent::new(e.event_type(), actor.clone(), e.encode()))
+                .collect();
+            // Keyed by the version it extends: a retry of this exact write is deduplicated,
+            // a write after someone else's is a new commit.
+            let commit_id = Uuid::new_v5(
+                &ID_NAMESPACE,
+                format!("withdraw\u{0}{case_id}\u{0}{}", state.version).as_bytes(),
+            );
+            match self
+                .log
+                .append(case_id, Expected::Exact(state.version), new, commit_id)
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(%case_id, cancelled = events.len() - 1, "application withdrawn");
+                    let state = load_case(self.log.as_ref(), case_id).await?;
+                    return view(principal, case_id, &state);
+                }
+                Err(onecity_eventlog::Error::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Log(onecity_eventlog::Error::Unavailable(
+            "case kept changing; try again".into(),
+        )))
+    }
+}
+
+/// Status after each event of a stream, for the watch backlog.
+fn replay_statuses(events: &[RecordedEvent]) -> Vec<CaseStatus> {
+    let mut state = CaseState::default();
+    events
+        .iter()
+        .map(|e| {
+            let ev = CaseEvent::decode(&e.event_type, &e.payload).ok().flatten();
+            state.apply(meta(e), ev.as_ref());
+            state.status
+        })
+        .collect()
+}
+
+fn denied(principal: &Principal, action: &str, case_id: Option<Uuid>) -> Error {
+    tracing::warn!(principal = %principal, kind = principal.kind(), action, case_id = ?case_id, "permission denied");
+    Error::PermissionDenied(format!("a {} principal may not {action}", principal.kind()))
+}
+
+/// Masks every identity number of an application (for department principals).
+fn mask_application(mut app: pb::Application) -> pb::Application {
+    for m in &mut app.members {
+        m.id_number = match IdNumber::parse(&m.id_number) {
+            Ok(id) => id.masked(),
+            Err(_) => "******************".into(),
+        };
+    }
+    app
+}
+
+/// The case as `principal` may see it. Terminals (any district: the one-city link) and
+/// administrators see all of it. A department unit sees a case only if it holds one of
+/// its referrals, and then only its own referrals, the assessments of those programmes,
+/// and the application with identity numbers masked.
+pub fn view(principal: &Principal, case_id: Uuid, state: &CaseState) -> Result<pb::Case> {
+    let submitted = state.submitted.clone().unwrap_or_default();
+    let mut case = pb::Case {
+        case_id: case_id.to_string(),
+        status: pb::CaseStatus::from(state.status) as i32,
+        version: state.version,
+        assessments: state
+            .assessed
+            .clone()
+            .map(|a| a.assessments)
+            .unwrap_or_default(),
+        referrals: state.referrals.clone(),
+        events: state.history.clone(),
+        district_code: submitted
+            .application
+            .as_ref()
+            .map(|a| a.district_code.clone())
+            .unwrap_or_default(),
+        terminal_id: submitted.terminal_id,
+        submitted_at: submitted.submitted_at,
+        application: submitted.application,
+    };
+    match principal {
+        Principal::Terminal { .. } | Principal::Admin { .. } => Ok(case),
+        Principal::Department { unit } => {
+            let unit = unit.to_string();
+            case.referrals.retain(|r| r.department_unit == unit);
+            if case.referrals.is_empty() {
+                return Err(denied(
+                    principal,
+                    "read a case without a referral to its unit",
+                    Some(case_id),
+                ));
+            }
+            let programmes: Vec<i32> = case.referrals.iter().map(|r| r.programme).collect();
+            case.assessments
+                .retain(|a| programmes.contains(&a.programme));
+            case.application = case.application.map(mask_application);
+            Ok(case)
+        }
+        Principal::Service { .. } => Err(denied(principal, "read cases", Some(case_id))),
+    }
+}

@@ -1,0 +1,71 @@
+//! `onecity.v1.EligibilityService` over the [`Screener`]: thin handlers and the error
+//! mapping of this crate.
+
+use onecity_domain::Principal;
+use onecity_proto::v1 as pb;
+use onecity_proto::v1::eligibility_service_server::{EligibilityService, EligibilityServiceServer};
+use tonic::{Request, Response, Status};
+
+use crate::{Error, Screener};
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Invalid { .. } => Status::invalid_argument(e.to_string()),
+            Error::NotFound(_) => Status::not_found(e.to_string()),
+            Error::PermissionDenied(_) => Status::permission_denied(e.to_string()),
+            Error::Log(e) => onecity_eventlog::grpc::status(e),
+            Error::Corrupt(_) => Status::internal(e.to_string()),
+        }
+    }
+}
+
+fn principal<T>(req: &Request<T>) -> Result<Principal, Status> {
+    req.extensions()
+        .get::<Principal>()
+        .cloned()
+        .ok_or_else(|| Status::unauthenticated("missing bearer token"))
+}
+
+/// Serves the [`Screener`] over gRPC.
+#[derive(Debug, Clone)]
+pub struct EligibilityGrpc {
+    screener: Screener,
+}
+
+impl EligibilityGrpc {
+    /// Wraps a screener.
+    pub fn new(screener: Screener) -> Self {
+        EligibilityGrpc { screener }
+    }
+
+    /// The tonic service.
+    pub fn into_server(self) -> EligibilityServiceServer<Self> {
+        EligibilityServiceServer::new(self)
+    }
+}
+
+#[tonic::async_trait]
+impl EligibilityService for EligibilityGrpc {
+    async fn screen(
+        &self,
+        req: Request<pb::ScreenRequest>,
+    ) -> Result<Response<pb::ScreenResponse>, Status> {
+        let who = principal(&req)?;
+        let pb::ScreenRequest { application } = req.into_inner();
+        let assessments = self.screener.screen(&who, application)?;
+        Ok(Response::new(pb::ScreenResponse { assessments }))
+    }
+
+    async fn get_policy(
+        &self,
+        req: Request<pb::GetPolicyRequest>,
+    ) -> Result<Response<pb::GetPolicyResponse>, Status> {
+        principal(&req)?;
+        let pb::GetPolicyRequest { as_of } = req.into_inner();
+        let policy = self.screener.policy(&as_of)?;
+        Ok(Response::new(pb::GetPolicyResponse {
+            policy: Some(policy),
+        }))
+    }
+}

@@ -1,0 +1,128 @@
+//! `onecity.v1.HandoffService` over the [`Handoff`] core: thin handlers and the error
+//! mapping of this crate.
+
+use futures::StreamExt;
+use onecity_domain::Principal;
+use onecity_proto::v1 as pb;
+use onecity_proto::v1::handoff_service_server::{HandoffService, HandoffServiceServer};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::{DecisionInput, Error, Handoff};
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Invalid { .. } => Status::invalid_argument(e.to_string()),
+            Error::NotFound(_) => Status::not_found(e.to_string()),
+            Error::PermissionDenied(_) => Status::permission_denied(e.to_string()),
+            Error::FailedPrecondition(_) => Status::failed_precondition(e.to_string()),
+            Error::Log(e) => onecity_eventlog::grpc::status(e),
+            Error::Corrupt(_) => Status::internal(e.to_string()),
+        }
+    }
+}
+
+fn principal<T>(req: &Request<T>) -> Result<Principal, Status> {
+    req.extensions()
+        .get::<Principal>()
+        .cloned()
+        .ok_or_else(|| Status::unauthenticated("missing bearer token"))
+}
+
+/// Serves [`Handoff`] over gRPC.
+#[derive(Debug, Clone)]
+pub struct HandoffGrpc {
+    handoff: Handoff,
+    shutdown: CancellationToken,
+}
+
+impl HandoffGrpc {
+    /// `StreamReferrals` streams end when `shutdown` is cancelled.
+    pub fn new(handoff: Handoff, shutdown: CancellationToken) -> Self {
+        HandoffGrpc { handoff, shutdown }
+    }
+
+    /// The tonic service.
+    pub fn into_server(self) -> HandoffServiceServer<Self> {
+        HandoffServiceServer::new(self)
+    }
+}
+
+#[tonic::async_trait]
+impl HandoffService for HandoffGrpc {
+    async fn list_referrals(
+        &self,
+        req: Request<pb::ListReferralsRequest>,
+    ) -> Result<Response<pb::ListReferralsResponse>, Status> {
+        let who = principal(&req)?;
+        let pb::ListReferralsRequest {
+            state,
+            page_size,
+            page_token,
+        } = req.into_inner();
+        let (referrals, next_page_token) = self
+            .handoff
+            .list(&who, state, page_size, &page_token)
+            .await?;
+        Ok(Response::new(pb::ListReferralsResponse {
+            referrals,
+            next_page_token,
+        }))
+    }
+
+    type StreamReferralsStream =
+        futures::stream::BoxStream<'static, Result<pb::StreamReferralsResponse, Status>>;
+
+    async fn stream_referrals(
+        &self,
+        req: Request<pb::StreamReferralsRequest>,
+    ) -> Result<Response<Self::StreamReferralsStream>, Status> {
+        let who = principal(&req)?;
+        let pb::StreamReferralsRequest { after_cursor } = req.into_inner();
+        let stream = self.handoff.stream(&who, &after_cursor).await?;
+        let stop = self.shutdown.clone().cancelled_owned();
+        let out = stream.map(|r| {
+            r.map(|(referral, cursor)| pb::StreamReferralsResponse {
+                referral: Some(referral),
+                cursor,
+            })
+            .map_err(Status::from)
+        });
+        Ok(Response::new(out.take_until(stop).boxed()))
+    }
+
+    async fn acknowledge_referral(
+        &self,
+        req: Request<pb::AcknowledgeReferralRequest>,
+    ) -> Result<Response<pb::AcknowledgeReferralResponse>, Status> {
+        let who = principal(&req)?;
+        let pb::AcknowledgeReferralRequest { referral_id } = req.into_inner();
+        let referral = self.handoff.acknowledge(&who, &referral_id).await?;
+        Ok(Response::new(pb::AcknowledgeReferralResponse {
+            referral: Some(referral),
+        }))
+    }
+
+    async fn record_decision(
+        &self,
+        req: Request<pb::RecordDecisionRequest>,
+    ) -> Result<Response<pb::RecordDecisionResponse>, Status> {
+        let who = principal(&req)?;
+        let pb::RecordDecisionRequest {
+            referral_id,
+            decision,
+            amount_fen,
+            note,
+        } = req.into_inner();
+        let input = DecisionInput {
+            decision,
+            amount_fen,
+            note,
+        };
+        let referral = self.handoff.decide(&who, &referral_id, input).await?;
+        Ok(Response::new(pb::RecordDecisionResponse {
+            referral: Some(referral),
+        }))
+    }
+}

@@ -1,0 +1,112 @@
+//! `onecity.v1.IntakeService` over the intake core: thin handlers, and the one place
+//! where intake errors become gRPC statuses.
+
+use futures::StreamExt;
+use onecity_domain::Principal;
+use onecity_proto::v1 as pb;
+use onecity_proto::v1::intake_service_server::{IntakeService, IntakeServiceServer};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::{Error, Intake};
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Invalid { .. } => Status::invalid_argument(e.to_string()),
+            Error::NotFound(_) => Status::not_found(e.to_string()),
+            Error::PermissionDenied(_) => Status::permission_denied(e.to_string()),
+            Error::FailedPrecondition(_) => Status::failed_precondition(e.to_string()),
+            Error::Log(e) => onecity_eventlog::grpc::status(e),
+            Error::Corrupt(_) => Status::internal(e.to_string()),
+        }
+    }
+}
+
+/// The principal the auth interceptor attached to the request.
+fn principal<T>(req: &Request<T>) -> Result<Principal, Status> {
+    req.extensions()
+        .get::<Principal>()
+        .cloned()
+        .ok_or_else(|| Status::unauthenticated("missing bearer token"))
+}
+
+/// Serves [`Intake`] over gRPC.
+#[derive(Debug, Clone)]
+pub struct IntakeGrpc {
+    intake: Intake,
+    shutdown: CancellationToken,
+}
+
+impl IntakeGrpc {
+    /// `WatchCase` streams end when `shutdown` is cancelled, so shutdown never hangs.
+    pub fn new(intake: Intake, shutdown: CancellationToken) -> Self {
+        IntakeGrpc { intake, shutdown }
+    }
+
+    /// The tonic service.
+    pub fn into_server(self) -> IntakeServiceServer<Self> {
+        IntakeServiceServer::new(self)
+    }
+}
+
+#[tonic::async_trait]
+impl IntakeService for IntakeGrpc {
+    async fn submit_application(
+        &self,
+        req: Request<pb::SubmitApplicationRequest>,
+    ) -> Result<Response<pb::SubmitApplicationResponse>, Status> {
+        let who = principal(&req)?;
+        let pb::SubmitApplicationRequest {
+            request_id,
+            application,
+        } = req.into_inner();
+        let s = self.intake.submit(&who, &request_id, application).await?;
+        Ok(Response::new(pb::SubmitApplicationResponse {
+            case_id: s.case_id.to_string(),
+            duplicate: s.duplicate,
+            submitted_at: s.submitted_at,
+        }))
+    }
+
+    async fn get_case(
+        &self,
+        req: Request<pb::GetCaseRequest>,
+    ) -> Result<Response<pb::GetCaseResponse>, Status> {
+        let who = principal(&req)?;
+        let pb::GetCaseRequest { case_id } = req.into_inner();
+        let case = self.intake.get_case(&who, &case_id).await?;
+        Ok(Response::new(pb::GetCaseResponse { case: Some(case) }))
+    }
+
+    type WatchCaseStream =
+        futures::stream::BoxStream<'static, Result<pb::WatchCaseResponse, Status>>;
+
+    async fn watch_case(
+        &self,
+        req: Request<pb::WatchCaseRequest>,
+    ) -> Result<Response<Self::WatchCaseStream>, Status> {
+        let who = principal(&req)?;
+        let pb::WatchCaseRequest { case_id } = req.into_inner();
+        let stream = self.intake.watch_case(&who, &case_id).await?;
+        let stop = self.shutdown.clone().cancelled_owned();
+        Ok(Response::new(
+            stream
+                .map(|r| r.map_err(Status::from))
+                .take_until(stop)
+                .boxed(),
+        ))
+    }
+
+    async fn withdraw_application(
+        &self,
+        req: Request<pb::WithdrawApplicationRequest>,
+    ) -> Result<Response<pb::WithdrawApplicationResponse>, Status> {
+        let who = principal(&req)?;
+        let pb::WithdrawApplicationRequest { case_id, reason } = req.into_inner();
+        let case = self.intake.withdraw(&who, &case_id, &reason).await?;
+        Ok(Response::new(pb::WithdrawApplicationResponse {
+            case: Some(case),
+        }))
+    }
+}

@@ -1,0 +1,154 @@
+//! `onecity serve`: wires the service roles to a log backend and serves them on one
+//! listener. Every role talks to the others only through the log, so the same wiring
+//! works whether the log is embedded (sled) or remote.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use onecity_assessment::grpc::EligibilityGrpc;
+use onecity_assessment::{Assessor, Screener};
+use onecity_eligibility::{Catalogue, PolicyBook};
+use onecity_eventlog::grpc::EventLogGrpc;
+use onecity_eventlog::{EventLog, RemoteLog, SledConfig, SledLog};
+use onecity_handoff::grpc::HandoffGrpc;
+use onecity_handoff::{Handoff, HandoffWorker, Inbox};
+use onecity_intake::grpc::IntakeGrpc;
+use onecity_intake::Intake;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
+
+use crate::auth::Auth;
+use crate::config::{Config, LogSpec};
+
+/// Opens the configured log backend. The sled log is returned separately too, because
+/// only the process that owns it serves `EventLogService`.
+fn open_log(config: &Config) -> anyhow::Result<(Arc<dyn EventLog>, bool)> {
+    match config.log_spec() {
+        LogSpec::Sled(path) => {
+            let log = SledLog::open(&path, SledConfig::default())
+                .with_context(|| format!("open the event log in {}", path.display()))?;
+            Ok((Arc::new(log), true))
+        }
+        LogSpec::Remote(addr) => {
+            let mut log =
+                RemoteLog::connect_lazy(&addr).with_context(|| format!("log backend {addr}"))?;
+            if let Some(t) = &config.log_token {
+                log = log.with_token(t.clone());
+            }
+            Ok((Arc::new(log), false))
+        }
+    }
+}
+
+/// Loads policy and catalogue: the configured files, or the embedded defaults. A bad
+/// file refuses start-up with the file, field and reason.
+fn load_rules(config: &Config) -> anyhow::Result<(Arc<PolicyBook>, Arc<Catalogue>)> {
+    let policies = match &config.policy_file {
+        Some(p) => PolicyBook::load(p)?,
+        None => PolicyBook::embedded_default(),
+    };
+    let catalogue = match &config.catalogue_file {
+        Some(p) => Catalogue::load(p)?,
+        None => Catalogue::embedded(),
+    };
+    Ok((Arc::new(policies), Arc::new(catalogue)))
+}
+
+/// Runs every role in this process until `shutdown` completes, then stops accepting
+/// calls, ends open streams, lets the workers finish their current event and closes the
+/// log.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    config.validate()?;
+    let auth = Auth::from_config(&config)?;
+    if config.uses_demo_tokens() {
+        tracing::warn!(
+            "DEMO TOKENS ARE IN USE: anyone who reads the public docs can call this server; \
+             configure real tokens before serving residents' data"
+        );
+    }
+    let (policies, catalogue) = load_rules(&config)?;
+    let (log, owns_log) = open_log(&config)?;
+    let stop = CancellationToken::new();
+
+    let workers = vec![
+        tokio::spawn(
+            Assessor::new(
+                Arc::clone(&log),
+                Arc::clone(&policies),
+                Arc::clone(&catalogue),
+            )
+            .run(stop.clone()),
+        ),
+        tokio::spawn(
+            HandoffWorker::new(Arc::clone(&log), Arc::clone(&catalogue)).run(stop.clone()),
+        ),
+    ];
+    let inbox = Inbox::start(Arc::clone(&log), stop.clone());
+
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(onecity_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+
+    let intake = IntakeGrpc::new(
+        Intake::new(Arc::clone(&log), Arc::clone(&policies)),
+        stop.clone(),
+    )
+    .into_server();
+    let eligibility =
+        EligibilityGrpc::new(Screener::new(Arc::clone(&policies), Arc::clone(&catalogue)))
+            .into_server();
+    let handoff =
+        HandoffGrpc::new(Handoff::new(Arc::clone(&log), inbox), stop.clone()).into_server();
+    health_reporter
+        .set_serving::<onecity_proto::v1::intake_service_server::IntakeServiceServer<IntakeGrpc>>()
+        .await;
+    health_reporter
+        .set_serving::<onecity_proto::v1::eligibility_service_server::EligibilityServiceServer<EligibilityGrpc>>()
+        .await;
+    health_reporter.set_serving::<onecity_proto::v1::handoff_service_server::HandoffServiceServer<HandoffGrpc>>().await;
+
+    let log_service = if owns_log {
+        health_reporter
+            .set_serving::<onecity_proto::v1::event_log_service_server::EventLogServiceServer<EventLogGrpc>>()
+            .await;
+        Some(InterceptedService::new(
+            EventLogGrpc::new(Arc::clone(&log), stop.clone()).into_server(),
+            auth.event_log(),
+        ))
+    } else {
+        None
+    };
+
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, owns_log, "onecity serving");
+    let server_stop = stop.clone();
+    tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(InterceptedService::new(intake, auth.clone()))
+        .add_service(InterceptedService::new(eligibility, auth.clone()))
+        .add_service(InterceptedService::new(handoff, auth.clone()))
+        .add_optional_service(log_service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            shutdown.await;
+            tracing::info!("shutting down");
+            // Ends open streams first: a graceful shutdown waits for every response.
+            server_stop.cancel();
+        })
+        .await?;
+    stop.cancel();
+    for w in workers {
+        let _ = w.await;
+    }
+    tracing::info!("onecity stopped");
+    Ok(())
+}
