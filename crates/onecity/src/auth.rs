@@ -1,0 +1,297 @@
+//! Authentication: `authorization: Bearer <token>` → [`Principal`].
+//!
+//! [`Auth`] is a tonic interceptor put in front of the onecity services (not health or
+//! reflection, which need no token). It only establishes *who* calls and stores the
+//! [`Principal`] in the request extensions; *what* each principal may do is decided by the
+//! services, which read it back with [`principal`] (or the same `extensions().get::<Principal>()`
+//! in their own crates). The one exception is the event log: [`EventLogAuth`] also requires a
+//! `service` or `admin` principal, because the log service in `onecity-eventlog` knows nothing of
+//! principals.
+//!
+//! Tokens are never echoed in errors or logs: a mistyped token is often one character away from
+//! a real one.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use onecity_domain::Principal;
+use tonic::metadata::MetadataMap;
+use tonic::service::Interceptor;
+use tonic::{Request, Status};
+
+use crate::config::Config;
+
+/// The bearer-token interceptor.
+#[derive(Clone)]
+pub struct Auth {
+    tokens: Arc<HashMap<String, Principal>>,
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Auth")
+            .field("tokens", &self.tokens.len())
+            .finish()
+    }
+}
+
+impl Auth {
+    /// An interceptor accepting exactly these tokens.
+    pub fn new(tokens: HashMap<String, Principal>) -> Self {
+        Auth {
+            tokens: Arc::new(tokens),
+        }
+    }
+
+    /// An interceptor for the configured tokens (validated, see [`Config::principals`]).
+    pub fn from_config(config: &Config) -> anyhow::Result<Self> {
+        Ok(Auth::new(config.principals()?))
+    }
+
+    /// Authenticates a call and stores its [`Principal`] in the request extensions.
+    ///
+    /// # Errors
+    /// `UNAUTHENTICATED` when the `authorization` metadata is missing, is not `Bearer <token>`,
+    /// or names an unknown token.
+    pub fn intercept(&self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        match self.authenticate(req.metadata()) {
+            Ok(principal) => {
+                req.extensions_mut().insert(principal);
+                Ok(req)
+            }
+            Err(reason) => {
+                tracing::warn!(
+                    reason = reason.as_str(),
+                    remote = ?req.remote_addr(),
+                    "unauthenticated call refused"
+                );
+                Err(Status::unauthenticated(reason.message()))
+            }
+        }
+    }
+
+    /// The principal of a bearer token in `metadata`.
+    pub fn authenticate(&self, metadata: &MetadataMap) -> Result<Principal, Refusal> {
+        let value = metadata.get("authorization").ok_or(Refusal::MissingToken)?;
+        let value = value.to_str().map_err(|_| Refusal::MalformedToken)?;
+        // The scheme is case-insensitive (RFC 9110 §11.1); the token is taken verbatim.
+        let (scheme, token) = value.split_once(' ').ok_or(Refusal::MalformedToken)?;
+        let token = token.trim_start_matches(' ');
+        if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() || token.contains(' ') {
+            return Err(Refusal::MalformedToken);
+        }
+        // A hash lookup rather than a constant-time scan: SipHash with per-process random keys
+        // leaves no usable timing signal about how close a guess is.
+        self.tokens.get(token).cloned().ok_or(Refusal::UnknownToken)
+    }
+
+    /// An interceptor for the `EventLogService`: authenticated, and only `service` or `admin`.
+    pub fn event_log(&self) -> EventLogAuth {
+        EventLogAuth(self.clone())
+    }
+}
+
+impl Interceptor for Auth {
+    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+        self.intercept(req)
+    }
+}
+
+/// Why a call was not authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No `authorization` metadata.
+    MissingToken,
+    /// `authorization` is not `Bearer <token>`.
+    MalformedToken,
+    /// The token is not configured.
+    UnknownToken,
+}
+
+impl Refusal {
+    /// Short machine-friendly reason for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::MissingToken => "missing_token",
+            Refusal::MalformedToken => "malformed_token",
+            Refusal::UnknownToken => "unknown_token",
+        }
+    }
+
+    /// The `UNAUTHENTICATED` message sent to the caller.
+    pub fn message(self) -> &'static str {
+        match self {
+            Refusal::MissingToken => {
+                "missing authorization metadata: send `authorization: Bearer <token>`"
+            }
+            Refusal::MalformedToken => {
+                "malformed authorization metadata: expected `Bearer <token>`"
+            }
+            Refusal::UnknownToken => "unknown bearer token",
+        }
+    }
+}
+
+/// The interceptor of the `EventLogService` (see [`Auth::event_log`]).
+#[derive(Debug, Clone)]
+pub struct EventLogAuth(Auth);
+
+impl EventLogAuth {
+    /// Authenticates, then requires a `service` or `admin` principal.
+    ///
+    /// # Errors
+    /// `UNAUTHENTICATED` as for [`Auth::intercept`]; `PERMISSION_DENIED` for terminals and
+    /// departments (logged).
+    pub fn intercept(&self, req: Request<()>) -> Result<Request<()>, Status> {
+        let req = self.0.intercept(req)?;
+        let principal = principal(&req)?;
+        match principal {
+            Principal::Service { .. } | Principal::Admin { .. } => Ok(req),
+            Principal::Terminal { .. } | Principal::Department { .. } => {
+                tracing::warn!(
+                    principal = %principal,
+                    kind = principal.kind(),
+                    "event log access denied"
+                );
+                Err(Status::permission_denied(format!(
+                    "{} principals may not use the event log service",
+                    principal.kind()
+                )))
+            }
+        }
+    }
+}
+
+impl Interceptor for EventLogAuth {
+    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+        self.intercept(req)
+    }
+}
+
+/// The principal [`Auth`] stored in a request.
+///
+/// # Errors
+/// `UNAUTHENTICATED` when there is none, i.e. the service was mounted without the interceptor:
+/// failing closed turns that wiring mistake into refused calls rather than open ones.
+pub fn principal<T>(req: &Request<T>) -> Result<Principal, Status> {
+    req.extensions()
+        .get::<Principal>()
+        .cloned()
+        .ok_or_else(|| Status::unauthenticated("no authenticated principal for this call"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    fn auth() -> Auth {
+        Auth::from_config(&Config::default()).unwrap()
+    }
+
+    fn request(authorization: Option<&str>) -> Request<()> {
+        let mut req = Request::new(());
+        if let Some(v) = authorization {
+            req.metadata_mut()
+                .insert("authorization", v.parse().unwrap());
+        }
+        req
+    }
+
+    #[test]
+    fn known_token_yields_its_principal() {
+        let req = auth()
+            .intercept(request(Some("Bearer demo-terminal-120103")))
+            .unwrap();
+        let p = principal(&req).unwrap();
+        assert_eq!(p.actor(), "terminal:T-120103-01");
+
+        // Scheme case and extra spaces before the token do not matter.
+        let req = auth()
+            .intercept(request(Some("bearer   demo-civil-affairs-120103")))
+            .unwrap();
+        assert_eq!(
+            principal(&req).unwrap(),
+            Principal::Department {
+                unit: "civil-affairs@120103".parse().unwrap()
+            }
+        );
+    }
+
+    #[test]
+    fn missing_malformed_and_unknown_tokens_are_unauthenticated() {
+        let cases = [
+            (None, "missing authorization"),
+            (Some("demo-terminal-120103"), "malformed"),
+            (Some("Basic ZGVtbzpkZW1v"), "malformed"),
+            (Some("Bearer "), "malformed"),
+            (Some("Bearer demo-admin extra"), "malformed"),
+            (Some("Bearer demo-terminal-12010"), "unknown bearer token"),
+        ];
+        for (header, expected) in cases {
+            let err = auth().intercept(request(header)).unwrap_err();
+            assert_eq!(err.code(), Code::Unauthenticated, "{header:?}");
+            assert!(
+                err.message().contains(expected),
+                "{header:?}: {}",
+                err.message()
+            );
+            if let Some(h) = header {
+                if let Some(token) = h.split_whitespace().nth(1) {
+                    assert!(
+                        !err.message().contains(token),
+                        "token echoed: {}",
+                        err.message()
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn non_ascii_authorization_is_malformed() {
+        let mut req = Request::new(());
+        req.metadata_mut().insert(
+            "authorization",
+            tonic::metadata::MetadataValue::try_from(&b"Bearer \xe4\xbd\xa0"[..]).unwrap(),
+        );
+        let err = auth().intercept(req).unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated);
+        assert!(err.message().starts_with("malformed"));
+    }
+
+    #[test]
+    fn principal_without_interceptor_fails_closed() {
+        let err = principal(&Request::new(())).unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated);
+    }
+
+    #[test]
+    fn event_log_needs_service_or_admin() {
+        let log = auth().event_log();
+        for token in ["demo-service", "demo-admin"] {
+            let req = log
+                .intercept(request(Some(&format!("Bearer {token}"))))
+                .unwrap();
+            assert!(principal(&req).is_ok());
+        }
+        for token in ["demo-terminal-120103", "demo-housing-120103"] {
+            let err = log
+                .intercept(request(Some(&format!("Bearer {token}"))))
+                .unwrap_err();
+            assert_eq!(err.code(), Code::PermissionDenied, "{token}");
+        }
+        let err = log.intercept(request(None)).unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated);
+    }
+
+    #[test]
+    fn works_as_a_tonic_interceptor() {
+        fn assert_interceptor<I: Interceptor + Clone + Send + Sync + 'static>(_: &I) {}
+        let a = auth();
+        assert_interceptor(&a);
+        assert_interceptor(&a.event_log());
+        assert_eq!(format!("{a:?}"), "Auth { tokens: 13 }");
+    }
+}

@@ -1,0 +1,14 @@
+//! The `onecity` binary as a library, so integration tests can start the server and call the
+//! same configuration, authentication and CLI code the binary uses.
+//!
+//! - [`config`]: layered configuration (defaults, TOML file, `ONECITY_*` env, flags) and tokens.
+//! - [`auth`]: the bearer-token interceptor that turns a token into a `Principal`.
+//! - [`server`]: every service in one process (`onecity serve`).
+//! - [`cli`]: the command line (`serve` and the client commands for people).
+//! - [`json`]: the proto3 JSON mapping used by the CLI.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod json;
+pub mod server;
