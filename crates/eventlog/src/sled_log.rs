@@ -6,7 +6,6 @@
 //! |----------------------------------|------------------------------------------|
 //! | `E` position(u64 BE)             | protobuf `RecordedEvent`                 |
 //! | `C` case(16) version(u64 BE)     | position (u64 BE)                        |
-//! | `H` case(16)                     | head version of the case (u64 BE)        |
 //! | `K` commit(16)                   | case(16) first/last version, first/last position (4×u64 BE) |
 //! | `P` consumer name                | checkpoint position (u64 BE)             |
 //! | `Mhead`                          | last written position (u64 BE)           |
@@ -38,7 +37,6 @@ use crate::{
 
 const EVENT: u8 = b'E';
 const CASE: u8 = b'C';
-const CASE_HEAD: u8 = b'H';
 const COMMIT: u8 = b'K';
 const CHECKPOINT: u8 = b'P';
 const META_HEAD: &[u8] = b"Mhead";
@@ -263,6 +261,22 @@ impl EventLog for SledLog {
 }
 
 impl Shared {
+    /// The case's last version: the last `C` key of the case (a reverse seek), so no
+    /// separate head record has to be written with every commit.
+    fn case_head(&self, case_id: Uuid) -> Result<u64> {
+        let last = self
+            .db
+            .range(case_key(case_id, 0)..=case_key(case_id, u64::MAX))
+            .keys()
+            .next_back()
+            .transpose()
+            .map_err(sled_err)?;
+        match last {
+            Some(k) => be_u64(&k[17..]),
+            None => Ok(0),
+        }
+    }
+
     fn durable_head(&self) -> u64 {
         self.durable_head.load(Ordering::Acquire)
     }
@@ -529,15 +543,7 @@ impl Writer {
         }
         let current = match heads.get(&case_id) {
             Some(v) => *v,
-            None => match self
-                .shared
-                .db
-                .get(case_head_key(case_id))
-                .map_err(sled_err)?
-            {
-                Some(v) => be_u64(&v)?,
-                None => 0,
-            },
+            None => self.shared.case_head(case_id)?,
         };
         if !expected.admits(current) {
             return Err(Error::Conflict {
@@ -576,10 +582,6 @@ impl Writer {
             );
             new_events.push(Arc::new(recorded));
         }
-        batch.insert(
-            &case_head_key(case_id),
-            &appended.last_version.to_be_bytes(),
-        );
         let rec = CommitRecord { case_id, appended };
         batch.insert(&commit_key(commit_id), encode_commit(&rec).as_slice());
         heads.insert(case_id, appended.last_version);
@@ -715,13 +717,6 @@ fn case_key(case_id: Uuid, version: u64) -> [u8; 25] {
     k[0] = CASE;
     k[1..17].copy_from_slice(case_id.as_bytes());
     k[17..].copy_from_slice(&version.to_be_bytes());
-    k
-}
-
-fn case_head_key(case_id: Uuid) -> [u8; 17] {
-    let mut k = [0u8; 17];
-    k[0] = CASE_HEAD;
-    k[1..].copy_from_slice(case_id.as_bytes());
     k
 }
 
