@@ -76,8 +76,8 @@ pub fn from_json<T: ProtoName>(text: &str) -> anyhow::Result<T> {
         .with_context(|| format!("transcode {}", T::NAME))
 }
 
-/// `msg` as a JSON value in the proto3 mapping: camelCase names, enum names, default values
-/// omitted. 64-bit integers are printed as numbers rather than the canonical strings, because
+/// `msg` as a JSON value in the proto3 mapping: camelCase names in .proto order, enum names,
+/// default values omitted. 64-bit integers are printed as numbers rather than the canonical strings, because
 /// people read this output and every onecity amount fits a double exactly; the input side
 /// accepts both.
 pub fn to_value<T: ProtoName>(msg: &T) -> anyhow::Result<serde_json::Value> {
@@ -90,9 +90,45 @@ pub fn to_value<T: ProtoName>(msg: &T) -> anyhow::Result<serde_json::Value> {
 
 fn dynamic_to_value(dynamic: &DynamicMessage) -> anyhow::Result<serde_json::Value> {
     let options = SerializeOptions::new().stringify_64_bit_integers(false);
-    dynamic
+    let mut value = dynamic
         .serialize_with_options(serde_json::value::Serializer, &options)
-        .context("render message as JSON")
+        .context("render message as JSON")?;
+    sort_maps(&mut value, false);
+    Ok(value)
+}
+
+/// JSON names of every map field in the descriptor set (`parameters`, `inputs`, ...).
+fn map_field_names() -> &'static std::collections::HashSet<String> {
+    static NAMES: OnceLock<std::collections::HashSet<String>> = OnceLock::new();
+    NAMES.get_or_init(|| {
+        pool()
+            .all_messages()
+            .flat_map(|m| m.fields().collect::<Vec<_>>())
+            .filter(|f| f.is_map())
+            .map(|f| f.json_name().to_owned())
+            .collect()
+    })
+}
+
+/// Sorts the keys of proto map fields (which come out in hash order) so that output is stable
+/// and district codes or parameter names read in order; message fields keep .proto order.
+fn sort_maps(value: &mut serde_json::Value, is_map: bool) {
+    match value {
+        serde_json::Value::Object(object) => {
+            if is_map {
+                object.sort_keys();
+            }
+            for (key, v) in object.iter_mut() {
+                sort_maps(v, !is_map && map_field_names().contains(key));
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for v in items {
+                sort_maps(v, false);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// `msg` as pretty-printed JSON (see [`to_value`]).
@@ -118,15 +154,24 @@ pub fn pretty(value: &serde_json::Value) -> String {
 /// `onecity.v1.ApplicationSubmitted`) into an `event` object; a payload of a type this binary
 /// does not know stays base64 under `payload`.
 pub fn recorded_event_to_value(event: &pb::RecordedEvent) -> anyhow::Result<serde_json::Value> {
-    let mut value = to_value(event)?;
+    let value = to_value(event)?;
     let decoded = pool()
         .get_message_by_name(&event.event_type)
         .and_then(|desc| DynamicMessage::decode(desc, event.payload.as_slice()).ok());
-    if let (Some(decoded), Some(object)) = (decoded, value.as_object_mut()) {
-        object.remove("payload");
-        object.insert("event".to_owned(), dynamic_to_value(&decoded)?);
+    let (Some(decoded), serde_json::Value::Object(envelope)) = (decoded, &value) else {
+        return Ok(value);
+    };
+    // Rebuilt rather than edited in place, so `event` takes the place of `payload` and the
+    // envelope keeps its proto field order.
+    let mut out = serde_json::Map::with_capacity(envelope.len());
+    for (key, v) in envelope {
+        if key == "payload" {
+            out.insert("event".to_owned(), dynamic_to_value(&decoded)?);
+        } else {
+            out.insert(key.clone(), v.clone());
+        }
     }
-    Ok(value)
+    Ok(serde_json::Value::Object(out))
 }
 
 #[cfg(test)]
@@ -190,6 +235,40 @@ mod tests {
             }]})
         );
         assert!(to_json(&resp).unwrap().contains("\n  \"assessments\""));
+    }
+
+    #[test]
+    fn message_fields_keep_proto_order_and_map_keys_are_sorted() {
+        let resp = pb::GetPolicyResponse {
+            policy: Some(pb::Policy {
+                version_id: "2026-07".into(),
+                effective_from: "2026-07-01".into(),
+                parameters: [("b", 2), ("a", 1), ("c", 3)]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v))
+                    .collect(),
+                district_standards: [("120119", 1), ("120101", 2)]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v))
+                    .collect(),
+            }),
+        };
+        let v = to_value(&resp).unwrap();
+        let keys = |v: &serde_json::Value| -> Vec<String> {
+            v.as_object().unwrap().keys().cloned().collect()
+        };
+        let policy = &v["policy"];
+        assert_eq!(
+            keys(policy),
+            [
+                "versionId",
+                "effectiveFrom",
+                "parameters",
+                "districtStandards"
+            ]
+        );
+        assert_eq!(keys(&policy["parameters"]), ["a", "b", "c"]);
+        assert_eq!(keys(&policy["districtStandards"]), ["120101", "120119"]);
     }
 
     #[test]
