@@ -291,8 +291,26 @@ async fn every_validation_rule_names_its_field_and_writes_nothing() {
     // The valid application is accepted, dated today too.
     let mut ok = sample_application();
     ok.application_date = today();
-    intake.submit_application(submission(ok)).await.unwrap();
-    assert_eq!(server.head().await, head + 1);
+    let case_id = intake
+        .submit_application(submission(ok))
+        .await
+        .unwrap()
+        .into_inner()
+        .case_id;
+    // The workers may already have written more; the submission is the next event.
+    let next = server
+        .log(tokens::SERVICE)
+        .await
+        .read_all(pb::ReadAllRequest {
+            from_position: head + 1,
+            limit: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert_eq!(next[0].event_type, "onecity.v1.ApplicationSubmitted");
+    assert_eq!(next[0].case_id, case_id);
     server.stop().await;
 }
 

@@ -255,12 +255,51 @@ impl HandoffWorker {
     }
 }
 
+/// One referral in the inbox: just enough to route, filter and find its latest event.
+/// Kept small on purpose (about 100 bytes with the maps) because the inbox holds every
+/// referral ever issued; the full referral is read back from the log when listed.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    case_id: Uuid,
+    state: i32,
+    /// Position of the referral's latest event.
+    latest: u64,
+}
+
 #[derive(Debug, Default)]
 struct InboxState {
-    /// Referrals by the position of their `ReferralIssued` event (issue order).
-    by_issue: BTreeMap<u64, pb::Referral>,
-    /// Referral id to its issue position.
-    ids: HashMap<String, u64>,
+    /// Interned department units.
+    units: Vec<String>,
+    unit_ids: HashMap<String, u32>,
+    /// Per unit, referrals by the position of their `ReferralIssued` event (issue order).
+    by_unit: HashMap<u32, BTreeMap<u64, Slot>>,
+    /// Referral id to (unit, issue position).
+    ids: HashMap<Uuid, (u32, u64)>,
+}
+
+impl InboxState {
+    fn unit_id(&mut self, unit: &str) -> u32 {
+        if let Some(id) = self.unit_ids.get(unit) {
+            return *id;
+        }
+        let id = self.units.len() as u32;
+        self.units.push(unit.to_owned());
+        self.unit_ids.insert(unit.to_owned(), id);
+        id
+    }
+}
+
+/// Where an inbox referral stands, without reading the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxEntry {
+    /// The case.
+    pub case_id: Uuid,
+    /// `<department>@<district>`.
+    pub department_unit: String,
+    /// `ReferralState` value.
+    pub state: i32,
+    /// Position of the referral's latest event in the log.
+    pub latest: u64,
 }
 
 /// The department-side projection of every referral, rebuilt from the log on start.
@@ -288,7 +327,7 @@ impl Inbox {
         while !shutdown.is_cancelled() {
             let from = *self.applied.borrow() + 1;
             // Unfiltered, so `applied` tracks the log's head and readers can wait for it.
-            let mut stream = match log.subscribe(from, Filter::all()).await {
+            let stream = match log.subscribe(from, Filter::all()).await {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!(error = %e, "inbox subscription failed, retrying");
@@ -297,49 +336,80 @@ impl Inbox {
                     continue;
                 }
             };
+            // Apply what is ready in chunks: one lock and one watch update per chunk.
+            let mut chunks = stream.ready_chunks(1024);
             loop {
                 let next =
-                    tokio::select! { n = stream.next() => n, () = shutdown.cancelled() => return };
-                match next {
-                    Some(Ok(e)) => {
-                        backoff = Duration::from_millis(100);
-                        self.apply(&e);
+                    tokio::select! { n = chunks.next() => n, () = shutdown.cancelled() => return };
+                let Some(chunk) = next else { break };
+                let mut ok = Vec::with_capacity(chunk.len());
+                let mut broke = false;
+                for item in chunk {
+                    match item {
+                        Ok(e) => ok.push(e),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "inbox subscription broke, resuming");
+                            broke = true;
+                            break;
+                        }
                     }
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "inbox subscription broke, resuming");
-                        break;
-                    }
-                    None => break,
+                }
+                if !ok.is_empty() {
+                    backoff = Duration::from_millis(100);
+                    self.apply(&ok);
+                }
+                if broke {
+                    break;
                 }
             }
             tokio::select! { () = tokio::time::sleep(backoff) => {}, () = shutdown.cancelled() => return }
         }
     }
 
-    fn apply(&self, e: &RecordedEvent) {
-        if e.event_type.starts_with(REFERRAL_PREFIX) {
-            match CaseEvent::decode(&e.event_type, &e.payload) {
-                Ok(Some(ev)) => {
-                    if let Some(r) = ev.referral() {
-                        let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
-                        match st.ids.get(&r.referral_id).copied() {
-                            Some(at) => {
-                                st.by_issue.insert(at, r.clone());
-                            }
-                            None => {
-                                st.ids.insert(r.referral_id.clone(), e.position);
-                                st.by_issue.insert(e.position, r.clone());
-                            }
+    fn apply(&self, events: &[RecordedEvent]) {
+        let mut last = None;
+        {
+            let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
+            for e in events {
+                last = Some(e.position);
+                if !e.event_type.starts_with(REFERRAL_PREFIX) {
+                    continue;
+                }
+                let ev = match CaseEvent::decode(&e.event_type, &e.payload) {
+                    Ok(Some(ev)) => ev,
+                    Ok(None) => continue,
+                    Err(err) => {
+                        tracing::error!(error = %err, position = e.position, "undecodable referral event skipped");
+                        continue;
+                    }
+                };
+                let Some(r) = ev.referral() else { continue };
+                let Ok(id) = Uuid::parse_str(&r.referral_id) else {
+                    continue;
+                };
+                match st.ids.get(&id).copied() {
+                    Some((unit, at)) => {
+                        if let Some(slot) = st.by_unit.get_mut(&unit).and_then(|m| m.get_mut(&at)) {
+                            slot.state = r.state;
+                            slot.latest = e.position;
                         }
                     }
-                }
-                Ok(None) => {}
-                Err(err) => {
-                    tracing::error!(error = %err, position = e.position, "undecodable referral event skipped")
+                    None => {
+                        let unit = st.unit_id(&r.department_unit);
+                        st.ids.insert(id, (unit, e.position));
+                        let slot = Slot {
+                            case_id: e.case_id,
+                            state: r.state,
+                            latest: e.position,
+                        };
+                        st.by_unit.entry(unit).or_default().insert(e.position, slot);
+                    }
                 }
             }
         }
-        self.applied.send_replace(e.position);
+        if let Some(p) = last {
+            self.applied.send_replace(p);
+        }
     }
 
     /// Waits until the projection has applied everything up to `position`.
@@ -349,36 +419,61 @@ impl Inbox {
         let _ = rx.wait_for(|p| *p >= position).await;
     }
 
-    /// The referral with this id, in its latest applied state.
-    pub fn get(&self, referral_id: &str) -> Option<pb::Referral> {
+    /// Where the referral with this id stands.
+    pub fn get(&self, referral_id: &str) -> Option<InboxEntry> {
+        let id = Uuid::parse_str(referral_id).ok()?;
         let st = self.state.read().unwrap_or_else(|p| p.into_inner());
-        st.ids
-            .get(referral_id)
-            .and_then(|at| st.by_issue.get(at))
-            .cloned()
+        let (unit, at) = *st.ids.get(&id)?;
+        let slot = st.by_unit.get(&unit)?.get(&at)?;
+        Some(InboxEntry {
+            case_id: slot.case_id,
+            department_unit: st.units[unit as usize].clone(),
+            state: slot.state,
+            latest: slot.latest,
+        })
     }
 
-    /// Up to `limit` referrals issued after `after` (an issue position), filtered by unit
-    /// and state, and the issue position to continue from when more remain.
+    /// Latest-event positions of up to `limit` referrals issued after `after` (an issue
+    /// position), filtered by unit and state, in issue order, and the issue position to
+    /// continue from when more remain.
     pub fn page(
         &self,
         unit: Option<&str>,
         state: Option<i32>,
         after: u64,
         limit: usize,
-    ) -> (Vec<pb::Referral>, Option<u64>) {
+    ) -> (Vec<u64>, Option<u64>) {
         let st = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let units: Vec<u32> = match unit {
+            Some(u) => st.unit_ids.get(u).copied().into_iter().collect(),
+            None => st.by_unit.keys().copied().collect(),
+        };
+        // Issue order across the selected units: a k-way merge by issue position.
+        let mut iters: Vec<_> = units
+            .iter()
+            .filter_map(|u| st.by_unit.get(u))
+            .map(|m| {
+                m.range(after + 1..)
+                    .filter(|(_, s)| state.is_none_or(|want| s.state == want))
+                    .peekable()
+            })
+            .collect();
         let mut out = Vec::new();
-        for (at, r) in st.by_issue.range(after + 1..) {
-            if unit.is_some_and(|u| r.department_unit != u) || state.is_some_and(|s| r.state != s) {
-                continue;
-            }
+        loop {
+            let next = iters
+                .iter_mut()
+                .enumerate()
+                .filter_map(|(i, it)| it.peek().map(|(at, _)| (**at, i)))
+                .min();
+            let Some((at, i)) = next else {
+                return (out, None);
+            };
             if out.len() == limit {
-                return (out, Some(*at - 1));
+                return (out, Some(at - 1));
             }
-            out.push(r.clone());
+            let (_, slot) = iters[i].next().expect("peeked");
+            out.push(slot.latest);
         }
-        (out, None)
     }
 }
 
@@ -455,7 +550,11 @@ impl Handoff {
         };
         // Read-your-writes: include everything durable when the call arrived.
         self.inbox.wait_for(self.log.head().await?).await;
-        let (page, next) = self.inbox.page(unit.as_deref(), state, after, limit);
+        let (latest, next) = self.inbox.page(unit.as_deref(), state, after, limit);
+        let mut page = Vec::with_capacity(latest.len());
+        for p in latest {
+            page.push(self.referral_at(p).await?);
+        }
         Ok((page, next.map(|n| n.to_string()).unwrap_or_default()))
     }
 
@@ -494,6 +593,26 @@ impl Handoff {
         }))
     }
 
+    /// The referral as written by the event at `position`.
+    async fn referral_at(&self, position: u64) -> Result<pb::Referral> {
+        let events = self.log.read_all(position, 1).await?;
+        let e = events.first().ok_or_else(|| {
+            Error::Log(onecity_eventlog::Error::Storage(format!(
+                "inbox points at missing position {position}"
+            )))
+        })?;
+        match CaseEvent::decode(&e.event_type, &e.payload)? {
+            Some(ev) => ev.referral().cloned().ok_or_else(|| {
+                Error::Log(onecity_eventlog::Error::Storage(format!(
+                    "position {position} is not a referral event"
+                )))
+            }),
+            None => Err(Error::Log(onecity_eventlog::Error::Storage(format!(
+                "position {position} is not a referral event"
+            )))),
+        }
+    }
+
     /// Finds a referral the principal may act on.
     async fn own_referral(
         &self,
@@ -520,9 +639,7 @@ impl Handoff {
                 Some(referral_id),
             ));
         }
-        let case_id =
-            Uuid::parse_str(&r.case_id).map_err(|_| Error::NotFound(referral_id.to_owned()))?;
-        Ok((case_id, r.department_unit))
+        Ok((r.case_id, r.department_unit))
     }
 
     /// Marks an ISSUED referral ACKNOWLEDGED (acknowledging again returns it unchanged).
