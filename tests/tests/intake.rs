@@ -63,11 +63,10 @@ fn member(seq: u16, birth: &str, rel: pb::Relationship) -> pb::Person {
 }
 
 /// Each case: a mutation of a valid application, and the field it must be reported on.
-fn invalid_cases() -> Vec<(
-    &'static str,
-    Box<dyn Fn(&mut pb::SubmitApplicationRequest)>,
-    &'static str,
-)> {
+/// A mutation of a valid request.
+type Mutation = Box<dyn Fn(&mut pb::SubmitApplicationRequest)>;
+
+fn invalid_cases() -> Vec<(&'static str, Mutation, &'static str)> {
     fn app(r: &mut pb::SubmitApplicationRequest) -> &mut pb::Application {
         r.application.as_mut().unwrap()
     }
