@@ -80,7 +80,7 @@ impl Screener {
         ) {
             tracing::warn!(principal = %principal, action = "screen", "permission denied");
             return Err(Error::PermissionDenied(format!(
-                "a {} principal may not screen applications",
+                "{} principals may not screen applications",
                 principal.kind()
             )));
         }

@@ -486,7 +486,7 @@ pub struct Handoff {
 
 fn denied(principal: &Principal, action: &str, referral: Option<&str>) -> Error {
     tracing::warn!(principal = %principal, kind = principal.kind(), action, referral = ?referral, "permission denied");
-    Error::PermissionDenied(format!("a {} principal may not {action}", principal.kind()))
+    Error::PermissionDenied(format!("{} principals may not {action}", principal.kind()))
 }
 
 /// A referral state given by a client: 0 means "any".

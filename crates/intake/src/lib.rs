@@ -372,7 +372,7 @@ fn replay_statuses(events: &[RecordedEvent]) -> Vec<CaseStatus> {
 
 fn denied(principal: &Principal, action: &str, case_id: Option<Uuid>) -> Error {
     tracing::warn!(principal = %principal, kind = principal.kind(), action, case_id = ?case_id, "permission denied");
-    Error::PermissionDenied(format!("a {} principal may not {action}", principal.kind()))
+    Error::PermissionDenied(format!("{} principals may not {action}", principal.kind()))
 }
 
 /// Masks every identity number of an application (for department principals).
