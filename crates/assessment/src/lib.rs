@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use onecity_domain::case::{CaseState, CaseStatus, EventMeta};
 use onecity_domain::events::{CaseEvent, APPLICATION_SUBMITTED};
-use onecity_domain::{parse_date, validate_application, Principal};
+use onecity_domain::{parse_date, validate_application, Partition, Principal};
 use onecity_eligibility::{assess, Catalogue, PolicyBook};
 use onecity_eventlog::{EventLog, Expected, Filter, NewEvent, RecordedEvent};
 use onecity_proto::v1 as pb;
@@ -131,6 +131,7 @@ pub struct Assessor {
     log: Arc<dyn EventLog>,
     policies: Arc<PolicyBook>,
     catalogue: Arc<Catalogue>,
+    partition: Partition,
 }
 
 /// What the worker did with one submission.
@@ -163,7 +164,15 @@ impl Assessor {
             log,
             policies,
             catalogue,
+            partition: Partition::default(),
         }
+    }
+
+    /// Makes this instance handle only the cases of `partition` (with its own checkpoint),
+    /// so several instances share the work and exactly one decides for each case.
+    pub fn with_partition(mut self, partition: Partition) -> Self {
+        self.partition = partition;
+        self
     }
 
     /// Follows the log from the saved checkpoint until `shutdown`. At-least-once: after a
@@ -187,7 +196,8 @@ impl Assessor {
     }
 
     async fn follow(&self, shutdown: &CancellationToken) -> Result<()> {
-        let from = self.log.load_checkpoint(CONSUMER).await? + 1;
+        let consumer = format!("{CONSUMER}{}", self.partition.consumer_suffix());
+        let from = self.log.load_checkpoint(&consumer).await? + 1;
         let stream = self
             .log
             .subscribe(from, Filter::prefixes([APPLICATION_SUBMITTED]))
@@ -204,11 +214,13 @@ impl Assessor {
             let mut last = None;
             for item in chunk {
                 let event = item?;
-                self.process(&event).await?;
+                if self.partition.owns(event.case_id.as_bytes()) {
+                    self.process(&event).await?;
+                }
                 last = Some(event.position);
             }
             if let Some(p) = last {
-                self.log.save_checkpoint(CONSUMER, p).await?;
+                self.log.save_checkpoint(&consumer, p).await?;
             }
         }
     }

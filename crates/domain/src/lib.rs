@@ -14,6 +14,7 @@ mod enums;
 mod error;
 pub mod events;
 mod id_number;
+mod partition;
 mod principal;
 
 #[cfg(any(test, feature = "fixtures"))]
@@ -31,6 +32,7 @@ pub use enums::{
 };
 pub use error::{Error, Invalid, Result};
 pub use id_number::{IdNumber, IdNumberError};
+pub use partition::{BadPartition, Partition};
 pub use principal::Principal;
 
 /// Namespace of onecity's deterministic (v5) ids: the same inputs always give the same

@@ -16,7 +16,7 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use onecity_domain::case::{is_final, CaseState, CaseStatus, EventMeta};
 use onecity_domain::events::{CaseEvent, ELIGIBILITY_ASSESSED, REFERRAL_PREFIX};
-use onecity_domain::{Principal, Programme};
+use onecity_domain::{Partition, Principal, Programme};
 use onecity_eligibility::Catalogue;
 use onecity_eventlog::{EventLog, Expected, Filter, NewEvent, RecordedEvent};
 use onecity_proto::v1 as pb;
@@ -104,6 +104,7 @@ pub fn referral_id(case_id: Uuid, programme: Programme) -> Uuid {
 pub struct HandoffWorker {
     log: Arc<dyn EventLog>,
     catalogue: Arc<Catalogue>,
+    partition: Partition,
 }
 
 /// What the worker did with one assessment.
@@ -118,7 +119,18 @@ pub enum Done {
 impl HandoffWorker {
     /// A worker over `log`; deadlines come from `catalogue`.
     pub fn new(log: Arc<dyn EventLog>, catalogue: Arc<Catalogue>) -> Self {
-        HandoffWorker { log, catalogue }
+        HandoffWorker {
+            log,
+            catalogue,
+            partition: Partition::default(),
+        }
+    }
+
+    /// Makes this instance handle only the cases of `partition` (with its own checkpoint),
+    /// so several instances share the work and exactly one decides for each case.
+    pub fn with_partition(mut self, partition: Partition) -> Self {
+        self.partition = partition;
+        self
     }
 
     /// Follows the log from the checkpoint until `shutdown`, retrying transient errors.
@@ -140,7 +152,8 @@ impl HandoffWorker {
     }
 
     async fn follow(&self, shutdown: &CancellationToken) -> Result<()> {
-        let from = self.log.load_checkpoint(CONSUMER).await? + 1;
+        let consumer = format!("{CONSUMER}{}", self.partition.consumer_suffix());
+        let from = self.log.load_checkpoint(&consumer).await? + 1;
         let stream = self
             .log
             .subscribe(from, Filter::prefixes([ELIGIBILITY_ASSESSED]))
@@ -155,11 +168,13 @@ impl HandoffWorker {
             let mut last = None;
             for item in chunk {
                 let event = item?;
-                self.process(&event).await?;
+                if self.partition.owns(event.case_id.as_bytes()) {
+                    self.process(&event).await?;
+                }
                 last = Some(event.position);
             }
             if let Some(p) = last {
-                self.log.save_checkpoint(CONSUMER, p).await?;
+                self.log.save_checkpoint(&consumer, p).await?;
             }
         }
     }

@@ -190,6 +190,22 @@ pub struct ServeArgs {
     /// Event log backend: sled:PATH or remote:http://HOST:PORT [default: sled:<data dir>].
     #[arg(long, env = config::ENV_LOG, value_parser = parse_log_spec)]
     pub log: Option<LogSpec>,
+    /// Service role to run: intake, eligibility, handoff, log or all (repeatable,
+    /// or comma-separated) [default: all].
+    #[arg(long = "role", value_delimiter = ',', value_parser = parse_role)]
+    pub roles: Vec<config::Role>,
+    /// This instance's share of the cases for its workers, INDEX/COUNT [default: 0/1].
+    #[arg(long, value_parser = parse_partition)]
+    pub partition: Option<onecity_domain::Partition>,
+}
+
+fn parse_role(s: &str) -> Result<config::Role, String> {
+    s.parse().map_err(|e: anyhow::Error| e.to_string())
+}
+
+fn parse_partition(s: &str) -> Result<onecity_domain::Partition, String> {
+    s.parse()
+        .map_err(|e: onecity_domain::BadPartition| e.to_string())
 }
 
 fn parse_log_spec(s: &str) -> Result<LogSpec, String> {
@@ -206,6 +222,8 @@ impl ServeArgs {
                 addr: self.addr,
                 data_dir: self.data_dir.clone(),
                 log: self.log.clone(),
+                roles: self.roles.clone(),
+                partition: self.partition,
             },
         )
     }

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use anyhow::{bail, Context as _};
+use onecity_domain::Partition;
 use onecity_domain::{DepartmentUnit, DistrictCode, Principal};
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +37,11 @@ pub const ENV_LOG_TOKEN: &str = "ONECITY_LOG_TOKEN";
 pub const ENV_POLICY_FILE: &str = "ONECITY_POLICY_FILE";
 /// Environment variable overriding [`Config::catalogue_file`].
 pub const ENV_CATALOGUE_FILE: &str = "ONECITY_CATALOGUE_FILE";
+
+/// Environment variable overriding [`Config::roles`] (comma-separated).
+pub const ENV_ROLES: &str = "ONECITY_ROLES";
+/// Environment variable overriding [`Config::partition`].
+pub const ENV_PARTITION: &str = "ONECITY_PARTITION";
 
 /// The demo terminal token the CLI uses when no `--token` is given (terminal `T-120103-01`).
 pub const DEMO_TERMINAL_TOKEN: &str = "demo-terminal-120103";
@@ -73,6 +79,76 @@ pub struct Config {
     /// Bearer tokens and the principals they stand for. Default: the DEMO tokens of
     /// [`demo_tokens`]; a file that lists tokens replaces them entirely.
     pub tokens: Vec<TokenConfig>,
+    /// Service roles this process runs: `intake`, `eligibility`, `handoff`, `log` or `all`.
+    /// Default `["all"]`: every role in one process. `log` serves the embedded log to
+    /// other processes and needs a `sled:` log.
+    pub roles: Vec<Role>,
+    /// Which share of the cases this process's workers handle, `INDEX/COUNT` (default
+    /// `0/1`: all of them). Run COUNT instances of a worker role with INDEX 0..COUNT to
+    /// share the work; exactly one instance decides for each case.
+    #[serde(with = "as_string")]
+    pub partition: Partition,
+}
+
+/// A service role of `onecity serve`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// `IntakeService`.
+    Intake,
+    /// The assessment worker and `EligibilityService`.
+    Eligibility,
+    /// The handoff worker, the department inbox and `HandoffService`.
+    Handoff,
+    /// `EventLogService` over the embedded log, for roles in other processes.
+    Log,
+    /// Every role.
+    All,
+}
+
+impl FromStr for Role {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        Ok(match s.trim() {
+            "intake" => Role::Intake,
+            "eligibility" => Role::Eligibility,
+            "handoff" => Role::Handoff,
+            "log" => Role::Log,
+            "all" => Role::All,
+            other => bail!("role {other:?}: expected intake, eligibility, handoff, log or all"),
+        })
+    }
+}
+
+impl Config {
+    /// Whether this process runs `role` (directly or through `all`).
+    pub fn runs(&self, role: Role) -> bool {
+        self.roles.iter().any(|r| *r == role || *r == Role::All)
+    }
+}
+
+/// Serde through `Display`/`FromStr`, for values written as strings in TOML.
+mod as_string {
+    use std::fmt::Display;
+    use std::str::FromStr;
+
+    pub(super) fn serialize<T: Display, S: serde::Serializer>(
+        v: &T,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
+    }
+
+    pub(super) fn deserialize<'de, T, D>(d: D) -> Result<T, D::Error>
+    where
+        T: FromStr,
+        T::Err: Display,
+        D: serde::Deserializer<'de>,
+    {
+        let s = <String as serde::Deserialize>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 impl Default for Config {
@@ -85,6 +161,8 @@ impl Default for Config {
             policy_file: None,
             catalogue_file: None,
             tokens: demo_tokens(),
+            roles: vec![Role::All],
+            partition: Partition::default(),
         }
     }
 }
@@ -100,6 +178,8 @@ impl fmt::Debug for Config {
             .field("policy_file", &self.policy_file)
             .field("catalogue_file", &self.catalogue_file)
             .field("tokens", &self.tokens)
+            .field("roles", &self.roles)
+            .field("partition", &self.partition)
             .finish()
     }
 }
@@ -113,6 +193,10 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     /// `--log`.
     pub log: Option<LogSpec>,
+    /// `--role` (repeatable); empty = not given.
+    pub roles: Vec<Role>,
+    /// `--partition`.
+    pub partition: Option<Partition>,
 }
 
 impl Config {
@@ -176,6 +260,16 @@ impl Config {
         if let Some(v) = get(ENV_CATALOGUE_FILE) {
             self.catalogue_file = Some(PathBuf::from(v));
         }
+        if let Some(v) = get(ENV_ROLES) {
+            self.roles = v
+                .split(',')
+                .map(str::parse)
+                .collect::<anyhow::Result<_>>()
+                .context(ENV_ROLES)?;
+        }
+        if let Some(v) = get(ENV_PARTITION) {
+            self.partition = v.trim().parse().context(ENV_PARTITION)?;
+        }
         Ok(())
     }
 
@@ -185,7 +279,15 @@ impl Config {
             addr,
             data_dir,
             log,
+            roles,
+            partition,
         } = overrides;
+        if !roles.is_empty() {
+            self.roles = roles;
+        }
+        if let Some(p) = partition {
+            self.partition = p;
+        }
         if let Some(addr) = addr {
             self.addr = addr;
         }
@@ -206,6 +308,12 @@ impl Config {
 
     /// Checks every token entry (see [`Config::principals`]).
     pub fn validate(&self) -> anyhow::Result<()> {
+        if self.roles.is_empty() {
+            bail!("roles: at least one role is needed (intake, eligibility, handoff, log or all)");
+        }
+        if self.roles.contains(&Role::Log) && !matches!(self.log_spec(), LogSpec::Sled(_)) {
+            bail!("roles: the log role serves the embedded log and needs a sled: log backend");
+        }
         self.principals().map(drop)
     }
 
@@ -714,7 +822,7 @@ mod tests {
         let flags = Overrides {
             addr: Some("127.0.0.1:7002".parse().unwrap()),
             data_dir: Some(PathBuf::from("/from/flag")),
-            log: None,
+            ..Overrides::default()
         };
         let c = Config::load_with(Some(f.path()), &env, flags).unwrap();
         assert_eq!(c.addr.to_string(), "127.0.0.1:7002");
@@ -740,6 +848,40 @@ mod tests {
         };
         let c = Config::load_with(None, &no_env, flags).unwrap();
         assert_eq!(c.log_spec(), LogSpec::Sled(PathBuf::from("/tmp/x")));
+    }
+
+    #[test]
+    fn roles_and_partition_layer_like_the_rest() {
+        let f = write("roles = [\"intake\", \"handoff\"]\npartition = \"1/3\"\n");
+        let c = Config::load_with(Some(f.path()), &no_env, Overrides::default()).unwrap();
+        assert_eq!(c.roles, vec![Role::Intake, Role::Handoff]);
+        assert!(c.runs(Role::Handoff) && !c.runs(Role::Eligibility));
+        assert_eq!(c.partition.to_string(), "1/3");
+        let env = env_of(&[
+            ("ONECITY_ROLES", "eligibility,log"),
+            ("ONECITY_PARTITION", "0/2"),
+        ]);
+        let c = Config::load_with(Some(f.path()), &env, Overrides::default()).unwrap();
+        assert_eq!(c.roles, vec![Role::Eligibility, Role::Log]);
+        assert_eq!(c.partition.to_string(), "0/2");
+        let flags = Overrides {
+            roles: vec![Role::All],
+            ..Overrides::default()
+        };
+        let c = Config::load_with(Some(f.path()), &env, flags).unwrap();
+        assert!(c.runs(Role::Intake) && c.runs(Role::Log));
+        assert!(load_str("partition = \"2/2\"\n").is_err());
+        assert!(load_str("roles = [\"billing\"]\n").is_err());
+        assert!(load_str("roles = []\n").is_err());
+        let remote_log_role = Config::load_with(
+            None,
+            &env_of(&[
+                ("ONECITY_ROLES", "log"),
+                ("ONECITY_LOG", "remote:http://127.0.0.1:1"),
+            ]),
+            Overrides::default(),
+        );
+        assert!(format!("{:#}", remote_log_role.unwrap_err()).contains("sled"));
     }
 
     #[test]

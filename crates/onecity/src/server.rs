@@ -21,7 +21,11 @@ use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 
 use crate::auth::Auth;
-use crate::config::{Config, LogSpec};
+use crate::config::{Config, LogSpec, Role};
+use onecity_proto::v1::eligibility_service_server::EligibilityServiceServer;
+use onecity_proto::v1::event_log_service_server::EventLogServiceServer;
+use onecity_proto::v1::handoff_service_server::HandoffServiceServer;
+use onecity_proto::v1::intake_service_server::IntakeServiceServer;
 
 /// Opens the configured log backend. The sled log is returned separately too, because
 /// only the process that owns it serves `EventLogService`.
@@ -57,7 +61,7 @@ fn load_rules(config: &Config) -> anyhow::Result<(Arc<PolicyBook>, Arc<Catalogue
     Ok((Arc::new(policies), Arc::new(catalogue)))
 }
 
-/// Runs every role in this process until `shutdown` completes, then stops accepting
+/// Runs the configured roles (default: all) until `shutdown` completes, then stops accepting
 /// calls, ends open streams, lets the workers finish their current event and closes the
 /// log.
 pub async fn run(
@@ -77,48 +81,62 @@ pub async fn run(
     let (log, owns_log) = open_log(&config)?;
     let stop = CancellationToken::new();
 
-    let workers = vec![
-        tokio::spawn(
-            Assessor::new(
-                Arc::clone(&log),
-                Arc::clone(&policies),
-                Arc::clone(&catalogue),
-            )
-            .run(stop.clone()),
-        ),
-        tokio::spawn(
-            HandoffWorker::new(Arc::clone(&log), Arc::clone(&catalogue)).run(stop.clone()),
-        ),
-    ];
-    let inbox = Inbox::start(Arc::clone(&log), stop.clone());
-
+    let mut workers = Vec::new();
     let (health_reporter, health) = tonic_health::server::health_reporter();
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(onecity_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
 
-    let intake = IntakeGrpc::new(
-        Intake::new(Arc::clone(&log), Arc::clone(&policies)),
-        stop.clone(),
-    )
-    .into_server();
-    let eligibility =
-        EligibilityGrpc::new(Screener::new(Arc::clone(&policies), Arc::clone(&catalogue)))
-            .into_server();
-    let handoff =
-        HandoffGrpc::new(Handoff::new(Arc::clone(&log), inbox), stop.clone()).into_server();
-    health_reporter
-        .set_serving::<onecity_proto::v1::intake_service_server::IntakeServiceServer<IntakeGrpc>>()
-        .await;
-    health_reporter
-        .set_serving::<onecity_proto::v1::eligibility_service_server::EligibilityServiceServer<EligibilityGrpc>>()
-        .await;
-    health_reporter.set_serving::<onecity_proto::v1::handoff_service_server::HandoffServiceServer<HandoffGrpc>>().await;
-
-    let log_service = if owns_log {
+    let intake = if config.runs(Role::Intake) {
+        let svc = IntakeGrpc::new(
+            Intake::new(Arc::clone(&log), Arc::clone(&policies)),
+            stop.clone(),
+        )
+        .into_server();
         health_reporter
-            .set_serving::<onecity_proto::v1::event_log_service_server::EventLogServiceServer<EventLogGrpc>>()
+            .set_serving::<IntakeServiceServer<IntakeGrpc>>()
+            .await;
+        Some(InterceptedService::new(svc, auth.clone()))
+    } else {
+        None
+    };
+    let eligibility = if config.runs(Role::Eligibility) {
+        let assessor = Assessor::new(
+            Arc::clone(&log),
+            Arc::clone(&policies),
+            Arc::clone(&catalogue),
+        )
+        .with_partition(config.partition);
+        workers.push(tokio::spawn(assessor.run(stop.clone())));
+        let svc =
+            EligibilityGrpc::new(Screener::new(Arc::clone(&policies), Arc::clone(&catalogue)))
+                .into_server();
+        health_reporter
+            .set_serving::<EligibilityServiceServer<EligibilityGrpc>>()
+            .await;
+        Some(InterceptedService::new(svc, auth.clone()))
+    } else {
+        None
+    };
+    let handoff = if config.runs(Role::Handoff) {
+        let worker = HandoffWorker::new(Arc::clone(&log), Arc::clone(&catalogue))
+            .with_partition(config.partition);
+        workers.push(tokio::spawn(worker.run(stop.clone())));
+        let inbox = Inbox::start(Arc::clone(&log), stop.clone());
+        let svc =
+            HandoffGrpc::new(Handoff::new(Arc::clone(&log), inbox), stop.clone()).into_server();
+        health_reporter
+            .set_serving::<HandoffServiceServer<HandoffGrpc>>()
+            .await;
+        Some(InterceptedService::new(svc, auth.clone()))
+    } else {
+        None
+    };
+    // Only the process that owns the embedded store serves it.
+    let log_service = if owns_log && config.runs(Role::Log) {
+        health_reporter
+            .set_serving::<EventLogServiceServer<EventLogGrpc>>()
             .await;
         Some(InterceptedService::new(
             EventLogGrpc::new(Arc::clone(&log), stop.clone()).into_server(),
@@ -129,14 +147,14 @@ pub async fn run(
     };
 
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, owns_log, "onecity serving");
+    tracing::info!(%addr, roles = ?config.roles, partition = %config.partition, owns_log, "onecity serving");
     let server_stop = stop.clone();
     tonic::transport::Server::builder()
         .add_service(health)
         .add_service(reflection)
-        .add_service(InterceptedService::new(intake, auth.clone()))
-        .add_service(InterceptedService::new(eligibility, auth.clone()))
-        .add_service(InterceptedService::new(handoff, auth.clone()))
+        .add_optional_service(intake)
+        .add_optional_service(eligibility)
+        .add_optional_service(handoff)
         .add_optional_service(log_service)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             shutdown.await;
