@@ -1,0 +1,162 @@
+//! The deployment files parse: every Kubernetes manifest is valid YAML with the fields a
+//! cluster needs (kinds, probes on grpc.health.v1), every systemd unit has its sections
+//! and an ExecStart, and the local cluster script is valid bash.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+fn deploy() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
+}
+
+fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn kubernetes_manifests_parse_and_probe_grpc_health() {
+    let manifests = files(&deploy().join("k8s"), "yaml");
+    assert!(manifests.len() >= 4, "{manifests:?}");
+    let mut kinds = Vec::new();
+    for path in manifests {
+        let text = std::fs::read_to_string(&path).unwrap();
+        for doc in serde_norway::Deserializer::from_str(&text) {
+            let value: serde_norway::Value = serde::Deserialize::deserialize(doc)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let kind = value["kind"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{}: no kind", path.display()))
+                .to_owned();
+            assert!(
+                value["apiVersion"].is_string(),
+                "{}: no apiVersion",
+                path.display()
+            );
+            assert!(
+                value["metadata"]["name"].is_string(),
+                "{}: no name",
+                path.display()
+            );
+            if kind == "Deployment" || kind == "StatefulSet" {
+                let containers = value["spec"]["template"]["spec"]["containers"]
+                    .as_sequence()
+                    .unwrap();
+                for c in containers {
+                    let image = c["image"].as_str().unwrap();
+                    if image.starts_with("onecity") {
+                        assert!(
+                            c["readinessProbe"]["grpc"]["port"].is_number(),
+                            "{}: onecity pods probe grpc health",
+                            path.display()
+                        );
+                        assert!(
+                            c["livenessProbe"]["grpc"]["port"].is_number(),
+                            "{}",
+                            path.display()
+                        );
+                        let args = serde_norway::to_string(&c["args"]).unwrap();
+                        assert!(
+                            args.contains("--role"),
+                            "{}: each workload runs one role",
+                            path.display()
+                        );
+                    }
+                }
+            }
+            kinds.push(kind);
+        }
+    }
+    for k in [
+        "Deployment",
+        "StatefulSet",
+        "Service",
+        "ConfigMap",
+        "Secret",
+    ] {
+        assert!(kinds.iter().any(|x| x == k), "no {k} among {kinds:?}");
+    }
+}
+
+/// A minimal systemd unit parser: sections, `Key=Value` lines, comments.
+fn parse_unit(text: &str) -> Result<BTreeMap<String, BTreeMap<String, String>>, String> {
+    let mut out: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let mut section: Option<String> = None;
+    for (n, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = Some(name.to_owned());
+            out.entry(name.to_owned()).or_default();
+            continue;
+        }
+        let s = section
+            .as_ref()
+            .ok_or_else(|| format!("line {}: key outside a section", n + 1))?;
+        let (k, v) = line
+            .split_once('=')
+            .ok_or_else(|| format!("line {}: not Key=Value: {raw}", n + 1))?;
+        if k.trim().is_empty() || k.contains(char::is_whitespace) {
+            return Err(format!("line {}: bad key {k:?}", n + 1));
+        }
+        out.get_mut(s)
+            .unwrap()
+            .insert(k.trim().to_owned(), v.trim().to_owned());
+    }
+    Ok(out)
+}
+
+#[test]
+fn systemd_units_parse() {
+    let units = files(&deploy().join("systemd"), "service");
+    assert!(units.len() >= 5);
+    for path in units {
+        let unit = parse_unit(&std::fs::read_to_string(&path).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        for section in ["Unit", "Service", "Install"] {
+            assert!(
+                unit.contains_key(section),
+                "{}: no [{section}]",
+                path.display()
+            );
+        }
+        let exec = &unit["Service"]["ExecStart"];
+        assert!(
+            exec.starts_with('/'),
+            "{}: ExecStart needs an absolute path",
+            path.display()
+        );
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if name.starts_with("onecity") {
+            assert!(exec.contains(" serve"), "{name}");
+        }
+        if name.contains('@') && name.starts_with("onecity") {
+            assert!(
+                exec.contains("--partition %i/"),
+                "{name}: an instance per partition"
+            );
+        }
+    }
+    assert!(
+        parse_unit("[Service]\nExecStart /bin/true\n").is_err(),
+        "the parser rejects what systemd rejects"
+    );
+}
+
+#[test]
+fn local_cluster_script_is_valid_bash() {
+    let script = deploy().join("local/cluster.sh");
+    let status = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
