@@ -173,6 +173,39 @@ pub enum LogCommand {
         #[arg(long)]
         follow: bool,
     },
+    /// Write the whole log to a file (stop the server first for a sled log: sled is
+    /// opened by one process at a time). Prints the log's checksum.
+    Export {
+        /// Log backend to read: sled:PATH, remote:URL or jetstream:URLS.
+        #[arg(long, value_parser = parse_log_spec)]
+        log: LogSpec,
+        /// Token for a remote log.
+        #[arg(long, env = config::ENV_LOG_TOKEN)]
+        log_token: Option<String>,
+        /// Output file.
+        file: PathBuf,
+    },
+    /// Append an export to an EMPTY log, preserving order, versions and positions, then
+    /// verify the target's checksum against the file's.
+    Import {
+        /// Log backend to write: sled:PATH, remote:URL or jetstream:URLS.
+        #[arg(long, value_parser = parse_log_spec)]
+        log: LogSpec,
+        /// Token for a remote log.
+        #[arg(long, env = config::ENV_LOG_TOKEN)]
+        log_token: Option<String>,
+        /// Export file.
+        file: PathBuf,
+    },
+    /// Print the checksum of a whole log (compare two logs after a migration).
+    Checksum {
+        /// Log backend: sled:PATH, remote:URL or jetstream:URLS.
+        #[arg(long, value_parser = parse_log_spec)]
+        log: LogSpec,
+        /// Token for a remote log.
+        #[arg(long, env = config::ENV_LOG_TOKEN)]
+        log_token: Option<String>,
+    },
 }
 
 /// Flags of `serve` and `config`.
@@ -694,6 +727,47 @@ async fn client_command(command: Command) -> anyhow::Result<()> {
         } => {
             let c = Client::connect(&client).await?;
             log_tail(&c, from, lines, follow).await
+        }
+        Command::Log {
+            command:
+                LogCommand::Export {
+                    log,
+                    log_token,
+                    file,
+                },
+        } => {
+            let (log, _) = crate::server::open_log_spec(&log, log_token.as_deref())?;
+            let sum = crate::migrate::export(log.as_ref(), &file).await?;
+            emit(&format!(
+                "exported {} events to {}\nchecksum {}",
+                sum.events,
+                file.display(),
+                sum.hex()
+            ))
+        }
+        Command::Log {
+            command:
+                LogCommand::Import {
+                    log,
+                    log_token,
+                    file,
+                },
+        } => {
+            let (log, _) = crate::server::open_log_spec(&log, log_token.as_deref())?;
+            let sum = crate::migrate::import(log.as_ref(), &file).await?;
+            emit(&format!(
+                "imported {} events from {}\nchecksum {} (verified)",
+                sum.events,
+                file.display(),
+                sum.hex()
+            ))
+        }
+        Command::Log {
+            command: LogCommand::Checksum { log, log_token },
+        } => {
+            let (log, _) = crate::server::open_log_spec(&log, log_token.as_deref())?;
+            let sum = crate::migrate::checksum(log.as_ref()).await?;
+            emit(&format!("{} events\nchecksum {}", sum.events, sum.hex()))
         }
     }
 }

@@ -6,9 +6,11 @@
 //! - [`server`]: every service in one process (`onecity serve`).
 //! - [`cli`]: the command line (`serve` and the client commands for people).
 //! - [`json`]: the proto3 JSON mapping used by the CLI.
+//! - [`migrate`]: `onecity log export | import | checksum`.
 
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod json;
+pub mod migrate;
 pub mod server;

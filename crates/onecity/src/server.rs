@@ -27,10 +27,18 @@ use onecity_proto::v1::event_log_service_server::EventLogServiceServer;
 use onecity_proto::v1::handoff_service_server::HandoffServiceServer;
 use onecity_proto::v1::intake_service_server::IntakeServiceServer;
 
-/// Opens the configured log backend. The sled log is returned separately too, because
-/// only the process that owns it serves `EventLogService`.
+/// Opens the configured log backend, and whether this process owns the store (only the
+/// owner of an embedded sled log serves `EventLogService`).
 fn open_log(config: &Config) -> anyhow::Result<(Arc<dyn EventLog>, bool)> {
-    match config.log_spec() {
+    open_log_spec(&config.log_spec(), config.log_token.as_deref())
+}
+
+/// Opens a log backend from its spec; `token` is presented to a `remote:` log.
+pub fn open_log_spec(
+    spec: &LogSpec,
+    token: Option<&str>,
+) -> anyhow::Result<(Arc<dyn EventLog>, bool)> {
+    match spec.clone() {
         LogSpec::Sled(path) => {
             let log = SledLog::open(&path, SledConfig::default())
                 .with_context(|| format!("open the event log in {}", path.display()))?;
@@ -39,8 +47,8 @@ fn open_log(config: &Config) -> anyhow::Result<(Arc<dyn EventLog>, bool)> {
         LogSpec::Remote(addr) => {
             let mut log =
                 RemoteLog::connect_lazy(&addr).with_context(|| format!("log backend {addr}"))?;
-            if let Some(t) = &config.log_token {
-                log = log.with_token(t.clone());
+            if let Some(t) = token {
+                log = log.with_token(t.to_owned());
             }
             Ok((Arc::new(log), false))
         }

@@ -1,0 +1,255 @@
+//! `onecity log export | import | checksum`: moving a log between backends (e.g. from
+//! the embedded sled log to JetStream) with order, versions and positions preserved,
+//! verified by a checksum of the log.
+//!
+//! Export file: the line `onecity-log-export v1\n`, then every event as a
+//! length-delimited protobuf `onecity.v1.RecordedEvent`, in position order.
+//!
+//! The checksum is SHA-256 over every event's protobuf encoding *without* `recorded_at`
+//! (position, ids, case, version, type, actor, causation, payload, commit id): the target
+//! log stamps its own commit time, everything else must be identical.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::Path;
+
+use anyhow::{bail, Context as _};
+use indicatif::{ProgressBar, ProgressStyle};
+use onecity_eventlog::{EventLog, Expected, NewEvent, RecordedEvent};
+use onecity_proto::prost::Message;
+use onecity_proto::v1 as pb;
+use sha2::{Digest, Sha256};
+
+const MAGIC: &[u8] = b"onecity-log-export v1\n";
+const PAGE: usize = 5_000;
+
+/// Running checksum of a log.
+#[derive(Debug, Default, Clone)]
+pub struct LogChecksum {
+    hasher: Sha256,
+    /// Events hashed so far.
+    pub events: u64,
+}
+
+impl LogChecksum {
+    /// Adds the next event (in position order).
+    pub fn add(&mut self, e: &RecordedEvent) {
+        let mut p = pb::RecordedEvent::from(e);
+        p.recorded_at = None;
+        let bytes = p.encode_to_vec();
+        self.hasher.update((bytes.len() as u64).to_be_bytes());
+        self.hasher.update(&bytes);
+        self.events += 1;
+    }
+
+    /// The hex digest.
+    pub fn hex(&self) -> String {
+        self.hasher
+            .clone()
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+fn bar(len: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} events ({per_sec}, eta {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_message(what.to_owned());
+    bar
+}
+
+/// Reads the whole log in position order, calling `f` for each event.
+async fn each_event(
+    log: &dyn EventLog,
+    bar: &ProgressBar,
+    mut f: impl FnMut(&RecordedEvent) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut next = 1;
+    loop {
+        let page = log.read_all(next, PAGE).await?;
+        let Some(last) = page.last() else {
+            return Ok(());
+        };
+        next = last.position + 1;
+        for e in &page {
+            f(e)?;
+        }
+        bar.inc(page.len() as u64);
+    }
+}
+
+/// The checksum of a whole log.
+pub async fn checksum(log: &dyn EventLog) -> anyhow::Result<LogChecksum> {
+    let bar = bar(log.head().await?, "checksum");
+    let mut sum = LogChecksum::default();
+    each_event(log, &bar, |e| {
+        sum.add(e);
+        Ok(())
+    })
+    .await?;
+    bar.finish_and_clear();
+    Ok(sum)
+}
+
+/// Writes the whole log to `path`; returns its checksum.
+pub async fn export(log: &dyn EventLog, path: &Path) -> anyhow::Result<LogChecksum> {
+    let file = File::create(path).with_context(|| format!("create {}", path.display()))?;
+    let mut out = BufWriter::new(file);
+    out.write_all(MAGIC)?;
+    let bar = bar(log.head().await?, "export");
+    let mut sum = LogChecksum::default();
+    let mut expected = 1;
+    each_event(log, &bar, |e| {
+        if e.position != expected {
+            bail!(
+                "log has a gap: expected position {expected}, read {}",
+                e.position
+            );
+        }
+        expected += 1;
+        sum.add(e);
+        out.write_all(&pb::RecordedEvent::from(e).encode_length_delimited_to_vec())?;
+        Ok(())
+    })
+    .await?;
+    out.flush()?;
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    bar.finish_and_clear();
+    Ok(sum)
+}
+
+fn read_event(input: &mut impl Read) -> anyhow::Result<Option<RecordedEvent>> {
+    // A varint length prefix, then the message.
+    let mut len: u64 = 0;
+    let mut shift = 0;
+    loop {
+        let mut b = [0u8; 1];
+        match input.read(&mut b)? {
+            0 if shift == 0 => return Ok(None),
+            0 => bail!("export file truncated inside a length prefix"),
+            _ => {}
+        }
+        len |= u64::from(b[0] & 0x7f) << shift;
+        if b[0] & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+        if shift > 63 {
+            bail!("export file has a malformed length prefix");
+        }
+    }
+    let mut buf = vec![0u8; usize::try_from(len)?];
+    input
+        .read_exact(&mut buf)
+        .context("export file truncated inside an event")?;
+    let p = pb::RecordedEvent::decode(buf.as_slice())?;
+    Ok(Some(RecordedEvent::try_from(p)?))
+}
+
+/// Appends every event of the export at `path` to the empty log `log`, commit by commit
+/// in the original order, so positions and versions come out the same; then checks the
+/// target's checksum against the file's.
+pub async fn import(log: &dyn EventLog, path: &Path) -> anyhow::Result<LogChecksum> {
+    if log.head().await? != 0 {
+        bail!("the target log is not empty: import preserves positions, so it needs an empty log");
+    }
+    let file = File::open(path).with_context(|| format!("open {}", path.display()))?;
+    let total = file.metadata()?.len();
+    let mut input = BufReader::new(file);
+    let mut magic = vec![0u8; MAGIC.len()];
+    input
+        .read_exact(&mut magic)
+        .context("not an onecity log export")?;
+    if magic != MAGIC {
+        bail!("{} is not an onecity log export (v1)", path.display());
+    }
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "import [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let mut sum = LogChecksum::default();
+    let mut commit: Vec<RecordedEvent> = Vec::new();
+    let mut read_bytes = MAGIC.len() as u64;
+    loop {
+        let next = read_event(&mut input)?;
+        let ends_commit = match (&next, commit.first()) {
+            (_, None) => false,
+            (Some(e), Some(first)) => e.commit_id != first.commit_id,
+            (None, Some(_)) => true,
+        };
+        if ends_commit {
+            append_commit(log, &commit).await?;
+            commit.clear();
+        }
+        let Some(e) = next else { break };
+        if e.position != sum.events + 1 {
+            bail!("export file is out of order at position {}", e.position);
+        }
+        let encoded = pb::RecordedEvent::from(&e).encoded_len() as u64;
+        read_bytes += encoded + onecity_proto::prost::length_delimiter_len(encoded as usize) as u64;
+        bar.set_position(read_bytes);
+        sum.add(&e);
+        commit.push(e);
+    }
+    bar.finish_and_clear();
+    let target = checksum(log).await?;
+    if target.hex() != sum.hex() || target.events != sum.events {
+        bail!(
+            "checksum mismatch after import: file {} ({} events), log {} ({} events)",
+            sum.hex(),
+            sum.events,
+            target.hex(),
+            target.events
+        );
+    }
+    Ok(sum)
+}
+
+async fn append_commit(log: &dyn EventLog, events: &[RecordedEvent]) -> anyhow::Result<()> {
+    let first = &events[0];
+    let new = events
+        .iter()
+        .map(|e| NewEvent {
+            event_id: e.event_id,
+            event_type: e.event_type.clone(),
+            actor: e.actor.clone(),
+            causation_id: e.causation_id.clone(),
+            payload: e.payload.clone(),
+        })
+        .collect();
+    let a = log
+        .append(
+            first.case_id,
+            Expected::Exact(first.version - 1),
+            new,
+            first.commit_id,
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "append commit {} at position {}",
+                first.commit_id, first.position
+            )
+        })?;
+    if a.first_position != first.position || a.first_version != first.version {
+        bail!(
+            "commit {} landed at position {} version {}, expected {} / {}",
+            first.commit_id,
+            a.first_position,
+            a.first_version,
+            first.position,
+            first.version
+        );
+    }
+    Ok(())
+}
