@@ -23,6 +23,11 @@ mod sled_log;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
+#[cfg(feature = "jetstream")]
+pub mod jetstream;
+#[cfg(feature = "jetstream")]
+pub use jetstream::{JetStreamConfig, JetStreamLog};
+
 pub use remote::RemoteLog;
 pub use sled_log::{raw, SledConfig, SledLog};
 

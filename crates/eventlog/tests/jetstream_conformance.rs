@@ -1,0 +1,456 @@
+//! The conformance suite against the JetStream backend, on a nats-server that this test
+//! process starts itself (see `onecity_eventlog::jetstream::testing`), plus what only
+//! this backend has: the server checks at connect, several processes (here: several
+//! `JetStreamLog`s) writing one log, and recovery of a commit whose writer died between
+//! recording the attempt and publishing it.
+//!
+//! `cargo test -p onecity-eventlog --features jetstream --test jetstream_conformance`
+
+onecity_eventlog::conformance_suite!(onecity_eventlog::jetstream::testing::JetStreamBackend);
+
+mod jetstream_only {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use futures::StreamExt;
+    use onecity_eventlog::jetstream::testing::{fresh_prefix, shared_server};
+    use onecity_eventlog::{
+        Error, EventLog, Expected, Filter, JetStreamConfig, JetStreamLog, NewEvent,
+    };
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use uuid::Uuid;
+
+    fn evs(n: usize) -> Vec<NewEvent> {
+        (0..n)
+            .map(|i| NewEvent::new("onecity.test.Thing", "test", vec![i as u8]))
+            .collect()
+    }
+
+    async fn url() -> String {
+        tokio::task::spawn_blocking(|| shared_server().url())
+            .await
+            .unwrap()
+    }
+
+    async fn open(prefix: &str) -> JetStreamLog {
+        JetStreamLog::connect(JetStreamConfig {
+            url: url().await,
+            prefix: prefix.into(),
+            replicas: 1,
+            ..JetStreamConfig::default()
+        })
+        .await
+        .unwrap()
+    }
+
+    /// A fake NATS server that greets with `info` and answers pings, so the client's
+    /// handshake completes and the backend's own checks decide.
+    async fn fake_server(info: &'static str) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let (r, mut w) = sock.into_split();
+                    let greeting = format!("INFO {info}\r\n");
+                    if w.write_all(greeting.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let mut lines = BufReader::new(r).lines();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        if line.starts_with("PING") && w.write_all(b"PONG\r\n").await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        format!("nats://{addr}")
+    }
+
+    async fn connect_error(url: String) -> String {
+        match JetStreamLog::connect(JetStreamConfig {
+            url,
+            prefix: "never".into(),
+            replicas: 1,
+            request_timeout: Duration::from_secs(2),
+            ..JetStreamConfig::default()
+        })
+        .await
+        {
+            Ok(_) => panic!("connected to a server the backend must refuse"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[tokio::test]
+    async fn refuses_a_server_older_than_2_9() {
+        let url = fake_server(
+            r#"{"server_id":"fake","version":"2.8.4","proto":1,"headers":true,"max_payload":8388608,"jetstream":true}"#,
+        )
+        .await;
+        let e = connect_error(url).await;
+        assert!(
+            e.contains("nats-server 2.8.4 is too old") && e.contains("2.9 or newer"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn refuses_a_server_without_jetstream_or_with_a_small_max_payload() {
+        let no_js = fake_server(
+            r#"{"server_id":"fake","version":"2.9.10","proto":1,"headers":true,"max_payload":8388608,"jetstream":false}"#,
+        )
+        .await;
+        let e = connect_error(no_js).await;
+        assert!(e.contains("jetstream is not enabled"), "{e}");
+        let small = fake_server(
+            r#"{"server_id":"fake","version":"2.9.10","proto":1,"headers":true,"max_payload":1048576,"jetstream":true}"#,
+        )
+        .await;
+        let e = connect_error(small).await;
+        assert!(e.contains("max_payload 1048576"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn refuses_an_existing_stream_with_a_limit() {
+        let prefix = fresh_prefix();
+        let client = async_nats::connect(url().await).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: format!("{prefix}-log"),
+            subjects: vec![format!("{prefix}.case.*"), format!("{prefix}.void")],
+            max_messages: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let e = JetStreamLog::connect(JetStreamConfig {
+            url: url().await,
+            prefix,
+            replicas: 1,
+            ..JetStreamConfig::default()
+        })
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("max_msgs = 10") && e.contains("refusing"), "{e}");
+    }
+
+    /// Several writers on one log (as several processes would be): the server decides,
+    /// every case stays gap-free, one commit id is written once, one of many racing
+    /// `Exact` appends wins, and a retry through another writer long after the first
+    /// write is recognised from the durable record.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn several_writers_share_one_log() {
+        let prefix = fresh_prefix();
+        let logs: Vec<Arc<JetStreamLog>> = vec![
+            Arc::new(open(&prefix).await),
+            Arc::new(open(&prefix).await),
+            Arc::new(open(&prefix).await),
+        ];
+        let case = Uuid::now_v7();
+        logs[0]
+            .append(case, Expected::NoStream, evs(1), Uuid::now_v7())
+            .await
+            .unwrap();
+        let racers: Vec<_> = (0..12)
+            .map(|i| {
+                let log = Arc::clone(&logs[i % logs.len()]);
+                tokio::spawn(async move {
+                    log.append(case, Expected::Exact(1), evs(2), Uuid::now_v7())
+                        .await
+                })
+            })
+            .collect();
+        let mut wins = 0;
+        for r in racers {
+            match r.await.unwrap() {
+                Ok(a) => {
+                    assert_eq!((a.first_version, a.last_version), (2, 3));
+                    wins += 1;
+                }
+                Err(Error::Conflict { actual, .. }) => assert_eq!(actual, 3),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(wins, 1);
+
+        let commit = Uuid::now_v7();
+        let retries: Vec<_> = (0..9)
+            .map(|i| {
+                let log = Arc::clone(&logs[i % logs.len()]);
+                tokio::spawn(async move {
+                    log.append(Uuid::now_v7(), Expected::Any, evs(3), commit)
+                        .await
+                })
+            })
+            .collect();
+        let mut fresh = 0;
+        let mut firsts = Vec::new();
+        for r in retries {
+            let a = r.await.unwrap().unwrap();
+            fresh += usize::from(!a.deduplicated);
+            firsts.push((a.case_id, a.first_position));
+        }
+        assert_eq!(fresh, 1, "one racer writes the commit");
+        firsts.dedup();
+        assert_eq!(firsts.len(), 1, "every racer reports the same commit");
+
+        let cases: Vec<Uuid> = (0..4).map(|_| Uuid::now_v7()).collect();
+        let writers: Vec<_> = (0..48)
+            .map(|i| {
+                let log = Arc::clone(&logs[i % logs.len()]);
+                let case = cases[i % cases.len()];
+                tokio::spawn(async move {
+                    log.append(case, Expected::Any, evs(1 + i % 3), Uuid::now_v7())
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        for w in writers {
+            w.await.unwrap();
+        }
+        for log in &logs {
+            let all = log.read_all(1, 10_000).await.unwrap();
+            assert_eq!(all.len() as u64, log.head().await.unwrap());
+            for (i, e) in all.iter().enumerate() {
+                assert_eq!(e.position, i as u64 + 1);
+            }
+            for case in &cases {
+                let stream = log.read_case(*case, 1, 10_000).await.unwrap();
+                for (i, e) in stream.iter().enumerate() {
+                    assert_eq!(e.version, i as u64 + 1);
+                }
+            }
+        }
+
+        // A writer that never saw the commit (a fresh process) still recognises it.
+        let late = open(&prefix).await;
+        let again = late
+            .append(Uuid::now_v7(), Expected::NoStream, evs(1), commit)
+            .await
+            .unwrap();
+        assert!(again.deduplicated);
+        assert_eq!((again.case_id, again.first_position), firsts[0]);
+    }
+
+    /// A writer recorded an attempt and died before publishing it. A retry publishes it
+    /// at the recorded sequence; a retry whose expected version no longer admits it
+    /// closes the attempt with a void message (no position, no version) and reports the
+    /// conflict; readers and subscribers never see the void.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_recorded_but_unpublished_attempt_is_completed_or_closed() {
+        let prefix = fresh_prefix();
+        let log = open(&prefix).await;
+        let client = async_nats::connect(url().await).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let case = Uuid::now_v7();
+        log.append(case, Expected::NoStream, evs(2), Uuid::now_v7())
+            .await
+            .unwrap();
+
+        // The dead writer's record: it expected to take stream sequence 2.
+        let commit = Uuid::now_v7();
+        js.publish(
+            format!("$KV.{prefix}-commits.{commit}"),
+            format!("2 {case}").into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+        let a = log
+            .append(case, Expected::Exact(2), evs(1), commit)
+            .await
+            .unwrap();
+        assert!(!a.deduplicated);
+        assert_eq!((a.first_version, a.first_position), (3, 3));
+        let again = log
+            .append(case, Expected::Exact(2), evs(1), commit)
+            .await
+            .unwrap();
+        assert!(again.deduplicated);
+
+        // Another dead writer, expecting sequence 3; its retry now conflicts.
+        let doomed = Uuid::now_v7();
+        js.publish(
+            format!("$KV.{prefix}-commits.{doomed}"),
+            format!("3 {case}").into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+        match log.append(case, Expected::Exact(1), evs(1), doomed).await {
+            Err(Error::Conflict { actual, .. }) => assert_eq!(actual, 3),
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        let mut stream = js.get_stream(format!("{prefix}-log")).await.unwrap();
+        assert_eq!(
+            stream.info().await.unwrap().state.last_sequence,
+            3,
+            "the void took sequence 3"
+        );
+        assert_eq!(log.head().await.unwrap(), 3);
+
+        // The log goes on after the void without a gap.
+        let b = log
+            .append(case, Expected::Exact(3), evs(2), Uuid::now_v7())
+            .await
+            .unwrap();
+        assert_eq!((b.first_position, b.first_version), (4, 4));
+        let all = log.read_all(1, 100).await.unwrap();
+        assert_eq!(
+            all.iter().map(|e| e.position).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4, 5]
+        );
+        assert_eq!(
+            log.read_case(case, 1, 100)
+                .await
+                .unwrap()
+                .iter()
+                .map(|e| e.version)
+                .collect::<Vec<_>>(),
+            vec![1, 2, 3, 4, 5]
+        );
+        let mut sub = log.subscribe(3, Filter::all()).await.unwrap();
+        for want in 3..=5 {
+            let e = tokio::time::timeout(Duration::from_secs(20), sub.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            assert_eq!(e.position, want);
+        }
+        // The doomed commit id is free again for a fresh attempt.
+        let c = log
+            .append(case, Expected::Any, evs(1), doomed)
+            .await
+            .unwrap();
+        assert!(!c.deduplicated);
+        assert_eq!(c.first_position, 6);
+    }
+
+    /// What was acknowledged is there for the next process: commits, dedup records,
+    /// checkpoints.
+    #[tokio::test]
+    async fn a_reopened_log_has_everything() {
+        let prefix = fresh_prefix();
+        let case = Uuid::now_v7();
+        let commit = Uuid::now_v7();
+        {
+            let log = open(&prefix).await;
+            log.append(case, Expected::NoStream, evs(3), commit)
+                .await
+                .unwrap();
+            log.save_checkpoint("projector", 2).await.unwrap();
+            log.shutdown();
+        }
+        let log = open(&prefix).await;
+        assert_eq!(log.head().await.unwrap(), 3);
+        assert_eq!(log.load_checkpoint("projector").await.unwrap(), 2);
+        let again = log
+            .append(case, Expected::NoStream, evs(3), commit)
+            .await
+            .unwrap();
+        assert!(again.deduplicated);
+        assert_eq!(log.read_case(case, 2, 10).await.unwrap().len(), 2);
+    }
+
+    /// A subscription ends cleanly when the log shuts down.
+    #[tokio::test]
+    async fn subscriptions_end_on_shutdown() {
+        let log = open(&fresh_prefix()).await;
+        let mut sub = log.subscribe(1, Filter::all()).await.unwrap();
+        log.shutdown();
+        let end = tokio::time::timeout(Duration::from_secs(20), sub.next())
+            .await
+            .unwrap();
+        assert!(end.is_none(), "{end:?}");
+        assert!(matches!(
+            log.append(Uuid::now_v7(), Expected::Any, evs(1), Uuid::now_v7())
+                .await,
+            Err(Error::Unavailable(_))
+        ));
+    }
+
+    /// Not a check: `--ignored --nocapture` prints append throughput against the test
+    /// server (R1, loopback).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore]
+    async fn append_throughput() {
+        let prefix = fresh_prefix();
+        let log = Arc::new(open(&prefix).await);
+        let n = 2_000;
+        // The floor: bare publishes with their acks, one at a time, on the same server.
+        let js = async_nats::jetstream::new(async_nats::connect(url().await).await.unwrap());
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: format!("{prefix}-raw"),
+            subjects: vec![format!("{prefix}.raw")],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            js.publish(format!("{prefix}.raw"), vec![0u8; 64].into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+        let raw = t.elapsed();
+        println!(
+            "bare jetstream publish+ack: {n} in {raw:?} = {:.0}/s",
+            n as f64 / raw.as_secs_f64()
+        );
+        let t = std::time::Instant::now();
+        let case = Uuid::now_v7();
+        for _ in 0..n {
+            log.append(case, Expected::Any, evs(1), Uuid::now_v7())
+                .await
+                .unwrap();
+        }
+        let seq = t.elapsed();
+        println!(
+            "sequential, one case: {n} commits in {seq:?} = {:.0} commits/s",
+            n as f64 / seq.as_secs_f64()
+        );
+        let t = std::time::Instant::now();
+        let tasks: Vec<_> = (0..64)
+            .map(|_| {
+                let log = Arc::clone(&log);
+                tokio::spawn(async move {
+                    let case = Uuid::now_v7();
+                    for _ in 0..n / 64 {
+                        log.append(case, Expected::Any, evs(1), Uuid::now_v7())
+                            .await
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let par = t.elapsed();
+        println!(
+            "64 tasks, 64 cases: {} commits in {par:?} = {:.0} commits/s",
+            n / 64 * 64,
+            (n / 64 * 64) as f64 / par.as_secs_f64()
+        );
+        let t = std::time::Instant::now();
+        let all = log.read_all(1, 10_000).await.unwrap();
+        println!("read_all of {} events: {:?}", all.len(), t.elapsed());
+        let t = std::time::Instant::now();
+        let mut sub = log.subscribe(1, Filter::all()).await.unwrap();
+        let mut got = 0;
+        while got < all.len() {
+            sub.next().await.unwrap().unwrap();
+            got += 1;
+        }
+        println!("subscription catch-up of {got} events: {:?}", t.elapsed());
+    }
+}
