@@ -156,6 +156,9 @@ impl fmt::Debug for Inner {
 /// Longest time a subscription keeps retrying a failing server before it ends with
 /// an error (long enough for a cluster to elect a new stream leader).
 const SUBSCRIPTION_PATIENCE: Duration = Duration::from_secs(30);
+/// How long a pull waits for messages; an empty pull makes the scanner check that its
+/// consumer still exists, so this bounds how long a vanished consumer goes unnoticed.
+const PULL_EXPIRES: Duration = Duration::from_secs(5);
 /// Messages per pull of a subscription.
 const PULL_BATCH: u64 = 256;
 /// A `read_all` spanning fewer messages than this uses concurrent gets, not a consumer.
@@ -692,6 +695,8 @@ struct Scanner {
     end: Option<u64>,
     consumer: Option<Consumer<pull::Config>>,
     batch: Option<Batch>,
+    /// Whether the current pull delivered anything.
+    delivered: bool,
     failing_since: Option<Instant>,
     failures: u32,
 }
@@ -704,6 +709,7 @@ impl Scanner {
             end,
             consumer: None,
             batch: None,
+            delivered: false,
             failing_since: None,
             failures: 0,
         }
@@ -725,7 +731,18 @@ impl Scanner {
             };
             match batch.next().await {
                 // The pull expired or delivered its batch: pull again.
-                None => self.batch = None,
+                None => {
+                    self.batch = None;
+                    // An empty pull is normal on an idle log, but it is also all a
+                    // vanished consumer gives (after a server restart, or when the
+                    // server dropped it): pulls for an unknown consumer are dropped
+                    // silently. So ask whether it still exists.
+                    if !std::mem::take(&mut self.delivered) {
+                        if let Err(e) = self.check_consumer().await {
+                            self.failed(e).await?;
+                        }
+                    }
+                }
                 Some(Ok(m)) => {
                     let seq = match m.info() {
                         Ok(info) => info.stream_sequence,
@@ -750,6 +767,7 @@ impl Scanner {
                     }
                     self.failing_since = None;
                     self.failures = 0;
+                    self.delivered = true;
                     self.next_seq += 1;
                     let m = m.message;
                     return LogMsg::new(seq, m.headers.as_ref(), m.payload);
@@ -760,6 +778,17 @@ impl Scanner {
                 }
             }
         }
+    }
+
+    async fn check_consumer(&self) -> Result<()> {
+        let Some(consumer) = self.consumer.as_ref() else {
+            return Ok(());
+        };
+        consumer
+            .get_info()
+            .await
+            .map(drop)
+            .map_err(|e| Error::Unavailable(format!("consumer on the log is gone: {e}")))
     }
 
     async fn pull(&mut self) -> Result<Batch> {
@@ -778,7 +807,7 @@ impl Scanner {
             .max_messages(wanted as usize)
             // At least one whole message must fit, or the server would never send it.
             .max_bytes(self.inner.max_payload.saturating_mul(2))
-            .expires(Duration::from_secs(10))
+            .expires(PULL_EXPIRES)
             .messages()
             .await
             .map_err(|e| Error::Unavailable(format!("pull from the log: {e}")))

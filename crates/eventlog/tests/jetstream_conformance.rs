@@ -13,7 +13,7 @@ mod jetstream_only {
     use std::time::Duration;
 
     use futures::StreamExt;
-    use onecity_eventlog::jetstream::testing::{fresh_prefix, shared_server};
+    use onecity_eventlog::jetstream::testing::{fresh_prefix, shared_server, NatsServer};
     use onecity_eventlog::{
         Error, EventLog, Expected, Filter, JetStreamConfig, JetStreamLog, NewEvent,
     };
@@ -357,6 +357,73 @@ mod jetstream_only {
             .unwrap();
         assert!(again.deduplicated);
         assert_eq!(log.read_case(case, 2, 10).await.unwrap().len(), 2);
+    }
+
+    /// The server crashes (SIGKILL) and comes back: acknowledged commits are there, a
+    /// subscription picks up where it was, and appends work again (a retry of a commit
+    /// whose outcome was unknown is written once).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn survives_a_server_crash() {
+        let mut server =
+            tokio::task::spawn_blocking(|| NatsServer::start().unwrap_or_else(|e| panic!("{e}")))
+                .await
+                .unwrap();
+        let log = JetStreamLog::connect(JetStreamConfig {
+            url: server.url(),
+            prefix: "crash".into(),
+            replicas: 1,
+            request_timeout: Duration::from_secs(2),
+            ..JetStreamConfig::default()
+        })
+        .await
+        .unwrap();
+        let case = Uuid::now_v7();
+        log.append(case, Expected::NoStream, evs(3), Uuid::now_v7())
+            .await
+            .unwrap();
+        let mut sub = log.subscribe(1, Filter::all()).await.unwrap();
+        for want in 1..=3 {
+            assert_eq!(next(&mut sub).await, want);
+        }
+        let server = tokio::task::spawn_blocking(move || {
+            server.restart().unwrap_or_else(|e| panic!("{e}"));
+            server
+        })
+        .await
+        .unwrap();
+        assert_eq!(log.head().await.unwrap_or(3), 3);
+        // The client reconnects by itself; until it has, appends are `Unavailable`.
+        let commit = Uuid::now_v7();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let appended = loop {
+            match log.append(case, Expected::Exact(3), evs(2), commit).await {
+                Ok(a) => break a,
+                Err(Error::Unavailable(e)) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let _ = e;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert_eq!((appended.first_position, appended.last_version), (4, 5));
+        for want in 4..=5 {
+            assert_eq!(next(&mut sub).await, want);
+        }
+        assert_eq!(log.head().await.unwrap(), 5);
+        assert_eq!(log.read_case(case, 1, 100).await.unwrap().len(), 5);
+        drop(log);
+        tokio::task::spawn_blocking(move || drop(server))
+            .await
+            .unwrap();
+    }
+
+    async fn next(sub: &mut onecity_eventlog::EventStream) -> u64 {
+        tokio::time::timeout(Duration::from_secs(30), sub.next())
+            .await
+            .expect("subscription stalled")
+            .expect("subscription ended")
+            .expect("subscription failed")
+            .position
     }
 
     /// A subscription ends cleanly when the log shuts down.

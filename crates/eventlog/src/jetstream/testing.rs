@@ -32,6 +32,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// A nats-server child process with JetStream, listening on a loopback port.
 #[derive(Debug)]
 pub struct NatsServer {
+    binary: PathBuf,
     child: Child,
     watchdog: Child,
     _watchdog_pipe: ChildStdin,
@@ -57,20 +58,9 @@ impl NatsServer {
             std::fs::write(&config, format!("max_payload: {TEST_MAX_PAYLOAD}\n"))
                 .map_err(|e| format!("write {}: {e}", config.display()))?;
             let port = free_port()?;
-            let child = Command::new(&binary)
-                .arg("-c")
-                .arg(&config)
-                .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-                .arg(dir.path().join("store"))
-                .arg("-l")
-                .arg(dir.path().join("nats.log"))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .map_err(|e| format!("start {}: {e}", binary.display()))?;
-            let (watchdog, pipe) = watchdog(child.id(), dir.path())?;
+            let (child, watchdog, pipe) = spawn(&binary, dir.path(), port)?;
             let mut server = NatsServer {
+                binary: binary.clone(),
                 child,
                 watchdog,
                 _watchdog_pipe: pipe,
@@ -83,6 +73,17 @@ impl NatsServer {
             }
         }
         Err(format!("nats-server did not start: {last_error}"))
+    }
+
+    /// Kills the server with SIGKILL (a crash, not a shutdown) and starts it again on
+    /// the same port and storage, waiting until it accepts clients.
+    pub fn restart(&mut self) -> Result<(), String> {
+        self.stop();
+        let (child, watchdog, pipe) = spawn(&self.binary, self.dir.path(), self.port)?;
+        self.child = child;
+        self.watchdog = watchdog;
+        self._watchdog_pipe = pipe;
+        self.wait_ready()
     }
 
     /// `nats://127.0.0.1:<port>`.
@@ -153,6 +154,24 @@ impl Drop for NatsServer {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Starts the server (config, storage and log in `dir`) and its watchdog.
+fn spawn(binary: &Path, dir: &Path, port: u16) -> Result<(Child, Child, ChildStdin), String> {
+    let child = Command::new(binary)
+        .arg("-c")
+        .arg(dir.join("nats.conf"))
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        .arg(dir.join("store"))
+        .arg("-l")
+        .arg(dir.join("nats.log"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("start {}: {e}", binary.display()))?;
+    let (watchdog, pipe) = watchdog(child.id(), dir)?;
+    Ok((child, watchdog, pipe))
 }
 
 /// A shell that waits for its stdin to close (the test process ended, however it
