@@ -8,6 +8,13 @@
 
 onecity_eventlog::conformance_suite!(onecity_eventlog::jetstream::testing::JetStreamBackend);
 
+/// The same suite with three replicas on a three-node cluster (the production setting).
+mod r3 {
+    onecity_eventlog::conformance_suite!(
+        onecity_eventlog::jetstream::testing::JetStreamClusterBackend
+    );
+}
+
 mod jetstream_only {
     use std::sync::Arc;
     use std::time::Duration;
@@ -448,14 +455,47 @@ mod jetstream_only {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     #[ignore]
     async fn append_throughput() {
+        throughput(url().await, 1).await;
+    }
+
+    /// The same on the three-node test cluster with three replicas.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore]
+    async fn append_throughput_r3() {
+        let url = tokio::task::spawn_blocking(|| {
+            onecity_eventlog::jetstream::testing::shared_cluster().url()
+        })
+        .await
+        .unwrap();
+        throughput(url, 3).await;
+    }
+
+    async fn throughput(url: String, replicas: usize) {
         let prefix = fresh_prefix();
-        let log = Arc::new(open(&prefix).await);
+        let config = JetStreamConfig {
+            url: url.clone(),
+            prefix: prefix.clone(),
+            replicas,
+            ..JetStreamConfig::default()
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let log = loop {
+            match JetStreamLog::connect(config.clone()).await {
+                Ok(log) => break Arc::new(log),
+                Err(_) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(250)).await
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
         let n = 2_000;
         // The floor: bare publishes with their acks, one at a time, on the same server.
-        let js = async_nats::jetstream::new(async_nats::connect(url().await).await.unwrap());
+        let first = url.split(',').next().unwrap().to_string();
+        let js = async_nats::jetstream::new(async_nats::connect(first).await.unwrap());
         js.create_stream(async_nats::jetstream::stream::Config {
             name: format!("{prefix}-raw"),
             subjects: vec![format!("{prefix}.raw")],
+            num_replicas: replicas,
             ..Default::default()
         })
         .await
@@ -469,6 +509,7 @@ mod jetstream_only {
                 .unwrap();
         }
         let raw = t.elapsed();
+        println!("R{replicas}");
         println!(
             "bare jetstream publish+ack: {n} in {raw:?} = {:.0}/s",
             n as f64 / raw.as_secs_f64()

@@ -50,29 +50,33 @@ impl NatsServer {
         // The port is free when we pick it but another process may take it before the
         // server binds; a few tries with fresh ports make that harmless.
         for _ in 0..5 {
-            let dir = tempfile::Builder::new()
-                .prefix("onecity-nats-")
-                .tempdir()
-                .map_err(|e| format!("temporary directory for nats-server: {e}"))?;
-            let config = dir.path().join("nats.conf");
-            std::fs::write(&config, format!("max_payload: {TEST_MAX_PAYLOAD}\n"))
-                .map_err(|e| format!("write {}: {e}", config.display()))?;
-            let port = free_port()?;
-            let (child, watchdog, pipe) = spawn(&binary, dir.path(), port)?;
-            let mut server = NatsServer {
-                binary: binary.clone(),
-                child,
-                watchdog,
-                _watchdog_pipe: pipe,
-                port,
-                dir,
-            };
+            let mut server = NatsServer::launch(&binary, free_port()?, "")?;
             match server.wait_ready() {
                 Ok(()) => return Ok(server),
                 Err(e) => last_error = e,
             }
         }
         Err(format!("nats-server did not start: {last_error}"))
+    }
+
+    /// Starts a server on `port` with `extra` configuration, without waiting for it.
+    fn launch(binary: &Path, port: u16, extra: &str) -> Result<Self, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("onecity-nats-")
+            .tempdir()
+            .map_err(|e| format!("temporary directory for nats-server: {e}"))?;
+        let config = dir.path().join("nats.conf");
+        std::fs::write(&config, format!("max_payload: {TEST_MAX_PAYLOAD}\n{extra}"))
+            .map_err(|e| format!("write {}: {e}", config.display()))?;
+        let (child, watchdog, pipe) = spawn(binary, dir.path(), port)?;
+        Ok(NatsServer {
+            binary: binary.to_path_buf(),
+            child,
+            watchdog,
+            _watchdog_pipe: pipe,
+            port,
+            dir,
+        })
     }
 
     /// Kills the server with SIGKILL (a crash, not a shutdown) and starts it again on
@@ -153,6 +157,58 @@ impl NatsServer {
 impl Drop for NatsServer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A JetStream cluster of nats-server child processes on loopback ports (client and
+/// route ports picked free), each with its own temporary storage.
+#[derive(Debug)]
+pub struct NatsCluster {
+    nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// Starts `size` servers routed to each other and waits until each accepts clients.
+    /// JetStream needs a moment more to elect its meta leader: connect with retries.
+    pub fn start(size: usize) -> Result<Self, String> {
+        let binary = find_binary()?;
+        let mut last_error = String::new();
+        for _ in 0..3 {
+            let ports = (0..size)
+                .map(|_| Ok((free_port()?, free_port()?)))
+                .collect::<Result<Vec<_>, String>>()?;
+            let routes = ports
+                .iter()
+                .map(|(_, route)| format!("nats-route://127.0.0.1:{route}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut nodes = Vec::with_capacity(size);
+            for (i, (client, route)) in ports.iter().enumerate() {
+                let extra = format!(
+                    "server_name: n{i}\ncluster {{\n  name: onecity-test\n  listen: 127.0.0.1:{route}\n  routes: [{routes}]\n}}\n"
+                );
+                nodes.push(NatsServer::launch(&binary, *client, &extra)?);
+            }
+            match nodes.iter_mut().try_for_each(NatsServer::wait_ready) {
+                Ok(()) => return Ok(NatsCluster { nodes }),
+                Err(e) => last_error = e,
+            }
+        }
+        Err(format!("nats cluster did not start: {last_error}"))
+    }
+
+    /// Every node's client URL, comma-separated (what `JetStreamConfig::url` takes).
+    pub fn url(&self) -> String {
+        self.nodes
+            .iter()
+            .map(NatsServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// One node, e.g. to restart it.
+    pub fn node_mut(&mut self, i: usize) -> &mut NatsServer {
+        &mut self.nodes[i]
     }
 }
 
@@ -255,6 +311,12 @@ pub fn shared_server() -> &'static NatsServer {
     SERVER.get_or_init(|| NatsServer::start().unwrap_or_else(|e| panic!("{e}")))
 }
 
+/// The three-node cluster shared by the R3 tests of one test binary, started on first use.
+pub fn shared_cluster() -> &'static NatsCluster {
+    static CLUSTER: OnceLock<NatsCluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| NatsCluster::start(3).unwrap_or_else(|e| panic!("{e}")))
+}
+
 /// A prefix no other log on the shared server uses.
 pub fn fresh_prefix() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -281,6 +343,38 @@ impl Backend for JetStreamBackend {
         .await
         .unwrap_or_else(|e| panic!("connect to the test nats-server: {e}"));
         Arc::new(log)
+    }
+}
+
+/// Fresh JetStream logs with three replicas (the production setting), each under its
+/// own prefix on the [`shared_cluster`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct JetStreamClusterBackend;
+
+#[async_trait::async_trait]
+impl Backend for JetStreamClusterBackend {
+    async fn fresh(&self) -> BoxLog {
+        let url = tokio::task::spawn_blocking(|| shared_cluster().url())
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        let config = JetStreamConfig {
+            url,
+            prefix: fresh_prefix(),
+            replicas: 3,
+            ..JetStreamConfig::default()
+        };
+        // Right after start the cluster is still electing its JetStream leaders.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match JetStreamLog::connect(config.clone()).await {
+                Ok(log) => return Arc::new(log),
+                Err(e) if Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "cluster not ready yet");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(e) => panic!("connect to the test nats cluster: {e}"),
+            }
+        }
     }
 }
 
