@@ -282,7 +282,11 @@ pub fn find_binary() -> Result<PathBuf, String> {
         return if p.is_file() {
             Ok(p)
         } else {
-            Err(format!("{BINARY_ENV}={} is not a file", p.display()))
+            Err(format!(
+                "{BINARY_ENV}={} is not a file: point it at nats-server (2.9 or newer), \
+                 or unset it and install nats-server with `apt-get install nats-server`",
+                p.display()
+            ))
         };
     }
     find_binary_in(
