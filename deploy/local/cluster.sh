@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # A laptop-sized onecity cluster: three nats-server nodes forming a JetStream cluster on
-# loopback, and the onecity roles as separate processes over it (one intake, two
-# eligibility and two handoff instances, partitioned by case, streams at R3).
+# loopback, and the onecity roles as separate processes over it (two intake, two
+# eligibility and two handoff instances, workers partitioned by case, streams at R3).
 #
 #   deploy/local/cluster.sh start       start everything, print the addresses
 #   deploy/local/cluster.sh status      which processes are running
-#   deploy/local/cluster.sh kill NAME   SIGKILL one process (nats-1..3, intake,
+#   deploy/local/cluster.sh kill NAME   SIGKILL one process (nats-1..3, intake-0/1,
 #                                       eligibility-0/1, handoff-0/1)
 #   deploy/local/cluster.sh restart NAME   start it again (after kill)
 #   deploy/local/cluster.sh stop        stop exactly what this script started
@@ -25,7 +25,8 @@ nats_cluster() { echo $((base + 10 + $1)); }
 nats_monitor() { echo $((base + 20 + $1)); }
 role_port() {
     case "$1" in
-        intake) echo $((base + 31)) ;;
+        intake-0) echo $((base + 30)) ;;
+        intake-1) echo $((base + 31)) ;;
         eligibility-0) echo $((base + 32)) ;;
         eligibility-1) echo $((base + 33)) ;;
         handoff-0) echo $((base + 34)) ;;
@@ -50,13 +51,29 @@ onecity_bin() {
 # an error, not a hang).
 wait_port() {
     local port=$1 name=$2
-    for _ in $(seq 1 300); do
+    # Roles wait up to 120 s for their log at start, so allow a little more here.
+    for _ in $(seq 1 1300); do
         if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             return 0
         fi
         sleep 0.1
     done
     echo "$name did not open port $port; see $dir/logs/$name.log" >&2
+    exit 1
+}
+
+# Waits until a node's JetStream is ready (its /healthz answers ok, which in 2.9 needs
+# the cluster's meta leader), bounded like wait_port.
+wait_jetstream() {
+    local port=$1 name=$2 reply
+    for _ in $(seq 1 300); do
+        reply=$( (exec 3<>"/dev/tcp/127.0.0.1/$port" && printf 'GET /healthz HTTP/1.0\r\n\r\n' >&3 && cat <&3) 2>/dev/null || true)
+        if [[ "$reply" == *'"status":"ok"'* || "$reply" == *'"status": "ok"'* ]]; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "$name: JetStream not ready (healthz: ${reply:-no answer}); see $dir/logs/$name.log" >&2
     exit 1
 }
 
@@ -97,7 +114,7 @@ start_role() {
     role="${name%-*}"
     partition=""
     case "$name" in
-        intake) role=intake ;;
+        intake-*) role=intake ;;
         *-0) partition="0/2" ;;
         *-1) partition="1/2" ;;
     esac
@@ -111,7 +128,7 @@ start_role() {
     echo $! >"$dir/run/$name.pid"
 }
 
-all_roles=(intake eligibility-0 eligibility-1 handoff-0 handoff-1)
+all_roles=(intake-0 intake-1 eligibility-0 eligibility-1 handoff-0 handoff-1)
 
 cmd="${1:-}"
 case "$cmd" in
@@ -119,6 +136,7 @@ case "$cmd" in
         command -v nats-server >/dev/null || { echo "nats-server not found: apt-get install nats-server" >&2; exit 1; }
         for i in 1 2 3; do start_nats "$i"; done
         for i in 1 2 3; do wait_port "$(nats_client "$i")" "nats-$i"; done
+        for i in 1 2 3; do wait_jetstream "$(nats_monitor "$i")" "nats-$i"; done
         for r in "${all_roles[@]}"; do start_role "$r"; done
         for r in "${all_roles[@]}"; do wait_port "$(role_port "$r")" "$r"; done
         echo "log:     $(log_spec)"
@@ -141,7 +159,11 @@ case "$cmd" in
     restart)
         name="${2:?name}"
         case "$name" in
-            nats-*) start_nats "${name#nats-}"; wait_port "$(nats_client "${name#nats-}")" "$name" ;;
+            nats-*)
+                start_nats "${name#nats-}"
+                wait_port "$(nats_client "${name#nats-}")" "$name"
+                wait_jetstream "$(nats_monitor "${name#nats-}")" "$name"
+                ;;
             *) start_role "$name"; wait_port "$(role_port "$name")" "$name" ;;
         esac
         ;;

@@ -484,6 +484,27 @@ pub async fn subscribe_catches_up_then_follows_live(b: &dyn Backend) {
     assert_gap_free(&take(&mut from_future, 2).await, 7);
 }
 
+/// A subscription opened on an empty log (as every worker's first one is) delivers the
+/// first events appended after it, filtered or not.
+pub async fn subscribe_on_empty_log_follows_first_appends(b: &dyn Backend) {
+    let log = b.fresh().await;
+    let mut all = log.subscribe(1, Filter::all()).await.unwrap();
+    let mut filtered = log
+        .subscribe(1, Filter::prefixes(["onecity.test.Thing"]))
+        .await
+        .unwrap();
+    let case = Uuid::now_v7();
+    log.append(case, Expected::NoStream, evs(2), Uuid::now_v7())
+        .await
+        .unwrap();
+    assert_gap_free(&take(&mut all, 2).await, 1);
+    assert_gap_free(&take(&mut filtered, 2).await, 1);
+    log.append(case, Expected::Any, evs(1), Uuid::now_v7())
+        .await
+        .unwrap();
+    assert_eq!(take(&mut all, 1).await[0].position, 3);
+}
+
 /// Only events whose type starts with a prefix are delivered, still in order.
 pub async fn subscribe_filters_by_prefix(b: &dyn Backend) {
     let log = b.fresh().await;
@@ -787,6 +808,7 @@ macro_rules! conformance_suite {
             limits_are_refused_and_write_nothing,
             reads_respect_windows,
             subscribe_catches_up_then_follows_live,
+            subscribe_on_empty_log_follows_first_appends,
             subscribe_filters_by_prefix,
             subscribe_races_appends_without_gap_or_duplicate,
             slow_subscriber_does_not_block_writers,

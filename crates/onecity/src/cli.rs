@@ -736,7 +736,7 @@ async fn client_command(command: Command) -> anyhow::Result<()> {
                     file,
                 },
         } => {
-            let (log, _) = crate::server::open_log_spec(&log, log_token.as_deref())?;
+            let (log, _) = crate::server::open_log_spec(&log, log_token.as_deref()).await?;
             let sum = crate::migrate::export(log.as_ref(), &file).await?;
             emit(&format!(
                 "exported {} events to {}\nchecksum {}",
@@ -753,7 +753,7 @@ async fn client_command(command: Command) -> anyhow::Result<()> {
                     file,
                 },
         } => {
-            let (log, _) = crate::server::open_log_spec(&log, log_token.as_deref())?;
+            let (log, _) = crate::server::open_log_spec(&log, log_token.as_deref()).await?;
             let sum = crate::migrate::import(log.as_ref(), &file).await?;
             emit(&format!(
                 "imported {} events from {}\nchecksum {} (verified)",
@@ -765,7 +765,7 @@ async fn client_command(command: Command) -> anyhow::Result<()> {
         Command::Log {
             command: LogCommand::Checksum { log, log_token },
         } => {
-            let (log, _) = crate::server::open_log_spec(&log, log_token.as_deref())?;
+            let (log, _) = crate::server::open_log_spec(&log, log_token.as_deref()).await?;
             let sum = crate::migrate::checksum(log.as_ref()).await?;
             emit(&format!("{} events\nchecksum {}", sum.events, sum.hex()))
         }

@@ -383,13 +383,22 @@ pub enum LogSpec {
     /// The `EventLogService` of the onecity process that owns the store, e.g.
     /// `http://127.0.0.1:50051`.
     Remote(String),
+    /// A NATS JetStream log: `jetstream:nats://A:4222,nats://B:4222[?replicas=3&prefix=onecity]`.
+    JetStream {
+        /// Server URLs, comma-separated.
+        urls: String,
+        /// Stream replicas (default 3: the production setting; 1 for development).
+        replicas: usize,
+        /// Name prefix of the log's streams and buckets (default `onecity`).
+        prefix: String,
+    },
 }
 
 impl FromStr for LogSpec {
     type Err = anyhow::Error;
 
     fn from_str(s: &str) -> anyhow::Result<Self> {
-        let expected = "expected sled:PATH or remote:http://HOST:PORT";
+        let expected = "expected sled:PATH, remote:http://HOST:PORT or jetstream:nats://HOST:PORT[,...][?replicas=N&prefix=NAME]";
         let Some((scheme, rest)) = s.split_once(':') else {
             bail!("log backend {s:?}: {expected}");
         };
@@ -408,6 +417,34 @@ impl FromStr for LogSpec {
                 }
                 Ok(LogSpec::Remote(rest.trim_end_matches('/').to_owned()))
             }
+            "jetstream" => {
+                let (urls, query) = rest.split_once('?').unwrap_or((rest, ""));
+                if urls.is_empty()
+                    || !urls
+                        .split(',')
+                        .all(|u| u.starts_with("nats://") && u.len() > "nats://".len())
+                {
+                    bail!("log backend {s:?}: {expected}");
+                }
+                let mut replicas = 3;
+                let mut prefix = "onecity".to_owned();
+                for kv in query.split('&').filter(|kv| !kv.is_empty()) {
+                    match kv.split_once('=') {
+                        Some(("replicas", n)) => {
+                            replicas = n.parse().ok().filter(|n| (1..=5).contains(n)).ok_or_else(
+                                || anyhow::anyhow!("log backend {s:?}: replicas must be 1 to 5"),
+                            )?;
+                        }
+                        Some(("prefix", p)) if !p.is_empty() => prefix = p.to_owned(),
+                        _ => bail!("log backend {s:?}: unknown option {kv:?}; {expected}"),
+                    }
+                }
+                Ok(LogSpec::JetStream {
+                    urls: urls.to_owned(),
+                    replicas,
+                    prefix,
+                })
+            }
             _ => bail!("log backend {s:?}: unknown kind {scheme:?}; {expected}"),
         }
     }
@@ -418,6 +455,13 @@ impl fmt::Display for LogSpec {
         match self {
             LogSpec::Sled(path) => write!(f, "sled:{}", path.display()),
             LogSpec::Remote(url) => write!(f, "remote:{url}"),
+            LogSpec::JetStream {
+                urls,
+                replicas,
+                prefix,
+            } => {
+                write!(f, "jetstream:{urls}?replicas={replicas}&prefix={prefix}")
+            }
         }
     }
 }

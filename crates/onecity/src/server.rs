@@ -10,7 +10,7 @@ use onecity_assessment::grpc::EligibilityGrpc;
 use onecity_assessment::{Assessor, Screener};
 use onecity_eligibility::{Catalogue, PolicyBook};
 use onecity_eventlog::grpc::EventLogGrpc;
-use onecity_eventlog::{EventLog, RemoteLog, SledConfig, SledLog};
+use onecity_eventlog::{EventLog, JetStreamConfig, JetStreamLog, RemoteLog, SledConfig, SledLog};
 use onecity_handoff::grpc::HandoffGrpc;
 use onecity_handoff::{Handoff, HandoffWorker, Inbox};
 use onecity_intake::grpc::IntakeGrpc;
@@ -27,14 +27,17 @@ use onecity_proto::v1::event_log_service_server::EventLogServiceServer;
 use onecity_proto::v1::handoff_service_server::HandoffServiceServer;
 use onecity_proto::v1::intake_service_server::IntakeServiceServer;
 
+/// How long `serve` waits for a JetStream log to become reachable at start.
+const JETSTREAM_STARTUP_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Opens the configured log backend, and whether this process owns the store (only the
 /// owner of an embedded sled log serves `EventLogService`).
-fn open_log(config: &Config) -> anyhow::Result<(Arc<dyn EventLog>, bool)> {
-    open_log_spec(&config.log_spec(), config.log_token.as_deref())
+async fn open_log(config: &Config) -> anyhow::Result<(Arc<dyn EventLog>, bool)> {
+    open_log_spec(&config.log_spec(), config.log_token.as_deref()).await
 }
 
 /// Opens a log backend from its spec; `token` is presented to a `remote:` log.
-pub fn open_log_spec(
+pub async fn open_log_spec(
     spec: &LogSpec,
     token: Option<&str>,
 ) -> anyhow::Result<(Arc<dyn EventLog>, bool)> {
@@ -51,6 +54,39 @@ pub fn open_log_spec(
                 log = log.with_token(t.to_owned());
             }
             Ok((Arc::new(log), false))
+        }
+        LogSpec::JetStream {
+            urls,
+            replicas,
+            prefix,
+        } => {
+            let config = JetStreamConfig {
+                url: urls.clone(),
+                prefix,
+                replicas,
+                ..JetStreamConfig::default()
+            };
+            // A role often starts before its cluster is ready (a fresh R3 stream has no
+            // leader for a few seconds, a node is restarting): wait for it, bounded, and
+            // fail fast on what waiting cannot fix (an old server, a bad setting).
+            let deadline = std::time::Instant::now() + JETSTREAM_STARTUP_PATIENCE;
+            let mut backoff = std::time::Duration::from_millis(200);
+            loop {
+                match JetStreamLog::connect(config.clone()).await {
+                    Ok(log) => return Ok((Arc::new(log), false)),
+                    Err(e @ onecity_eventlog::Error::Unavailable(_))
+                        if std::time::Instant::now() < deadline =>
+                    {
+                        tracing::warn!(error = %e, ?backoff, "jetstream log not ready, retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+                    }
+                    Err(e) => {
+                        return Err(e)
+                            .with_context(|| format!("connect to the JetStream log at {urls}"))
+                    }
+                }
+            }
         }
     }
 }
@@ -86,7 +122,7 @@ pub async fn run(
         );
     }
     let (policies, catalogue) = load_rules(&config)?;
-    let (log, owns_log) = open_log(&config)?;
+    let (log, owns_log) = open_log(&config).await?;
     let stop = CancellationToken::new();
 
     let mut workers = Vec::new();
