@@ -1,0 +1,101 @@
+//! `onecity-bench --quick` runs every scenario end to end (its own in-process server, real
+//! gRPC on loopback, and the `rebuild` child process) and prints one JSON line per cell.
+//! Nothing here asserts a timing: figures from a debug build on a shared machine mean
+//! nothing; the harness itself working is what is checked.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+use serde_json::Value;
+
+#[test]
+fn quick_run_prints_parseable_json_for_every_scenario() {
+    let out = Command::new(env!("CARGO_BIN_EXE_onecity-bench"))
+        .arg("--quick")
+        .output()
+        .expect("run onecity-bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "onecity-bench --quick failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+
+    let lines: Vec<Value> = stdout
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect();
+    let scenarios: BTreeSet<&str> = lines
+        .iter()
+        .map(|j| j["scenario"].as_str().expect("scenario is a string"))
+        .collect();
+    assert_eq!(
+        scenarios,
+        BTreeSet::from([
+            "durable-noop",
+            "noop",
+            "rebuild",
+            "route",
+            "screen",
+            "submit"
+        ]),
+        "{stdout}"
+    );
+    for j in &lines {
+        for key in [
+            "concurrency",
+            "ops_per_s",
+            "p50_ms",
+            "p90_ms",
+            "p99_ms",
+            "max_ms",
+            "errors",
+            "ceiling",
+            "ratio",
+        ] {
+            assert!(j.get(key).is_some(), "{key} missing in {j}");
+        }
+        assert!(j["ops_per_s"].is_number(), "{j}");
+        assert!(j["errors"].is_object(), "{j}");
+    }
+    // submit, noop and durable-noop at 1, 64 and 256; route at two loads and saturation.
+    for (scenario, cells) in [
+        ("submit", 3),
+        ("noop", 3),
+        ("durable-noop", 3),
+        ("route", 3),
+    ] {
+        let n = lines.iter().filter(|j| j["scenario"] == scenario).count();
+        assert_eq!(n, cells, "{scenario} cells in {stdout}");
+    }
+    // Every cell that has a ceiling reports its ratio to it.
+    for j in lines.iter().filter(|j| !j["ceiling"].is_null()) {
+        assert!(j["ratio"].is_number(), "{j}");
+    }
+    let submit = lines
+        .iter()
+        .find(|j| j["scenario"] == "submit" && j["concurrency"] == 64)
+        .expect("submit c=64");
+    assert_eq!(submit["ceiling_name"], "durable-noop c=64");
+    // Every call succeeded. Only the route scenario's timing-dependent reasons (a case not
+    // routed before the drain limit, a submission the open loop could not start) are
+    // tolerated: a slow debug build on a busy machine may hit them.
+    for j in &lines {
+        for code in j["errors"].as_object().expect("errors").keys() {
+            assert!(
+                code == "not_routed" || code == "client_backlog",
+                "unexpected error {code} in {j}"
+            );
+        }
+    }
+    let rebuild = lines
+        .iter()
+        .find(|j| j["scenario"] == "rebuild")
+        .expect("rebuild");
+    assert!(rebuild["ready_s"].is_number(), "{rebuild}");
+    assert!(rebuild["peak_rss_mib"].is_number(), "{rebuild}");
+    // The human table follows the JSON lines.
+    assert!(stdout.contains("targets (2-core machine):"), "{stdout}");
+}
