@@ -88,11 +88,15 @@ fn application(i: usize) -> pb::Application {
     app
 }
 
-/// Submits application `i` through either intake, retrying the same request id on the
-/// other one when a process is down: the request id makes that safe.
+/// Submits application `i` through either intake, retrying the same request id (on the
+/// other intake too) while a process or node is down, as a terminal would: the request
+/// id makes that safe. Gives up only after a generous deadline.
 async fn submit(channels: &[Channel], i: usize) -> Option<String> {
-    for attempt in 0..40 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let mut attempt = 0;
+    while tokio::time::Instant::now() < deadline {
         let ch = channels[(i + attempt) % channels.len()].clone();
+        attempt += 1;
         let mut c = pb::intake_service_client::IntakeServiceClient::with_interceptor(
             ch,
             bearer("demo-terminal-120103"),
@@ -103,7 +107,8 @@ async fn submit(channels: &[Channel], i: usize) -> Option<String> {
         };
         match tokio::time::timeout(Duration::from_secs(15), c.submit_application(req)).await {
             Ok(Ok(r)) => return Some(r.into_inner().case_id),
-            Ok(Err(_)) | Err(_) => tokio::task::yield_now().await,
+            // A terminal's retry back-off, not a wait for some state.
+            Ok(Err(_)) | Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
     None
