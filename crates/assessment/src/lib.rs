@@ -5,9 +5,7 @@
 //! functions of `onecity-eligibility`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures::StreamExt;
 use onecity_domain::case::{CaseState, CaseStatus, EventMeta};
 use onecity_domain::events::{CaseEvent, APPLICATION_SUBMITTED};
 use onecity_domain::{parse_date, validate_application, Partition, Principal};
@@ -179,51 +177,10 @@ impl Assessor {
     /// crash it replays from the checkpoint, and [`Assessor::process`] makes a replay a
     /// no-op. Transient log errors are retried with backoff.
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut backoff = Duration::from_millis(100);
-        while !shutdown.is_cancelled() {
-            match self.follow(&shutdown).await {
-                Ok(()) => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, ?backoff, "assessment worker restarting");
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        () = shutdown.cancelled() => return,
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
-    }
-
-    async fn follow(&self, shutdown: &CancellationToken) -> Result<()> {
         let consumer = format!("{CONSUMER}{}", self.partition.consumer_suffix());
-        let from = self.log.load_checkpoint(&consumer).await? + 1;
-        let stream = self
-            .log
-            .subscribe(from, Filter::prefixes([APPLICATION_SUBMITTED]))
-            .await?;
-        // Process what is ready as one chunk, then checkpoint once: one fsync per chunk
-        // rather than per event, at the price of a slightly longer replay after a crash.
-        let mut chunks = stream.ready_chunks(64);
-        loop {
-            let chunk = tokio::select! {
-                c = chunks.next() => c,
-                () = shutdown.cancelled() => return Ok(()),
-            };
-            let Some(chunk) = chunk else { return Ok(()) };
-            let events = chunk.into_iter().collect::<Result<Vec<_>, _>>()?;
-            let last = events.last().map(|e| e.position);
-            // A chunk holds at most one such event per case, so its cases are processed
-            // concurrently: their writes share the log's group commit instead of each
-            // waiting for its own fsync. The checkpoint still follows the whole chunk.
-            let owned = events
-                .iter()
-                .filter(|e| self.partition.owns(e.case_id.as_bytes()));
-            futures::future::try_join_all(owned.map(|e| self.process(e))).await?;
-            if let Some(p) = last {
-                self.log.save_checkpoint(&consumer, p).await?;
-            }
-        }
+        let filter = Filter::prefixes([APPLICATION_SUBMITTED]);
+        onecity_eventlog::consumer::run(Arc::clone(&self.log), &consumer, filter, shutdown, &self)
+            .await;
     }
 
     /// Assesses the case opened by `submitted`, exactly once per case: the commit id is
@@ -293,5 +250,22 @@ impl Assessor {
         Err(Error::Log(onecity_eventlog::Error::Unavailable(format!(
             "case {case_id} kept changing"
         ))))
+    }
+}
+
+#[async_trait::async_trait]
+impl onecity_eventlog::consumer::ChunkHandler for Assessor {
+    type Error = Error;
+
+    /// A chunk holds at most one such event per case, so its cases are processed
+    /// concurrently: their writes share the log's group commit instead of each waiting for
+    /// its own fsync.
+    async fn handle(&self, events: &[RecordedEvent]) -> Result<()> {
+        let owned = events
+            .iter()
+            .filter(|e| self.partition.owns(e.case_id.as_bytes()));
+        futures::future::try_join_all(owned.map(|e| self.process(e)))
+            .await
+            .map(drop)
     }
 }

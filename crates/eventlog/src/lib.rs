@@ -16,6 +16,7 @@ use futures::Stream;
 use uuid::Uuid;
 
 mod codec;
+pub mod consumer;
 pub mod grpc;
 mod remote;
 mod sled_log;

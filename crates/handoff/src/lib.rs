@@ -133,51 +133,14 @@ impl HandoffWorker {
         self
     }
 
-    /// Follows the log from the checkpoint until `shutdown`, retrying transient errors.
+    /// Follows the log from the saved checkpoint until `shutdown`. At-least-once: after a
+    /// crash it replays from the checkpoint, and [`HandoffWorker::process`] makes a replay a
+    /// no-op. Transient log errors are retried with backoff.
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut backoff = Duration::from_millis(100);
-        while !shutdown.is_cancelled() {
-            match self.follow(&shutdown).await {
-                Ok(()) => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, ?backoff, "handoff worker restarting");
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        () = shutdown.cancelled() => return,
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
-    }
-
-    async fn follow(&self, shutdown: &CancellationToken) -> Result<()> {
         let consumer = format!("{CONSUMER}{}", self.partition.consumer_suffix());
-        let from = self.log.load_checkpoint(&consumer).await? + 1;
-        let stream = self
-            .log
-            .subscribe(from, Filter::prefixes([ELIGIBILITY_ASSESSED]))
-            .await?;
-        let mut chunks = stream.ready_chunks(64);
-        loop {
-            let chunk = tokio::select! {
-                c = chunks.next() => c,
-                () = shutdown.cancelled() => return Ok(()),
-            };
-            let Some(chunk) = chunk else { return Ok(()) };
-            let events = chunk.into_iter().collect::<Result<Vec<_>, _>>()?;
-            let last = events.last().map(|e| e.position);
-            // A chunk holds at most one such event per case, so its cases are processed
-            // concurrently: their writes share the log's group commit instead of each
-            // waiting for its own fsync. The checkpoint still follows the whole chunk.
-            let owned = events
-                .iter()
-                .filter(|e| self.partition.owns(e.case_id.as_bytes()));
-            futures::future::try_join_all(owned.map(|e| self.process(e))).await?;
-            if let Some(p) = last {
-                self.log.save_checkpoint(&consumer, p).await?;
-            }
-        }
+        let filter = Filter::prefixes([ELIGIBILITY_ASSESSED]);
+        onecity_eventlog::consumer::run(Arc::clone(&self.log), &consumer, filter, shutdown, &self)
+            .await;
     }
 
     /// Issues the referrals of the case assessed by `assessed`, exactly once per case.
@@ -798,4 +761,21 @@ fn check_open(r: &pb::Referral) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+#[async_trait::async_trait]
+impl onecity_eventlog::consumer::ChunkHandler for HandoffWorker {
+    type Error = Error;
+
+    /// A chunk holds at most one such event per case, so its cases are processed
+    /// concurrently: their writes share the log's group commit instead of each waiting for
+    /// its own fsync.
+    async fn handle(&self, events: &[RecordedEvent]) -> Result<()> {
+        let owned = events
+            .iter()
+            .filter(|e| self.partition.owns(e.case_id.as_bytes()));
+        futures::future::try_join_all(owned.map(|e| self.process(e)))
+            .await
+            .map(drop)
+    }
 }
