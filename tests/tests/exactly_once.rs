@@ -28,6 +28,19 @@ async fn whole_log(server: &TestServer) -> Vec<pb::RecordedEvent> {
     }
 }
 
+/// Rewinds both workers' checkpoints to the start of the log, so they replay it all.
+async fn replay_from_start(server: &TestServer) {
+    let mut log = server.log(tokens::SERVICE).await;
+    for consumer in ["assessment", "handoff"] {
+        log.save_checkpoint(pb::SaveCheckpointRequest {
+            consumer: consumer.into(),
+            position: 0,
+        })
+        .await
+        .unwrap();
+    }
+}
+
 /// Checks the invariants over the whole log and returns the number of cases.
 fn check_exactly_once(events: &[pb::RecordedEvent]) -> usize {
     let mut assessed: HashMap<&str, usize> = HashMap::new();
@@ -87,15 +100,7 @@ async fn restarts_and_full_replays_never_duplicate() {
         }
         if round == 1 {
             // As if both workers crashed after writing but before checkpointing, forever.
-            let mut log = server.log(tokens::SERVICE).await;
-            for consumer in ["assessment", "handoff"] {
-                log.save_checkpoint(pb::SaveCheckpointRequest {
-                    consumer: consumer.into(),
-                    position: 0,
-                })
-                .await
-                .unwrap();
-            }
+            replay_from_start(&server).await;
         }
         server.stop().await;
     }
@@ -106,15 +111,7 @@ async fn restarts_and_full_replays_never_duplicate() {
     let events = whole_log(&server).await;
     assert_eq!(check_exactly_once(&events), case_ids.len());
     // Replay everything once more from the start and check again.
-    let mut log = server.log(tokens::SERVICE).await;
-    for consumer in ["assessment", "handoff"] {
-        log.save_checkpoint(pb::SaveCheckpointRequest {
-            consumer: consumer.into(),
-            position: 0,
-        })
-        .await
-        .unwrap();
-    }
+    replay_from_start(&server).await;
     server.stop().await;
     let server = TestServer::start(dir.path()).await;
     // A new submission goes through the replaying workers: once it is handed off, the

@@ -111,6 +111,25 @@ fn next(state: &mut u64) -> u64 {
     *state
 }
 
+/// Records one line of the child's report: an acknowledged commit (`A ...`) or a saved
+/// checkpoint (`C position`; the highest seen is the one that must survive). A line cut
+/// off by the kill matches neither and is ignored.
+fn record(line: &str, acked: &mut Vec<Acked>, checkpoint: &mut u64) {
+    let f: Vec<&str> = line.split_whitespace().collect();
+    match f.as_slice() {
+        ["A", commit, case, fp, lp, fv, lv] => acked.push(Acked {
+            commit: commit.parse().unwrap(),
+            case: case.parse().unwrap(),
+            first_position: fp.parse().unwrap(),
+            last_position: lp.parse().unwrap(),
+            first_version: fv.parse().unwrap(),
+            last_version: lv.parse().unwrap(),
+        }),
+        ["C", p] => *checkpoint = (*checkpoint).max(p.parse().unwrap()),
+        _ => {}
+    }
+}
+
 async fn one_iteration(rng: &mut u64) {
     let dir = tempfile::tempdir().unwrap();
     let kill_after = 50 + next(rng) % 1500;
@@ -126,19 +145,7 @@ async fn one_iteration(rng: &mut u64) {
     let mut checkpoint = 0u64;
     let mut lines = BufReader::new(stdout).lines();
     while let Some(Ok(line)) = lines.next() {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        match f.as_slice() {
-            ["A", commit, case, fp, lp, fv, lv] => acked.push(Acked {
-                commit: commit.parse().unwrap(),
-                case: case.parse().unwrap(),
-                first_position: fp.parse().unwrap(),
-                last_position: lp.parse().unwrap(),
-                first_version: fv.parse().unwrap(),
-                last_version: lv.parse().unwrap(),
-            }),
-            ["C", p] => checkpoint = p.parse().unwrap(),
-            _ => {}
-        }
+        record(&line, &mut acked, &mut checkpoint);
         if acked.len() as u64 >= kill_after {
             break;
         }
@@ -148,19 +155,7 @@ async fn one_iteration(rng: &mut u64) {
     child.wait().unwrap();
     // Lines still buffered in the pipe were acknowledged too: read them all.
     for line in lines.map_while(Result::ok) {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        match f.as_slice() {
-            ["A", commit, case, fp, lp, fv, lv] => acked.push(Acked {
-                commit: commit.parse().unwrap(),
-                case: case.parse().unwrap(),
-                first_position: fp.parse().unwrap(),
-                last_position: lp.parse().unwrap(),
-                first_version: fv.parse().unwrap(),
-                last_version: lv.parse().unwrap(),
-            }),
-            ["C", p] => checkpoint = checkpoint.max(p.parse().unwrap()),
-            _ => {}
-        }
+        record(&line, &mut acked, &mut checkpoint);
     }
     assert!(!acked.is_empty(), "child acknowledged nothing");
 

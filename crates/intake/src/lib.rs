@@ -221,12 +221,16 @@ impl Intake {
             Err(onecity_eventlog::Error::NotFound(_)) => return Err(Error::NotFound(case_id)),
             other => other?,
         };
+        // One fold gives both the state to authorise against and, event by event, the
+        // status to report with each backlog entry.
         let mut state = CaseState::default();
+        let mut statuses = Vec::with_capacity(events.len());
         for e in &events {
             state.apply(
                 meta(e),
                 CaseEvent::decode(&e.event_type, &e.payload)?.as_ref(),
             );
+            statuses.push(state.status);
         }
         view(principal, case_id, &state)?;
         let from = events.last().map_or(1, |e| e.position + 1);
@@ -234,7 +238,7 @@ impl Intake {
             .history
             .iter()
             .cloned()
-            .zip(replay_statuses(&events))
+            .zip(statuses)
             .map(|(event, status)| {
                 Ok(pb::WatchCaseResponse {
                     event: Some(event),
@@ -355,19 +359,6 @@ impl Intake {
             "case kept changing; try again".into(),
         )))
     }
-}
-
-/// Status after each event of a stream, for the watch backlog.
-fn replay_statuses(events: &[RecordedEvent]) -> Vec<CaseStatus> {
-    let mut state = CaseState::default();
-    events
-        .iter()
-        .map(|e| {
-            let ev = CaseEvent::decode(&e.event_type, &e.payload).ok().flatten();
-            state.apply(meta(e), ev.as_ref());
-            state.status
-        })
-        .collect()
 }
 
 fn denied(principal: &Principal, action: &str, case_id: Option<Uuid>) -> Error {
