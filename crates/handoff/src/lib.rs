@@ -10,15 +10,17 @@
 //!   case's expected version, so two offices cannot both win a race.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use onecity_domain::case::{is_final, CaseState, CaseStatus, EventMeta};
-use onecity_domain::events::{CaseEvent, ELIGIBILITY_ASSESSED, REFERRAL_PREFIX};
+use onecity_domain::events::{
+    CaseEvent, APPLICATION_WITHDRAWN, CASE_CLOSED, ELIGIBILITY_ASSESSED, REFERRAL_PREFIX,
+};
 use onecity_domain::{Partition, Principal, Programme};
 use onecity_eligibility::Catalogue;
-use onecity_eventlog::{EventLog, Expected, Filter, NewEvent, RecordedEvent};
+use onecity_eventlog::{EventLog, Expected, Filter, NewEvent, RecordedEvent, MAX_READ_LIMIT};
 use onecity_proto::v1 as pb;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -144,23 +146,44 @@ impl HandoffWorker {
     }
 
     /// Issues the referrals of the case assessed by `assessed`, exactly once per case.
+    ///
+    /// The referrals come from the assessment in hand; the case is read only for its
+    /// submission (version 1, for the deadlines) and for what happened after the
+    /// assessment, so the 7.8 KiB assessment is decoded once, not again through a fold of
+    /// the whole case. Exactly once as before: a deterministic commit id, the case's
+    /// expected version, and a case already handed off, withdrawn or closed is skipped.
     pub async fn process(&self, assessed: &RecordedEvent) -> Result<Done> {
         let case_id = assessed.case_id;
-        let commit_id = Uuid::new_v5(&ID_NAMESPACE, format!("handoff\u{0}{case_id}").as_bytes());
-        for _ in 0..MAX_CONFLICT_RETRIES {
-            let state = load_case(self.log.as_ref(), case_id).await?;
-            if state.status != CaseStatus::Open || !state.referrals.is_empty() {
+        let Some(CaseEvent::EligibilityAssessed(assessment)) =
+            CaseEvent::decode(&assessed.event_type, &assessed.payload)?
+        else {
+            return Ok(Done::Skipped);
+        };
+        // Version 1 of every case is its submission (intake opens the stream with it).
+        let first = self.log.read_case(case_id, 1, 1).await?;
+        let submitted = match first.first() {
+            Some(e) => match CaseEvent::decode(&e.event_type, &e.payload)? {
+                Some(CaseEvent::ApplicationSubmitted(s)) => s,
+                _ => {
+                    tracing::error!(%case_id, event_type = %e.event_type, "assessed case does not start with a submission, skipped");
+                    return Ok(Done::Skipped);
+                }
+            },
+            None => {
+                tracing::error!(%case_id, "assessed case without a submission, skipped");
                 return Ok(Done::Skipped);
             }
-            let (Some(submitted), Some(assessment)) = (&state.submitted, &state.assessed) else {
-                tracing::error!(%case_id, "assessed case without submission or assessment, skipped");
+        };
+        let events = self.referrals(case_id, &submitted, &assessment);
+        let issued = events
+            .iter()
+            .filter(|e| matches!(e, CaseEvent::ReferralIssued(_)))
+            .count();
+        let commit_id = Uuid::new_v5(&ID_NAMESPACE, format!("handoff\u{0}{case_id}").as_bytes());
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            let Some(version) = self.version_if_waiting(assessed).await? else {
                 return Ok(Done::Skipped);
             };
-            let events = self.referrals(case_id, submitted, assessment);
-            let issued = events
-                .iter()
-                .filter(|e| matches!(e, CaseEvent::ReferralIssued(_)))
-                .count();
             let new: Vec<NewEvent> = events
                 .iter()
                 .map(|e| {
@@ -170,7 +193,7 @@ impl HandoffWorker {
                 .collect();
             match self
                 .log
-                .append(case_id, Expected::Exact(state.version), new, commit_id)
+                .append(case_id, Expected::Exact(version), new, commit_id)
                 .await
             {
                 Ok(a) if a.deduplicated => return Ok(Done::Skipped),
@@ -185,6 +208,36 @@ impl HandoffWorker {
         Err(Error::Log(onecity_eventlog::Error::Unavailable(format!(
             "case {case_id} kept changing"
         ))))
+    }
+
+    /// The case's version when it still waits for its referrals after `assessed`; `None`
+    /// when it has moved on: referrals issued (a replay), withdrawn or closed. Reads only
+    /// the events after the assessment (decoding none of them): nothing that ends the
+    /// wait can come before it, since the assessor skips withdrawn cases and referrals
+    /// follow the assessment.
+    async fn version_if_waiting(&self, assessed: &RecordedEvent) -> Result<Option<u64>> {
+        let mut version = assessed.version;
+        loop {
+            let later = self
+                .log
+                .read_case(assessed.case_id, version + 1, MAX_READ_LIMIT)
+                .await?;
+            let moved_on = later.iter().any(|e| {
+                e.event_type.starts_with(REFERRAL_PREFIX)
+                    || e.event_type == APPLICATION_WITHDRAWN
+                    || e.event_type == CASE_CLOSED
+            });
+            if moved_on {
+                return Ok(None);
+            }
+            let Some(last) = later.last() else {
+                return Ok(Some(version));
+            };
+            version = last.version;
+            if later.len() < MAX_READ_LIMIT {
+                return Ok(Some(version));
+            }
+        }
     }
 
     fn referrals(
@@ -282,19 +335,35 @@ pub struct InboxEntry {
 }
 
 /// The department-side projection of every referral, rebuilt from the log on start.
+///
+/// It subscribes to referral events only, so its start-up reads ~0.5 KiB referral events
+/// rather than decoding every event of every case (7.8 KiB of them the assessment).
+/// Without the other events it does not see the log's head, so [`Inbox::wait_for`] finds
+/// the last referral event at or before the position it waits for and waits for that.
 #[derive(Debug)]
 pub struct Inbox {
+    log: Arc<dyn EventLog>,
     state: RwLock<InboxState>,
+    /// Position of the last referral event applied: every referral event up to it is in.
     applied: watch::Sender<u64>,
+    /// `(checked, last)`: the last referral event at or before position `checked` is at
+    /// `last` (0 = none). The log only grows, so a later wait scans back only to `checked`.
+    scanned: Mutex<(u64, u64)>,
 }
 
+/// Events read per page while looking back for the last referral event.
+const SCAN_PAGE: u64 = 32;
+
 impl Inbox {
-    /// Starts the projection: it replays the log from the beginning, then follows it.
+    /// Starts the projection: it replays the log's referral events from the beginning,
+    /// then follows them.
     pub fn start(log: Arc<dyn EventLog>, shutdown: CancellationToken) -> Arc<Inbox> {
         let (applied, _) = watch::channel(0);
         let inbox = Arc::new(Inbox {
+            log: Arc::clone(&log),
             state: RwLock::new(InboxState::default()),
             applied,
+            scanned: Mutex::new((0, 0)),
         });
         let feeder = Arc::clone(&inbox);
         tokio::spawn(async move { feeder.feed(log, shutdown).await });
@@ -305,8 +374,10 @@ impl Inbox {
         let mut backoff = Duration::from_millis(100);
         while !shutdown.is_cancelled() {
             let from = *self.applied.borrow() + 1;
-            // Unfiltered, so `applied` tracks the log's head and readers can wait for it.
-            let stream = match log.subscribe(from, Filter::all()).await {
+            let stream = match log
+                .subscribe(from, Filter::prefixes([REFERRAL_PREFIX]))
+                .await
+            {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!(error = %e, "inbox subscription failed, retrying");
@@ -391,11 +462,56 @@ impl Inbox {
         }
     }
 
-    /// Waits until the projection has applied everything up to `position`.
-    pub async fn wait_for(&self, position: u64) {
+    /// Waits until the projection has applied everything up to `position` (a durable
+    /// position, e.g. the log's head): it waits for the last referral event at or before
+    /// `position`, since the subscription delivers referral events in order.
+    pub async fn wait_for(&self, position: u64) -> Result<()> {
+        if *self.applied.borrow() >= position {
+            return Ok(());
+        }
+        let target = self.last_referral_at_or_before(position).await?;
         let mut rx = self.applied.subscribe();
-        // The sender lives as long as `self`, so this only ends when the position is reached.
-        let _ = rx.wait_for(|p| *p >= position).await;
+        // The sender lives as long as `self`, and every referral event up to `position`
+        // is durable, so the subscription delivers `target` and this ends.
+        let _ = rx.wait_for(|p| *p >= target).await;
+        Ok(())
+    }
+
+    /// Position of the last referral event at or before `position` (or a position the
+    /// projection has already applied, when there is none after it). Reads the log
+    /// backwards from `position`, page by page, down to what is known: the applied
+    /// position or the previous scan. Usually a page: the last referral is a few events
+    /// behind the head.
+    async fn last_referral_at_or_before(&self, position: u64) -> Result<u64> {
+        let applied = *self.applied.borrow();
+        let (checked, last) = *self.scanned.lock().unwrap_or_else(|p| p.into_inner());
+        let (floor, below) = if position >= checked {
+            (checked.max(applied), last)
+        } else {
+            (applied, 0)
+        };
+        let mut hi = position;
+        let mut found = None;
+        while hi > floor && found.is_none() {
+            let lo = hi.saturating_sub(SCAN_PAGE - 1).max(floor + 1);
+            let events = self.log.read_all(lo, (hi - lo + 1) as usize).await?;
+            found = events
+                .iter()
+                .rev()
+                .find(|e| e.position <= hi && e.event_type.starts_with(REFERRAL_PREFIX))
+                .map(|e| e.position);
+            hi = lo - 1;
+        }
+        // Nothing after the floor: the previous scan's answer, or one at or below the
+        // applied position (already in).
+        let target = found.unwrap_or(below);
+        if position >= checked {
+            let mut memo = self.scanned.lock().unwrap_or_else(|p| p.into_inner());
+            if position > memo.0 {
+                *memo = (position, target);
+            }
+        }
+        Ok(target)
     }
 
     /// Where the referral with this id stands.
@@ -528,7 +644,7 @@ impl Handoff {
                 .map_err(|_| invalid("page_token", "not a token from a previous page"))?
         };
         // Read-your-writes: include everything durable when the call arrived.
-        self.inbox.wait_for(self.log.head().await?).await;
+        self.inbox.wait_for(self.log.head().await?).await?;
         let (latest, next) = self.inbox.page(unit.as_deref(), state, after, limit);
         let mut page = Vec::with_capacity(latest.len());
         for p in latest {
@@ -606,7 +722,7 @@ impl Handoff {
         let found = match self.inbox.get(referral_id) {
             Some(r) => Some(r),
             None => {
-                self.inbox.wait_for(self.log.head().await?).await;
+                self.inbox.wait_for(self.log.head().await?).await?;
                 self.inbox.get(referral_id)
             }
         };
@@ -777,5 +893,59 @@ impl onecity_eventlog::consumer::ChunkHandler for HandoffWorker {
         futures::future::try_join_all(owned.map(|e| self.process(e)))
             .await
             .map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use onecity_eventlog::{SledConfig, SledLog};
+
+    async fn append(log: &SledLog, case_id: Uuid, event: CaseEvent) -> u64 {
+        let new = NewEvent::new(event.event_type(), "test", event.encode());
+        log.append(case_id, Expected::Any, vec![new], Uuid::now_v7())
+            .await
+            .unwrap()
+            .last_position
+    }
+
+    fn issued(case_id: Uuid, programme: Programme) -> CaseEvent {
+        CaseEvent::ReferralIssued(pb::Referral {
+            referral_id: referral_id(case_id, programme).to_string(),
+            case_id: case_id.to_string(),
+            programme: programme.to_proto(),
+            department_unit: "civil-affairs@120103".into(),
+            state: pb::ReferralState::Issued as i32,
+            ..Default::default()
+        })
+    }
+
+    /// The inbox follows referral events only, yet waiting for a head that is not a
+    /// referral event ends, with every referral before it applied (a wait for the head
+    /// itself would never end: the subscription never delivers that event).
+    #[tokio::test]
+    async fn wait_for_a_head_past_the_last_referral() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(SledLog::open(dir.path(), SledConfig::default()).unwrap());
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        append(&log, a, issued(a, Programme::Dibao)).await;
+        let submitted = CaseEvent::ApplicationSubmitted(pb::ApplicationSubmitted::default());
+        let head = append(&log, b, submitted.clone()).await;
+        let inbox = Inbox::start(log.clone(), CancellationToken::new());
+        inbox.wait_for(head).await.unwrap();
+        let first = referral_id(a, Programme::Dibao).to_string();
+        assert_eq!(inbox.get(&first).unwrap().case_id, a);
+
+        // Again after the first scan: a new referral, then more events that are not.
+        append(&log, b, issued(b, Programme::Medical)).await;
+        for _ in 0..(SCAN_PAGE + 3) {
+            append(&log, Uuid::now_v7(), submitted.clone()).await;
+        }
+        let head = log.head().await.unwrap();
+        inbox.wait_for(head).await.unwrap();
+        let second = referral_id(b, Programme::Medical).to_string();
+        assert_eq!(inbox.get(&second).unwrap().case_id, b);
+        // A position the previous scans cover answers at once.
+        inbox.wait_for(head - 1).await.unwrap();
     }
 }
