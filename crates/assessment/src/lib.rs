@@ -100,7 +100,7 @@ impl Screener {
                 reason: "no policy version is in force on that date".into(),
             })?;
         Ok(assess(&app, policy, &self.catalogue)
-            .iter()
+            .into_iter()
             .map(Into::into)
             .collect())
     }
@@ -206,7 +206,7 @@ impl Assessor {
             return Ok(Done::Skipped);
         };
         let assessments: Vec<pb::Assessment> = assess(&app, policy, &self.catalogue)
-            .iter()
+            .into_iter()
             .map(Into::into)
             .collect();
         let event = CaseEvent::EligibilityAssessed(pb::EligibilityAssessed {

@@ -10,9 +10,30 @@ impl From<&RuleResult> for proto::RuleResult {
         proto::RuleResult {
             rule: r.rule.clone(),
             held: r.held,
-            inputs: r.inputs.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            inputs: r.inputs.clone(),
             threshold: r.threshold,
             explanation: r.explanation.clone(),
+        }
+    }
+}
+
+/// By value: moves the rule id, inputs and explanation (what `Screen` and the assessment
+/// worker use, since they convert assessments they just made and then drop).
+impl From<RuleResult> for proto::RuleResult {
+    fn from(r: RuleResult) -> Self {
+        let RuleResult {
+            rule,
+            held,
+            inputs,
+            threshold,
+            explanation,
+        } = r;
+        proto::RuleResult {
+            rule,
+            held,
+            inputs,
+            threshold,
+            explanation,
         }
     }
 }
@@ -29,7 +50,7 @@ impl From<proto::RuleResult> for RuleResult {
         RuleResult {
             rule,
             held,
-            inputs: inputs.into_iter().collect(),
+            inputs,
             threshold,
             explanation,
         }
@@ -47,6 +68,33 @@ impl From<&Assessment> for proto::Assessment {
             department_unit: a.department_unit.to_string(),
             margin_fen: a.margin_fen,
             summary: a.summary.clone(),
+        }
+    }
+}
+
+/// By value: moves every string and rule instead of cloning them (a `Screen` converts
+/// twelve explained assessments per call; cloning them was ~8 % of its server CPU).
+impl From<Assessment> for proto::Assessment {
+    fn from(a: Assessment) -> Self {
+        let Assessment {
+            programme,
+            outcome,
+            amount_fen,
+            policy_version,
+            department_unit,
+            margin_fen,
+            summary,
+            rules,
+        } = a;
+        proto::Assessment {
+            programme: programme.to_proto(),
+            outcome: outcome.to_proto(),
+            amount_fen,
+            policy_version,
+            rules: rules.into_iter().map(proto::RuleResult::from).collect(),
+            department_unit: department_unit.to_string(),
+            margin_fen,
+            summary,
         }
     }
 }

@@ -878,6 +878,8 @@ fn assessments_round_trip_through_proto() {
     for assessment in run(&a, &policy()) {
         let p = proto::Assessment::from(&assessment);
         assert_eq!(p.department_unit, assessment.department_unit.to_string());
+        // The by-value conversion (Screen, the assessment worker) says the same.
+        assert_eq!(proto::Assessment::from(assessment.clone()), p);
         assert_eq!(Assessment::try_from(p).unwrap(), assessment);
     }
     let bad = proto::Assessment {
