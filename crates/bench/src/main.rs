@@ -144,6 +144,12 @@ fn plan(selected: &[Scenario], with_rebuild: bool) -> Vec<Step> {
     steps
 }
 
+// The same global allocator as the `onecity` binary (crates/onecity/src/main.rs): this
+// binary hosts the server in-process (and as the rebuild's child), so it must allocate as
+// the shipped server does to measure it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     if let Some(Command::ServeChild { log }) = cli.command {
