@@ -121,7 +121,8 @@ start_role() {
     port=$(role_port "$name")
     bin=$(onecity_bin)
     mkdir -p "$dir/$name"
-    ONECITY_LOG_LEVEL="${ONECITY_LOG_LEVEL:-info}" NO_COLOR=1 \
+    # Intake backpressure watches both partitions of each worker role.
+    ONECITY_WORKER_PARTITIONS=2 ONECITY_LOG_LEVEL="${ONECITY_LOG_LEVEL:-info}" NO_COLOR=1 \
         "$bin" serve --role "$role" ${partition:+--partition "$partition"} \
         --addr "127.0.0.1:$port" --data-dir "$dir/$name" --log "$(log_spec)" \
         >>"$dir/logs/$name.log" 2>&1 &

@@ -49,15 +49,21 @@ pub struct TestServer {
 impl TestServer {
     /// Starts `onecity serve` in-process over a sled log in `data_dir`, on port 0.
     pub async fn start(data_dir: &Path) -> TestServer {
+        TestServer::start_with(data_dir, |_| {}).await
+    }
+
+    /// [`TestServer::start`] with the configuration changed by `edit` first.
+    pub async fn start_with(data_dir: &Path, edit: impl FnOnce(&mut Config)) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
-        let config = Config {
+        let mut config = Config {
             data_dir: data_dir.to_path_buf(),
             log: Some(LogSpec::Sled(data_dir.join("log"))),
             ..Config::default()
         };
+        edit(&mut config);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(onecity::server::run(listener, config, async move {
             let _ = stopped.await;

@@ -31,6 +31,11 @@ impl Partition {
         Ok(Partition { index, count })
     }
 
+    /// How many partitions there are.
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
     /// Whether this instance owns the case with these id bytes. Uses the low 64 bits of
     /// the UUID, which are random in a v7 id (the high bits are a timestamp and would
     /// send a whole burst of cases to one instance).

@@ -19,6 +19,7 @@ impl From<Error> for Status {
             Error::FailedPrecondition(_) => Status::failed_precondition(e.to_string()),
             Error::Log(e) => onecity_eventlog::grpc::status(e),
             Error::Corrupt(_) => Status::internal(e.to_string()),
+            Error::Overloaded { .. } => Status::resource_exhausted(e.to_string()),
         }
     }
 }

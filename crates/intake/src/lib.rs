@@ -16,7 +16,10 @@ use onecity_eventlog::{EventLog, Expected, Filter, NewEvent, RecordedEvent};
 use onecity_proto::v1 as pb;
 use uuid::Uuid;
 
+mod backpressure;
 pub mod grpc;
+
+pub use backpressure::{Backpressure, Watched, DEFAULT_MAX_ROUTING_LAG, LAG_REFRESH};
 
 /// Result alias of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -47,6 +50,17 @@ pub enum Error {
     /// A stored event does not decode.
     #[error(transparent)]
     Corrupt(#[from] onecity_domain::events::DecodeError),
+    /// The workers are too far behind to take new cases; nothing was written.
+    #[error(
+        "routing is behind: {lag} events wait for the workers, over the bound of {max_lag}; \
+         nothing was written: retry the same request id in a few seconds"
+    )]
+    Overloaded {
+        /// The routing lag, in log events.
+        lag: u64,
+        /// The configured bound.
+        max_lag: u64,
+    },
 }
 
 impl Error {
@@ -84,6 +98,7 @@ pub struct Submitted {
 pub struct Intake {
     log: Arc<dyn EventLog>,
     policies: Arc<PolicyBook>,
+    backpressure: Option<Arc<backpressure::Gauge>>,
 }
 
 /// Converts a stored event into the projection's metadata.
@@ -123,7 +138,18 @@ fn now_rfc3339() -> String {
 impl Intake {
     /// Intake over `log`, checking that a policy is in force on each application date.
     pub fn new(log: Arc<dyn EventLog>, policies: Arc<PolicyBook>) -> Self {
-        Intake { log, policies }
+        Intake {
+            log,
+            policies,
+            backpressure: None,
+        }
+    }
+
+    /// Refuses new cases ([`Error::Overloaded`]) while the routing lag of the watched
+    /// workers is over the bound. Without it intake accepts whatever the log takes.
+    pub fn with_backpressure(mut self, config: Backpressure) -> Self {
+        self.backpressure = Some(Arc::new(backpressure::Gauge::new(config)));
+        self
     }
 
     /// Validates and records an application. Only terminals submit. The same request id
@@ -178,10 +204,35 @@ impl Intake {
         );
         let new = NewEvent::new(event.event_type(), principal.actor(), event.encode())
             .caused_by(request_id);
-        let appended = self
+        // Over the bound, the append becomes a probe that cannot write: a fresh case is
+        // never at version 1, so it fails with a conflict, unless the commit id is
+        // already in the log (the log checks that first), in which case the terminal is
+        // retrying an accepted request and gets its case back as usual.
+        let overloaded = match &self.backpressure {
+            Some(gauge) => gauge
+                .over(self.log.as_ref())
+                .await?
+                .map(|lag| (lag, gauge.max_lag())),
+            None => None,
+        };
+        let expected = if overloaded.is_some() {
+            Expected::Exact(1)
+        } else {
+            Expected::NoStream
+        };
+        let appended = match self
             .log
-            .append(Uuid::now_v7(), Expected::NoStream, vec![new], commit_id)
-            .await?;
+            .append(Uuid::now_v7(), expected, vec![new], commit_id)
+            .await
+        {
+            Ok(a) => a,
+            Err(onecity_eventlog::Error::Conflict { .. }) if overloaded.is_some() => {
+                let (lag, max_lag) = overloaded.unwrap_or_default();
+                tracing::debug!(terminal = %terminal_id, lag, max_lag, "submission refused: routing is behind");
+                return Err(Error::Overloaded { lag, max_lag });
+            }
+            Err(e) => return Err(e.into()),
+        };
         let case_id = appended.case_id;
         if !appended.deduplicated {
             tracing::info!(%case_id, terminal = %terminal_id, district = %app.district, members = app.members.len(), "application submitted");

@@ -42,6 +42,10 @@ pub const ENV_CATALOGUE_FILE: &str = "ONECITY_CATALOGUE_FILE";
 pub const ENV_ROLES: &str = "ONECITY_ROLES";
 /// Environment variable overriding [`Config::partition`].
 pub const ENV_PARTITION: &str = "ONECITY_PARTITION";
+/// Environment variable overriding [`Config::max_routing_lag`].
+pub const ENV_MAX_ROUTING_LAG: &str = "ONECITY_MAX_ROUTING_LAG";
+/// Environment variable overriding [`Config::worker_partitions`].
+pub const ENV_WORKER_PARTITIONS: &str = "ONECITY_WORKER_PARTITIONS";
 
 /// The demo terminal token the CLI uses when no `--token` is given (terminal `T-120103-01`).
 pub const DEMO_TERMINAL_TOKEN: &str = "demo-terminal-120103";
@@ -88,6 +92,19 @@ pub struct Config {
     /// share the work; exactly one instance decides for each case.
     #[serde(with = "as_string")]
     pub partition: Partition,
+    /// Intake backpressure: the largest routing lag, in log events, at which intake still
+    /// accepts new cases. The lag is counted from the oldest event a routing worker
+    /// (assessment or handoff, every partition) has not handled yet to the log's head;
+    /// over the bound `SubmitApplication` answers `RESOURCE_EXHAUSTED` and writes nothing
+    /// (retries of accepted requests still get their case). Default 10,000 (about 2,000
+    /// cases waiting, a few seconds of routing); 0 turns the bound off.
+    pub max_routing_lag: u64,
+    /// How many partitions the worker roles run with (the COUNT of their `--partition`):
+    /// intake watches the checkpoint of each. `None` = the COUNT of [`Config::partition`],
+    /// which is right when intake and the workers run in one process; an intake-only
+    /// process in front of partitioned workers must set it (see docs/operations.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker_partitions: Option<u32>,
 }
 
 /// A service role of `onecity serve`.
@@ -163,6 +180,8 @@ impl Default for Config {
             tokens: demo_tokens(),
             roles: vec![Role::All],
             partition: Partition::default(),
+            max_routing_lag: onecity_intake::DEFAULT_MAX_ROUTING_LAG,
+            worker_partitions: None,
         }
     }
 }
@@ -180,6 +199,8 @@ impl fmt::Debug for Config {
             .field("tokens", &self.tokens)
             .field("roles", &self.roles)
             .field("partition", &self.partition)
+            .field("max_routing_lag", &self.max_routing_lag)
+            .field("worker_partitions", &self.worker_partitions)
             .finish()
     }
 }
@@ -270,6 +291,16 @@ impl Config {
         if let Some(v) = get(ENV_PARTITION) {
             self.partition = v.trim().parse().context(ENV_PARTITION)?;
         }
+        if let Some(v) = get(ENV_MAX_ROUTING_LAG) {
+            self.max_routing_lag = v.trim().parse().with_context(|| {
+                format!("{ENV_MAX_ROUTING_LAG}: {v:?} is not a number of events (0 = no bound)")
+            })?;
+        }
+        if let Some(v) = get(ENV_WORKER_PARTITIONS) {
+            self.worker_partitions = Some(v.trim().parse().with_context(|| {
+                format!("{ENV_WORKER_PARTITIONS}: {v:?} is not a partition count")
+            })?);
+        }
         Ok(())
     }
 
@@ -306,8 +337,25 @@ impl Config {
             .unwrap_or_else(|| LogSpec::Sled(self.data_dir.clone()))
     }
 
+    /// How many partitions the worker roles run with: [`Config::worker_partitions`], or
+    /// the COUNT of [`Config::partition`].
+    pub fn worker_partition_count(&self) -> u32 {
+        self.worker_partitions.unwrap_or(self.partition.count())
+    }
+
     /// Checks every token entry (see [`Config::principals`]).
     pub fn validate(&self) -> anyhow::Result<()> {
+        if self.worker_partitions == Some(0) {
+            bail!("worker_partitions: must be at least 1");
+        }
+        let runs_workers = self.runs(Role::Eligibility) || self.runs(Role::Handoff);
+        if runs_workers && self.worker_partition_count() != self.partition.count() {
+            bail!(
+                "worker_partitions: {} but this process's workers run partition {}; they must agree",
+                self.worker_partition_count(),
+                self.partition
+            );
+        }
         if self.roles.is_empty() {
             bail!("roles: at least one role is needed (intake, eligibility, handoff, log or all)");
         }
@@ -350,6 +398,7 @@ impl Config {
     pub fn redacted(&self) -> Config {
         let mut c = self.clone();
         c.log = Some(self.log_spec());
+        c.worker_partitions = Some(self.worker_partition_count());
         c.log_token = c.log_token.as_deref().map(redact);
         for t in &mut c.tokens {
             t.token = redact(&t.token);
@@ -926,6 +975,47 @@ mod tests {
             Overrides::default(),
         );
         assert!(format!("{:#}", remote_log_role.unwrap_err()).contains("sled"));
+    }
+
+    #[test]
+    fn routing_lag_and_worker_partitions_layer_like_the_rest() {
+        let c = Config::default();
+        assert_eq!(c.max_routing_lag, 10_000);
+        assert_eq!(c.worker_partition_count(), 1);
+        let f = write("max_routing_lag = 50\nroles = [\"intake\"]\nworker_partitions = 2\n");
+        let c = Config::load_with(Some(f.path()), &no_env, Overrides::default()).unwrap();
+        assert_eq!((c.max_routing_lag, c.worker_partition_count()), (50, 2));
+        let env = env_of(&[
+            ("ONECITY_MAX_ROUTING_LAG", "0"),
+            ("ONECITY_WORKER_PARTITIONS", "3"),
+        ]);
+        let c = Config::load_with(Some(f.path()), &env, Overrides::default()).unwrap();
+        assert_eq!((c.max_routing_lag, c.worker_partition_count()), (0, 3));
+        // Without the setting, the workers' own partition count.
+        assert_eq!(
+            load_str("partition = \"1/3\"\n")
+                .unwrap()
+                .worker_partition_count(),
+            3
+        );
+        // A process that runs workers cannot disagree with itself.
+        let err = load_str("partition = \"0/2\"\nworker_partitions = 3\n").unwrap_err();
+        assert!(format!("{err:#}").contains("worker_partitions"), "{err:#}");
+        assert!(load_str("roles = [\"intake\"]\nworker_partitions = 0\n").is_err());
+        let err = Config::load_with(
+            None,
+            &env_of(&[("ONECITY_MAX_ROUTING_LAG", "lots")]),
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("ONECITY_MAX_ROUTING_LAG"),
+            "{err:#}"
+        );
+        // `onecity config` prints both, resolved.
+        let text = Config::default().to_redacted_toml().unwrap();
+        assert!(text.contains("max_routing_lag = 10000"), "{text}");
+        assert!(text.contains("worker_partitions = 1"), "{text}");
     }
 
     #[test]

@@ -8,13 +8,15 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use onecity_assessment::grpc::EligibilityGrpc;
 use onecity_assessment::{Assessor, Screener};
+use onecity_domain::events::{APPLICATION_SUBMITTED, ELIGIBILITY_ASSESSED};
+use onecity_domain::Partition;
 use onecity_eligibility::{Catalogue, PolicyBook};
 use onecity_eventlog::grpc::EventLogGrpc;
 use onecity_eventlog::{EventLog, JetStreamConfig, JetStreamLog, RemoteLog, SledConfig, SledLog};
 use onecity_handoff::grpc::HandoffGrpc;
 use onecity_handoff::{Handoff, HandoffWorker, Inbox};
 use onecity_intake::grpc::IntakeGrpc;
-use onecity_intake::Intake;
+use onecity_intake::{Backpressure, Intake, Watched};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
@@ -105,6 +107,30 @@ fn load_rules(config: &Config) -> anyhow::Result<(Arc<PolicyBook>, Arc<Catalogue
     Ok((Arc::new(policies), Arc::new(catalogue)))
 }
 
+/// Intake's bound on the routing lag: the checkpoints of both routing workers, in every
+/// partition they run with (the names `consumer::run` saves under).
+fn backpressure(config: &Config) -> Backpressure {
+    let count = config.worker_partition_count();
+    let mut watched = Vec::new();
+    for index in 0..count {
+        let suffix = Partition::new(index, count)
+            .expect("index < count")
+            .consumer_suffix();
+        watched.push(Watched {
+            consumer: format!("{}{suffix}", onecity_assessment::CONSUMER),
+            event_type: APPLICATION_SUBMITTED.to_owned(),
+        });
+        watched.push(Watched {
+            consumer: format!("{}{suffix}", onecity_handoff::CONSUMER),
+            event_type: ELIGIBILITY_ASSESSED.to_owned(),
+        });
+    }
+    Backpressure {
+        max_lag: config.max_routing_lag,
+        watched,
+    }
+}
+
 /// Runs the configured roles (default: all) until `shutdown` completes, then stops accepting
 /// calls, ends open streams, lets the workers finish their current event and closes the
 /// log.
@@ -133,11 +159,9 @@ pub async fn run(
         .build_v1()?;
 
     let intake = if config.runs(Role::Intake) {
-        let svc = IntakeGrpc::new(
-            Intake::new(Arc::clone(&log), Arc::clone(&policies)),
-            stop.clone(),
-        )
-        .into_server();
+        let intake = Intake::new(Arc::clone(&log), Arc::clone(&policies))
+            .with_backpressure(backpressure(&config));
+        let svc = IntakeGrpc::new(intake, stop.clone()).into_server();
         health_reporter
             .set_serving::<IntakeServiceServer<IntakeGrpc>>()
             .await;
