@@ -1,7 +1,8 @@
 //! Durable-append benchmark of the sled log against the raw durable-write ceiling of the
 //! same machine, measured in the same run.
 //!
-//! `cargo bench -p onecity-eventlog --bench append` (add `-- --secs 10` for longer runs).
+//! `cargo bench -p onecity-eventlog --bench append` (add `-- --secs 10` for longer runs,
+//! `-- --concurrency 64` for one level, e.g. under `perf record`).
 //!
 //! - `log`: `SledLog::append` of one 128-byte event, each task on its own case.
 //! - `raw`: the same-sized record inserted into plain sled by a single writer thread that
@@ -183,12 +184,16 @@ async fn main() {
     if let Some(i) = args.iter().position(|a| a == "--secs") {
         secs = args[i + 1].parse().expect("--secs takes a number");
     }
+    let levels: Vec<usize> = match args.iter().position(|a| a == "--concurrency") {
+        Some(i) => vec![args[i + 1].parse().expect("--concurrency takes a number")],
+        None => vec![1, 64, 256],
+    };
     println!("durable appends, {PAYLOAD}-byte events, {secs} s per cell");
     println!(
         "{:>5} | {:>10} {:>8} {:>8} | {:>10} {:>8} {:>8} | {:>6}",
         "conc", "log/s", "p50 ms", "p99 ms", "raw/s", "p50 ms", "p99 ms", "ratio"
     );
-    for c in [1usize, 64, 256] {
+    for c in levels {
         let (log, lags) = bench_log(c, secs, c == 64).await;
         let raw = bench_raw(c, secs).await;
         let ratio = log.rate() / raw.rate();

@@ -1,27 +1,30 @@
-//! The embedded backend: one sled database, one writer thread, group commit.
+//! The embedded backend: one sled database, a three-thread write path, group commit.
 //!
 //! Layout (one sled tree, so one `apply_batch` is atomic across all of it):
 //!
 //! | key                              | value                                    |
 //! |----------------------------------|------------------------------------------|
 //! | `E` position(u64 BE)             | protobuf `RecordedEvent`                 |
-//! | `C` case(16) version(u64 BE)     | position (u64 BE)                        |
+//! | `C` case(16) first version(u64 BE) | runs of (first position u64, count u32) for the versions from there on |
 //! | `K` commit(16)                   | case(16) first/last version, first/last position (4×u64 BE) |
 //! | `P` consumer name                | checkpoint position (u64 BE)             |
 //! | `Mhead`                          | last written position (u64 BE)           |
+//! | `Mindexed`                       | every commit up to here has its `C` and `K` keys |
 //!
-//! Why one writer thread: it owns the counters (no `generate_id`, which has gaps), so
-//! versions and positions are assigned without locks and without races, and exactly one
-//! thread ever flushes (sled 0.34's `flush_async` deadlocks when many tasks flush at
-//! once). It drains whatever is queued, writes it as one batch, flushes once and then
-//! `fdatasync`s sled's files: sled's own flush only issues `sync_file_range` on Linux,
-//! which survives a process crash but not power loss.
+//! Why this shape: each sled key costs a leaf copy-on-write, so the event keys are the
+//! only ones on the critical path. The [`Sequencer`] owns the counters (no
+//! `generate_id`, which has gaps) and applies each group commit; the [`Committer`] is
+//! the only thread that flushes (sled 0.34's `flush_async` deadlocks when many tasks
+//! flush at once) and `fdatasync`s sled's files, since sled's own flush only issues
+//! `sync_file_range` on Linux, which survives a process crash but not power loss; the
+//! [`Indexer`] writes the case and commit-id index behind them, and an in-memory
+//! [`Overlay`] covers what it has not written yet. docs/eventlog.md has the full story.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -40,13 +43,15 @@ const CASE: u8 = b'C';
 const COMMIT: u8 = b'K';
 const CHECKPOINT: u8 = b'P';
 const META_HEAD: &[u8] = b"Mhead";
+const META_INDEXED: &[u8] = b"Mindexed";
 
 /// Settings of the sled backend.
 #[derive(Debug, Clone)]
 pub struct SledConfig {
     /// Request limits.
     pub limits: Limits,
-    /// Live events buffered per subscriber before it falls back to reading storage.
+    /// Live group commits (batches of events) buffered per subscriber before it falls
+    /// back to reading storage.
     pub live_buffer: usize,
     /// Most operations written by one group commit.
     pub max_batch: usize,
@@ -71,7 +76,8 @@ impl Default for SledConfig {
 pub struct SledLog {
     shared: Arc<Shared>,
     queue: mpsc::Sender<Op>,
-    writer: Option<std::thread::JoinHandle<()>>,
+    /// Sequencer, committer and indexer, joined in that order on drop.
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 #[derive(Debug)]
@@ -82,9 +88,11 @@ struct Shared {
     /// Set after a storage error: the outcome of the failed batch is unknown, so the log
     /// refuses further writes until it is reopened (and recovery decides).
     failed: AtomicBool,
-    live: broadcast::Sender<Arc<RecordedEvent>>,
+    /// Each group commit's events, in position order, published once durable.
+    live: broadcast::Sender<Arc<[RecordedEvent]>>,
     closed: CancellationToken,
     config: SledConfig,
+    overlay: Mutex<Overlay>,
 }
 
 enum Op {
@@ -131,7 +139,29 @@ impl SledLog {
                 "event after head {head}: store is damaged"
             )));
         }
-        let syncer = FileSyncer::new(&path)?;
+        let mut syncer = FileSyncer::new(&path)?;
+        let indexed = match db.get(META_INDEXED).map_err(sled_err)? {
+            Some(v) => be_u64(&v)?,
+            // A store written before the indexer existed indexed every batch in place.
+            None if head > 0 => head,
+            None => {
+                // Marks the store as indexer-era before its first event (the first
+                // group commit's flush makes it durable along with that event).
+                db.insert(META_INDEXED, &0u64.to_be_bytes())
+                    .map_err(sled_err)?;
+                0
+            }
+        };
+        if indexed > head {
+            return Err(Error::Storage(format!(
+                "index watermark {indexed} is past log head {head}: store is damaged"
+            )));
+        }
+        if indexed < head {
+            let commits = reindex(&db, indexed, head)?;
+            syncer.sync(&db)?;
+            tracing::info!(from = indexed + 1, head, commits, "event log index rebuilt");
+        }
         let (live, _) = broadcast::channel(config.live_buffer.max(1));
         let shared = Arc::new(Shared {
             db,
@@ -140,18 +170,47 @@ impl SledLog {
             live,
             closed: CancellationToken::new(),
             config,
+            overlay: Mutex::new(Overlay::default()),
         });
         let (queue, rx) = mpsc::channel(shared.config.max_batch.max(1) * 4);
-        let writer_shared = Arc::clone(&shared);
-        let writer = std::thread::Builder::new()
-            .name("onecity-log-writer".into())
-            .spawn(move || Writer::new(writer_shared, syncer, head).run(rx))
-            .map_err(|e| storage("spawn writer thread", e))?;
+        let (to_committer, committer_rx) = std::sync::mpsc::sync_channel(0);
+        let (to_indexer, indexer_rx) = std::sync::mpsc::sync_channel(64);
+        let sequencer = Sequencer {
+            shared: Arc::clone(&shared),
+            head,
+        };
+        let committer = Committer {
+            shared: Arc::clone(&shared),
+            syncer,
+        };
+        let indexer = Indexer {
+            shared: Arc::clone(&shared),
+        };
+        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(f)
+                .map_err(|e| storage("spawn event log thread", e))
+        };
+        let threads = vec![
+            spawn(
+                "onecity-log-seq",
+                Box::new(move || sequencer.run(rx, to_committer)),
+            )?,
+            spawn(
+                "onecity-log-writer",
+                Box::new(move || committer.run(committer_rx, to_indexer)),
+            )?,
+            spawn(
+                "onecity-log-index",
+                Box::new(move || indexer.run(indexer_rx)),
+            )?,
+        ];
         tracing::info!(path = %path.display(), head, "event log opened");
         Ok(SledLog {
             shared,
             queue,
-            writer: Some(writer),
+            threads,
         })
     }
 
@@ -176,12 +235,13 @@ impl SledLog {
 impl Drop for SledLog {
     fn drop(&mut self) {
         self.shared.closed.cancel();
-        // Closing the queue stops the writer after its current batch; joining makes sure
+        // Closing the queue stops the sequencer, whose channel's end stops the committer
+        // after its current batch, and so on down the pipeline; joining makes sure
         // nothing is half-written when the caller reopens the directory.
         let (dead, _) = mpsc::channel(1);
         drop(std::mem::replace(&mut self.queue, dead));
-        if let Some(w) = self.writer.take() {
-            let _ = w.join();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
         }
     }
 }
@@ -261,18 +321,30 @@ impl EventLog for SledLog {
 }
 
 impl Shared {
-    /// The case's last version: the last `C` key of the case (a reverse seek), so no
+    fn overlay(&self) -> MutexGuard<'_, Overlay> {
+        // A panic while holding the lock leaves the overlay as it was between two
+        // complete operations (every mutation is a single insert or remove).
+        self.overlay.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn load_commit(&self, commit_id: Uuid) -> Result<Option<CommitRecord>> {
+        match self.db.get(commit_key(commit_id)).map_err(sled_err)? {
+            Some(v) => decode_commit(&v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The case's last indexed version: the last `C` key of the case (a reverse seek), so no
     /// separate head record has to be written with every commit.
     fn case_head(&self, case_id: Uuid) -> Result<u64> {
         let last = self
             .db
             .range(case_key(case_id, 0)..=case_key(case_id, u64::MAX))
-            .keys()
             .next_back()
             .transpose()
             .map_err(sled_err)?;
         match last {
-            Some(k) => be_u64(&k[17..]),
+            Some((k, v)) => Ok(CaseRuns::decode(&k, &v)?.next_version() - 1),
             None => Ok(0),
         }
     }
@@ -302,22 +374,60 @@ impl Shared {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>> {
         let head = self.durable_head();
-        // Version 1 not yet durable (or absent) means the case does not exist for readers.
-        match self.db.get(case_key(case_id, 1)).map_err(sled_err)? {
-            Some(pos) if be_u64(&pos)? <= head => {}
-            _ => return Err(Error::NotFound(case_id)),
-        }
-        let mut out = Vec::new();
-        let start = case_key(case_id, from_version.max(1));
-        let end = case_key(case_id, u64::MAX);
-        for item in self.db.range(start..=end) {
-            if out.len() >= limit {
-                break;
+        // The overlay before sled (see `Overlay`); only durable commits count.
+        let pending: Vec<Appended> = self
+            .overlay()
+            .cases
+            .get(&case_id)
+            .map(|q| {
+                q.iter()
+                    .filter(|a| a.last_position <= head)
+                    .copied()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let from = from_version.max(1);
+        let mut positions: BTreeMap<u64, u64> = BTreeMap::new();
+        // The key whose runs cover `from` starts at or before it: seek back to it.
+        let start = self
+            .db
+            .range(case_key(case_id, 1)..=case_key(case_id, from))
+            .keys()
+            .next_back()
+            .transpose()
+            .map_err(sled_err)?
+            .map_or_else(|| case_key(case_id, from).to_vec(), |k| k.to_vec());
+        'keys: for item in self.db.range(start..=case_key(case_id, u64::MAX).to_vec()) {
+            let (key, value) = item.map_err(sled_err)?;
+            for (version, pos) in CaseRuns::decode(&key, &value)?.positions() {
+                if positions.len() >= limit || pos > head {
+                    break 'keys;
+                }
+                if version >= from {
+                    positions.insert(version, pos);
+                }
             }
-            let (_, pos) = item.map_err(sled_err)?;
-            let pos = be_u64(&pos)?;
-            if pos > head {
-                break;
+        }
+        for a in &pending {
+            for v in a.first_version.max(from)..=a.last_version {
+                positions.insert(v, a.first_position + (v - a.first_version));
+            }
+        }
+        // Version 1 not yet durable (or absent) means the case does not exist for readers.
+        let exists = pending.first().is_some_and(|a| a.first_version == 1)
+            || match self.db.get(case_key(case_id, 1)).map_err(sled_err)? {
+                Some(runs) => runs.len() >= 8 && be_u64(&runs[..8])? <= head,
+                None => false,
+            };
+        if !exists {
+            return Err(Error::NotFound(case_id));
+        }
+        let mut out = Vec::with_capacity(positions.len().min(limit));
+        for (version, pos) in positions.into_iter().take(limit) {
+            if version != from + out.len() as u64 {
+                return Err(Error::Storage(format!(
+                    "case index of {case_id} has a gap before version {version}"
+                )));
             }
             let bytes = self
                 .db
@@ -373,12 +483,18 @@ impl Shared {
                     () = tx.closed() => return,
                 };
                 match received {
-                    Ok(event) if event.position < next => {}
-                    Ok(event) if event.position > next => continue 'catch_up,
-                    Ok(event) => {
-                        next += 1;
-                        if filter.matches(&event) && tx.send(Ok((*event).clone())).await.is_err() {
-                            return;
+                    Ok(batch) => {
+                        for event in batch.iter() {
+                            if event.position < next {
+                                continue;
+                            }
+                            if event.position > next {
+                                continue 'catch_up;
+                            }
+                            next += 1;
+                            if filter.matches(event) && tx.send(Ok(event.clone())).await.is_err() {
+                                return;
+                            }
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
@@ -392,157 +508,200 @@ impl Shared {
     }
 }
 
-/// The single writer: owns the counters and the only flush.
-struct Writer {
-    shared: Arc<Shared>,
-    syncer: FileSyncer,
-    head: u64,
-}
-
 /// Replies held until the batch is durable.
 enum Reply {
     Append(oneshot::Sender<Result<Appended>>, Result<Appended>),
     Checkpoint(oneshot::Sender<Result<()>>),
 }
 
-#[derive(Clone, Copy)]
+impl Reply {
+    fn fail(self, e: Error) {
+        match self {
+            Reply::Append(tx, _) => drop(tx.send(Err(e))),
+            Reply::Checkpoint(tx) => drop(tx.send(Err(e))),
+        }
+    }
+
+    fn send(self) {
+        match self {
+            Reply::Append(tx, result) => drop(tx.send(result)),
+            Reply::Checkpoint(tx) => drop(tx.send(Ok(()))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
 struct CommitRecord {
     case_id: Uuid,
     appended: Appended,
 }
 
-impl Writer {
-    fn new(shared: Arc<Shared>, syncer: FileSyncer, head: u64) -> Self {
-        Writer {
-            shared,
-            syncer,
-            head,
+/// Commits whose case-index (`C`) and commit-id (`K`) keys the indexer has not written
+/// yet: the sequencer adds a commit when it stages it, the indexer removes it after
+/// writing its keys. Because the keys reach sled *before* the commit leaves the
+/// overlay, anyone who looks in the overlay first and in sled second sees every commit.
+#[derive(Debug, Default)]
+struct Overlay {
+    commits: HashMap<Uuid, CommitRecord>,
+    /// Per case, its unindexed commits in version order.
+    cases: HashMap<Uuid, VecDeque<Appended>>,
+}
+
+impl Overlay {
+    fn insert(&mut self, commit_id: Uuid, rec: CommitRecord) {
+        self.commits.insert(commit_id, rec);
+        self.cases
+            .entry(rec.case_id)
+            .or_default()
+            .push_back(rec.appended);
+    }
+
+    fn remove(&mut self, commit_id: Uuid, rec: &CommitRecord) {
+        self.commits.remove(&commit_id);
+        if let Some(q) = self.cases.get_mut(&rec.case_id) {
+            while q
+                .front()
+                .is_some_and(|a| a.last_position <= rec.appended.last_position)
+            {
+                q.pop_front();
+            }
+            if q.is_empty() {
+                self.cases.remove(&rec.case_id);
+            }
         }
     }
 
-    fn run(mut self, mut rx: mpsc::Receiver<Op>) {
+    fn case_head(&self, case_id: Uuid) -> Option<u64> {
+        self.cases
+            .get(&case_id)
+            .and_then(|q| q.back())
+            .map(|a| a.last_version)
+    }
+}
+
+/// What the sequencer hands the committer: one group commit.
+#[derive(Default)]
+struct Staged {
+    writes: Vec<(sled::IVec, sled::IVec)>,
+    /// Set once the sequencer has written `writes` into sled.
+    applied: Option<Result<()>>,
+    /// Last position of the batch, when it appends events.
+    new_head: Option<u64>,
+    replies: Vec<Reply>,
+    events: Vec<RecordedEvent>,
+    commits: Vec<(Uuid, CommitRecord)>,
+}
+
+/// Stage one of the write path: owns the counters. It drains the request queue, checks
+/// idempotency and expected versions, assigns versions and positions and encodes the
+/// events, then hands the batch to the committer. While the committer flushes one batch
+/// the sequencer prepares the next, so only sled's insert, flush and `fdatasync` are
+/// serial.
+struct Sequencer {
+    shared: Arc<Shared>,
+    /// Last position staged (durable or about to be).
+    head: u64,
+}
+
+impl Sequencer {
+    fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Op>,
+        to_committer: std::sync::mpsc::SyncSender<Staged>,
+    ) {
         let max_batch = self.shared.config.max_batch.max(1);
         while let Some(first) = rx.blocking_recv() {
-            let mut ops = vec![first];
-            while ops.len() < max_batch {
+            let mut staged = Staged::default();
+            let recorded_at = now_micros();
+            self.stage(&mut staged, first, recorded_at);
+            while staged.replies.len() < max_batch {
                 match rx.try_recv() {
-                    Ok(op) => ops.push(op),
+                    Ok(op) => self.stage(&mut staged, op, recorded_at),
                     Err(_) => break,
                 }
             }
-            self.write_batch(ops);
+            // A rendezvous channel: while the committer is busy the requests that arrive
+            // pile up in `rx` and become the next batch, which is what group commit wants.
+            self.apply(&mut staged);
+            if to_committer.send(staged).is_err() {
+                break;
+            }
         }
-        tracing::debug!("event log writer stopped");
+        tracing::debug!("event log sequencer stopped");
     }
 
-    fn write_batch(&mut self, ops: Vec<Op>) {
-        if self.shared.failed.load(Ordering::Acquire) {
-            for op in ops {
-                match op {
-                    Op::Append { reply, .. } => drop(reply.send(Err(failed_error()))),
-                    Op::Checkpoint { reply, .. } => drop(reply.send(Err(failed_error()))),
-                }
-            }
+    /// Writes the batch into sled (not yet durable: the committer flushes it). Doing it
+    /// here lets the committer flush one batch while the next is being inserted; sled's
+    /// flush covers whatever was written before it was called. A batch carries its own
+    /// head marker, so after a crash sled holds whole batches only, and a batch that
+    /// reached the disk without being acknowledged is a write whose outcome the caller
+    /// did not learn (a retry deduplicates against it), never a hole.
+    fn apply(&self, staged: &mut Staged) {
+        if staged.writes.is_empty() || self.shared.failed.load(Ordering::Acquire) {
             return;
         }
         let mut batch = sled::Batch::default();
-        let mut wrote = false;
-        let mut heads: HashMap<Uuid, u64> = HashMap::new();
-        let mut commits: HashMap<Uuid, CommitRecord> = HashMap::new();
-        let mut new_events: Vec<Arc<RecordedEvent>> = Vec::new();
-        let mut replies = Vec::with_capacity(ops.len());
-        let mut next_position = self.head + 1;
-        let recorded_at = now_micros();
-
-        for op in ops {
-            match op {
-                Op::Append {
-                    case_id,
-                    expected,
-                    events,
-                    commit_id,
-                    reply,
-                } => {
-                    let result = self.stage_append(
-                        &mut batch,
-                        &mut heads,
-                        &mut commits,
-                        &mut new_events,
-                        &mut next_position,
-                        recorded_at,
-                        (case_id, expected, events, commit_id),
-                    );
-                    wrote |= matches!(result, Ok(a) if !a.deduplicated);
-                    replies.push(Reply::Append(reply, result));
-                }
-                Op::Checkpoint {
-                    consumer,
-                    position,
-                    reply,
-                } => {
-                    batch.insert(checkpoint_key(&consumer), &position.to_be_bytes());
-                    wrote = true;
-                    replies.push(Reply::Checkpoint(reply));
-                }
-            }
+        for (k, v) in std::mem::take(&mut staged.writes) {
+            batch.insert(k, v);
         }
-
-        if wrote {
-            let new_head = next_position - 1;
-            batch.insert(META_HEAD, &new_head.to_be_bytes());
-            if let Err(e) = self.commit(batch) {
-                tracing::error!(error = %e, "event log write failed, refusing further writes");
-                self.shared.failed.store(true, Ordering::Release);
-                for r in replies {
-                    match r {
-                        Reply::Append(tx, _) => drop(tx.send(Err(e.clone_storage()))),
-                        Reply::Checkpoint(tx) => drop(tx.send(Err(e.clone_storage()))),
-                    }
-                }
-                return;
-            }
-            self.head = new_head;
-            // Order matters: advance the durable head before publishing, so a subscriber
-            // that misses the broadcast finds the events in storage.
-            self.shared.durable_head.store(new_head, Ordering::Release);
-            for e in new_events {
-                // No receivers is fine: nobody is subscribed.
-                let _ = self.shared.live.send(e);
-            }
+        if let Some(head) = staged.new_head {
+            batch.insert(META_HEAD, &head.to_be_bytes());
         }
-        for r in replies {
-            match r {
-                Reply::Append(tx, result) => drop(tx.send(result)),
-                Reply::Checkpoint(tx) => drop(tx.send(Ok(()))),
+        staged.applied = Some(self.shared.db.apply_batch(batch).map_err(sled_err));
+    }
+
+    fn stage(&mut self, staged: &mut Staged, op: Op, recorded_at: SystemTime) {
+        match op {
+            Op::Append {
+                case_id,
+                expected,
+                events,
+                commit_id,
+                reply,
+            } => {
+                let result =
+                    self.stage_append(staged, recorded_at, (case_id, expected, events, commit_id));
+                staged.replies.push(Reply::Append(reply, result));
+            }
+            Op::Checkpoint {
+                consumer,
+                position,
+                reply,
+            } => {
+                staged.writes.push((
+                    checkpoint_key(&consumer).into(),
+                    position.to_be_bytes().as_slice().into(),
+                ));
+                staged.replies.push(Reply::Checkpoint(reply));
             }
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn stage_append(
-        &self,
-        batch: &mut sled::Batch,
-        heads: &mut HashMap<Uuid, u64>,
-        commits: &mut HashMap<Uuid, CommitRecord>,
-        new_events: &mut Vec<Arc<RecordedEvent>>,
-        next_position: &mut u64,
+        &mut self,
+        staged: &mut Staged,
         recorded_at: SystemTime,
         (case_id, expected, events, commit_id): (Uuid, Expected, Vec<NewEvent>, Uuid),
     ) -> Result<Appended> {
-        // Idempotency first: a retry of a commit that succeeded must succeed again,
-        // even though its expected version no longer matches.
-        let previous = match commits.get(&commit_id) {
-            Some(r) => Some(*r),
-            None => self.load_commit(commit_id)?,
-        };
-        if let Some(rec) = previous {
+        if self.shared.failed.load(Ordering::Acquire) {
+            return Err(failed_error());
+        }
+        // Idempotency first: a retry of a commit that succeeded must succeed again, even
+        // though its expected version no longer matches. Overlay first, then sled (see
+        // `Overlay`). A retry of a commit that is staged but not yet durable is answered
+        // with the batch that makes it durable, or a later one.
+        let pending = self.shared.overlay().commits.get(&commit_id).copied();
+        if let Some(rec) =
+            pending.map_or_else(|| self.shared.load_commit(commit_id), |r| Ok(Some(r)))?
+        {
             return Ok(Appended {
                 deduplicated: true,
                 ..rec.appended
             });
         }
-        let current = match heads.get(&case_id) {
-            Some(v) => *v,
+        let pending_head = self.shared.overlay().case_head(case_id);
+        let current = match pending_head {
+            Some(v) => v,
             None => self.shared.case_head(case_id)?,
         };
         if !expected.admits(current) {
@@ -557,8 +716,8 @@ impl Writer {
             case_id,
             first_version: current + 1,
             last_version: current + n,
-            first_position: *next_position,
-            last_position: *next_position + n - 1,
+            first_position: self.head + 1,
+            last_position: self.head + n,
             deduplicated: false,
         };
         for (i, e) in events.into_iter().enumerate() {
@@ -575,37 +734,307 @@ impl Writer {
                 payload: e.payload,
                 commit_id,
             };
-            batch.insert(&event_key(recorded.position), encode_event(&recorded));
-            batch.insert(
-                &case_key(case_id, recorded.version),
-                &recorded.position.to_be_bytes(),
-            );
-            new_events.push(Arc::new(recorded));
+            staged.writes.push((
+                event_key(recorded.position).as_slice().into(),
+                encode_event(&recorded).into(),
+            ));
+            staged.events.push(recorded);
         }
         let rec = CommitRecord { case_id, appended };
-        batch.insert(&commit_key(commit_id), encode_commit(&rec).as_slice());
-        heads.insert(case_id, appended.last_version);
-        commits.insert(commit_id, rec);
-        *next_position += n;
+        self.shared.overlay().insert(commit_id, rec);
+        staged.commits.push((commit_id, rec));
+        self.head = appended.last_position;
+        staged.new_head = Some(self.head);
         Ok(appended)
     }
+}
 
-    fn load_commit(&self, commit_id: Uuid) -> Result<Option<CommitRecord>> {
-        match self
-            .shared
-            .db
-            .get(commit_key(commit_id))
-            .map_err(sled_err)?
-        {
-            Some(v) => decode_commit(&v).map(Some),
-            None => Ok(None),
+/// Stage two: the only thread that writes events and the only one that flushes. One
+/// sled batch per group commit (the events, the checkpoints and the head marker), one
+/// flush, one `fdatasync`; then the durable head moves, live subscribers are fed, the
+/// callers are answered and the commits go to the indexer.
+struct Committer {
+    shared: Arc<Shared>,
+    syncer: FileSyncer,
+}
+
+impl Committer {
+    fn run(
+        mut self,
+        rx: std::sync::mpsc::Receiver<Staged>,
+        to_indexer: std::sync::mpsc::SyncSender<Vec<(Uuid, CommitRecord)>>,
+    ) {
+        while let Ok(staged) = rx.recv() {
+            let Staged {
+                writes: _,
+                applied,
+                new_head,
+                replies,
+                events,
+                commits,
+            } = staged;
+            if self.shared.failed.load(Ordering::Acquire) {
+                replies.into_iter().for_each(|r| r.fail(failed_error()));
+                continue;
+            }
+            if let Some(applied) = applied {
+                let result = applied.and_then(|()| self.syncer.sync(&self.shared.db));
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "event log write failed, refusing further writes");
+                    self.shared.failed.store(true, Ordering::Release);
+                    replies.into_iter().for_each(|r| r.fail(e.clone_storage()));
+                    continue;
+                }
+            }
+            if let Some(head) = new_head {
+                // Order matters: advance the durable head before publishing, so a
+                // subscriber that misses the broadcast finds the events in storage.
+                self.shared.durable_head.store(head, Ordering::Release);
+                // No receivers is fine: nobody is subscribed.
+                let _ = self.shared.live.send(events.into());
+            }
+            replies.into_iter().for_each(Reply::send);
+            // Bounded: if the indexer falls behind, the write path waits for it rather
+            // than letting the overlay grow without limit.
+            if !commits.is_empty() && to_indexer.send(commits).is_err() {
+                break;
+            }
+        }
+        tracing::debug!("event log committer stopped");
+    }
+}
+
+/// Stage three, off the critical path: writes the case-index and commit-id keys of
+/// durable commits, in larger batches than the group commits, together with the
+/// `Mindexed` watermark, then drops them from the overlay. It never flushes while the
+/// committer runs (the committer's next flush carries its writes); whatever was not yet
+/// durable at a crash is rebuilt from the events on open.
+struct Indexer {
+    shared: Arc<Shared>,
+}
+
+impl Indexer {
+    fn run(self, rx: std::sync::mpsc::Receiver<Vec<(Uuid, CommitRecord)>>) {
+        lower_priority();
+        while let Ok(first) = rx.recv() {
+            // Gather for a moment: the longer a pass, the more commits of a busy case
+            // share one `C` key. Readers are served by the overlay meanwhile.
+            let mut commits = first;
+            let deadline = std::time::Instant::now() + INDEX_DELAY;
+            while commits.len() < INDEX_BATCH {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                match rx.recv_timeout(left) {
+                    Ok(more) => commits.extend(more),
+                    Err(_) => break,
+                }
+            }
+            if let Err(e) = write_index(&self.shared.db, &commits) {
+                tracing::error!(error = %e, "event log index write failed, refusing further writes");
+                self.shared.failed.store(true, Ordering::Release);
+                // Stop here: a later pass would move the watermark past keys this one
+                // may not have written. The overlay keeps serving reads, and the next
+                // open rebuilds the index from the events.
+                return;
+            }
+            let mut overlay = self.shared.overlay();
+            for (id, rec) in &commits {
+                overlay.remove(*id, rec);
+            }
+        }
+        // The committer has stopped (it owned the sender), so this is the only flusher
+        // left: make the last index writes durable and a clean restart re-indexes nothing.
+        if let Err(e) = self.shared.db.flush() {
+            tracing::warn!(error = %e, "event log final index flush failed");
+        }
+        tracing::debug!("event log indexer stopped");
+    }
+}
+
+/// Background work yields the CPU to the write path: the indexer runs at nice 10, as
+/// compaction threads do in storage engines. It still keeps up on average (the bounded
+/// channel from the committer makes the write path wait if it does not); it only stops
+/// competing with the sequencer and committer for the moments they need a core.
+#[allow(unsafe_code)]
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain syscalls on the calling thread's own id; no memory is shared.
+    unsafe {
+        let tid = libc::gettid();
+        if libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10) != 0 {
+            tracing::debug!("could not lower the indexer's priority");
         }
     }
+}
 
-    fn commit(&mut self, batch: sled::Batch) -> Result<()> {
-        self.shared.db.apply_batch(batch).map_err(sled_err)?;
-        self.syncer.sync(&self.shared.db)
+/// Most commits the indexer takes in one pass.
+const INDEX_BATCH: usize = 4096;
+
+/// Longest the indexer waits for more commits before a pass.
+const INDEX_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Writes the `K` key of every commit and the `C` keys of their cases, then moves the
+/// `Mindexed` watermark to the last of them.
+///
+/// The case index is written per case, not per commit: consecutive commits of one case
+/// in `commits` become one `C` key (a run list, see [`CaseRuns`]), so a busy case costs
+/// one index key per indexer pass rather than one per event. The overlay guarantees
+/// that a case's commits arrive here in version order with nothing missing before them.
+///
+/// Plain inserts, not a batch: a sled batch takes the tree's exclusive lock and pins its
+/// log until it is sealed, which would stall the committer behind a few thousand index
+/// keys. Atomicity is not needed: sled recovers a prefix of its log and the watermark is
+/// written after every key it covers, so a recovered watermark never claims a missing
+/// key (re-indexing a key that survived writes the same value again).
+fn write_index(db: &sled::Db, commits: &[(Uuid, CommitRecord)]) -> Result<()> {
+    let Some(last) = commits.iter().map(|(_, r)| r.appended.last_position).max() else {
+        return Ok(());
+    };
+    let mut cases: HashMap<Uuid, Vec<CaseRuns>> = HashMap::new();
+    for (id, rec) in commits {
+        let runs = cases.entry(rec.case_id).or_default();
+        match runs.last_mut() {
+            Some(r) if r.next_version() == rec.appended.first_version && !r.is_full() => {
+                r.push(&rec.appended);
+            }
+            _ => runs.push(CaseRuns::new(&rec.appended)),
+        }
+        db.insert(commit_key(*id), encode_commit(rec).as_slice())
+            .map_err(sled_err)?;
     }
+    for (case_id, runs) in cases {
+        for r in runs {
+            db.insert(case_key(case_id, r.first_version), r.encode())
+                .map_err(sled_err)?;
+        }
+    }
+    db.insert(META_INDEXED, &last.to_be_bytes())
+        .map_err(sled_err)?;
+    Ok(())
+}
+
+/// The value of a `C` key: the positions of versions `first_version..`, as runs of
+/// `(first position, count)` (a commit's events have consecutive positions). Stored as
+/// 12-byte records (u64 + u32, big-endian); an 8-byte value is one version at one
+/// position, the layout of stores written before runs existed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CaseRuns {
+    first_version: u64,
+    runs: Vec<(u64, u32)>,
+    versions: u64,
+}
+
+/// Most versions one `C` key covers, so that a value stays small (≤ 12 KiB) however
+/// long the stream.
+const MAX_RUN_VERSIONS: u64 = 1024;
+
+impl CaseRuns {
+    fn new(a: &Appended) -> Self {
+        let mut r = CaseRuns {
+            first_version: a.first_version,
+            runs: Vec::new(),
+            versions: 0,
+        };
+        r.push(a);
+        r
+    }
+
+    fn push(&mut self, a: &Appended) {
+        let n = a.last_version - a.first_version + 1;
+        self.runs.push((a.first_position, n as u32));
+        self.versions += n;
+    }
+
+    fn next_version(&self) -> u64 {
+        self.first_version + self.versions
+    }
+
+    fn is_full(&self) -> bool {
+        self.versions >= MAX_RUN_VERSIONS
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.runs.len() * 12);
+        for (pos, n) in &self.runs {
+            v.extend_from_slice(&pos.to_be_bytes());
+            v.extend_from_slice(&n.to_be_bytes());
+        }
+        v
+    }
+
+    fn decode(key: &[u8], value: &[u8]) -> Result<Self> {
+        let first_version = be_u64(&key[17..])?;
+        if value.len() == 8 {
+            return Ok(CaseRuns {
+                first_version,
+                runs: vec![(be_u64(value)?, 1)],
+                versions: 1,
+            });
+        }
+        if value.is_empty() || value.len() % 12 != 0 {
+            return Err(Error::Storage(format!(
+                "corrupt case index value of {} bytes",
+                value.len()
+            )));
+        }
+        let mut runs = Vec::with_capacity(value.len() / 12);
+        let mut versions = 0;
+        for rec in value.chunks_exact(12) {
+            let n = u32::from_be_bytes([rec[8], rec[9], rec[10], rec[11]]);
+            runs.push((be_u64(&rec[..8])?, n));
+            versions += u64::from(n);
+        }
+        Ok(CaseRuns {
+            first_version,
+            runs,
+            versions,
+        })
+    }
+
+    /// `(version, position)` of every version it covers, in order.
+    fn positions(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let mut version = self.first_version;
+        self.runs.iter().flat_map(move |&(pos, n)| {
+            let start = version;
+            version += u64::from(n);
+            (0..u64::from(n)).map(move |i| (start + i, pos + i))
+        })
+    }
+}
+
+/// Rebuilds the index keys of the events after the watermark (those whose index was not
+/// durable at a crash). A commit's events are consecutive and share a commit id.
+fn reindex(db: &sled::Db, indexed: u64, head: u64) -> Result<usize> {
+    let mut commits: Vec<(Uuid, CommitRecord)> = Vec::new();
+    for item in db.range(event_key(indexed + 1)..=event_key(head)).values() {
+        let e = decode_event(&item.map_err(sled_err)?)?;
+        match commits.last_mut() {
+            Some((id, rec))
+                if *id == e.commit_id
+                    && rec.case_id == e.case_id
+                    && rec.appended.last_position + 1 == e.position =>
+            {
+                rec.appended.last_position = e.position;
+                rec.appended.last_version = e.version;
+            }
+            _ => commits.push((
+                e.commit_id,
+                CommitRecord {
+                    case_id: e.case_id,
+                    appended: Appended {
+                        case_id: e.case_id,
+                        first_version: e.version,
+                        last_version: e.version,
+                        first_position: e.position,
+                        last_position: e.position,
+                        deduplicated: false,
+                    },
+                },
+            )),
+        }
+    }
+    let n = commits.len();
+    write_index(db, &commits)?;
+    Ok(n)
 }
 
 /// Makes sled's writes survive power loss: `flush` (which on Linux ends in
@@ -837,6 +1266,211 @@ mod tests {
             }
         );
         assert!(decode_commit(&[0; 47]).is_err());
+    }
+
+    fn runs(first_version: u64, runs: &[(u64, u32)]) -> CaseRuns {
+        CaseRuns {
+            first_version,
+            runs: runs.to_vec(),
+            versions: runs.iter().map(|r| u64::from(r.1)).sum(),
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn case_runs_roundtrip(
+            first in 1u64..1_000_000,
+            raw in proptest::collection::vec((1u64..u64::MAX / 2, 1u32..50), 1..40),
+        ) {
+            let r = runs(first, &raw);
+            let key = case_key(Uuid::now_v7(), first);
+            let back = CaseRuns::decode(&key, &r.encode()).unwrap();
+            proptest::prop_assert_eq!(&back, &r);
+            let positions: Vec<(u64, u64)> = back.positions().collect();
+            proptest::prop_assert_eq!(positions.len() as u64, r.versions);
+            for (i, (v, _)) in positions.iter().enumerate() {
+                proptest::prop_assert_eq!(*v, first + i as u64);
+            }
+        }
+    }
+
+    #[test]
+    fn case_runs_read_the_legacy_single_position_value() {
+        let key = case_key(Uuid::now_v7(), 7);
+        let r = CaseRuns::decode(&key, &42u64.to_be_bytes()).unwrap();
+        assert_eq!(r.positions().collect::<Vec<_>>(), vec![(7, 42)]);
+        assert!(CaseRuns::decode(&key, &[0; 13]).is_err());
+        assert!(CaseRuns::decode(&key, &[]).is_err());
+    }
+
+    fn event(t: &str) -> NewEvent {
+        NewEvent::new(t, "test", t.as_bytes().to_vec())
+    }
+
+    /// Writes three cases (multi-event commits, several commits per case) and returns
+    /// their commits.
+    async fn populate(log: &SledLog) -> Vec<(Uuid, Appended)> {
+        let mut out = Vec::new();
+        for c in 0..3 {
+            let case = Uuid::now_v7();
+            for k in 0..4 {
+                let commit = Uuid::now_v7();
+                let events = (0..=(c + k) % 3).map(|_| event("t")).collect();
+                let a = log
+                    .append(case, Expected::Any, events, commit)
+                    .await
+                    .unwrap();
+                out.push((commit, a));
+            }
+        }
+        out
+    }
+
+    /// What the index promises, checked through the log's API.
+    async fn assert_indexed(log: &SledLog, commits: &[(Uuid, Appended)]) {
+        for (commit, a) in commits {
+            let retry = log
+                .append(
+                    Uuid::now_v7(),
+                    Expected::NoStream,
+                    vec![event("x")],
+                    *commit,
+                )
+                .await
+                .unwrap();
+            assert!(retry.deduplicated);
+            assert_eq!(
+                Appended {
+                    deduplicated: false,
+                    ..retry
+                },
+                *a
+            );
+            let read = log
+                .read_case(a.case_id, a.first_version, 1000)
+                .await
+                .unwrap();
+            assert_eq!(read[0].position, a.first_position);
+            assert_eq!(read[0].commit_id, *commit);
+        }
+        let (_, last) = commits.last().unwrap();
+        let stale = log
+            .append(
+                last.case_id,
+                Expected::Exact(last.last_version - 1),
+                vec![event("x")],
+                Uuid::now_v7(),
+            )
+            .await;
+        assert!(
+            matches!(stale, Err(Error::Conflict { actual, .. }) if actual == last.last_version)
+        );
+    }
+
+    /// Removes every index key and moves the watermark back, as if the indexer had
+    /// written nothing durable before a crash (or, with `legacy`, rewrites the case index
+    /// in the one-key-per-version layout of older stores and drops the watermark).
+    fn strip_index(dir: &Path, legacy: bool) {
+        let db = sled::open(dir).unwrap();
+        let mut cases = Vec::new();
+        for item in db.scan_prefix([CASE]).chain(db.scan_prefix([COMMIT])) {
+            let (k, v) = item.unwrap();
+            if k[0] == CASE {
+                cases.push(
+                    CaseRuns::decode(&k, &v)
+                        .unwrap()
+                        .positions()
+                        .map(|p| (Uuid::from_slice(&k[1..17]).unwrap(), p))
+                        .collect::<Vec<_>>(),
+                );
+                db.remove(k).unwrap();
+            } else if !legacy {
+                db.remove(k).unwrap();
+            }
+        }
+        if legacy {
+            for (case, (v, pos)) in cases.into_iter().flatten() {
+                db.insert(case_key(case, v), &pos.to_be_bytes()).unwrap();
+            }
+            db.remove(META_INDEXED).unwrap();
+        } else {
+            db.insert(META_INDEXED, &0u64.to_be_bytes()).unwrap();
+        }
+        db.flush().unwrap();
+    }
+
+    #[tokio::test]
+    async fn index_is_rebuilt_from_the_events_after_the_watermark() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = SledLog::open(dir.path(), SledConfig::default()).unwrap();
+        let commits = populate(&log).await;
+        assert_indexed(&log, &commits).await;
+        drop(log);
+        strip_index(dir.path(), false);
+        let log = SledLog::open(dir.path(), SledConfig::default()).unwrap();
+        assert_indexed(&log, &commits).await;
+    }
+
+    #[tokio::test]
+    async fn stores_with_one_case_key_per_version_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = SledLog::open(dir.path(), SledConfig::default()).unwrap();
+        let commits = populate(&log).await;
+        drop(log);
+        strip_index(dir.path(), true);
+        let log = SledLog::open(dir.path(), SledConfig::default()).unwrap();
+        assert_indexed(&log, &commits).await;
+        // New commits add run keys after the legacy ones.
+        let (_, last) = commits.last().unwrap();
+        let a = log
+            .append(
+                last.case_id,
+                Expected::Exact(last.last_version),
+                vec![event("y")],
+                Uuid::now_v7(),
+            )
+            .await
+            .unwrap();
+        drop(log);
+        let log = SledLog::open(dir.path(), SledConfig::default()).unwrap();
+        let read = log.read_case(last.case_id, 1, 1000).await.unwrap();
+        assert_eq!(read.len() as u64, a.last_version);
+        assert_eq!(read.last().unwrap().position, a.first_position);
+    }
+
+    #[tokio::test]
+    async fn a_long_stream_spans_several_case_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = SledLog::open(dir.path(), SledConfig::default()).unwrap();
+        let case = Uuid::now_v7();
+        let other = Uuid::now_v7();
+        let n = MAX_RUN_VERSIONS * 2 + 10;
+        for i in 0..n {
+            log.append(case, Expected::Exact(i), vec![event("a")], Uuid::now_v7())
+                .await
+                .unwrap();
+            if i % 100 == 0 {
+                log.append(other, Expected::Any, vec![event("b")], Uuid::now_v7())
+                    .await
+                    .unwrap();
+            }
+        }
+        drop(log);
+        let log = SledLog::open(dir.path(), SledConfig::default()).unwrap();
+        for from in [
+            1,
+            MAX_RUN_VERSIONS - 1,
+            MAX_RUN_VERSIONS,
+            MAX_RUN_VERSIONS + 1,
+            n,
+        ] {
+            let read = log.read_case(case, from, 50).await.unwrap();
+            let versions: Vec<u64> = read.iter().map(|e| e.version).collect();
+            let want: Vec<u64> = (from..=n).take(50).collect();
+            assert_eq!(versions, want, "reading from {from}");
+        }
+        assert!(log.read_case(case, n + 1, 10).await.unwrap().is_empty());
+        assert_eq!(log.shared.case_head(case).unwrap(), n);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use onecity_eventlog::{Error, EventLog, Expected, NewEvent, SledConfig, SledLog};
+use onecity_eventlog::{Error, EventLog, Expected, NewEvent, RecordedEvent, SledConfig, SledLog};
 use uuid::Uuid;
 
 const CHILD_ENV: &str = "ONECITY_CRASH_CHILD";
@@ -219,6 +219,63 @@ async fn one_iteration(rng: &mut u64) {
         log.read_case(last.case, 1, 1).await,
         Err(Error::NotFound(_))
     ));
+    // The case index and the commit-id index were rebuilt from the events wherever the
+    // background indexer had not made them durable: every case reads back exactly its
+    // events, every acknowledged commit deduplicates to its original result, and a case's
+    // head admits exactly its last version.
+    let mut by_case: HashMap<Uuid, Vec<&RecordedEvent>> = HashMap::new();
+    for e in &all {
+        by_case.entry(e.case_id).or_default().push(e);
+    }
+    for (case, events) in &by_case {
+        let read = log.read_case(*case, 1, 100_000).await.unwrap();
+        let read: Vec<&RecordedEvent> = read.iter().collect();
+        assert_eq!(&read, events, "case {case} reads back differently");
+    }
+    let retries = acked.iter().map(|a| {
+        let log = &log;
+        async move {
+            let r = log
+                .append(
+                    Uuid::now_v7(),
+                    Expected::NoStream,
+                    vec![NewEvent::new("x", "x", vec![])],
+                    a.commit,
+                )
+                .await
+                .unwrap();
+            assert!(r.deduplicated, "commit {} not deduplicated", a.commit);
+            assert_eq!(r.case_id, a.case);
+            assert_eq!(
+                (r.first_version, r.last_position),
+                (a.first_version, a.last_position)
+            );
+        }
+    });
+    futures::future::join_all(retries).await;
+    let (case, events) = by_case.iter().next().unwrap();
+    let stale = Expected::Exact(events.len() as u64 - 1);
+    assert!(matches!(
+        log.append(
+            *case,
+            stale,
+            vec![NewEvent::new("x", "x", vec![])],
+            Uuid::now_v7()
+        )
+        .await,
+        Err(Error::Conflict { .. })
+    ));
+    let next = log
+        .append(
+            *case,
+            Expected::Exact(events.len() as u64),
+            vec![NewEvent::new("x", "x", vec![])],
+            Uuid::now_v7(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(next.first_version, events.len() as u64 + 1);
+    assert_eq!(log.head().await.unwrap(), head + 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
