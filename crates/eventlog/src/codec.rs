@@ -159,6 +159,25 @@ pub(crate) fn encode_event(e: &RecordedEvent) -> Vec<u8> {
     pb::RecordedEvent::from(e).encode_to_vec()
 }
 
+/// A stored event's type and nothing else: prost skips every other field (the payload
+/// included) without copying it, so a subscriber can drop events its filter rejects for
+/// the price of reading one short string.
+#[derive(Clone, PartialEq, Message)]
+struct TypeOnly {
+    #[prost(string, tag = "6")]
+    event_type: String,
+}
+
+/// Whether the stored event `bytes` passes `filter`, without decoding the event.
+pub(crate) fn stored_event_matches(bytes: &[u8], filter: &crate::Filter) -> Result<bool> {
+    if filter.event_type_prefixes.is_empty() {
+        return Ok(true);
+    }
+    let t = TypeOnly::decode(bytes)
+        .map_err(|e| Error::Storage(format!("corrupt event record: {e}")))?;
+    Ok(filter.matches_type(&t.event_type))
+}
+
 pub(crate) fn decode_event(bytes: &[u8]) -> Result<RecordedEvent> {
     let p = pb::RecordedEvent::decode(bytes)
         .map_err(|e| Error::Storage(format!("corrupt event record: {e}")))?;
@@ -169,6 +188,29 @@ pub(crate) fn decode_event(bytes: &[u8]) -> Result<RecordedEvent> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn stored_events_are_filtered_by_type_without_decoding() {
+        let e = RecordedEvent {
+            event_id: Uuid::now_v7(),
+            case_id: Uuid::now_v7(),
+            version: 3,
+            position: 9,
+            recorded_at: now_micros(),
+            event_type: "onecity.v1.ReferralIssued".into(),
+            actor: "a".into(),
+            causation_id: String::new(),
+            payload: vec![7; 100],
+            commit_id: Uuid::now_v7(),
+        };
+        let bytes = encode_event(&e);
+        let f = |p: &[&str]| crate::Filter::prefixes(p.iter().copied());
+        assert!(stored_event_matches(&bytes, &crate::Filter::all()).unwrap());
+        assert!(stored_event_matches(&bytes, &f(&["onecity.v1.Referral"])).unwrap());
+        assert!(stored_event_matches(&bytes, &f(&["x", "onecity.v1.R"])).unwrap());
+        assert!(!stored_event_matches(&bytes, &f(&["onecity.v1.Eligibility"])).unwrap());
+        assert!(stored_event_matches(&[0xff, 0xff], &f(&["x"])).is_err());
+    }
 
     fn arb_event() -> impl Strategy<Value = RecordedEvent> {
         (

@@ -219,11 +219,16 @@ impl Filter {
 
     /// Whether `event` passes the filter.
     pub fn matches(&self, event: &RecordedEvent) -> bool {
+        self.matches_type(&event.event_type)
+    }
+
+    /// Whether an event of type `event_type` passes the filter.
+    pub fn matches_type(&self, event_type: &str) -> bool {
         self.event_type_prefixes.is_empty()
             || self
                 .event_type_prefixes
                 .iter()
-                .any(|p| event.event_type.starts_with(p.as_str()))
+                .any(|p| event_type.starts_with(p.as_str()))
     }
 }
 

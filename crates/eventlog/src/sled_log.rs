@@ -32,7 +32,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::codec::{decode_event, encode_event, now_micros};
+use crate::codec::{decode_event, encode_event, now_micros, stored_event_matches};
 use crate::{
     check_consumer, clamp_limit, Appended, Error, EventLog, EventStream, Expected, Filter, Limits,
     NewEvent, RecordedEvent, Result,
@@ -367,6 +367,30 @@ impl Shared {
             .collect()
     }
 
+    /// Like `read_all`, for a subscription: decodes only the events `filter` passes and
+    /// returns them with the last position it looked at (`from - 1` when there was
+    /// nothing durable to look at).
+    fn read_matching(
+        &self,
+        from: u64,
+        limit: usize,
+        filter: &Filter,
+    ) -> Result<(Vec<RecordedEvent>, u64)> {
+        let head = self.durable_head();
+        if from > head {
+            return Ok((Vec::new(), from - 1));
+        }
+        let last = head.min(from.saturating_add(limit as u64 - 1));
+        let mut out = Vec::new();
+        for v in self.db.range(event_key(from)..=event_key(last)).values() {
+            let v = v.map_err(sled_err)?;
+            if stored_event_matches(&v, filter)? {
+                out.push(decode_event(&v)?);
+            }
+        }
+        Ok((out, last))
+    }
+
     fn read_case(
         &self,
         case_id: Uuid,
@@ -459,19 +483,19 @@ impl Shared {
                 if self.closed.is_cancelled() {
                     return;
                 }
-                let batch = match self.read_all(next, CHUNK) {
+                let (batch, scanned_to) = match self.read_matching(next, CHUNK, &filter) {
                     Ok(b) => b,
                     Err(e) => {
                         let _ = tx.send(Err(e)).await;
                         return;
                     }
                 };
-                if batch.is_empty() {
+                if scanned_to < next {
                     break;
                 }
+                next = scanned_to + 1;
                 for event in batch {
-                    next = event.position + 1;
-                    if filter.matches(&event) && tx.send(Ok(event)).await.is_err() {
+                    if tx.send(Ok(event)).await.is_err() {
                         return;
                     }
                 }
