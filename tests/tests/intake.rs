@@ -276,6 +276,7 @@ async fn every_validation_rule_names_its_field_and_writes_nothing() {
             let err = screen
                 .screen(pb::ScreenRequest {
                     application: req.application,
+                    view: 0,
                 })
                 .await
                 .expect_err(name);
@@ -319,10 +320,12 @@ async fn screening_assesses_without_writing_and_policy_is_dated() {
     let server = TestServer::start(dir.path()).await;
     let mut eligibility = server.eligibility(tokens::TERMINAL).await;
     let head = server.head().await;
+    let screen = |view: pb::ScreenView| pb::ScreenRequest {
+        application: Some(sample_application()),
+        view: view as i32,
+    };
     let screened = eligibility
-        .screen(pb::ScreenRequest {
-            application: Some(sample_application()),
-        })
+        .screen(screen(pb::ScreenView::Full))
         .await
         .unwrap()
         .into_inner();
@@ -332,6 +335,28 @@ async fn screening_assesses_without_writing_and_policy_is_dated() {
     assert_eq!(dibao.outcome, pb::Outcome::Eligible as i32);
     assert!(dibao.amount_fen > 0);
     assert!(!dibao.rules.is_empty() && !dibao.rules[0].explanation.is_empty());
+    // The default view is BASIC: the same assessments without their rules.
+    for view in [pb::ScreenView::Unspecified, pb::ScreenView::Basic] {
+        let basic = eligibility.screen(screen(view)).await.unwrap().into_inner();
+        let without_rules: Vec<_> = screened
+            .assessments
+            .iter()
+            .map(|a| pb::Assessment {
+                rules: Vec::new(),
+                ..a.clone()
+            })
+            .collect();
+        assert_eq!(basic.assessments, without_rules, "{view:?}");
+    }
+    let err = eligibility
+        .screen(pb::ScreenRequest {
+            view: 7,
+            ..screen(pb::ScreenView::Full)
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("view"), "{}", err.message());
     assert_eq!(server.head().await, head, "screening writes nothing");
 
     let p = |as_of: &str| pb::GetPolicyRequest {

@@ -6,7 +6,7 @@ use onecity_proto::v1 as pb;
 use onecity_proto::v1::eligibility_service_server::{EligibilityService, EligibilityServiceServer};
 use tonic::{Request, Response, Status};
 
-use crate::{Error, Screener};
+use crate::{Error, Screener, View};
 
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
@@ -52,8 +52,10 @@ impl EligibilityService for EligibilityGrpc {
         req: Request<pb::ScreenRequest>,
     ) -> Result<Response<pb::ScreenResponse>, Status> {
         let who = principal(&req)?;
-        let pb::ScreenRequest { application } = req.into_inner();
-        let assessments = self.screener.screen(&who, application)?;
+        let pb::ScreenRequest { application, view } = req.into_inner();
+        let assessments = self
+            .screener
+            .screen(&who, application, View::from_proto(view)?)?;
         Ok(Response::new(pb::ScreenResponse { assessments }))
     }
 

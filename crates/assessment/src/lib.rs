@@ -49,6 +49,31 @@ const ID_NAMESPACE: Uuid = Uuid::from_bytes(onecity_domain::ID_NAMESPACE);
 /// Consumer name of the assessment worker's checkpoint.
 pub const CONSUMER: &str = "assessment";
 
+/// How much of each assessment [`Screener::screen`] returns (the `ScreenView` of the API).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum View {
+    /// Outcome, amount, margin, department unit, policy version and summary; no rules.
+    /// What a clerk reads; a seventh of the bytes of [`View::Full`].
+    #[default]
+    Basic,
+    /// Every rule with its inputs, threshold and explanation as well.
+    Full,
+}
+
+impl View {
+    /// From the `ScreenView` proto value (0 = the default, [`View::Basic`]).
+    pub fn from_proto(view: i32) -> Result<View> {
+        match pb::ScreenView::try_from(view) {
+            Ok(pb::ScreenView::Unspecified | pb::ScreenView::Basic) => Ok(View::Basic),
+            Ok(pb::ScreenView::Full) => Ok(View::Full),
+            Err(_) => Err(Error::Invalid {
+                field: "view".into(),
+                reason: format!("unknown screen view {view}"),
+            }),
+        }
+    }
+}
+
 /// Dry-run assessments and policy look-ups.
 #[derive(Debug, Clone)]
 pub struct Screener {
@@ -66,11 +91,13 @@ impl Screener {
     }
 
     /// Assesses all twelve programmes for an application, writing nothing. Validated
-    /// exactly like a submission. Terminals and administrators only.
+    /// exactly like a submission. Terminals and administrators only. `view` says whether
+    /// the rules come with it.
     pub fn screen(
         &self,
         principal: &Principal,
         application: Option<pb::Application>,
+        view: View,
     ) -> Result<Vec<pb::Assessment>> {
         if !matches!(
             principal,
@@ -101,7 +128,13 @@ impl Screener {
             })?;
         Ok(assess(&app, policy, &self.catalogue)
             .into_iter()
-            .map(Into::into)
+            .map(|mut a| {
+                if view == View::Basic {
+                    // Dropped before the conversion: neither converted nor encoded.
+                    a.rules = Vec::new();
+                }
+                a.into()
+            })
             .collect())
     }
 

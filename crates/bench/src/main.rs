@@ -73,7 +73,8 @@ enum Scenario {
     DurableNoop,
     /// `SubmitApplication` at concurrency 1, 64, 256.
     Submit,
-    /// `Screen` at concurrency 64.
+    /// `Screen` at concurrency 64, in the default view (BASIC, which the target judges)
+    /// and in the FULL view (`screen-full`).
     Screen,
     /// Submission until the referrals are visible: 200/s, 1,000/s, saturation.
     Route,
@@ -94,7 +95,8 @@ enum Step {
     Noop(usize),
     DurableNoop(usize),
     Submit(usize),
-    Screen(usize),
+    /// `Screen` at a concurrency, in the default (BASIC) view or the FULL one.
+    Screen(usize, bool),
     RouteOpen(f64),
     RouteSaturation(usize),
     Rebuild,
@@ -106,7 +108,8 @@ impl Step {
             Step::Noop(c) => format!("noop c={c}"),
             Step::DurableNoop(c) => format!("durable-noop c={c}"),
             Step::Submit(c) => format!("submit c={c}"),
-            Step::Screen(c) => format!("screen c={c}"),
+            Step::Screen(c, false) => format!("screen c={c}"),
+            Step::Screen(c, true) => format!("screen-full c={c}"),
             Step::RouteOpen(r) => format!("route {r:.0}/s"),
             Step::RouteSaturation(c) => format!("route saturation c={c}"),
             Step::Rebuild => "rebuild".into(),
@@ -131,7 +134,8 @@ fn plan(selected: &[Scenario], with_rebuild: bool) -> Vec<Step> {
             steps.push(Step::Submit(c));
         }
         if has(Scenario::Screen) && c == SCREEN_CONCURRENCY {
-            steps.push(Step::Screen(c));
+            steps.push(Step::Screen(c, false));
+            steps.push(Step::Screen(c, true));
         }
     }
     if has(Scenario::Route) {
@@ -354,7 +358,7 @@ async fn run_steps(cli: &Cli, s: &Settings, steps: &[Step], url: &str) -> anyhow
             Step::Noop(c) => scenarios::noop(&ctx, c).await,
             Step::DurableNoop(c) => scenarios::durable_noop(&ctx, c).await,
             Step::Submit(c) => scenarios::submit(&ctx, c).await,
-            Step::Screen(c) => scenarios::screen(&ctx, c).await,
+            Step::Screen(c, full) => scenarios::screen(&ctx, c, full).await,
             Step::RouteOpen(r) => scenarios::route_open(&ctx, r).await,
             Step::RouteSaturation(c) => scenarios::route_saturation(&ctx, c).await,
             Step::Rebuild => {
@@ -408,7 +412,9 @@ fn attach_ceiling(cell: &mut Cell, step: &Step, earlier: &[Cell]) {
         Step::Submit(c) => {
             find(earlier, "durable-noop", c).map(|d| (format!("durable-noop c={c}"), d.ops_per_s))
         }
-        Step::Screen(c) => find(earlier, "noop", c).map(|d| (format!("noop c={c}"), d.ops_per_s)),
+        Step::Screen(c, _) => {
+            find(earlier, "noop", c).map(|d| (format!("noop c={c}"), d.ops_per_s))
+        }
         Step::RouteOpen(r) => Some(("offered load".into(), r)),
         Step::RouteSaturation(_) => best_submit(earlier)
             .map(|b| (format!("best submit ({})", b.load()), b.ops_per_s))

@@ -172,8 +172,10 @@ pub async fn submit(ctx: &Ctx, c: usize) -> anyhow::Result<Cell> {
     Ok(closed_cell("submit", c, ctx.window, run))
 }
 
-/// `EligibilityService.Screen`: validation and all twelve rules, nothing written.
-pub async fn screen(ctx: &Ctx, c: usize) -> anyhow::Result<Cell> {
+/// `EligibilityService.Screen`: validation and all twelve rules, nothing written; in the
+/// default view (BASIC: outcomes, amounts, summaries) or, with `full`, every rule's
+/// explanation too (cell `screen-full`).
+pub async fn screen(ctx: &Ctx, c: usize, full: bool) -> anyhow::Result<Cell> {
     let conns = Conns::connect(&ctx.url, connections_for(c)).await?;
     let clients: Arc<Vec<_>> = Arc::new(
         (0..c)
@@ -184,15 +186,24 @@ pub async fn screen(ctx: &Ctx, c: usize) -> anyhow::Result<Cell> {
     let run = closed_loop(c, ctx.window, move |t, i| {
         let mut client = clients[t].clone();
         let application = Some(pool.get(nth(t, i)).application.clone());
+        let view = if full {
+            pb::ScreenView::Full
+        } else {
+            pb::ScreenView::Unspecified
+        };
         async move {
             client
-                .screen(pb::ScreenRequest { application })
+                .screen(pb::ScreenRequest {
+                    application,
+                    view: view as i32,
+                })
                 .await
                 .map(|_| ())
         }
     })
     .await;
-    Ok(closed_cell("screen", c, ctx.window, run))
+    let name = if full { "screen-full" } else { "screen" };
+    Ok(closed_cell(name, c, ctx.window, run))
 }
 
 /// The log's head (service token).

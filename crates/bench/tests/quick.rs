@@ -39,6 +39,7 @@ fn quick_run_prints_parseable_json_for_every_scenario() {
             "rebuild",
             "route",
             "screen",
+            "screen-full",
             "submit"
         ]),
         "{stdout}"

@@ -71,6 +71,10 @@ pub enum Command {
         client: ClientArgs,
         /// Application in proto3 JSON.
         file: PathBuf,
+        /// Every rule with its inputs and explanation too (the FULL view); by default
+        /// each programme's outcome, amount and summary.
+        #[arg(long)]
+        full: bool,
     },
     /// Show a case: status, assessments, referrals, history.
     Case {
@@ -604,13 +608,19 @@ async fn client_command(command: Command) -> anyhow::Result<()> {
             }
             print(resp.get_ref())
         }
-        Command::Screen { client, file } => {
+        Command::Screen { client, file, full } => {
             let application = read_application(&file)?;
             let c = Client::connect(&client).await?;
+            let view = if full {
+                pb::ScreenView::Full
+            } else {
+                pb::ScreenView::Basic
+            };
             let resp = c
                 .eligibility()
                 .screen(c.request(pb::ScreenRequest {
                     application: Some(application),
+                    view: view as i32,
                 }))
                 .await?;
             print(resp.get_ref())
