@@ -45,17 +45,25 @@ pub(crate) fn parse_uuid(field: &str, s: &str) -> Result<Uuid> {
 impl From<&RecordedEvent> for pb::RecordedEvent {
     fn from(e: &RecordedEvent) -> Self {
         pb::RecordedEvent {
-            event_id: e.event_id.to_string(),
-            case_id: e.case_id.to_string(),
-            version: e.version,
-            position: e.position,
-            recorded_at: Some(timestamp(e.recorded_at)),
-            event_type: e.event_type.clone(),
-            actor: e.actor.clone(),
-            causation_id: e.causation_id.clone(),
             payload: e.payload.clone(),
-            commit_id: e.commit_id.to_string(),
+            ..envelope(e)
         }
+    }
+}
+
+/// Everything but the payload (which is what is large).
+fn envelope(e: &RecordedEvent) -> pb::RecordedEvent {
+    pb::RecordedEvent {
+        event_id: e.event_id.to_string(),
+        case_id: e.case_id.to_string(),
+        version: e.version,
+        position: e.position,
+        recorded_at: Some(timestamp(e.recorded_at)),
+        event_type: e.event_type.clone(),
+        actor: e.actor.clone(),
+        causation_id: e.causation_id.clone(),
+        payload: Vec::new(),
+        commit_id: e.commit_id.to_string(),
     }
 }
 
@@ -155,13 +163,61 @@ pub(crate) fn expected(e: Option<pb::ExpectedVersion>) -> Result<Expected> {
     }
 }
 
+// The value of an `E` key in the sled log. Three layouts:
+//
+// - `0x0A …`: a plain protobuf `RecordedEvent` (stores written before framing; a
+//   `RecordedEvent` always starts with field 1, the event id, whose tag byte is 0x0A);
+// - `0x01` + length-delimited envelope + payload: the envelope is the `RecordedEvent`
+//   with an empty payload, the payload follows as is;
+// - `0x02` + length-delimited envelope + lz4 block (size-prefixed) of the payload.
+//
+// Payloads of 512 bytes or more are compressed when that saves at least an eighth: the
+// assessments the services append are ~8 KiB of repetitive explanation text, and the
+// log's size is what sled's recovery, a cold start's replay and the page cache pay for.
+// The envelope stays uncompressed so a subscriber can read the event type alone.
+const FRAMED_RAW: u8 = 0x01;
+const FRAMED_LZ4: u8 = 0x02;
+const COMPRESS_FROM: usize = 512;
+/// Refuses to inflate a stored payload beyond this (a corrupt size prefix must not
+/// become a huge allocation); far above any payload limit a deployment would set.
+const MAX_INFLATED: usize = 256 * 1024 * 1024;
+
 pub(crate) fn encode_event(e: &RecordedEvent) -> Vec<u8> {
-    pb::RecordedEvent::from(e).encode_to_vec()
+    let envelope = envelope(e);
+    let compressed = (e.payload.len() >= COMPRESS_FROM)
+        .then(|| lz4_flex::compress_prepend_size(&e.payload))
+        .filter(|c| c.len() <= e.payload.len() - e.payload.len() / 8);
+    let (kind, body) = match &compressed {
+        Some(c) => (FRAMED_LZ4, c.as_slice()),
+        None => (FRAMED_RAW, e.payload.as_slice()),
+    };
+    let mut out = Vec::with_capacity(1 + 5 + envelope.encoded_len() + body.len());
+    out.push(kind);
+    envelope
+        .encode_length_delimited(&mut out)
+        .expect("a Vec grows as needed");
+    out.extend_from_slice(body);
+    out
 }
 
-/// A stored event's type and nothing else: prost skips every other field (the payload
-/// included) without copying it, so a subscriber can drop events its filter rejects for
-/// the price of reading one short string.
+fn corrupt(e: impl std::fmt::Display) -> Error {
+    Error::Storage(format!("corrupt event record: {e}"))
+}
+
+/// The envelope part of a stored event and what follows it.
+fn split_framed(bytes: &[u8]) -> Result<(&[u8], &[u8])> {
+    let mut rest = &bytes[1..];
+    let len = prost::encoding::decode_varint(&mut rest).map_err(corrupt)?;
+    let len = usize::try_from(len).map_err(corrupt)?;
+    if len > rest.len() {
+        return Err(corrupt("envelope runs past the record"));
+    }
+    Ok(rest.split_at(len))
+}
+
+/// A stored event's type and nothing else: prost skips every other field without
+/// copying it, so a subscriber can drop events its filter rejects for the price of
+/// reading one short string.
 #[derive(Clone, PartialEq, Message)]
 struct TypeOnly {
     #[prost(string, tag = "6")]
@@ -173,15 +229,36 @@ pub(crate) fn stored_event_matches(bytes: &[u8], filter: &crate::Filter) -> Resu
     if filter.event_type_prefixes.is_empty() {
         return Ok(true);
     }
-    let t = TypeOnly::decode(bytes)
-        .map_err(|e| Error::Storage(format!("corrupt event record: {e}")))?;
+    let envelope = match bytes.first() {
+        Some(&FRAMED_RAW | &FRAMED_LZ4) => split_framed(bytes)?.0,
+        _ => bytes,
+    };
+    let t = TypeOnly::decode(envelope).map_err(corrupt)?;
     Ok(filter.matches_type(&t.event_type))
 }
 
 pub(crate) fn decode_event(bytes: &[u8]) -> Result<RecordedEvent> {
-    let p = pb::RecordedEvent::decode(bytes)
-        .map_err(|e| Error::Storage(format!("corrupt event record: {e}")))?;
-    RecordedEvent::try_from(p).map_err(|e| Error::Storage(format!("corrupt event record: {e}")))
+    let p = match bytes.first() {
+        Some(&kind @ (FRAMED_RAW | FRAMED_LZ4)) => {
+            let (envelope, body) = split_framed(bytes)?;
+            let mut p = pb::RecordedEvent::decode(envelope).map_err(corrupt)?;
+            p.payload = if kind == FRAMED_RAW {
+                body.to_vec()
+            } else {
+                let declared = body
+                    .get(..4)
+                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+                    .ok_or_else(|| corrupt("missing payload size"))?;
+                if declared > MAX_INFLATED {
+                    return Err(corrupt(format!("payload claims {declared} bytes")));
+                }
+                lz4_flex::decompress_size_prepended(body).map_err(corrupt)?
+            };
+            p
+        }
+        _ => pb::RecordedEvent::decode(bytes).map_err(corrupt)?,
+    };
+    RecordedEvent::try_from(p).map_err(corrupt)
 }
 
 #[cfg(test)]
@@ -250,6 +327,33 @@ mod tests {
         }
 
         #[test]
+        fn compressible_payloads_roundtrip_smaller(
+            e in arb_event(),
+            words in proptest::collection::vec("[a-d]{1,6} ", 200..2000),
+        ) {
+            let e = RecordedEvent { payload: words.concat().into_bytes(), ..e };
+            let stored = encode_event(&e);
+            prop_assert_eq!(stored[0], FRAMED_LZ4);
+            prop_assert!(stored.len() < pb::RecordedEvent::from(&e).encoded_len());
+            prop_assert_eq!(decode_event(&stored).unwrap(), e);
+        }
+
+        #[test]
+        fn events_stored_before_framing_still_decode(e in arb_event()) {
+            let legacy = pb::RecordedEvent::from(&e).encode_to_vec();
+            prop_assert_eq!(legacy[0], 0x0A);
+            prop_assert_eq!(decode_event(&legacy).unwrap(), e);
+        }
+
+        #[test]
+        fn truncated_records_are_errors_not_panics(e in arb_event(), cut in 0usize..64) {
+            let stored = encode_event(&e);
+            let cut = cut.min(stored.len() - 1);
+            let _ = decode_event(&stored[..stored.len() - cut - 1]);
+            let _ = stored_event_matches(&stored[..cut.max(1)], &crate::Filter::prefixes(["x"]));
+        }
+
+        #[test]
         fn expected_roundtrips(v in any::<u64>(), k in 0..3u8) {
             let e = match k { 0 => Expected::Any, 1 => Expected::NoStream, _ => Expected::Exact(v) };
             prop_assert_eq!(expected(Some(e.into())).unwrap(), e);
@@ -262,6 +366,10 @@ mod tests {
             decode_event(&[0xff, 0xff, 0xff]),
             Err(Error::Storage(_))
         ));
+        // A size prefix claiming 4 GiB is refused before anything is allocated.
+        let mut bomb = vec![FRAMED_LZ4, 0];
+        bomb.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(decode_event(&bomb), Err(Error::Storage(_))));
     }
 
     #[test]
