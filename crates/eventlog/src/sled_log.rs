@@ -50,8 +50,10 @@ const META_INDEXED: &[u8] = b"Mindexed";
 pub struct SledConfig {
     /// Request limits.
     pub limits: Limits,
-    /// Live group commits (batches of events) buffered per subscriber before it falls
-    /// back to reading storage.
+    /// Live group commits (batches of up to `max_batch` commits' events) a subscriber
+    /// may trail the writer by before it falls back to reading storage. The broadcast
+    /// keeps the last this-many batches alive, so it is also a memory bound: 64 batches
+    /// of 64 commits of ~3 KiB events is ~12 MiB.
     pub live_buffer: usize,
     /// Most operations written by one group commit.
     pub max_batch: usize,
@@ -66,7 +68,7 @@ impl Default for SledConfig {
     fn default() -> Self {
         SledConfig {
             limits: Limits::default(),
-            live_buffer: 4096,
+            live_buffer: 64,
             max_batch: 1024,
             cache_capacity: 64 * 1024 * 1024,
         }
