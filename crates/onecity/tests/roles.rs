@@ -32,6 +32,8 @@ impl Proc {
             .arg(data_dir)
             .args(args)
             .env("ONECITY_LOG_TOKEN", "demo-service")
+            // The workers run as two partitions: intake's backpressure watches both.
+            .env("ONECITY_WORKER_PARTITIONS", "2")
             .env("ONECITY_LOG_LEVEL", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
