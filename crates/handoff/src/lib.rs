@@ -478,18 +478,21 @@ impl Inbox {
     }
 
     /// Position of the last referral event at or before `position` (or a position the
-    /// projection has already applied, when there is none after it). Reads the log
-    /// backwards from `position`, page by page, down to what is known: the applied
-    /// position or the previous scan. Usually a page: the last referral is a few events
-    /// behind the head.
+    /// projection has already applied, when there is none after it; or, when an earlier
+    /// scan covered `position`, that scan's answer). Reads the log backwards from
+    /// `position`, page by page, down to what is known: the applied position or the
+    /// previous scan. Usually a page: the last referral is a few events behind the head.
     async fn last_referral_at_or_before(&self, position: u64) -> Result<u64> {
         let applied = *self.applied.borrow();
         let (checked, last) = *self.scanned.lock().unwrap_or_else(|p| p.into_inner());
-        let (floor, below) = if position >= checked {
-            (checked.max(applied), last)
-        } else {
-            (applied, 0)
-        };
+        if position <= checked {
+            // A concurrent wait already scanned further. Its answer is the last referral at
+            // or before `position`, or a later durable one: waiting for it waits a little
+            // longer at most, where scanning back from `position` to `applied` could read
+            // much of the log while the inbox is still replaying it.
+            return Ok(last);
+        }
+        let floor = checked.max(applied);
         let mut hi = position;
         let mut found = None;
         while hi > floor && found.is_none() {
@@ -504,12 +507,10 @@ impl Inbox {
         }
         // Nothing after the floor: the previous scan's answer, or one at or below the
         // applied position (already in).
-        let target = found.unwrap_or(below);
-        if position >= checked {
-            let mut memo = self.scanned.lock().unwrap_or_else(|p| p.into_inner());
-            if position > memo.0 {
-                *memo = (position, target);
-            }
+        let target = found.unwrap_or(last);
+        let mut memo = self.scanned.lock().unwrap_or_else(|p| p.into_inner());
+        if position > memo.0 {
+            *memo = (position, target);
         }
         Ok(target)
     }
