@@ -29,7 +29,7 @@ pub trait ChunkHandler: Send + Sync {
 
 /// Shortest time between the starts of two checkpoint writes of one consumer. Under load
 /// a consumer handles a chunk every few milliseconds; writing its checkpoint that often
-/// would put a durable write per chunk on the log's single writer for no benefit, since a
+/// would put a durable write per chunk on the log's write path for no benefit, since a
 /// checkpoint only bounds the replay after a crash (at most this much work, plus one
 /// write in flight).
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
