@@ -1,10 +1,11 @@
-//! The embedded backend: one sled database, a three-thread write path, group commit.
+//! The embedded backend: one sled database, a writer thread with group commit, and an
+//! indexer behind it.
 //!
 //! Layout (one sled tree, so one `apply_batch` is atomic across all of it):
 //!
 //! | key                              | value                                    |
 //! |----------------------------------|------------------------------------------|
-//! | `E` position(u64 BE)             | protobuf `RecordedEvent`                 |
+//! | `E` position(u64 BE)             | framed event: envelope, then payload (lz4 when it pays); see `codec` |
 //! | `C` case(16) first version(u64 BE) | runs of (first position u64, count u32) for the versions from there on |
 //! | `K` commit(16)                   | case(16) first/last version, first/last position (4×u64 BE) |
 //! | `P` consumer name                | checkpoint position (u64 BE)             |
@@ -12,13 +13,13 @@
 //! | `Mindexed`                       | every commit up to here has its `C` and `K` keys |
 //!
 //! Why this shape: each sled key costs a leaf copy-on-write, so the event keys are the
-//! only ones on the critical path. The [`Sequencer`] owns the counters (no
-//! `generate_id`, which has gaps) and applies each group commit; the [`Committer`] is
-//! the only thread that flushes (sled 0.34's `flush_async` deadlocks when many tasks
-//! flush at once) and `fdatasync`s sled's files, since sled's own flush only issues
-//! `sync_file_range` on Linux, which survives a process crash but not power loss; the
-//! [`Indexer`] writes the case and commit-id index behind them, and an in-memory
-//! [`Overlay`] covers what it has not written yet. docs/eventlog.md has the full story.
+//! only ones on the critical path. The [`Writer`] owns the counters (no `generate_id`,
+//! which has gaps) and is the only thread that flushes (sled 0.34's `flush_async`
+//! deadlocks when many tasks flush at once); after each flush it `fdatasync`s sled's
+//! files, since sled's own flush only issues `sync_file_range` on Linux, which survives
+//! a process crash but not power loss. The [`Indexer`] writes the case and commit-id
+//! index behind it, and an in-memory [`Overlay`] covers what it has not written yet.
+//! docs/eventlog.md has the full story.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::File;
@@ -81,7 +82,7 @@ impl Default for SledConfig {
 pub struct SledLog {
     shared: Arc<Shared>,
     queue: mpsc::Sender<Op>,
-    /// Sequencer, committer and indexer, joined in that order on drop.
+    /// Writer and indexer, joined in that order on drop.
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -178,15 +179,12 @@ impl SledLog {
             overlay: Mutex::new(Overlay::default()),
         });
         let (queue, rx) = mpsc::channel(shared.config.max_batch.max(1) * 4);
-        let (to_committer, committer_rx) = std::sync::mpsc::sync_channel(0);
         let (to_indexer, indexer_rx) = std::sync::mpsc::sync_channel(64);
-        let sequencer = Sequencer {
+        let writer = Writer {
             shared: Arc::clone(&shared),
             head,
-        };
-        let committer = Committer {
-            shared: Arc::clone(&shared),
             syncer,
+            to_indexer,
         };
         let indexer = Indexer {
             shared: Arc::clone(&shared),
@@ -198,14 +196,7 @@ impl SledLog {
                 .map_err(|e| storage("spawn event log thread", e))
         };
         let threads = vec![
-            spawn(
-                "onecity-log-seq",
-                Box::new(move || sequencer.run(rx, to_committer)),
-            )?,
-            spawn(
-                "onecity-log-writer",
-                Box::new(move || committer.run(committer_rx, to_indexer)),
-            )?,
+            spawn("onecity-log-writer", Box::new(move || writer.run(rx)))?,
             spawn(
                 "onecity-log-index",
                 Box::new(move || indexer.run(indexer_rx)),
@@ -240,9 +231,9 @@ impl SledLog {
 impl Drop for SledLog {
     fn drop(&mut self) {
         self.shared.closed.cancel();
-        // Closing the queue stops the sequencer, whose channel's end stops the committer
-        // after its current batch, and so on down the pipeline; joining makes sure
-        // nothing is half-written when the caller reopens the directory.
+        // Closing the queue stops the writer after its current batch, and the end of its
+        // channel stops the indexer; joining makes sure nothing is half-written when the
+        // caller reopens the directory.
         let (dead, _) = mpsc::channel(1);
         drop(std::mem::replace(&mut self.queue, dead));
         for t in self.threads.drain(..) {
@@ -566,7 +557,7 @@ struct CommitRecord {
 }
 
 /// Commits whose case-index (`C`) and commit-id (`K`) keys the indexer has not written
-/// yet: the sequencer adds a commit when it stages it, the indexer removes it after
+/// yet: the writer adds a commit when it stages it, the indexer removes it after
 /// writing its keys. Because the keys reach sled *before* the commit leaves the
 /// overlay, anyone who looks in the overlay first and in sled second sees every commit.
 #[derive(Debug, Default)]
@@ -608,11 +599,11 @@ impl Overlay {
     }
 }
 
-/// What the sequencer hands the committer: one group commit.
+/// One group commit, as the writer builds it.
 #[derive(Default)]
 struct Staged {
     writes: Vec<(sled::IVec, sled::IVec)>,
-    /// Set once the sequencer has written `writes` into sled.
+    /// Set once `writes` are in sled.
     applied: Option<Result<()>>,
     /// Last position of the batch, when it appends events.
     new_head: Option<u64>,
@@ -621,23 +612,26 @@ struct Staged {
     commits: Vec<(Uuid, CommitRecord)>,
 }
 
-/// Stage one of the write path: owns the counters. It drains the request queue, checks
-/// idempotency and expected versions, assigns versions and positions and encodes the
-/// events, then hands the batch to the committer. While the committer flushes one batch
-/// the sequencer prepares the next, so only sled's insert, flush and `fdatasync` are
-/// serial.
-struct Sequencer {
+/// The write path's one thread: owns the counters and is the only flusher. It drains
+/// the request queue, checks idempotency and expected versions, assigns versions and
+/// positions, encodes the events, applies the batch (event keys, checkpoints, head
+/// marker) to sled, flushes and `fdatasync`s, then moves the durable head, feeds live
+/// subscribers, answers the callers and hands the commits to the indexer. Requests that
+/// arrive meanwhile wait in the queue and become the next batch (group commit).
+///
+/// (Splitting it into a staging thread and a flushing thread, so that one batch is
+/// prepared while the previous one is flushed, measured no better: at concurrency 64 it
+/// splits the waiting callers into two half-size batches, and adds a thread hop.)
+struct Writer {
     shared: Arc<Shared>,
-    /// Last position staged (durable or about to be).
+    /// Last position written.
     head: u64,
+    syncer: FileSyncer,
+    to_indexer: std::sync::mpsc::SyncSender<Vec<(Uuid, CommitRecord)>>,
 }
 
-impl Sequencer {
-    fn run(
-        mut self,
-        mut rx: mpsc::Receiver<Op>,
-        to_committer: std::sync::mpsc::SyncSender<Staged>,
-    ) {
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Op>) {
         let max_batch = self.shared.config.max_batch.max(1);
         while let Some(first) = rx.blocking_recv() {
             let mut staged = Staged::default();
@@ -649,22 +643,18 @@ impl Sequencer {
                     Err(_) => break,
                 }
             }
-            // A rendezvous channel: while the committer is busy the requests that arrive
-            // pile up in `rx` and become the next batch, which is what group commit wants.
             self.apply(&mut staged);
-            if to_committer.send(staged).is_err() {
+            if !self.commit(staged) {
                 break;
             }
         }
-        tracing::debug!("event log sequencer stopped");
+        tracing::debug!("event log writer stopped");
     }
 
-    /// Writes the batch into sled (not yet durable: the committer flushes it). Doing it
-    /// here lets the committer flush one batch while the next is being inserted; sled's
-    /// flush covers whatever was written before it was called. A batch carries its own
-    /// head marker, so after a crash sled holds whole batches only, and a batch that
-    /// reached the disk without being acknowledged is a write whose outcome the caller
-    /// did not learn (a retry deduplicates against it), never a hole.
+    /// Writes the batch into sled as one atomic `sled::Batch` carrying its own head
+    /// marker, so after a crash sled holds whole batches only; a batch that reached the
+    /// disk without being acknowledged is a write whose outcome the caller did not learn
+    /// (a retry deduplicates against it), never a hole.
     fn apply(&self, staged: &mut Staged) {
         if staged.writes.is_empty() || self.shared.failed.load(Ordering::Acquire) {
             return;
@@ -784,68 +774,52 @@ impl Sequencer {
     }
 }
 
-/// Stage two: the only thread that writes events and the only one that flushes. One
-/// sled batch per group commit (the events, the checkpoints and the head marker), one
-/// flush, one `fdatasync`; then the durable head moves, live subscribers are fed, the
-/// callers are answered and the commits go to the indexer.
-struct Committer {
-    shared: Arc<Shared>,
-    syncer: FileSyncer,
-}
-
-impl Committer {
-    fn run(
-        mut self,
-        rx: std::sync::mpsc::Receiver<Staged>,
-        to_indexer: std::sync::mpsc::SyncSender<Vec<(Uuid, CommitRecord)>>,
-    ) {
-        while let Ok(staged) = rx.recv() {
-            let Staged {
-                writes: _,
-                applied,
-                new_head,
-                replies,
-                events,
-                commits,
-            } = staged;
-            // The batch whose apply failed reports its own error; any batch after a
-            // failure reports the poisoned log.
-            if self.shared.failed.load(Ordering::Acquire) && !matches!(applied, Some(Err(_))) {
-                replies.into_iter().for_each(|r| r.fail(failed_error()));
-                continue;
-            }
-            if let Some(applied) = applied {
-                let result = applied.and_then(|()| self.syncer.sync(&self.shared.db));
-                if let Err(e) = result {
-                    tracing::error!(error = %e, "event log write failed, refusing further writes");
-                    self.shared.failed.store(true, Ordering::Release);
-                    replies.into_iter().for_each(|r| r.fail(e.clone_storage()));
-                    continue;
-                }
-            }
-            if let Some(head) = new_head {
-                // Order matters: advance the durable head before publishing, so a
-                // subscriber that misses the broadcast finds the events in storage.
-                self.shared.durable_head.store(head, Ordering::Release);
-                // No receivers is fine: nobody is subscribed.
-                let _ = self.shared.live.send(events.into());
-            }
-            replies.into_iter().for_each(Reply::send);
-            // Bounded: if the indexer falls behind, the write path waits for it rather
-            // than letting the overlay grow without limit.
-            if !commits.is_empty() && to_indexer.send(commits).is_err() {
-                break;
+impl Writer {
+    /// Makes an applied batch durable and answers it. `false` when the indexer is gone
+    /// (after an index failure), which stops the writer.
+    fn commit(&mut self, staged: Staged) -> bool {
+        let Staged {
+            writes: _,
+            applied,
+            new_head,
+            replies,
+            events,
+            commits,
+        } = staged;
+        // The batch whose apply failed reports its own error; any batch after a failure
+        // reports the poisoned log.
+        if self.shared.failed.load(Ordering::Acquire) && !matches!(applied, Some(Err(_))) {
+            replies.into_iter().for_each(|r| r.fail(failed_error()));
+            return true;
+        }
+        if let Some(applied) = applied {
+            let result = applied.and_then(|()| self.syncer.sync(&self.shared.db));
+            if let Err(e) = result {
+                tracing::error!(error = %e, "event log write failed, refusing further writes");
+                self.shared.failed.store(true, Ordering::Release);
+                replies.into_iter().for_each(|r| r.fail(e.clone_storage()));
+                return true;
             }
         }
-        tracing::debug!("event log committer stopped");
+        if let Some(head) = new_head {
+            // Order matters: advance the durable head before publishing, so a subscriber
+            // that misses the broadcast finds the events in storage.
+            self.shared.durable_head.store(head, Ordering::Release);
+            // No receivers is fine: nobody is subscribed.
+            let _ = self.shared.live.send(events.into());
+        }
+        replies.into_iter().for_each(Reply::send);
+        // Bounded: if the indexer falls behind, the write path waits for it rather than
+        // letting the overlay grow without limit.
+        commits.is_empty() || self.to_indexer.send(commits).is_ok()
     }
 }
 
-/// Stage three, off the critical path: writes the case-index and commit-id keys of
-/// durable commits, in larger batches than the group commits, together with the
-/// `Mindexed` watermark, then drops them from the overlay. It never flushes while the
-/// committer runs (the committer's next flush carries its writes); whatever was not yet
-/// durable at a crash is rebuilt from the events on open.
+/// Off the critical path: writes the case-index and commit-id keys of durable commits,
+/// in larger batches than the group commits, then the `Mindexed` watermark, then drops
+/// them from the overlay. It never flushes while the writer runs (the writer's next
+/// flush carries its keys); whatever was not yet durable at a crash is rebuilt from the
+/// events on open.
 struct Indexer {
     shared: Arc<Shared>,
 }
@@ -878,8 +852,8 @@ impl Indexer {
                 overlay.remove(*id, rec);
             }
         }
-        // The committer has stopped (it owned the sender), so this is the only flusher
-        // left: make the last index writes durable and a clean restart re-indexes nothing.
+        // The writer has stopped (it owned the sender), so this is the only flusher left:
+        // make the last index writes durable and a clean restart re-indexes nothing.
         if let Err(e) = self.shared.db.flush() {
             tracing::warn!(error = %e, "event log final index flush failed");
         }
@@ -889,8 +863,8 @@ impl Indexer {
 
 /// Background work yields the CPU to the write path: the indexer runs at nice 10, as
 /// compaction threads do in storage engines. It still keeps up on average (the bounded
-/// channel from the committer makes the write path wait if it does not); it only stops
-/// competing with the sequencer and committer for the moments they need a core.
+/// channel from the writer makes the write path wait if it does not); it only stops
+/// competing with the writer for the moments it needs a core.
 #[allow(unsafe_code)]
 fn lower_priority() {
     #[cfg(target_os = "linux")]
@@ -918,7 +892,7 @@ const INDEX_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
 /// that a case's commits arrive here in version order with nothing missing before them.
 ///
 /// Plain inserts, not a batch: a sled batch takes the tree's exclusive lock and pins its
-/// log until it is sealed, which would stall the committer behind a few thousand index
+/// log until it is sealed, which would stall the writer behind a few thousand index
 /// keys. Atomicity is not needed: sled recovers a prefix of its log and the watermark is
 /// written after every key it covers, so a recovered watermark never claims a missing
 /// key (re-indexing a key that survived writes the same value again).
