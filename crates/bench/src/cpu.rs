@@ -1,6 +1,6 @@
 //! CPU time of this process's threads, grouped by thread name, so each row can say who
 //! burnt the machine's two cores: the load-generating client, the server's runtime, the
-//! event log's write path (its sequencer, committer and indexer threads: every sled
+//! event log's write path (its writer and indexer threads: every sled
 //! insert of the log, and every fsync) or sled's own threads.
 //!
 //! Read from `/proc/self/task/*/stat` (utime + stime). Threads that exit between two
@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 pub const CLIENT_THREADS: &str = "bench-client";
 /// Thread-name prefix of the in-process server runtime's threads.
 pub const SERVER_THREADS: &str = "onecity-server";
-/// Name prefix of the log's write-path threads (`onecity-log-seq`, `onecity-log-writer`,
+/// Name prefix of the log's write-path threads (`onecity-log-writer`,
 /// `onecity-log-index`; the kernel truncates names to 15 bytes).
 const WRITER_THREAD: &str = "onecity-log-";
 
