@@ -121,14 +121,7 @@ impl SledLog {
     pub fn open(path: impl AsRef<Path>, config: SledConfig) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         std::fs::create_dir_all(&path).map_err(|e| storage("create data dir", e))?;
-        let db = sled::Config::new()
-            .path(&path)
-            .cache_capacity(config.cache_capacity)
-            // We flush explicitly after every group commit; sled's timer flush would
-            // only add a second flusher.
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| Error::Storage(format!("open sled at {}: {e}", path.display())))?;
+        let db = open_db(&path, config.cache_capacity)?;
         let head = match db.get(META_HEAD).map_err(sled_err)? {
             Some(v) => be_u64(&v)?,
             None => 0,
@@ -1173,6 +1166,38 @@ fn watch_blobs(blob_dir: &Path) -> Option<inotify::Inotify> {
     }
 }
 
+/// How long `open` waits for sled's file lock. sled releases it when the last of its
+/// background threads lets go of the store, a moment after a `Db` is dropped, so a
+/// store closed and reopened in one process (tests, `log import`) can find it still
+/// held; another process holding the store keeps it, and `open` then fails.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Opens sled as the log uses it: no timer flush (the writer flushes after every group
+/// commit; sled's timer would only add a second flusher).
+fn open_db(path: &Path, cache_capacity: u64) -> Result<sled::Db> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        let opened = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_capacity)
+            .flush_every_ms(None)
+            .open();
+        match opened {
+            // sled reports a busy lock as `ErrorKind::Other` with this message.
+            Err(sled::Error::Io(e))
+                if e.to_string().starts_with("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => {
+                return other
+                    .map_err(|e| Error::Storage(format!("open sled at {}: {e}", path.display())))
+            }
+        }
+    }
+}
+
 impl Error {
     fn clone_storage(&self) -> Error {
         Error::Storage(self.to_string())
@@ -1282,11 +1307,7 @@ pub mod raw {
     impl RawDurable {
         /// Opens a raw sled database configured like the log's.
         pub fn open(path: &Path) -> Result<Self> {
-            let db = sled::Config::new()
-                .path(path)
-                .flush_every_ms(None)
-                .open()
-                .map_err(sled_err)?;
+            let db = open_db(path, SledConfig::default().cache_capacity)?;
             let syncer = FileSyncer::new(path)?;
             Ok(RawDurable { db, syncer })
         }
@@ -1435,13 +1456,7 @@ mod tests {
     /// written nothing durable before a crash (or, with `legacy`, rewrites the case index
     /// in the one-key-per-version layout of older stores and drops the watermark).
     fn strip_index(dir: &Path, legacy: bool) {
-        // No timer flusher: its thread would keep the store locked for a moment after
-        // the drop below, and the test reopens the store at once.
-        let db = sled::Config::new()
-            .path(dir)
-            .flush_every_ms(None)
-            .open()
-            .unwrap();
+        let db = open_db(dir, 1 << 20).unwrap();
         let mut cases = Vec::new();
         for item in db.scan_prefix([CASE]).chain(db.scan_prefix([COMMIT])) {
             let (k, v) = item.unwrap();
@@ -1467,6 +1482,18 @@ mod tests {
             db.insert(META_INDEXED, &0u64.to_be_bytes()).unwrap();
         }
         db.flush().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_store_in_use_is_refused_and_free_again_once_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = SledLog::open(dir.path(), SledConfig::default()).unwrap();
+        match SledLog::open(dir.path(), SledConfig::default()) {
+            Err(Error::Storage(m)) => assert!(m.contains("could not acquire lock"), "{m}"),
+            other => panic!("second open: {other:?}"),
+        }
+        drop(log);
+        SledLog::open(dir.path(), SledConfig::default()).unwrap();
     }
 
     #[tokio::test]
