@@ -343,22 +343,12 @@ impl Shared {
     }
 
     fn read_all(&self, from: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
-        let from = from.max(1);
-        let head = self.durable_head();
-        if from > head || limit == 0 {
-            return Ok(Vec::new());
-        }
-        let last = head.min(from.saturating_add(limit as u64 - 1));
-        self.db
-            .range(event_key(from)..=event_key(last))
-            .values()
-            .map(|v| decode_event(&v.map_err(sled_err)?))
-            .collect()
+        Ok(self.read_matching(from.max(1), limit, &Filter::all())?.0)
     }
 
-    /// Like `read_all`, for a subscription: decodes only the events `filter` passes and
-    /// returns them with the last position it looked at (`from - 1` when there was
-    /// nothing durable to look at).
+    /// Up to `limit` durable events from position `from` (≥ 1), decoding only those
+    /// `filter` passes (the others cost a read of their type), with the last position
+    /// looked at (`from - 1` when there was nothing durable to look at).
     fn read_matching(
         &self,
         from: u64,
@@ -366,7 +356,7 @@ impl Shared {
         filter: &Filter,
     ) -> Result<(Vec<RecordedEvent>, u64)> {
         let head = self.durable_head();
-        if from > head {
+        if from > head || limit == 0 {
             return Ok((Vec::new(), from - 1));
         }
         let last = head.min(from.saturating_add(limit as u64 - 1));
