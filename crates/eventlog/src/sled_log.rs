@@ -417,7 +417,9 @@ impl Shared {
             }
         }
         // Version 1 not yet durable (or absent) means the case does not exist for readers.
-        let exists = pending.first().is_some_and(|a| a.first_version == 1)
+        // A read from version 1 has already found it; only other reads look it up.
+        let exists = positions.contains_key(&1)
+            || pending.first().is_some_and(|a| a.first_version == 1)
             || match self.db.get(case_key(case_id, 1)).map_err(sled_err)? {
                 Some(runs) => runs.len() >= 8 && be_u64(&runs[..8])? <= head,
                 None => false,
@@ -698,7 +700,15 @@ impl Writer {
         // though its expected version no longer matches. Overlay first, then sled (see
         // `Overlay`). A retry of a commit that is staged but not yet durable is answered
         // with the batch that makes it durable, or a later one.
-        let pending = self.shared.overlay().commits.get(&commit_id).copied();
+        // One look at the overlay for both questions; the writer is the only thread that
+        // adds to it, so its head for the case cannot move under us.
+        let (pending, pending_head) = {
+            let overlay = self.shared.overlay();
+            (
+                overlay.commits.get(&commit_id).copied(),
+                overlay.case_head(case_id),
+            )
+        };
         if let Some(rec) =
             pending.map_or_else(|| self.shared.load_commit(commit_id), |r| Ok(Some(r)))?
         {
@@ -707,7 +717,6 @@ impl Writer {
                 ..rec.appended
             });
         }
-        let pending_head = self.shared.overlay().case_head(case_id);
         let current = match pending_head {
             Some(v) => v,
             None => self.shared.case_head(case_id)?,
