@@ -1056,6 +1056,8 @@ pub(crate) struct FileSyncer {
     watch: Option<inotify::Inotify>,
     /// The next sync lists the directory (first sync, or the event queue overflowed).
     list_next: bool,
+    /// Every blob a listing has reported is named below this.
+    listed_below: u64,
 }
 
 impl FileSyncer {
@@ -1073,6 +1075,7 @@ impl FileSyncer {
             watch: watch_blobs(&blob_dir),
             blob_dir,
             list_next: true,
+            listed_below: 0,
         })
     }
 
@@ -1132,11 +1135,27 @@ impl FileSyncer {
                 return Ok(names);
             }
         }
-        let listed = match std::fs::read_dir(&self.blob_dir) {
-            Ok(entries) => entries.flatten().map(|e| e.file_name()).collect(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        let entries = match std::fs::read_dir(&self.blob_dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(storage("list sled blobs", e)),
         };
+        // sled names a blob by the log sequence number that wrote it, so the files an
+        // earlier listing saw are the ones below `listed_below`; only newer ones are new.
+        let mut listed = Vec::new();
+        let mut below = self.listed_below;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            match name.to_str().and_then(|n| n.parse::<u64>().ok()) {
+                Some(lsn) if lsn < self.listed_below => {}
+                Some(lsn) => {
+                    below = below.max(lsn + 1);
+                    listed.push(name);
+                }
+                None => {}
+            }
+        }
+        self.listed_below = below;
         // With a watch, one listing catches up; without one, every sync lists.
         #[cfg(target_os = "linux")]
         {
