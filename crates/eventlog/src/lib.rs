@@ -16,6 +16,7 @@ use futures::Stream;
 use uuid::Uuid;
 
 mod codec;
+mod commit_index;
 pub mod consumer;
 pub mod grpc;
 mod remote;

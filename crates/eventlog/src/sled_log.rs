@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::codec::{decode_event, encode_event, now_micros, stored_event_matches};
+use crate::commit_index::{CommitIndex, CommitRecord, Found, FLUSH_ENTRIES};
 use crate::{
     check_consumer, clamp_limit, Appended, Error, EventLog, EventStream, Expected, Filter, Limits,
     NewEvent, RecordedEvent, Result,
@@ -45,6 +46,10 @@ const COMMIT: u8 = b'K';
 const CHECKPOINT: u8 = b'P';
 const META_HEAD: &[u8] = b"Mhead";
 const META_INDEXED: &[u8] = b"Mindexed";
+/// Present once the store keeps its commit-id index in `commits/` rather than `K` keys.
+const META_COMMIT_RUNS: &[u8] = b"Mcommitruns";
+/// The commit-id index's directory inside the data dir (see `commit_index`).
+const COMMIT_DIR: &str = "commits";
 
 /// Settings of the sled backend.
 #[derive(Debug, Clone)]
@@ -82,7 +87,7 @@ impl Default for SledConfig {
 pub struct SledLog {
     shared: Arc<Shared>,
     queue: mpsc::Sender<Op>,
-    /// Writer and indexer, joined in that order on drop.
+    /// Writer, indexer and compactor, joined in that order on drop.
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -99,6 +104,7 @@ struct Shared {
     closed: CancellationToken,
     config: SledConfig,
     overlay: Mutex<Overlay>,
+    commits: CommitIndex,
 }
 
 enum Op {
@@ -156,10 +162,35 @@ impl SledLog {
                 "index watermark {indexed} is past log head {head}: store is damaged"
             )));
         }
-        if indexed < head {
-            let commits = reindex(&db, indexed, head)?;
+        let runs_era = db.get(META_COMMIT_RUNS).map_err(sled_err)?.is_some();
+        // A store from before run files: its `K` keys cover what its `C` keys cover.
+        let legacy = (!runs_era && head > 0).then_some(indexed);
+        let (commits, found) = CommitIndex::open(&path.join(COMMIT_DIR), legacy)?;
+        if runs_era && found == Found::Nothing && head > 0 {
+            tracing::warn!(head, "commit index missing, rebuilding it from every event");
+        }
+        let mut dirty = !runs_era;
+        if !runs_era {
+            db.insert(META_COMMIT_RUNS, &[1u8]).map_err(sled_err)?;
+        }
+        let commits_indexed = commits.watermark();
+        if commits_indexed > head {
+            return Err(Error::Storage(format!(
+                "commit index watermark {commits_indexed} is past log head {head}: store is damaged"
+            )));
+        }
+        if indexed < head || commits_indexed < head {
+            let n = reindex(&db, &commits, indexed, commits_indexed, head)?;
+            dirty = true;
+            tracing::info!(
+                from = indexed.min(commits_indexed) + 1,
+                head,
+                commits = n,
+                "event log index rebuilt"
+            );
+        }
+        if dirty {
             syncer.sync(&db)?;
-            tracing::info!(from = indexed + 1, head, commits, "event log index rebuilt");
         }
         let (live, _) = broadcast::channel(config.live_buffer.max(1));
         let shared = Arc::new(Shared {
@@ -170,9 +201,13 @@ impl SledLog {
             closed: CancellationToken::new(),
             config,
             overlay: Mutex::new(Overlay::default()),
+            commits,
         });
         let (queue, rx) = mpsc::channel(shared.config.max_batch.max(1) * 4);
         let (to_indexer, indexer_rx) = std::sync::mpsc::sync_channel(64);
+        // One pending wake-up is enough: a compaction pass merges until nothing is left.
+        let (to_compactor, compactor_rx) = std::sync::mpsc::sync_channel(1);
+        let _ = to_compactor.try_send(());
         let writer = Writer {
             shared: Arc::clone(&shared),
             head,
@@ -181,7 +216,9 @@ impl SledLog {
         };
         let indexer = Indexer {
             shared: Arc::clone(&shared),
+            to_compactor,
         };
+        let compactor = Arc::clone(&shared);
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
                 .name(name.into())
@@ -193,6 +230,10 @@ impl SledLog {
             spawn(
                 "onecity-log-index",
                 Box::new(move || indexer.run(indexer_rx)),
+            )?,
+            spawn(
+                "onecity-log-compact",
+                Box::new(move || compact(&compactor, compactor_rx)),
             )?,
         ];
         tracing::info!(path = %path.display(), head, "event log opened");
@@ -316,7 +357,15 @@ impl Shared {
         self.overlay.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// A commit the indexer has handed on: the run index, then (stores from before it)
+    /// the sled `K` keys.
     fn load_commit(&self, commit_id: Uuid) -> Result<Option<CommitRecord>> {
+        if let Some(r) = self.commits.get(commit_id)? {
+            return Ok(Some(r));
+        }
+        if !self.commits.legacy() {
+            return Ok(None);
+        }
         match self.db.get(commit_key(commit_id)).map_err(sled_err)? {
             Some(v) => decode_commit(&v).map(Some),
             None => Ok(None),
@@ -535,16 +584,11 @@ impl Reply {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-struct CommitRecord {
-    case_id: Uuid,
-    appended: Appended,
-}
-
-/// Commits whose case-index (`C`) and commit-id (`K`) keys the indexer has not written
-/// yet: the writer adds a commit when it stages it, the indexer removes it after
-/// writing its keys. Because the keys reach sled *before* the commit leaves the
-/// overlay, anyone who looks in the overlay first and in sled second sees every commit.
+/// Commits the indexer has not indexed yet (case-index `C` keys in sled, entries in the
+/// commit-id index): the writer adds a commit when it stages it, the indexer removes it
+/// after indexing it. Because both indexes have a commit *before* it leaves the
+/// overlay, anyone who looks in the overlay first and in the indexes second sees every
+/// commit.
 #[derive(Debug, Default)]
 struct Overlay {
     commits: HashMap<Uuid, CommitRecord>,
@@ -807,18 +851,20 @@ impl Writer {
     }
 }
 
-/// Off the critical path: writes the case-index and commit-id keys of durable commits,
-/// in larger batches than the group commits, then the `Mindexed` watermark, then drops
-/// them from the overlay. It never flushes while the writer runs (the writer's next
-/// flush carries its keys); whatever was not yet durable at a crash is rebuilt from the
-/// events on open.
+/// Off the critical path: indexes durable commits, in larger passes than the group
+/// commits. Each pass writes the case-index keys and the `Mindexed` watermark to sled
+/// (made durable by the writer's next flush) and adds the commits to the commit-id
+/// index's memtable, then drops them from the overlay; a full memtable becomes a run
+/// file. Whatever was not durable at a crash is rebuilt from the events on open.
 struct Indexer {
     shared: Arc<Shared>,
+    to_compactor: std::sync::mpsc::SyncSender<()>,
 }
 
 impl Indexer {
     fn run(self, rx: std::sync::mpsc::Receiver<Vec<(Uuid, CommitRecord)>>) {
         lower_priority();
+        let mut last = 0;
         while let Ok(first) = rx.recv() {
             // Gather for a moment: the longer a pass, the more commits of a busy case
             // share one `C` key. Readers are served by the overlay meanwhile.
@@ -831,29 +877,64 @@ impl Indexer {
                     Err(_) => break,
                 }
             }
-            if let Err(e) = write_index(&self.shared.db, &commits) {
+            if let Err(e) = self.pass(&commits, &mut last) {
                 tracing::error!(error = %e, "event log index write failed, refusing further writes");
                 self.shared.failed.store(true, Ordering::Release);
                 // Stop here: a later pass would move the watermark past keys this one
                 // may not have written. The overlay keeps serving reads, and the next
                 // open rebuilds the index from the events.
+                self.shared.commits.stop();
                 return;
-            }
-            let mut overlay = self.shared.overlay();
-            for (id, rec) in &commits {
-                overlay.remove(*id, rec);
             }
         }
         // The writer has stopped (it owned the sender), so this is the only flusher left:
         // make the last index writes durable and a clean restart re-indexes nothing.
+        self.shared.commits.stop();
+        if let Err(e) = self.shared.commits.flush(last) {
+            tracing::warn!(error = %e, "event log final commit index flush failed");
+        }
         if let Err(e) = self.shared.db.flush() {
             tracing::warn!(error = %e, "event log final index flush failed");
         }
         tracing::debug!("event log indexer stopped");
     }
+
+    fn pass(&self, commits: &[(Uuid, CommitRecord)], last: &mut u64) -> Result<()> {
+        write_case_index(&self.shared.db, commits)?;
+        self.shared.commits.insert(commits);
+        {
+            let mut overlay = self.shared.overlay();
+            for (id, rec) in commits {
+                overlay.remove(*id, rec);
+                *last = (*last).max(rec.appended.last_position);
+            }
+        }
+        if self.shared.commits.pending() >= FLUSH_ENTRIES && self.shared.commits.flush(*last)? {
+            // Full means a merge is already due: nothing to lose by not waiting.
+            let _ = self.to_compactor.try_send(());
+        }
+        Ok(())
+    }
 }
 
-/// Background work yields the CPU to the write path: the indexer runs at nice 10, as
+/// The compactor thread: merges commit-index runs whenever the indexer has written one.
+/// A failed merge leaves every run as it was (lookups just look at more of them), so it
+/// is reported and compaction stops, but the log goes on.
+fn compact(shared: &Shared, rx: std::sync::mpsc::Receiver<()>) {
+    lower_priority();
+    while rx.recv().is_ok() {
+        match shared.commits.compact() {
+            Ok(0) => {}
+            Ok(merges) => tracing::debug!(merges, "commit index runs merged"),
+            Err(e) => {
+                tracing::error!(error = %e, "commit index merge failed, no more merges until restart");
+                return;
+            }
+        }
+    }
+}
+
+/// Background work yields the CPU to the write path: indexer and compactor run at nice 10, as
 /// compaction threads do in storage engines. It still keeps up on average (the bounded
 /// channel from the writer makes the write path wait if it does not); it only stops
 /// competing with the writer for the moments it needs a core.
@@ -875,8 +956,8 @@ const INDEX_BATCH: usize = 4096;
 /// Longest the indexer waits for more commits before a pass.
 const INDEX_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
 
-/// Writes the `K` key of every commit and the `C` keys of their cases, then moves the
-/// `Mindexed` watermark to the last of them.
+/// Writes the `C` keys of the commits' cases, then moves the `Mindexed` watermark to the
+/// last of them.
 ///
 /// The case index is written per case, not per commit: consecutive commits of one case
 /// in `commits` become one `C` key (a run list, see [`CaseRuns`]), so a busy case costs
@@ -888,12 +969,12 @@ const INDEX_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
 /// keys. Atomicity is not needed: sled recovers a prefix of its log and the watermark is
 /// written after every key it covers, so a recovered watermark never claims a missing
 /// key (re-indexing a key that survived writes the same value again).
-fn write_index(db: &sled::Db, commits: &[(Uuid, CommitRecord)]) -> Result<()> {
+fn write_case_index(db: &sled::Db, commits: &[(Uuid, CommitRecord)]) -> Result<()> {
     let Some(last) = commits.iter().map(|(_, r)| r.appended.last_position).max() else {
         return Ok(());
     };
     let mut cases: HashMap<Uuid, Vec<CaseRuns>> = HashMap::new();
-    for (id, rec) in commits {
+    for (_, rec) in commits {
         let runs = cases.entry(rec.case_id).or_default();
         match runs.last_mut() {
             Some(r) if r.next_version() == rec.appended.first_version && !r.is_full() => {
@@ -901,8 +982,6 @@ fn write_index(db: &sled::Db, commits: &[(Uuid, CommitRecord)]) -> Result<()> {
             }
             _ => runs.push(CaseRuns::new(&rec.appended)),
         }
-        db.insert(commit_key(*id), encode_commit(rec).as_slice())
-            .map_err(sled_err)?;
     }
     for (case_id, runs) in cases {
         for r in runs {
@@ -1004,11 +1083,39 @@ impl CaseRuns {
     }
 }
 
-/// Rebuilds the index keys of the events after the watermark (those whose index was not
-/// durable at a crash). A commit's events are consecutive and share a commit id.
-fn reindex(db: &sled::Db, indexed: u64, head: u64) -> Result<usize> {
+/// Rebuilds what a crash left unindexed: the case keys of commits after `cases_from`
+/// and the commit-id entries of commits after `commits_from`, reading the events once
+/// from the lower of the two (a commit's events are consecutive and share a commit id).
+/// Works in chunks, so that rebuilding a lost commit index from every event holds one
+/// memtable at a time, and ends with the commit index durable up to `head`.
+fn reindex(
+    db: &sled::Db,
+    index: &CommitIndex,
+    cases_from: u64,
+    commits_from: u64,
+    head: u64,
+) -> Result<usize> {
+    let chunk = |commits: &mut Vec<(Uuid, CommitRecord)>| -> Result<()> {
+        let after = |from: u64| {
+            commits
+                .iter()
+                .filter(move |(_, r)| r.appended.last_position > from)
+                .copied()
+                .collect::<Vec<_>>()
+        };
+        write_case_index(db, &after(cases_from))?;
+        index.insert(&after(commits_from));
+        if index.pending() >= FLUSH_ENTRIES {
+            let last = commits.last().map_or(0, |(_, r)| r.appended.last_position);
+            index.flush(last)?;
+        }
+        commits.clear();
+        Ok(())
+    };
     let mut commits: Vec<(Uuid, CommitRecord)> = Vec::new();
-    for item in db.range(event_key(indexed + 1)..=event_key(head)).values() {
+    let mut n = 0;
+    let from = cases_from.min(commits_from);
+    for item in db.range(event_key(from + 1)..=event_key(head)).values() {
         let e = decode_event(&item.map_err(sled_err)?)?;
         match commits.last_mut() {
             Some((id, rec))
@@ -1018,25 +1125,32 @@ fn reindex(db: &sled::Db, indexed: u64, head: u64) -> Result<usize> {
             {
                 rec.appended.last_position = e.position;
                 rec.appended.last_version = e.version;
+                continue;
             }
-            _ => commits.push((
-                e.commit_id,
-                CommitRecord {
-                    case_id: e.case_id,
-                    appended: Appended {
-                        case_id: e.case_id,
-                        first_version: e.version,
-                        last_version: e.version,
-                        first_position: e.position,
-                        last_position: e.position,
-                        deduplicated: false,
-                    },
-                },
-            )),
+            _ => {}
         }
+        if commits.len() >= INDEX_BATCH {
+            n += commits.len();
+            chunk(&mut commits)?;
+        }
+        commits.push((
+            e.commit_id,
+            CommitRecord {
+                case_id: e.case_id,
+                appended: Appended {
+                    case_id: e.case_id,
+                    first_version: e.version,
+                    last_version: e.version,
+                    first_position: e.position,
+                    last_position: e.position,
+                    deduplicated: false,
+                },
+            },
+        ));
     }
-    let n = commits.len();
-    write_index(db, &commits)?;
+    n += commits.len();
+    chunk(&mut commits)?;
+    index.flush(head)?;
     Ok(n)
 }
 
@@ -1270,6 +1384,8 @@ fn checkpoint_key(consumer: &str) -> Vec<u8> {
     k
 }
 
+/// The value of a legacy `K` key (stores now only read them; tests write them).
+#[cfg(test)]
 fn encode_commit(r: &CommitRecord) -> [u8; 48] {
     let mut v = [0u8; 48];
     v[..16].copy_from_slice(r.case_id.as_bytes());
@@ -1470,34 +1586,58 @@ mod tests {
         );
     }
 
-    /// Removes every index key and moves the watermark back, as if the indexer had
-    /// written nothing durable before a crash (or, with `legacy`, rewrites the case index
-    /// in the one-key-per-version layout of older stores and drops the watermark).
-    fn strip_index(dir: &Path, legacy: bool) {
+    /// What `strip_index` leaves behind.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Strip {
+        /// No index durable at all, as if the indexer had written nothing before a crash.
+        Unindexed,
+        /// The commit index's directory is gone too (manifest and runs).
+        LostCommitIndex,
+        /// A store from before the indexer: one `C` key per version, a `K` key per
+        /// commit, no watermark and no commit-index directory.
+        Legacy,
+    }
+
+    /// Rewrites the index of a closed store (see [`Strip`]).
+    fn strip_index(dir: &Path, strip: Strip) {
+        let commit_dir = dir.join(COMMIT_DIR);
+        let entries = {
+            let (index, _) = CommitIndex::open(&commit_dir, None).unwrap();
+            index.entries()
+        };
+        std::fs::remove_dir_all(&commit_dir).unwrap();
         let db = open_db(dir, 1 << 20).unwrap();
         let mut cases = Vec::new();
-        for item in db.scan_prefix([CASE]).chain(db.scan_prefix([COMMIT])) {
+        for item in db.scan_prefix([CASE]) {
             let (k, v) = item.unwrap();
-            if k[0] == CASE {
-                cases.push(
-                    CaseRuns::decode(&k, &v)
-                        .unwrap()
-                        .positions()
-                        .map(|p| (Uuid::from_slice(&k[1..17]).unwrap(), p))
-                        .collect::<Vec<_>>(),
-                );
-                db.remove(k).unwrap();
-            } else if !legacy {
-                db.remove(k).unwrap();
-            }
+            cases.push(
+                CaseRuns::decode(&k, &v)
+                    .unwrap()
+                    .positions()
+                    .map(|p| (Uuid::from_slice(&k[1..17]).unwrap(), p))
+                    .collect::<Vec<_>>(),
+            );
+            db.remove(k).unwrap();
         }
-        if legacy {
-            for (case, (v, pos)) in cases.into_iter().flatten() {
-                db.insert(case_key(case, v), &pos.to_be_bytes()).unwrap();
+        match strip {
+            Strip::Unindexed => {
+                db.insert(META_INDEXED, &0u64.to_be_bytes()).unwrap();
+                CommitIndex::open(&commit_dir, None).unwrap();
             }
-            db.remove(META_INDEXED).unwrap();
-        } else {
-            db.insert(META_INDEXED, &0u64.to_be_bytes()).unwrap();
+            Strip::LostCommitIndex => {
+                db.insert(META_INDEXED, &0u64.to_be_bytes()).unwrap();
+            }
+            Strip::Legacy => {
+                for (case, (v, pos)) in cases.into_iter().flatten() {
+                    db.insert(case_key(case, v), &pos.to_be_bytes()).unwrap();
+                }
+                for (id, rec) in entries {
+                    db.insert(commit_key(id), encode_commit(&rec).as_slice())
+                        .unwrap();
+                }
+                db.remove(META_INDEXED).unwrap();
+                db.remove(META_COMMIT_RUNS).unwrap();
+            }
         }
         db.flush().unwrap();
     }
@@ -1521,9 +1661,13 @@ mod tests {
         let commits = populate(&log).await;
         assert_indexed(&log, &commits).await;
         drop(log);
-        strip_index(dir.path(), false);
-        let log = SledLog::open(dir.path(), SledConfig::default()).unwrap();
-        assert_indexed(&log, &commits).await;
+        for strip in [Strip::Unindexed, Strip::LostCommitIndex] {
+            strip_index(dir.path(), strip);
+            let log = SledLog::open(dir.path(), SledConfig::default()).unwrap();
+            assert_indexed(&log, &commits).await;
+            assert_eq!(log.shared.commits.watermark(), log.shared.durable_head());
+            assert!(!log.shared.commits.legacy());
+        }
     }
 
     #[tokio::test]
@@ -1532,8 +1676,9 @@ mod tests {
         let log = SledLog::open(dir.path(), SledConfig::default()).unwrap();
         let commits = populate(&log).await;
         drop(log);
-        strip_index(dir.path(), true);
+        strip_index(dir.path(), Strip::Legacy);
         let log = SledLog::open(dir.path(), SledConfig::default()).unwrap();
+        assert!(log.shared.commits.legacy());
         assert_indexed(&log, &commits).await;
         // New commits add run keys after the legacy ones.
         let (_, last) = commits.last().unwrap();
