@@ -68,6 +68,10 @@ pub struct SledConfig {
     /// their own state, so a larger cache mostly holds pages a cold-start replay read
     /// once (256 MiB cost a 1M-case cold start ~200 MiB of peak RSS for no speed).
     pub cache_capacity: u64,
+    /// Commit-id index entries held in memory before the indexer writes them as a run
+    /// file. A crash costs re-reading this many commits' events on open (~1 s at the
+    /// default 65,536); small values make runs and merges frequent (tests).
+    pub commit_index_flush: usize,
 }
 
 impl Default for SledConfig {
@@ -77,6 +81,7 @@ impl Default for SledConfig {
             live_buffer: 64,
             max_batch: 1024,
             cache_capacity: 64 * 1024 * 1024,
+            commit_index_flush: FLUSH_ENTRIES,
         }
     }
 }
@@ -180,7 +185,8 @@ impl SledLog {
             )));
         }
         if indexed < head || commits_indexed < head {
-            let n = reindex(&db, &commits, indexed, commits_indexed, head)?;
+            let flush_at = config.commit_index_flush.max(1);
+            let n = reindex(&db, &commits, flush_at, (indexed, commits_indexed), head)?;
             dirty = true;
             tracing::info!(
                 from = indexed.min(commits_indexed) + 1,
@@ -909,7 +915,8 @@ impl Indexer {
                 *last = (*last).max(rec.appended.last_position);
             }
         }
-        if self.shared.commits.pending() >= FLUSH_ENTRIES && self.shared.commits.flush(*last)? {
+        let flush_at = self.shared.config.commit_index_flush.max(1);
+        if self.shared.commits.pending() >= flush_at && self.shared.commits.flush(*last)? {
             // Full means a merge is already due: nothing to lose by not waiting.
             let _ = self.to_compactor.try_send(());
         }
@@ -1091,8 +1098,8 @@ impl CaseRuns {
 fn reindex(
     db: &sled::Db,
     index: &CommitIndex,
-    cases_from: u64,
-    commits_from: u64,
+    flush_at: usize,
+    (cases_from, commits_from): (u64, u64),
     head: u64,
 ) -> Result<usize> {
     let chunk = |commits: &mut Vec<(Uuid, CommitRecord)>| -> Result<()> {
@@ -1105,7 +1112,7 @@ fn reindex(
         };
         write_case_index(db, &after(cases_from))?;
         index.insert(&after(commits_from));
-        if index.pending() >= FLUSH_ENTRIES {
+        if index.pending() >= flush_at {
             let last = commits.last().map_or(0, |(_, r)| r.appended.last_position);
             index.flush(last)?;
         }
