@@ -40,7 +40,8 @@ fn quick_run_prints_parseable_json_for_every_scenario() {
             "route",
             "screen",
             "screen-full",
-            "submit"
+            "submit",
+            "submit-intake"
         ]),
         "{stdout}"
     );
@@ -67,6 +68,7 @@ fn quick_run_prints_parseable_json_for_every_scenario() {
         ("noop", 3),
         ("durable-noop", 3),
         ("route", 3),
+        ("submit-intake", 1),
     ] {
         let n = lines.iter().filter(|j| j["scenario"] == scenario).count();
         assert_eq!(n, cells, "{scenario} cells in {stdout}");
