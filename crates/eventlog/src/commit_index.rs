@@ -110,7 +110,16 @@ impl CommitIndex {
     /// decides what the store is: `Some(w)` for a store from before run files whose sled
     /// `K` keys cover commits up to `w`, `None` for an index starting empty at 0.
     pub(crate) fn open(dir: &Path, legacy: Option<u64>) -> Result<(Self, Found)> {
-        std::fs::create_dir_all(dir).map_err(|e| io("create commit index dir", e))?;
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(|e| io("create commit index dir", e))?;
+            // The directory's own entry must survive power loss, or a store could come back
+            // without its index (which `open`'s caller would then rebuild from every event).
+            if let Some(parent) = dir.parent() {
+                File::open(parent)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| io("sync data dir", e))?;
+            }
+        }
         let manifest = read_manifest(dir)?;
         let found = match &manifest {
             Some(m) => Found::Manifest(m.watermark),
