@@ -917,7 +917,8 @@ impl Indexer {
         }
         let flush_at = self.shared.config.commit_index_flush.max(1);
         if self.shared.commits.pending() >= flush_at && self.shared.commits.flush(*last)? {
-            // Full means a merge is already due: nothing to lose by not waiting.
+            // The new run may make a pair worth merging. A full channel means a wake-up
+            // is already pending, and one compaction pass merges everything due.
             let _ = self.to_compactor.try_send(());
         }
         Ok(())
