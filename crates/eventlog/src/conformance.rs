@@ -908,6 +908,26 @@ impl Backend for SledBackend {
     }
 }
 
+/// Fresh sled logs that write their commit-id index to a run file every few commits, so
+/// that every promise is also checked while lookups are served by run files and merges
+/// run behind the writer (the default writes a run per 65,536 commits, which no
+/// conformance check reaches).
+#[derive(Debug, Default)]
+pub struct SledTinyRunsBackend;
+
+#[async_trait::async_trait]
+impl Backend for SledTinyRunsBackend {
+    async fn fresh(&self) -> BoxLog {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = crate::SledConfig {
+            commit_index_flush: 4,
+            ..crate::SledConfig::default()
+        };
+        let log = crate::SledLog::open(dir.path(), config).expect("open sled log");
+        Arc::new(Owning::new(Arc::new(log), dir))
+    }
+}
+
 /// Fresh remote logs: a sled log in a temp dir served over gRPC on a loopback port.
 #[derive(Debug, Default)]
 pub struct RemoteBackend;
