@@ -9,7 +9,7 @@ use std::sync::Arc;
 use onecity_domain::case::{CaseState, CaseStatus, EventMeta};
 use onecity_domain::events::{CaseEvent, APPLICATION_SUBMITTED};
 use onecity_domain::{parse_date, validate_application, Partition, Principal};
-use onecity_eligibility::{assess, Catalogue, PolicyBook};
+use onecity_eligibility::{assess, assess_with, Catalogue, Detail, PolicyBook};
 use onecity_eventlog::{EventLog, Expected, Filter, NewEvent, RecordedEvent};
 use onecity_proto::v1 as pb;
 use tokio_util::sync::CancellationToken;
@@ -126,15 +126,15 @@ impl Screener {
                 field: "application.application_date".into(),
                 reason: "no policy version is in force on that date".into(),
             })?;
-        Ok(assess(&app, policy, &self.catalogue)
+        // BASIC leaves the rules out, so they are not even built (their explanations were
+        // most of a BASIC `Screen`'s cost).
+        let detail = match view {
+            View::Basic => Detail::Summary,
+            View::Full => Detail::Full,
+        };
+        Ok(assess_with(&app, policy, &self.catalogue, detail)
             .into_iter()
-            .map(|mut a| {
-                if view == View::Basic {
-                    // Dropped before the conversion: neither converted nor encoded.
-                    a.rules = Vec::new();
-                }
-                a.into()
-            })
+            .map(Into::into)
             .collect())
     }
 

@@ -1,13 +1,15 @@
 //! The twelve programme rules and their explanations.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::fmt::{self, Write as _};
 
 use onecity_domain::{
     Application, DepartmentUnit, DisabilityKind, EducationStage, Employment, Housing, Outcome,
     Person, Programme, Supporter,
 };
 
-use crate::format::{times, yuan};
+use crate::format::{Times, Yuan};
 use crate::{Catalogue, Parameters, PolicyVersion};
 
 /// One evaluated rule: what was compared, against what, and whether it held.
@@ -96,10 +98,35 @@ const LOW_INCOME_TIERS: [Programme; 4] = [
     Programme::RigidExpenditure,
 ];
 
+/// How much of each assessment [`assess_with`] builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Detail {
+    /// Every rule with its id, inputs, threshold and explanation: what the log stores and
+    /// `Screen` returns in its FULL view.
+    #[default]
+    Full,
+    /// Everything but the rules (`rules` is empty): outcome, amount, margin, unit, policy
+    /// version and summary, each identical to [`Detail::Full`]'s. A rule's explanation is
+    /// rendered only if the summary quotes it. The BASIC view of `Screen`, which would
+    /// otherwise build ~40 explanation lines per call to throw them away.
+    Summary,
+}
+
 /// Assesses all twelve programmes, in programme order, with `policy` (which the caller picks as
-/// the version in force on the application date). Pure and integer-only.
+/// the version in force on the application date). Pure and integer-only. Every rule is
+/// explained ([`Detail::Full`]).
 pub fn assess(app: &Application, policy: &PolicyVersion, catalogue: &Catalogue) -> Vec<Assessment> {
-    let cx = Cx::new(app, policy);
+    assess_with(app, policy, catalogue, Detail::Full)
+}
+
+/// [`assess`] with the rules only if `detail` asks for them.
+pub fn assess_with(
+    app: &Application,
+    policy: &PolicyVersion,
+    catalogue: &Catalogue,
+    detail: Detail,
+) -> Vec<Assessment> {
+    let cx = Cx::new(app, policy, detail);
 
     let dibao = cx.dibao();
     let extreme = cx.extreme_poverty();
@@ -157,7 +184,11 @@ pub fn assess(app: &Application, policy: &PolicyVersion, catalogue: &Catalogue) 
                     sat(part.margin)
                 },
                 summary,
-                rules: part.rules,
+                rules: part
+                    .rules
+                    .into_iter()
+                    .filter_map(Rule::into_result)
+                    .collect(),
             }
         })
         .collect()
@@ -171,21 +202,105 @@ enum Pay {
     NoAmount,
 }
 
+/// A rule while its programme is decided. With [`Detail::Full`] it is finished (id, inputs,
+/// threshold, explanation); with [`Detail::Summary`] it keeps only what a summary may quote:
+/// the id's parts, whether it held, and its explanation unrendered.
+struct Rule<'c> {
+    /// Programme part of the id (`dibao`).
+    prog: &'static str,
+    /// The rest of the id (`assets.financial`).
+    name: &'static str,
+    held: bool,
+    body: Body<'c>,
+}
+
+enum Body<'c> {
+    Full {
+        inputs: BTreeMap<String, i64>,
+        threshold: i64,
+        explanation: String,
+    },
+    /// Renders the explanation. Boxed: most are never called, and a box of a few captured
+    /// numbers costs far less than the formatting it defers.
+    Later(Box<dyn Fn() -> String + 'c>),
+}
+
+impl fmt::Debug for Rule<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{} held={}", self.prog, self.name, self.held)
+    }
+}
+
+impl Rule<'_> {
+    /// Whether the id `prog.name` ends with `suffix` (without building the id).
+    fn id_ends_with(&self, suffix: &str) -> bool {
+        match suffix.strip_suffix(self.name) {
+            None => self.name.ends_with(suffix),
+            Some("") => true,
+            Some(head) => head
+                .strip_suffix('.')
+                .is_some_and(|head| self.prog.ends_with(head)),
+        }
+    }
+
+    fn explanation(&self) -> Cow<'_, str> {
+        match &self.body {
+            Body::Full { explanation, .. } => Cow::Borrowed(explanation),
+            Body::Later(render) => Cow::Owned(render()),
+        }
+    }
+
+    /// The finished rule (none in [`Detail::Summary`]).
+    fn into_result(self) -> Option<RuleResult> {
+        let Body::Full {
+            inputs,
+            threshold,
+            explanation,
+        } = self.body
+        else {
+            return None;
+        };
+        let mut rule = String::with_capacity(self.prog.len() + 1 + self.name.len());
+        rule.push_str(self.prog);
+        rule.push('.');
+        rule.push_str(self.name);
+        Some(RuleResult {
+            rule,
+            held: self.held,
+            inputs,
+            threshold,
+            explanation,
+        })
+    }
+}
+
+/// The explanations of `rules`, joined by "; ".
+fn joined<'r, 'c: 'r>(rules: impl Iterator<Item = &'r Rule<'c>>) -> String {
+    let mut out = String::new();
+    for (i, r) in rules.enumerate() {
+        if i > 0 {
+            out.push_str("; ");
+        }
+        out.push_str(&r.explanation());
+    }
+    out
+}
+
 #[derive(Debug)]
-struct Part {
+struct Part<'c> {
     outcome: Outcome,
     amount: i128,
     margin: i128,
     pay: Pay,
-    rules: Vec<RuleResult>,
+    rules: Vec<Rule<'c>>,
     /// Why ELIGIBLE or NEEDS_REVIEW (INELIGIBLE lists the rules that failed instead).
     reason: String,
     /// INELIGIBLE only because a higher tier already covers the household.
     covered: bool,
 }
 
-impl Part {
-    fn new(outcome: Outcome, pay: Pay, rules: Vec<RuleResult>) -> Self {
+impl<'c> Part<'c> {
+    fn new(outcome: Outcome, pay: Pay, rules: Vec<Rule<'c>>) -> Self {
         Part {
             outcome,
             amount: 0,
@@ -197,19 +312,38 @@ impl Part {
         }
     }
 
+    /// The explanations of the rules whose id ends with `rule_suffix`, joined by "; ".
     fn explanation(&self, rule_suffix: &str) -> String {
-        self.rules
-            .iter()
-            .filter(|r| r.rule.ends_with(rule_suffix))
-            .map(|r| r.explanation.as_str())
-            .collect::<Vec<_>>()
-            .join("; ")
+        joined(self.rules.iter().filter(|r| r.id_ends_with(rule_suffix)))
     }
 }
 
+#[derive(Debug, Clone, Copy)]
 struct LinkInfo {
     linked: Linked,
     tiers: [(Programme, Outcome); 4],
+}
+
+impl LinkInfo {
+    /// The explanation of every `<programme>.linked` rule.
+    fn explanation(&self) -> String {
+        let list = |want: Outcome| {
+            self.tiers
+                .iter()
+                .filter(|(_, o)| *o == want)
+                .map(|(p, _)| p.label())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match self.linked {
+            Linked::Yes => format!("low-income recognition: yes ({} ELIGIBLE)", list(Outcome::Eligible)),
+            Linked::Pending => format!(
+                "low-income recognition: pending ({} NEEDS_REVIEW)",
+                list(Outcome::NeedsReview)
+            ),
+            Linked::No => "low-income recognition: none (no dibao, extreme-poverty, marginal or rigid-expenditure result)".into(),
+        }
+    }
 }
 
 /// Saturating conversion for values that only overflow i64 with absurd hand-built inputs.
@@ -232,25 +366,6 @@ fn ceil_bp(bp: i128, t: i128) -> i128 {
     x.div_euclid(10_000) + i128::from(x.rem_euclid(10_000) != 0)
 }
 
-fn rule(
-    id: String,
-    held: bool,
-    inputs: &[(&str, i128)],
-    threshold: i128,
-    explanation: String,
-) -> RuleResult {
-    RuleResult {
-        rule: id,
-        held,
-        inputs: inputs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), sat(*v)))
-            .collect(),
-        threshold: sat(threshold),
-        explanation,
-    }
-}
-
 fn lt(held: bool) -> &'static str {
     if held {
         "<"
@@ -267,8 +382,23 @@ fn le(held: bool) -> &'static str {
     }
 }
 
-fn plural(n: i128, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
+/// "1 member", "2 members".
+struct Plural(i128, &'static str, &'static str);
+
+impl fmt::Display for Plural {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Plural(n, one, many) = *self;
+        write!(f, "{n} {}", if n == 1 { one } else { many })
+    }
+}
+
+/// "n × standard S".
+struct NStandard(i128, i128);
+
+impl fmt::Display for NStandard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} × standard {}", self.0, Yuan(self.1))
+    }
 }
 
 fn kind_name(k: DisabilityKind) -> &'static str {
@@ -295,6 +425,7 @@ fn housing_name(h: Housing) -> &'static str {
 struct Cx<'a> {
     app: &'a Application,
     p: &'a Parameters,
+    detail: Detail,
     /// n: members.
     n: i128,
     /// H: household monthly income.
@@ -308,12 +439,13 @@ struct Cx<'a> {
 }
 
 impl<'a> Cx<'a> {
-    fn new(app: &'a Application, policy: &'a PolicyVersion) -> Self {
+    fn new(app: &'a Application, policy: &'a PolicyVersion, detail: Detail) -> Self {
         let n = app.members.len() as i128;
         let s = i128::from(policy.standard_for(app.district));
         Cx {
             app,
             p: policy.params(),
+            detail,
             n,
             h: app
                 .members
@@ -344,8 +476,39 @@ impl<'a> Cx<'a> {
     }
 
     /// "n × standard S"
-    fn n_standard(&self) -> String {
-        format!("{} × standard {}", self.n, yuan(self.s))
+    fn n_standard(&self) -> NStandard {
+        NStandard(self.n, self.s)
+    }
+
+    /// One evaluated rule, `prog.name`. `explain` renders its line: at once with
+    /// [`Detail::Full`], only if a summary quotes it with [`Detail::Summary`] (which builds
+    /// neither the id nor the inputs either).
+    fn rule<'c>(
+        &self,
+        prog: &'static str,
+        name: &'static str,
+        held: bool,
+        inputs: &[(&str, i128)],
+        threshold: i128,
+        explain: impl Fn() -> String + 'c,
+    ) -> Rule<'c> {
+        let body = match self.detail {
+            Detail::Full => Body::Full {
+                inputs: inputs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), sat(*v)))
+                    .collect(),
+                threshold: sat(threshold),
+                explanation: explain(),
+            },
+            Detail::Summary => Body::Later(Box::new(explain)),
+        };
+        Rule {
+            prog,
+            name,
+            held,
+            body,
+        }
     }
 
     /// Household income compared with `bp`·S·n: `(held, threshold)`.
@@ -353,7 +516,7 @@ impl<'a> Cx<'a> {
         (mul(income, 10_000) < mul(bp, self.sn), ceil_bp(bp, self.sn))
     }
 
-    fn assets(&self, prog: &str) -> (bool, Vec<RuleResult>) {
+    fn assets(&self, prog: &'static str) -> (bool, Vec<Rule<'_>>) {
         let p = self.p;
         let assets = self.pi(self.app.financial_assets_fen);
         let limit = mul(self.pi(p.asset_limit_months), self.sn);
@@ -363,8 +526,9 @@ impl<'a> Cx<'a> {
         let vehicles = i128::from(self.app.vehicles_owned);
         let vehicles_ok = vehicles <= self.pi(p.max_vehicles);
         let rules = vec![
-            rule(
-                format!("{prog}.assets.financial"),
+            self.rule(
+                prog,
+                "assets.financial",
                 fin,
                 &[
                     ("financial_assets_fen", assets),
@@ -373,35 +537,41 @@ impl<'a> Cx<'a> {
                     ("members", self.n),
                 ],
                 limit,
-                format!(
-                    "financial assets {} yuan {} {} months × {} = {}",
-                    yuan(assets),
-                    le(fin),
-                    p.asset_limit_months,
-                    self.n_standard(),
-                    yuan(limit)
-                ),
+                move || {
+                    format!(
+                        "financial assets {} yuan {} {} months × {} = {}",
+                        Yuan(assets),
+                        le(fin),
+                        p.asset_limit_months,
+                        self.n_standard(),
+                        Yuan(limit)
+                    )
+                },
             ),
-            rule(
-                format!("{prog}.assets.homes"),
+            self.rule(
+                prog,
+                "assets.homes",
                 homes_ok,
                 &[("homes_owned", homes), ("max_homes", self.pi(p.max_homes))],
                 self.pi(p.max_homes),
-                format!("homes owned {homes} {} {}", le(homes_ok), p.max_homes),
+                move || format!("homes owned {homes} {} {}", le(homes_ok), p.max_homes),
             ),
-            rule(
-                format!("{prog}.assets.vehicles"),
+            self.rule(
+                prog,
+                "assets.vehicles",
                 vehicles_ok,
                 &[
                     ("vehicles_owned", vehicles),
                     ("max_vehicles", self.pi(p.max_vehicles)),
                 ],
                 self.pi(p.max_vehicles),
-                format!(
-                    "vehicles owned {vehicles} {} {}",
-                    le(vehicles_ok),
-                    p.max_vehicles
-                ),
+                move || {
+                    format!(
+                        "vehicles owned {vehicles} {} {}",
+                        le(vehicles_ok),
+                        p.max_vehicles
+                    )
+                },
             ),
         ];
         (fin && homes_ok && vehicles_ok, rules)
@@ -413,12 +583,13 @@ impl<'a> Cx<'a> {
             || m.seriously_ill
     }
 
-    fn dibao(&self) -> Part {
+    fn dibao(&self) -> Part<'_> {
         let p = self.p;
         let (assets_ok, mut rules) = self.assets("dibao");
         let below = self.h < self.sn;
-        rules.push(rule(
-            "dibao.income_below_standard".into(),
+        rules.push(self.rule(
+            "dibao",
+            "income_below_standard",
             below,
             &[
                 ("household_income_fen", self.h),
@@ -426,18 +597,21 @@ impl<'a> Cx<'a> {
                 ("members", self.n),
             ],
             self.sn,
-            format!(
-                "household income {} yuan {} {} = {}",
-                yuan(self.h),
-                lt(below),
-                self.n_standard(),
-                yuan(self.sn)
-            ),
+            move || {
+                format!(
+                    "household income {} yuan {} {} = {}",
+                    Yuan(self.h),
+                    lt(below),
+                    self.n_standard(),
+                    Yuan(self.sn)
+                )
+            },
         ));
         let band_bp = 10_000 + self.pi(p.review_band_bp);
         let (in_band, band) = self.income_vs(self.h, band_bp);
-        rules.push(rule(
-            "dibao.review_band".into(),
+        rules.push(self.rule(
+            "dibao",
+            "review_band",
             in_band,
             &[
                 ("household_income_fen", self.h),
@@ -446,14 +620,16 @@ impl<'a> Cx<'a> {
                 ("members", self.n),
             ],
             band,
-            format!(
-                "household income {} yuan {} {} × {} = {} (review band)",
-                yuan(self.h),
-                lt(in_band),
-                times(band_bp),
-                self.n_standard(),
-                yuan(band)
-            ),
+            move || {
+                format!(
+                    "household income {} yuan {} {} × {} = {} (review band)",
+                    Yuan(self.h),
+                    lt(in_band),
+                    Times(band_bp),
+                    self.n_standard(),
+                    Yuan(band)
+                )
+            },
         ));
         let outcome = if !assets_ok {
             Outcome::Ineligible
@@ -475,8 +651,8 @@ impl<'a> Cx<'a> {
                     .count() as i128;
                 let supplement = floor_bp(self.pi(p.special_supplement_bp), self.s);
                 let amount = gap.max(floor).saturating_add(mul(special, supplement));
-                part.rules.push(rule(
-                    "dibao.amount".into(),
+                part.rules.push(self.rule(
+                    "dibao", "amount",
                     true,
                     &[
                         ("gap_fen", gap),
@@ -486,19 +662,19 @@ impl<'a> Cx<'a> {
                         ("amount_fen", amount),
                     ],
                     0,
-                    format!(
+                    move || format!(
                         "amount = max({} − {} = {}, floor {} × {} = {}) + {} (aged ≥ {}, disability grade 1–2 or seriously ill) × {} × standard {} = {} yuan",
-                        yuan(self.sn),
-                        yuan(self.h),
-                        yuan(gap),
-                        times(self.pi(p.dibao_floor_bp)),
-                        yuan(self.sn),
-                        yuan(floor),
-                        plural(special, "special member", "special members"),
+                        Yuan(self.sn),
+                        Yuan(self.h),
+                        Yuan(gap),
+                        Times(self.pi(p.dibao_floor_bp)),
+                        Yuan(self.sn),
+                        Yuan(floor),
+                        Plural(special, "special member", "special members"),
                         p.elderly_age,
-                        times(self.pi(p.special_supplement_bp)),
-                        yuan(self.s),
-                        yuan(amount)
+                        Times(self.pi(p.special_supplement_bp)),
+                        Yuan(self.s),
+                        Yuan(amount)
                     ),
                 ));
                 part.amount = amount;
@@ -537,7 +713,7 @@ impl<'a> Cx<'a> {
         qualifies.then(|| format!("{} disability grade {}", kind_name(d.kind), d.grade))
     }
 
-    fn extreme_poverty(&self) -> Part {
+    fn extreme_poverty(&self) -> Part<'_> {
         let p = self.p;
         let (assets_ok, mut rules) = self.assets("extreme_poverty");
         let mut count = 0i128;
@@ -559,8 +735,9 @@ impl<'a> Cx<'a> {
                 Supporter::Unable => "supporter unable to support",
                 Supporter::Able => "a supporter able to support",
             };
-            rules.push(rule(
-                "extreme_poverty.member".into(),
+            rules.push(self.rule(
+                "extreme_poverty",
+                "member",
                 held,
                 &[
                     ("member", i as i128),
@@ -571,23 +748,25 @@ impl<'a> Cx<'a> {
                     ("supporter_ok", i128::from(supporter_ok)),
                 ],
                 self.s,
-                format!(
-                    "member {}: {}; own income {} yuan {} standard {}; {} → {}",
-                    i + 1,
-                    why.as_deref().map_or_else(
-                        || format!("has labour capacity (aged {age})"),
-                        |w| format!("no labour capacity ({w})")
-                    ),
-                    yuan(income),
-                    lt(income_ok),
-                    yuan(self.s),
-                    supporter,
-                    if held {
-                        "qualifies"
-                    } else {
-                        "does not qualify"
-                    }
-                ),
+                move || {
+                    format!(
+                        "member {}: {}; own income {} yuan {} standard {}; {} → {}",
+                        i + 1,
+                        why.as_deref().map_or_else(
+                            || format!("has labour capacity (aged {age})"),
+                            |w| format!("no labour capacity ({w})")
+                        ),
+                        Yuan(income),
+                        lt(income_ok),
+                        Yuan(self.s),
+                        supporter,
+                        if held {
+                            "qualifies"
+                        } else {
+                            "does not qualify"
+                        }
+                    )
+                },
             ));
         }
         let eligible = assets_ok && count > 0;
@@ -605,11 +784,11 @@ impl<'a> Cx<'a> {
             part.amount = mul(count, each);
             part.reason = format!(
                 "{} qualifying; {} × {} × standard {} = {} yuan each",
-                plural(count, "member", "members"),
+                Plural(count, "member", "members"),
                 count,
-                times(self.pi(p.extreme_poverty_multiple_bp)),
-                yuan(self.s),
-                yuan(each)
+                Times(self.pi(p.extreme_poverty_multiple_bp)),
+                Yuan(self.s),
+                Yuan(each)
             );
         } else if assets_ok {
             part.margin = margin.unwrap_or(0);
@@ -617,25 +796,29 @@ impl<'a> Cx<'a> {
         part
     }
 
-    fn marginal(&self, dibao: Outcome) -> Part {
+    fn marginal(&self, dibao: Outcome) -> Part<'_> {
         let p = self.p;
         let covered = dibao == Outcome::Eligible;
-        let mut rules = vec![rule(
-            "low_income_marginal.not_covered_by_dibao".into(),
+        let mut rules = vec![self.rule(
+            "low_income_marginal",
+            "not_covered_by_dibao",
             !covered,
             &[("dibao_eligible", i128::from(covered))],
             0,
-            format!(
-                "dibao outcome {dibao}{}",
-                if covered { ": covered by dibao" } else { "" }
-            ),
+            move || {
+                format!(
+                    "dibao outcome {dibao}{}",
+                    if covered { ": covered by dibao" } else { "" }
+                )
+            },
         )];
         let (assets_ok, asset_rules) = self.assets("low_income_marginal");
         rules.extend(asset_rules);
         let m = self.pi(p.marginal_multiple_bp);
         let (income_ok, line) = self.income_vs(self.h, m);
-        rules.push(rule(
-            "low_income_marginal.income".into(),
+        rules.push(self.rule(
+            "low_income_marginal",
+            "income",
             income_ok,
             &[
                 ("household_income_fen", self.h),
@@ -644,19 +827,22 @@ impl<'a> Cx<'a> {
                 ("members", self.n),
             ],
             line,
-            format!(
-                "household income {} yuan {} {} × {} = {}",
-                yuan(self.h),
-                lt(income_ok),
-                times(m),
-                self.n_standard(),
-                yuan(line)
-            ),
+            move || {
+                format!(
+                    "household income {} yuan {} {} × {} = {}",
+                    Yuan(self.h),
+                    lt(income_ok),
+                    Times(m),
+                    self.n_standard(),
+                    Yuan(line)
+                )
+            },
         ));
         let band_bp = m + self.pi(p.review_band_bp);
         let (in_band, band) = self.income_vs(self.h, band_bp);
-        rules.push(rule(
-            "low_income_marginal.review_band".into(),
+        rules.push(self.rule(
+            "low_income_marginal",
+            "review_band",
             in_band,
             &[
                 ("household_income_fen", self.h),
@@ -666,14 +852,16 @@ impl<'a> Cx<'a> {
                 ("members", self.n),
             ],
             band,
-            format!(
-                "household income {} yuan {} {} × {} = {} (review band)",
-                yuan(self.h),
-                lt(in_band),
-                times(band_bp),
-                self.n_standard(),
-                yuan(band)
-            ),
+            move || {
+                format!(
+                    "household income {} yuan {} {} × {} = {} (review band)",
+                    Yuan(self.h),
+                    lt(in_band),
+                    Times(band_bp),
+                    self.n_standard(),
+                    Yuan(band)
+                )
+            },
         ));
         let outcome = if covered {
             Outcome::Ineligible
@@ -702,11 +890,12 @@ impl<'a> Cx<'a> {
         part
     }
 
-    fn rigid(&self, dibao: Outcome, marginal: Outcome) -> Part {
+    fn rigid(&self, dibao: Outcome, marginal: Outcome) -> Part<'_> {
         let p = self.p;
         let covered = dibao == Outcome::Eligible || marginal == Outcome::Eligible;
-        let mut rules = vec![rule(
-            "rigid_expenditure.not_covered".into(),
+        let mut rules = vec![self.rule(
+            "rigid_expenditure",
+            "not_covered",
             !covered,
             &[
                 ("dibao_eligible", i128::from(dibao == Outcome::Eligible)),
@@ -716,14 +905,16 @@ impl<'a> Cx<'a> {
                 ),
             ],
             0,
-            format!(
-                "dibao outcome {dibao}, low-income marginal outcome {marginal}{}",
-                if covered {
-                    ": covered by a higher tier"
-                } else {
-                    ""
-                }
-            ),
+            move || {
+                format!(
+                    "dibao outcome {dibao}, low-income marginal outcome {marginal}{}",
+                    if covered {
+                        ": covered by a higher tier"
+                    } else {
+                        ""
+                    }
+                )
+            },
         )];
         let (assets_ok, asset_rules) = self.assets("rigid_expenditure");
         rules.extend(asset_rules);
@@ -733,8 +924,8 @@ impl<'a> Cx<'a> {
         let adjusted = (self.h - monthly).max(0);
         let m = self.pi(p.marginal_multiple_bp);
         let (income_ok, line) = self.income_vs(adjusted, m);
-        rules.push(rule(
-            "rigid_expenditure.income_after_expenses".into(),
+        rules.push(self.rule(
+            "rigid_expenditure", "income_after_expenses",
             income_ok,
             &[
                 ("household_income_fen", self.h),
@@ -747,17 +938,17 @@ impl<'a> Cx<'a> {
                 ("members", self.n),
             ],
             line,
-            format!(
+            move || format!(
                 "household income {} yuan − rigid expenses ({} + {}) / 12 = {} → {} yuan {} {} × {} = {}",
-                yuan(self.h),
-                yuan(med),
-                yuan(other),
-                yuan(monthly),
-                yuan(adjusted),
+                Yuan(self.h),
+                Yuan(med),
+                Yuan(other),
+                Yuan(monthly),
+                Yuan(adjusted),
                 lt(income_ok),
-                times(m),
+                Times(m),
                 self.n_standard(),
-                yuan(line)
+                Yuan(line)
             ),
         ));
         let outcome = if !covered && assets_ok && income_ok {
@@ -778,36 +969,26 @@ impl<'a> Cx<'a> {
         part
     }
 
-    fn linked_rule(&self, prog: &str, link: &LinkInfo) -> RuleResult {
-        let list = |want: Outcome| {
-            link.tiers
-                .iter()
-                .filter(|(_, o)| *o == want)
-                .map(|(p, _)| p.label())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let explanation = match link.linked {
-            Linked::Yes => format!("low-income recognition: yes ({} ELIGIBLE)", list(Outcome::Eligible)),
-            Linked::Pending => format!(
-                "low-income recognition: pending ({} NEEDS_REVIEW)",
-                list(Outcome::NeedsReview)
-            ),
-            Linked::No => "low-income recognition: none (no dibao, extreme-poverty, marginal or rigid-expenditure result)".into(),
-        };
-        rule(
-            format!("{prog}.linked"),
+    fn linked_rule(&self, prog: &'static str, link: LinkInfo) -> Rule<'_> {
+        self.rule(
+            prog,
+            "linked",
             link.linked == Linked::Yes,
             &[("linked", link.linked.as_input())],
             0,
-            explanation,
+            move || link.explanation(),
         )
     }
 
     /// EDUCATION, HOUSING and EMPLOYMENT share this shape.
-    fn linked_programme(&self, prog: &str, condition: RuleResult, link: &LinkInfo) -> Part {
+    fn linked_programme<'c>(
+        &'c self,
+        prog: &'static str,
+        condition: Rule<'c>,
+        link: &LinkInfo,
+    ) -> Part<'c> {
         let cond = condition.held;
-        let rules = vec![condition, self.linked_rule(prog, link)];
+        let rules = vec![condition, self.linked_rule(prog, *link)];
         let outcome = match (cond, link.linked) {
             (true, Linked::Yes) => Outcome::Eligible,
             (true, Linked::Pending) => Outcome::NeedsReview,
@@ -815,17 +996,12 @@ impl<'a> Cx<'a> {
         };
         let mut part = Part::new(outcome, Pay::NoAmount, rules);
         if outcome.is_referred() {
-            part.reason = part
-                .rules
-                .iter()
-                .map(|r| r.explanation.as_str())
-                .collect::<Vec<_>>()
-                .join("; ");
+            part.reason = joined(part.rules.iter());
         }
         part
     }
 
-    fn medical(&self, link: &LinkInfo) -> Part {
+    fn medical(&self, link: &LinkInfo) -> Part<'_> {
         let p = self.p;
         let expense = self.pi(self.app.medical_expense_12m_fen);
         let cat = self.pi(p.catastrophic_medical_bp);
@@ -833,9 +1009,10 @@ impl<'a> Cx<'a> {
         let catastrophic = mul(expense, 10_000) > mul(cat, annual);
         let line = floor_bp(cat, annual);
         let rules = vec![
-            self.linked_rule("medical", link),
-            rule(
-                "medical.catastrophic".into(),
+            self.linked_rule("medical", *link),
+            self.rule(
+                "medical",
+                "catastrophic",
                 catastrophic,
                 &[
                     ("medical_expense_12m_fen", expense),
@@ -843,14 +1020,16 @@ impl<'a> Cx<'a> {
                     ("catastrophic_medical_bp", cat),
                 ],
                 line,
-                format!(
+                move || {
+                    format!(
                     "medical expenses {} yuan over 12 months {} {} × 12 × household income {} = {}",
-                    yuan(expense),
+                    Yuan(expense),
                     if catastrophic { ">" } else { "≤" },
-                    times(cat),
-                    yuan(self.h),
-                    yuan(line)
-                ),
+                    Times(cat),
+                    Yuan(self.h),
+                    Yuan(line)
+                )
+                },
             ),
         ];
         let outcome = if link.linked == Linked::Yes || catastrophic {
@@ -870,41 +1049,45 @@ impl<'a> Cx<'a> {
         part
     }
 
-    fn education(&self, link: &LinkInfo) -> Part {
+    fn education(&self, link: &LinkInfo) -> Part<'_> {
         let count = self
             .app
             .members
             .iter()
             .filter(|m| m.education != EducationStage::None)
             .count() as i128;
-        let cond = rule(
-            "education.member_in_education".into(),
+        let cond = self.rule(
+            "education",
+            "member_in_education",
             count > 0,
             &[("members_in_education", count)],
             0,
-            format!("{} in education", plural(count, "member", "members")),
+            move || format!("{} in education", Plural(count, "member", "members")),
         );
         self.linked_programme("education", cond, link)
     }
 
-    fn housing(&self, link: &LinkInfo) -> Part {
+    fn housing(&self, link: &LinkInfo) -> Part<'_> {
         let h = self.app.housing;
         let need = matches!(h, Housing::Renting | Housing::NoHome | Housing::Dilapidated);
-        let cond = rule(
-            "housing.housing_need".into(),
+        let cond = self.rule(
+            "housing",
+            "housing_need",
             need,
             &[("housing", i128::from(h.to_proto()))],
             0,
-            format!(
-                "housing: {}{}",
-                housing_name(h),
-                if need { "" } else { " (no housing need)" }
-            ),
+            move || {
+                format!(
+                    "housing: {}{}",
+                    housing_name(h),
+                    if need { "" } else { " (no housing need)" }
+                )
+            },
         );
         self.linked_programme("housing", cond, link)
     }
 
-    fn employment(&self, link: &LinkInfo) -> Part {
+    fn employment(&self, link: &LinkInfo) -> Part<'_> {
         let p = self.p;
         let count = self
             .members()
@@ -915,8 +1098,9 @@ impl<'a> Cx<'a> {
                     && !m.seriously_ill
             })
             .count() as i128;
-        let cond = rule(
-            "employment.unemployed_working_age_member".into(),
+        let cond = self.rule(
+            "employment",
+            "unemployed_working_age_member",
             count > 0,
             &[
                 ("members", count),
@@ -924,29 +1108,32 @@ impl<'a> Cx<'a> {
                 ("working_age_max", self.pi(p.working_age_max)),
             ],
             0,
-            format!(
-                "{} aged {}–{}, unemployed, without disability grade 1–2 and not seriously ill",
-                plural(count, "member", "members"),
-                p.working_age_min,
-                p.working_age_max
-            ),
+            move || {
+                format!(
+                    "{} aged {}–{}, unemployed, without disability grade 1–2 and not seriously ill",
+                    Plural(count, "member", "members"),
+                    p.working_age_min,
+                    p.working_age_max
+                )
+            },
         );
         self.linked_programme("employment", cond, link)
     }
 
-    fn temporary(&self) -> Part {
+    fn temporary(&self) -> Part<'_> {
         let p = self.p;
         let kind = self.app.emergency.as_ref().map(|e| e.kind);
         let declared = kind.is_some();
-        let mut rules = vec![rule(
-            "temporary.emergency_declared".into(),
+        let mut rules = vec![self.rule(
+            "temporary",
+            "emergency_declared",
             declared,
             &[(
                 "emergency_kind",
                 i128::from(kind.map_or(0, |k| k.to_proto())),
             )],
             0,
-            match kind {
+            move || match kind {
                 Some(k) => format!("emergency declared: {}", format!("{k:?}").to_lowercase()),
                 None => "no emergency declared".into(),
             },
@@ -956,8 +1143,9 @@ impl<'a> Cx<'a> {
             let months = mul(self.pi(p.temporary_months), self.sn);
             let cap = self.pi(p.temporary_cap_fen);
             part_amount = months.min(cap);
-            rules.push(rule(
-                "temporary.amount".into(),
+            rules.push(self.rule(
+                "temporary",
+                "amount",
                 true,
                 &[
                     ("temporary_months", self.pi(p.temporary_months)),
@@ -967,14 +1155,16 @@ impl<'a> Cx<'a> {
                     ("amount_fen", part_amount),
                 ],
                 cap,
-                format!(
-                    "amount = min({} months × {} = {}, cap {}) = {} yuan",
-                    p.temporary_months,
-                    self.n_standard(),
-                    yuan(months),
-                    yuan(cap),
-                    yuan(part_amount)
-                ),
+                move || {
+                    format!(
+                        "amount = min({} months × {} = {}, cap {}) = {} yuan",
+                        p.temporary_months,
+                        self.n_standard(),
+                        Yuan(months),
+                        Yuan(cap),
+                        Yuan(part_amount)
+                    )
+                },
             ));
         }
         let mut part = Part::new(
@@ -991,17 +1181,20 @@ impl<'a> Cx<'a> {
         part
     }
 
-    fn disaster_relief(&self) -> Part {
+    fn disaster_relief(&self) -> Part<'_> {
         let affected = self.app.disaster_affected;
-        let rules = vec![rule(
-            "disaster_relief.affected".into(),
+        let rules = vec![self.rule(
+            "disaster_relief",
+            "affected",
             affected,
             &[("disaster_affected", i128::from(affected))],
             0,
-            if affected {
-                "affected by a natural disaster".into()
-            } else {
-                "not affected by a natural disaster".into()
+            move || {
+                if affected {
+                    "affected by a natural disaster".into()
+                } else {
+                    "not affected by a natural disaster".into()
+                }
             },
         )];
         let mut part = Part::new(
@@ -1017,8 +1210,9 @@ impl<'a> Cx<'a> {
         part
     }
 
-    fn disability(&self, link: &LinkInfo) -> Part {
+    fn disability(&self, link: &LinkInfo) -> Part<'_> {
         let p = self.p;
+        let link = *link;
         let disabled = self
             .app
             .members
@@ -1040,8 +1234,9 @@ impl<'a> Cx<'a> {
         let care_fen = self.pi(p.disability_care_subsidy_fen);
         let rules = vec![
             self.linked_rule("disability_subsidy", link),
-            rule(
-                "disability_subsidy.living".into(),
+            self.rule(
+                "disability_subsidy",
+                "living",
                 living > 0,
                 &[
                     ("disabled_members", disabled),
@@ -1050,32 +1245,37 @@ impl<'a> Cx<'a> {
                     ("living_subsidy_fen", living_fen),
                 ],
                 0,
-                format!(
-                    "living subsidy: {} with disability grade 1–4{} → {} × {} yuan",
-                    plural(disabled, "member", "members"),
-                    if link.linked == Linked::Yes {
-                        " in a low-income household"
-                    } else {
-                        ", but the household has no low-income recognition"
-                    },
-                    living,
-                    yuan(living_fen)
-                ),
+                move || {
+                    format!(
+                        "living subsidy: {} with disability grade 1–4{} → {} × {} yuan",
+                        Plural(disabled, "member", "members"),
+                        if link.linked == Linked::Yes {
+                            " in a low-income household"
+                        } else {
+                            ", but the household has no low-income recognition"
+                        },
+                        living,
+                        Yuan(living_fen)
+                    )
+                },
             ),
-            rule(
-                "disability_subsidy.care".into(),
+            self.rule(
+                "disability_subsidy",
+                "care",
                 severe > 0,
                 &[
                     ("severely_disabled_members", severe),
                     ("care_subsidy_fen", care_fen),
                 ],
                 0,
-                format!(
-                    "care subsidy: {} with disability grade 1–2 → {} × {} yuan",
-                    plural(severe, "member", "members"),
-                    severe,
-                    yuan(care_fen)
-                ),
+                move || {
+                    format!(
+                        "care subsidy: {} with disability grade 1–2 → {} × {} yuan",
+                        Plural(severe, "member", "members"),
+                        severe,
+                        Yuan(care_fen)
+                    )
+                },
             ),
         ];
         let outcome = if living + severe > 0 {
@@ -1102,7 +1302,7 @@ impl<'a> Cx<'a> {
             Outcome::NeedsReview => {
                 part.reason = format!(
                     "{} with disability grade 3–4; {}",
-                    plural(disabled, "member", "members"),
+                    Plural(disabled, "member", "members"),
                     part.explanation(".linked")
                 );
             }
@@ -1111,33 +1311,38 @@ impl<'a> Cx<'a> {
         part
     }
 
-    fn charity(&self, referred: usize) -> Part {
+    fn charity(&self, referred: usize) -> Part<'_> {
         let p = self.p;
         let consent = self.app.consent_to_share;
         let none_other = referred == 0;
         let c = self.pi(p.charity_multiple_bp);
         let (income_ok, line) = self.income_vs(self.h, c);
         let rules = vec![
-            rule(
-                "charity.consent".into(),
+            self.rule(
+                "charity",
+                "consent",
                 consent,
                 &[("consent_to_share", i128::from(consent))],
                 0,
-                if consent {
-                    "consent to share with charities given".into()
-                } else {
-                    "no consent to share with charities".into()
+                move || {
+                    if consent {
+                        "consent to share with charities given".into()
+                    } else {
+                        "no consent to share with charities".into()
+                    }
                 },
             ),
-            rule(
-                "charity.no_other_programme".into(),
+            self.rule(
+                "charity",
+                "no_other_programme",
                 none_other,
                 &[("programmes_referred", referred as i128)],
                 0,
-                format!("{} of programmes 1–11 ELIGIBLE or NEEDS_REVIEW", referred),
+                move || format!("{} of programmes 1–11 ELIGIBLE or NEEDS_REVIEW", referred),
             ),
-            rule(
-                "charity.income".into(),
+            self.rule(
+                "charity",
+                "income",
                 income_ok,
                 &[
                     ("household_income_fen", self.h),
@@ -1146,14 +1351,16 @@ impl<'a> Cx<'a> {
                     ("members", self.n),
                 ],
                 line,
-                format!(
-                    "household income {} yuan {} {} × {} = {}",
-                    yuan(self.h),
-                    lt(income_ok),
-                    times(c),
-                    self.n_standard(),
-                    yuan(line)
-                ),
+                move || {
+                    format!(
+                        "household income {} yuan {} {} × {} = {}",
+                        Yuan(self.h),
+                        lt(income_ok),
+                        Times(c),
+                        self.n_standard(),
+                        Yuan(line)
+                    )
+                },
             ),
         ];
         let eligible = consent && none_other && income_ok;
@@ -1191,47 +1398,50 @@ fn next_tiers(p: Programme) -> &'static [Programme] {
     }
 }
 
-fn summary(programme: Programme, part: &Part, outcomes: &[(Programme, Outcome)]) -> String {
+fn summary(programme: Programme, part: &Part<'_>, outcomes: &[(Programme, Outcome)]) -> String {
     match part.outcome {
         Outcome::Eligible => match part.pay {
             Pay::Monthly => format!(
                 "eligible: {} yuan a month; {}",
-                yuan(part.amount),
+                Yuan(part.amount),
                 part.reason
             ),
-            Pay::OneOff => format!("eligible: {} yuan once; {}", yuan(part.amount), part.reason),
+            Pay::OneOff => format!("eligible: {} yuan once; {}", Yuan(part.amount), part.reason),
             Pay::NoAmount => format!("eligible: {}", part.reason),
         },
         Outcome::NeedsReview => format!("needs review: {}", part.reason),
         Outcome::Ineligible => {
+            // Written in place; `write!` to a `String` cannot fail.
             let mut s = String::from("ineligible: ");
             if part.reason.is_empty() {
-                let failed: Vec<&str> = part
-                    .rules
-                    .iter()
-                    .filter(|r| !r.held)
-                    .map(|r| r.explanation.as_str())
-                    .collect();
-                s.push_str(&failed.join("; "));
+                for (i, r) in part.rules.iter().filter(|r| !r.held).enumerate() {
+                    if i > 0 {
+                        s.push_str("; ");
+                    }
+                    s.push_str(&r.explanation());
+                }
             } else {
                 s.push_str(&part.reason);
             }
             if part.margin > 0 {
-                s.push_str(&format!(
+                let _ = write!(
+                    s,
                     "; missed by {} yuan of monthly income",
-                    yuan(part.margin)
-                ));
+                    Yuan(part.margin)
+                );
             }
             let next = next_tiers(programme).iter().find_map(|t| {
                 outcomes
                     .iter()
                     .find(|(p, o)| p == t && o.is_referred())
-                    .map(|(p, o)| format!("; next tier: {} ({o})", p.label()))
+                    .copied()
             });
             let on_ladder =
                 next_tiers(programme).len() > 1 || programme == Programme::RigidExpenditure;
             match next {
-                Some(n) => s.push_str(&n),
+                Some((p, o)) => {
+                    let _ = write!(s, "; next tier: {} ({o})", p.label());
+                }
                 None if on_ladder && !part.covered => s.push_str("; no lower tier applies"),
                 None => {}
             }

@@ -15,7 +15,7 @@ mod error;
 pub mod format;
 mod policy;
 
-pub use assess::{assess, Assessment, Linked, RuleResult};
+pub use assess::{assess, assess_with, Assessment, Detail, Linked, RuleResult};
 pub use catalogue::{Catalogue, CatalogueEntry};
 pub use error::{Error, Result};
 pub use policy::{Parameters, PolicyBook, PolicyVersion, MAX_PARAMETER};

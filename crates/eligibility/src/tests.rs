@@ -1326,6 +1326,25 @@ proptest! {
         }
     }
 
+    /// The summary-only detail (`Screen`'s BASIC view) gives exactly the full result
+    /// without its rules: it renders only the explanations summaries quote, so a summary
+    /// built from an explanation the full detail would word differently shows up here.
+    #[test]
+    fn summary_detail_is_the_full_result_without_rules(app in arb_app()) {
+        let b = book();
+        let policy = b.in_force(app.application_date).unwrap();
+        let catalogue = Catalogue::embedded();
+        let full = assess_with(&app, policy, &catalogue, Detail::Full);
+        prop_assert_eq!(&full, &assess(&app, policy, &catalogue));
+        let brief = assess_with(&app, policy, &catalogue, Detail::Summary);
+        prop_assert!(brief.iter().all(|a| a.rules.is_empty()));
+        let stripped: Vec<Assessment> = full
+            .into_iter()
+            .map(|a| Assessment { rules: Vec::new(), ..a })
+            .collect();
+        prop_assert_eq!(brief, stripped);
+    }
+
     #[test]
     fn version_in_force_is_the_latest_started(day in 0i64..2000) {
         let b = book();
