@@ -261,6 +261,8 @@ fn validate_person(
         supporter,
     } = p;
     let field = |name: &str| format!("application.members[{i}].{name}");
+    // The paths of the checks below are formatted only for a refused value.
+    let path = |name: &'static str| MemberField(i, name);
 
     let parsed_birth_date = parse_date(&birth_date);
     let id_number =
@@ -292,8 +294,8 @@ fn validate_person(
     }
 
     let birth_date = match parsed_birth_date {
-        Some(b) => not_in_future(b, today, &field("birth_date"))?,
-        None => return Err(bad_date(&field("birth_date"))),
+        Some(b) => not_in_future(b, today, path("birth_date"))?,
+        None => return Err(bad_date(path("birth_date"))),
     };
     if application_date.is_some_and(|a| birth_date > a) {
         return Err(Invalid::new(
@@ -302,15 +304,11 @@ fn validate_person(
         ));
     }
 
-    let relationship = required_enum(
-        relationship,
-        Relationship::from_proto,
-        &field("relationship"),
-    )?;
+    let relationship = required_enum(relationship, Relationship::from_proto, path("relationship"))?;
     let disability = match disability {
         None => None,
         Some(proto::Disability { kind, grade }) => {
-            let kind = optional_enum(kind, DisabilityKind::from_proto, &field("disability.kind"))?;
+            let kind = optional_enum(kind, DisabilityKind::from_proto, path("disability.kind"))?;
             match kind {
                 None if grade != 0 => {
                     return Err(Invalid::new(
@@ -331,10 +329,10 @@ fn validate_person(
             }
         }
     };
-    let employment = required_enum(employment, Employment::from_proto, &field("employment"))?;
-    let education = required_enum(education, EducationStage::from_proto, &field("education"))?;
-    let monthly_income_fen = non_negative(monthly_income_fen, &field("monthly_income_fen"))?;
-    let supporter = required_enum(supporter, Supporter::from_proto, &field("supporter"))?;
+    let employment = required_enum(employment, Employment::from_proto, path("employment"))?;
+    let education = required_enum(education, EducationStage::from_proto, path("education"))?;
+    let monthly_income_fen = non_negative(monthly_income_fen, path("monthly_income_fen"))?;
+    let supporter = required_enum(supporter, Supporter::from_proto, path("supporter"))?;
 
     Ok(Person {
         id_number,
@@ -350,9 +348,29 @@ fn validate_person(
     })
 }
 
-fn non_negative(v: i64, field: &str) -> Result<i64, Invalid> {
+/// A field path for an error: a literal, or a member's field formatted only when needed.
+trait FieldPath {
+    fn path(self) -> String;
+}
+
+impl FieldPath for &str {
+    fn path(self) -> String {
+        self.to_owned()
+    }
+}
+
+/// `application.members[i].name`.
+struct MemberField(usize, &'static str);
+
+impl FieldPath for MemberField {
+    fn path(self) -> String {
+        format!("application.members[{}].{}", self.0, self.1)
+    }
+}
+
+fn non_negative(v: i64, field: impl FieldPath) -> Result<i64, Invalid> {
     if v < 0 {
-        return Err(Invalid::new(field, "must not be negative"));
+        return Err(Invalid::new(field.path(), "must not be negative"));
     }
     Ok(v)
 }
@@ -361,21 +379,29 @@ fn count(v: i32, field: &str) -> Result<u32, Invalid> {
     u32::try_from(v).map_err(|_| Invalid::new(field, "must not be negative"))
 }
 
-fn required_enum<T>(v: i32, from: fn(i32) -> Option<T>, field: &str) -> Result<T, Invalid> {
+fn required_enum<T>(
+    v: i32,
+    from: fn(i32) -> Option<T>,
+    field: impl FieldPath,
+) -> Result<T, Invalid> {
     if v == 0 {
-        return Err(Invalid::new(field, "must be set"));
+        return Err(Invalid::new(field.path(), "must be set"));
     }
-    from(v).ok_or_else(|| Invalid::new(field, format!("unknown value {v}")))
+    from(v).ok_or_else(|| Invalid::new(field.path(), format!("unknown value {v}")))
 }
 
 /// For enums whose UNSPECIFIED value means "none".
-fn optional_enum<T>(v: i32, from: fn(i32) -> Option<T>, field: &str) -> Result<Option<T>, Invalid> {
+fn optional_enum<T>(
+    v: i32,
+    from: fn(i32) -> Option<T>,
+    field: impl FieldPath,
+) -> Result<Option<T>, Invalid> {
     if v == 0 {
         return Ok(None);
     }
     from(v)
         .map(Some)
-        .ok_or_else(|| Invalid::new(field, format!("unknown value {v}")))
+        .ok_or_else(|| Invalid::new(field.path(), format!("unknown value {v}")))
 }
 
 fn max_chars(s: &str, max: usize, field: &str) -> Result<(), Invalid> {
@@ -388,13 +414,17 @@ fn max_chars(s: &str, max: usize, field: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
-fn bad_date(field: &str) -> Invalid {
-    Invalid::new(field, "must be a real date written YYYY-MM-DD")
+fn bad_date(field: impl FieldPath) -> Invalid {
+    Invalid::new(field.path(), "must be a real date written YYYY-MM-DD")
 }
 
-fn not_in_future(d: NaiveDate, today: NaiveDate, field: &str) -> Result<NaiveDate, Invalid> {
+fn not_in_future(
+    d: NaiveDate,
+    today: NaiveDate,
+    field: impl FieldPath,
+) -> Result<NaiveDate, Invalid> {
     if d > today {
-        return Err(Invalid::new(field, "must not be in the future"));
+        return Err(Invalid::new(field.path(), "must not be in the future"));
     }
     Ok(d)
 }

@@ -9,13 +9,26 @@ pub fn parse_date(s: &str) -> Option<NaiveDate> {
     if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
         return None;
     }
-    let digits = |r: std::ops::Range<usize>| -> Option<u32> {
-        b[r].iter().try_fold(0u32, |acc, &c| {
+    date_from_digits(&b[0..4], &b[5..7], &b[8..10])
+}
+
+/// The date of eight ASCII digits `YYYYMMDD` (as embedded in an identity number), by the
+/// rules of [`parse_date`].
+pub(crate) fn parse_compact_date(b: &[u8]) -> Option<NaiveDate> {
+    if b.len() != 8 {
+        return None;
+    }
+    date_from_digits(&b[0..4], &b[4..6], &b[6..8])
+}
+
+fn date_from_digits(year: &[u8], month: &[u8], day: &[u8]) -> Option<NaiveDate> {
+    let digits = |b: &[u8]| -> Option<u32> {
+        b.iter().try_fold(0u32, |acc, &c| {
             c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
         })
     };
-    let year = i32::try_from(digits(0..4)?).ok()?;
-    NaiveDate::from_ymd_opt(year, digits(5..7)?, digits(8..10)?)
+    let year = i32::try_from(digits(year)?).ok()?;
+    NaiveDate::from_ymd_opt(year, digits(month)?, digits(day)?)
 }
 
 /// Formats a date as `YYYY-MM-DD`.

@@ -53,8 +53,7 @@ impl IdNumber {
         if Some(char::from(last)) != Self::check_character(&s[..17]) {
             return Err(IdNumberError::CheckMismatch);
         }
-        crate::date::parse_date(&format!("{}-{}-{}", &s[6..10], &s[10..12], &s[12..14]))
-            .ok_or(IdNumberError::BirthDate)?;
+        crate::date::parse_compact_date(&b[6..14]).ok_or(IdNumberError::BirthDate)?;
         let mut normalised = s[..17].to_owned();
         normalised.push(char::from(last));
         Ok(Self(normalised))
@@ -86,9 +85,7 @@ impl IdNumber {
 
     /// The birth date embedded in the number.
     pub fn birth_date(&self) -> NaiveDate {
-        let s = &self.0;
-        crate::date::parse_date(&format!("{}-{}-{}", &s[6..10], &s[10..12], &s[12..14]))
-            .unwrap_or_default()
+        crate::date::parse_compact_date(&self.0.as_bytes()[6..14]).unwrap_or_default()
     }
 
     /// Masked form for logs and screens: first 6 characters, 8 stars, last 4.
