@@ -1,6 +1,6 @@
 //! Conversions between assessments and their proto messages.
 
-use onecity_domain::{Outcome, Programme};
+use onecity_domain::{DepartmentUnit, Outcome, Programme};
 use onecity_proto::v1 as proto;
 
 use crate::{Assessment, Error, RuleResult};
@@ -65,11 +65,22 @@ impl From<&Assessment> for proto::Assessment {
             amount_fen: a.amount_fen,
             policy_version: a.policy_version.clone(),
             rules: a.rules.iter().map(proto::RuleResult::from).collect(),
-            department_unit: a.department_unit.to_string(),
+            department_unit: unit_string(a.department_unit),
             margin_fen: a.margin_fen,
             summary: a.summary.clone(),
         }
     }
+}
+
+/// `department@district`, as `Display` writes it, without the formatting machinery: a
+/// `Screen` writes twelve.
+fn unit_string(unit: DepartmentUnit) -> String {
+    let (department, district) = (unit.department.as_str(), unit.district.code());
+    let mut s = String::with_capacity(department.len() + 1 + district.len());
+    s.push_str(department);
+    s.push('@');
+    s.push_str(district);
+    s
 }
 
 /// By value: moves every string and rule instead of cloning them (a `Screen` converts
@@ -92,7 +103,7 @@ impl From<Assessment> for proto::Assessment {
             amount_fen,
             policy_version,
             rules: rules.into_iter().map(proto::RuleResult::from).collect(),
-            department_unit: department_unit.to_string(),
+            department_unit: unit_string(department_unit),
             margin_fen,
             summary,
         }
