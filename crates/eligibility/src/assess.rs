@@ -276,7 +276,7 @@ impl Rule<'_> {
 
 /// The explanations of `rules`, joined by "; ".
 fn joined<'r, 'c: 'r>(rules: impl Iterator<Item = &'r Rule<'c>>) -> String {
-    let mut out = String::new();
+    let mut out = String::with_capacity(128);
     for (i, r) in rules.enumerate() {
         if i > 0 {
             out.push_str("; ");
@@ -1385,6 +1385,10 @@ impl<'a> Cx<'a> {
     }
 }
 
+/// Room for a summary's own words and numbers besides its reason; an ineligible summary
+/// quoting several failed rules may still grow once.
+const SUMMARY_CAPACITY: usize = 160;
+
 /// Where a clerk looks next when a programme is not granted.
 fn next_tiers(p: Programme) -> &'static [Programme] {
     use Programme::*;
@@ -1399,20 +1403,31 @@ fn next_tiers(p: Programme) -> &'static [Programme] {
 }
 
 fn summary(programme: Programme, part: &Part<'_>, outcomes: &[(Programme, Outcome)]) -> String {
+    // Sized for the whole line up front and written in place (`write!` to a `String` cannot
+    // fail): growing it piece by piece cost more reallocations than the text itself.
+    let mut s = String::with_capacity(SUMMARY_CAPACITY + part.reason.len());
     match part.outcome {
-        Outcome::Eligible => match part.pay {
-            Pay::Monthly => format!(
-                "eligible: {} yuan a month; {}",
-                Yuan(part.amount),
-                part.reason
-            ),
-            Pay::OneOff => format!("eligible: {} yuan once; {}", Yuan(part.amount), part.reason),
-            Pay::NoAmount => format!("eligible: {}", part.reason),
-        },
-        Outcome::NeedsReview => format!("needs review: {}", part.reason),
+        Outcome::Eligible => {
+            s.push_str("eligible: ");
+            match part.pay {
+                Pay::Monthly => {
+                    let _ = write!(s, "{} yuan a month; ", Yuan(part.amount));
+                }
+                Pay::OneOff => {
+                    let _ = write!(s, "{} yuan once; ", Yuan(part.amount));
+                }
+                Pay::NoAmount => {}
+            }
+            s.push_str(&part.reason);
+            s
+        }
+        Outcome::NeedsReview => {
+            s.push_str("needs review: ");
+            s.push_str(&part.reason);
+            s
+        }
         Outcome::Ineligible => {
-            // Written in place; `write!` to a `String` cannot fail.
-            let mut s = String::from("ineligible: ");
+            s.push_str("ineligible: ");
             if part.reason.is_empty() {
                 for (i, r) in part.rules.iter().filter(|r| !r.held).enumerate() {
                     if i > 0 {
