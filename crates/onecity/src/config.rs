@@ -117,7 +117,8 @@ pub enum Role {
     Eligibility,
     /// The handoff worker, the department inbox and `HandoffService`.
     Handoff,
-    /// `EventLogService` over the embedded log, for roles in other processes.
+    /// `EventLogService` over this process's log (its sled store, or JetStream), for roles
+    /// in other processes and for tools; never over a `remote:` log.
     Log,
     /// Every role.
     All,
@@ -359,8 +360,8 @@ impl Config {
         if self.roles.is_empty() {
             bail!("roles: at least one role is needed (intake, eligibility, handoff, log or all)");
         }
-        if self.roles.contains(&Role::Log) && !matches!(self.log_spec(), LogSpec::Sled(_)) {
-            bail!("roles: the log role serves the embedded log and needs a sled: log backend");
+        if self.roles.contains(&Role::Log) && matches!(self.log_spec(), LogSpec::Remote(_)) {
+            bail!("roles: the log role serves this process's own log (sled: or jetstream:), not a remote: one");
         }
         self.principals().map(drop)
     }
@@ -974,7 +975,17 @@ mod tests {
             ]),
             Overrides::default(),
         );
-        assert!(format!("{:#}", remote_log_role.unwrap_err()).contains("sled"));
+        assert!(format!("{:#}", remote_log_role.unwrap_err()).contains("not a remote"));
+        // Over JetStream the process reaches the store itself, so it may serve it.
+        let jetstream_log_role = Config::load_with(
+            None,
+            &env_of(&[
+                ("ONECITY_ROLES", "log"),
+                ("ONECITY_LOG", "jetstream:nats://127.0.0.1:4222"),
+            ]),
+            Overrides::default(),
+        );
+        assert!(jetstream_log_role.is_ok(), "{jetstream_log_role:?}");
     }
 
     #[test]

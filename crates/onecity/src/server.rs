@@ -33,8 +33,10 @@ use onecity_proto::v1::intake_service_server::IntakeServiceServer;
 /// How long `serve` waits for a JetStream log to become reachable at start.
 const JETSTREAM_STARTUP_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
 
-/// Opens the configured log backend, and whether this process owns the store (only the
-/// owner of an embedded sled log serves `EventLogService`).
+/// Opens the configured log backend, and whether this process reaches the store itself
+/// (a sled store it owns, or JetStream) rather than through another onecity's
+/// `EventLogService`: only then may it serve that service, so a `remote:` log is never
+/// re-served (a proxy of a proxy).
 async fn open_log(config: &Config) -> anyhow::Result<(Arc<dyn EventLog>, bool)> {
     open_log_spec(&config.log_spec(), config.log_token.as_deref()).await
 }
@@ -76,7 +78,7 @@ pub async fn open_log_spec(
             let mut backoff = std::time::Duration::from_millis(200);
             loop {
                 match JetStreamLog::connect(config.clone()).await {
-                    Ok(log) => return Ok((Arc::new(log), false)),
+                    Ok(log) => return Ok((Arc::new(log), true)),
                     Err(e @ onecity_eventlog::Error::Unavailable(_))
                         if std::time::Instant::now() < deadline =>
                     {
@@ -149,7 +151,7 @@ pub async fn run(
         );
     }
     let (policies, catalogue) = load_rules(&config)?;
-    let (log, owns_log) = open_log(&config).await?;
+    let (log, direct_log) = open_log(&config).await?;
     let stop = CancellationToken::new();
 
     let mut workers = Vec::new();
@@ -202,8 +204,8 @@ pub async fn run(
     } else {
         None
     };
-    // Only the process that owns the embedded store serves it.
-    let log_service = if owns_log && config.runs(Role::Log) {
+    // Over the store itself only: a sled store this process owns, or JetStream.
+    let log_service = if direct_log && config.runs(Role::Log) {
         health_reporter
             .set_serving::<EventLogServiceServer<EventLogGrpc>>()
             .await;
@@ -216,7 +218,7 @@ pub async fn run(
     };
 
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, roles = ?config.roles, partition = %config.partition, owns_log, "onecity serving");
+    tracing::info!(%addr, roles = ?config.roles, partition = %config.partition, direct_log, "onecity serving");
     let server_stop = stop.clone();
     // TCP_NODELAY on every accepted connection. With an incoming stream of our own, tonic's
     // `tcp_nodelay` setting does not apply, and with Nagle on, a response written in
