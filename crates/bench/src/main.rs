@@ -6,7 +6,7 @@
 //! Output: one JSON line per cell on stdout as it completes, then a human table and the
 //! targets (pass/miss). Progress goes to stderr and is hidden when stderr is not a terminal.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,6 +52,17 @@ struct Cli {
     /// Cases in the `rebuild` log (overrides the default and --large).
     #[arg(long, value_name = "N")]
     cases: Option<u64>,
+    /// Log backend of the in-process server: `sled` (a fresh data dir) or `jetstream` (a
+    /// private nats-server with JetStream started for the run, storage in a temp dir,
+    /// streams at one replica; needs `nats-server` on PATH). `rebuild` is sled only.
+    #[arg(long, value_enum, default_value_t = Backend::Sled)]
+    backend: Backend,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Backend {
+    Sled,
+    Jetstream,
 }
 
 #[derive(Debug, Subcommand)]
@@ -125,7 +136,7 @@ impl Step {
 
 /// The cells to run, in order: each concurrency's ceilings right before the scenario
 /// compared with them, so drift between a figure and its ceiling is as small as possible.
-fn plan(selected: &[Scenario], in_process: bool) -> Vec<Step> {
+fn plan(selected: &[Scenario], in_process: bool, sled: bool) -> Vec<Step> {
     let all = selected.is_empty();
     let has = |s: Scenario| all || selected.contains(&s);
     let mut steps = Vec::new();
@@ -151,7 +162,8 @@ fn plan(selected: &[Scenario], in_process: bool) -> Vec<Step> {
         steps.extend(ROUTE_RATES.iter().map(|r| Step::RouteOpen(*r)));
         steps.push(Step::RouteSaturation(SATURATION_CONCURRENCY));
     }
-    if has(Scenario::Rebuild) && (in_process || selected.contains(&Scenario::Rebuild)) {
+    // The rebuild writes its log with `SledLog` directly and starts a sled child.
+    if has(Scenario::Rebuild) && sled && (in_process || selected.contains(&Scenario::Rebuild)) {
         steps.push(Step::Rebuild);
     }
     steps
@@ -234,7 +246,11 @@ fn threads() -> usize {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let s = settings(&cli);
-    let steps = plan(&cli.scenarios, cli.addr.is_none());
+    let steps = plan(
+        &cli.scenarios,
+        cli.addr.is_none(),
+        cli.backend == Backend::Sled,
+    );
     // Client and server on separate runtimes with named threads, so each cell can say how
     // much CPU went to generating load and how much to serving it.
     let client_rt = tokio::runtime::Builder::new_multi_thread()
@@ -242,17 +258,36 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .thread_name(cpu::CLIENT_THREADS)
         .enable_all()
         .build()?;
+    let nats = match (cli.backend, &cli.addr) {
+        (Backend::Jetstream, None) => Some(
+            onecity_eventlog::jetstream::testing::NatsServer::start()
+                .map_err(|e| anyhow::anyhow!(e))
+                .context("private nats-server for --backend jetstream")?,
+        ),
+        _ => None,
+    };
+    // Each in-process server gets its own log: a fresh sled dir, or its own stream prefix
+    // on the private nats-server (so the intake-only server's cases never reach the
+    // other's workers).
+    let log_for = |prefix: &str, dir: &Path| match &nats {
+        Some(n) => onecity::config::LogSpec::JetStream {
+            urls: n.url(),
+            replicas: 1,
+            prefix: prefix.into(),
+        },
+        None => onecity::config::LogSpec::Sled(dir.join("log")),
+    };
     let mut servers = Vec::new();
     let url = match &cli.addr {
         Some(url) => url.trim_end_matches('/').to_owned(),
         None => {
-            let (s, url) = InProcess::start(false)?;
+            let (s, url) = InProcess::start(false, |dir: &Path| log_for("onecity", dir))?;
             servers.push(s);
             url
         }
     };
     let intake_url = if steps.iter().any(|s| matches!(s, Step::SubmitIntake(_))) {
-        let (s, url) = InProcess::start(true)?;
+        let (s, url) = InProcess::start(true, |dir: &Path| log_for("intake", dir))?;
         servers.push(s);
         Some(url)
     } else {
@@ -270,6 +305,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     for s in servers {
         s.stop()?;
     }
+    drop(nats);
     result
 }
 
@@ -284,7 +320,10 @@ struct InProcess {
 impl InProcess {
     /// `intake_only`: the intake and log roles alone, with the routing-lag bound off
     /// (there are no workers here to measure a lag against).
-    fn start(intake_only: bool) -> anyhow::Result<(InProcess, String)> {
+    fn start(
+        intake_only: bool,
+        log: impl FnOnce(&Path) -> onecity::config::LogSpec,
+    ) -> anyhow::Result<(InProcess, String)> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads())
             .thread_name(cpu::SERVER_THREADS)
@@ -295,7 +334,7 @@ impl InProcess {
         let url = format!("http://{}", listener.local_addr()?);
         let mut config = onecity::config::Config {
             data_dir: data.path().to_path_buf(),
-            log: Some(onecity::config::LogSpec::Sled(data.path().join("log"))),
+            log: Some(log(data.path())),
             ..onecity::config::Config::default()
         };
         if intake_only {
@@ -431,10 +470,7 @@ async fn run_steps(
     progress.finish();
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     println!();
-    println!(
-        "{}",
-        report(&cells, &command, s, cli.quick, pool.describe())
-    );
+    println!("{}", report(&cells, &command, s, cli, pool.describe()));
     println!("machine: {machine_before} at start, {} at end", loadavg());
     Ok(())
 }
@@ -478,10 +514,19 @@ fn fmt_opt(v: Option<f64>, digits: usize) -> String {
 }
 
 /// The human table and the targets.
-fn report(cells: &[Cell], command: &str, s: &Settings, quick: bool, pool: String) -> String {
+fn report(cells: &[Cell], command: &str, s: &Settings, cli: &Cli, pool: String) -> String {
     use std::fmt::Write as _;
+    let quick = cli.quick;
     let mut out = String::new();
     let _ = writeln!(out, "command: {command}");
+    let backend = match (&cli.addr, cli.backend) {
+        (Some(addr), _) => format!("the server at {addr}"),
+        (None, Backend::Sled) => "in-process server, sled log in a fresh data dir".into(),
+        (None, Backend::Jetstream) => {
+            "in-process server, JetStream log (private nats-server, streams at one replica)".into()
+        }
+    };
+    let _ = writeln!(out, "backend: {backend}");
     let _ = writeln!(
         out,
         "cells: {:.1} s warm-up + {:.1} s measured; client tasks share HTTP/2 connections ({} per connection); {pool}",

@@ -102,3 +102,56 @@ fn quick_run_prints_parseable_json_for_every_scenario() {
     // The human table follows the JSON lines.
     assert!(stdout.contains("targets (2-core machine):"), "{stdout}");
 }
+
+/// `--backend jetstream`: the same scenarios over a JetStream log on a private
+/// nats-server (needs `nats-server` on PATH, as the JetStream tests do; `.ci/test`
+/// installs it). Checks that the ceiling, both submit cells and the route cells run and
+/// that nothing was refused or failed.
+#[test]
+fn quick_run_on_jetstream_covers_submit_and_route() {
+    let out = Command::new(env!("CARGO_BIN_EXE_onecity-bench"))
+        .args([
+            "--quick",
+            "--backend",
+            "jetstream",
+            "--scenario",
+            "submit",
+            "--scenario",
+            "route",
+        ])
+        .output()
+        .expect("run onecity-bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "onecity-bench --quick --backend jetstream failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    assert!(
+        stdout.contains("backend: in-process server, JetStream log"),
+        "{stdout}"
+    );
+    let lines: Vec<Value> = stdout
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect();
+    for (scenario, cells) in [
+        ("durable-noop", 3),
+        ("submit", 3),
+        ("submit-intake", 1),
+        ("route", 3),
+    ] {
+        let n = lines.iter().filter(|j| j["scenario"] == scenario).count();
+        assert_eq!(n, cells, "{scenario} cells in {stdout}");
+    }
+    assert!(
+        !lines.iter().any(|j| j["scenario"] == "rebuild"),
+        "rebuild is sled only: {stdout}"
+    );
+    for j in lines.iter().filter(|j| j["scenario"] != "route") {
+        assert!(j["ops_per_s"].as_f64().unwrap_or(0.0) > 0.0, "{j}");
+        assert_eq!(j["errors"].as_object().map(|e| e.len()), Some(0), "{j}");
+    }
+}
