@@ -8,25 +8,32 @@ use std::process::Command;
 
 use serde_json::Value;
 
-#[test]
-fn quick_run_prints_parseable_json_for_every_scenario() {
+/// Runs `onecity-bench --quick ARGS`, checks it succeeded, and returns its stdout and
+/// JSON lines (every one of which must parse).
+fn quick(args: &[&str]) -> (String, Vec<Value>) {
     let out = Command::new(env!("CARGO_BIN_EXE_onecity-bench"))
         .arg("--quick")
+        .args(args)
         .output()
         .expect("run onecity-bench");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "onecity-bench --quick failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        "onecity-bench --quick {args:?} failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
         out.status
     );
-
-    let lines: Vec<Value> = stdout
+    let lines = stdout
         .lines()
         .filter(|l| l.starts_with('{'))
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
         .collect();
+    (stdout, lines)
+}
+
+#[test]
+fn quick_run_prints_parseable_json_for_every_scenario() {
+    let (stdout, lines) = quick(&[]);
     let scenarios: BTreeSet<&str> = lines
         .iter()
         .map(|j| j["scenario"].as_str().expect("scenario is a string"))
@@ -109,34 +116,18 @@ fn quick_run_prints_parseable_json_for_every_scenario() {
 /// that nothing was refused or failed.
 #[test]
 fn quick_run_on_jetstream_covers_submit_and_route() {
-    let out = Command::new(env!("CARGO_BIN_EXE_onecity-bench"))
-        .args([
-            "--quick",
-            "--backend",
-            "jetstream",
-            "--scenario",
-            "submit",
-            "--scenario",
-            "route",
-        ])
-        .output()
-        .expect("run onecity-bench");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "onecity-bench --quick --backend jetstream failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        out.status
-    );
+    let (stdout, lines) = quick(&[
+        "--backend",
+        "jetstream",
+        "--scenario",
+        "submit",
+        "--scenario",
+        "route",
+    ]);
     assert!(
         stdout.contains("backend: in-process server, JetStream log"),
         "{stdout}"
     );
-    let lines: Vec<Value> = stdout
-        .lines()
-        .filter(|l| l.starts_with('{'))
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
-        .collect();
     for (scenario, cells) in [
         ("durable-noop", 3),
         ("submit", 3),

@@ -894,6 +894,13 @@ impl<G: Send + Sync + 'static> EventLog for Owning<G> {
     }
 }
 
+/// A sled log with `config` in a temporary directory of its own.
+fn fresh_sled(config: crate::SledConfig) -> BoxLog {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = crate::SledLog::open(dir.path(), config).expect("open sled log");
+    Arc::new(Owning::new(Arc::new(log), dir))
+}
+
 /// Fresh sled logs, each in its own temporary directory.
 #[derive(Debug, Default)]
 pub struct SledBackend;
@@ -901,10 +908,7 @@ pub struct SledBackend;
 #[async_trait::async_trait]
 impl Backend for SledBackend {
     async fn fresh(&self) -> BoxLog {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let log =
-            crate::SledLog::open(dir.path(), crate::SledConfig::default()).expect("open sled log");
-        Arc::new(Owning::new(Arc::new(log), dir))
+        fresh_sled(crate::SledConfig::default())
     }
 }
 
@@ -918,13 +922,10 @@ pub struct SledTinyRunsBackend;
 #[async_trait::async_trait]
 impl Backend for SledTinyRunsBackend {
     async fn fresh(&self) -> BoxLog {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let config = crate::SledConfig {
+        fresh_sled(crate::SledConfig {
             commit_index_flush: 4,
             ..crate::SledConfig::default()
-        };
-        let log = crate::SledLog::open(dir.path(), config).expect("open sled log");
-        Arc::new(Owning::new(Arc::new(log), dir))
+        })
     }
 }
 
