@@ -154,11 +154,14 @@ impl HandoffWorker {
     /// expected version, and a case already handed off, withdrawn or closed is skipped.
     pub async fn process(&self, assessed: &RecordedEvent) -> Result<Done> {
         let case_id = assessed.case_id;
-        let Some(CaseEvent::EligibilityAssessed(assessment)) =
-            CaseEvent::decode(&assessed.event_type, &assessed.payload)?
-        else {
+        if assessed.event_type != ELIGIBILITY_ASSESSED {
             return Ok(Done::Skipped);
-        };
+        }
+        let assessment = <AssessedRefs as prost::Message>::decode(assessed.payload.as_slice())
+            .map_err(|e| onecity_domain::events::DecodeError {
+                event_type: assessed.event_type.clone(),
+                reason: e.to_string(),
+            })?;
         // Version 1 of every case is its submission (intake opens the stream with it).
         let first = self.log.read_case(case_id, 1, 1).await?;
         let submitted = match first.first() {
@@ -244,7 +247,7 @@ impl HandoffWorker {
         &self,
         case_id: Uuid,
         submitted: &pb::ApplicationSubmitted,
-        assessed: &pb::EligibilityAssessed,
+        assessed: &AssessedRefs,
     ) -> Vec<CaseEvent> {
         let submitted_at = chrono::DateTime::parse_from_rfc3339(&submitted.submitted_at)
             .map(|t| t.with_timezone(&chrono::Utc))
@@ -285,6 +288,35 @@ impl HandoffWorker {
         }
         events
     }
+}
+
+/// What the handoff reads of `onecity.v1.EligibilityAssessed`: the fields a referral is
+/// built from, at their numbers in `proto/onecity/v1/events.proto` (`assessments = 1`) and
+/// `eligibility.proto` (`Assessment`). prost steps over the fields a message does not
+/// declare, so decoding this instead of the whole event passes over the ~7 KiB of rule
+/// explanations without allocating them (they were most of the handoff's cost per case).
+/// `tests::assessed_refs_read_what_the_full_event_holds` keeps the two in step.
+#[derive(Clone, PartialEq, prost::Message)]
+struct AssessedRefs {
+    #[prost(message, repeated, tag = "1")]
+    assessments: Vec<AssessmentRef>,
+}
+
+/// The referral-relevant fields of one `onecity.v1.Assessment`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct AssessmentRef {
+    /// `Programme`, as its wire value.
+    #[prost(int32, tag = "1")]
+    programme: i32,
+    /// `Outcome`, as its wire value.
+    #[prost(int32, tag = "2")]
+    outcome: i32,
+    #[prost(int64, tag = "3")]
+    amount_fen: i64,
+    #[prost(string, tag = "4")]
+    policy_version: String,
+    #[prost(string, tag = "6")]
+    department_unit: String,
 }
 
 /// One referral in the inbox: just enough to route, filter and find its latest event.
@@ -938,6 +970,47 @@ impl onecity_eventlog::consumer::ChunkHandler for HandoffWorker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prost::Message as _;
+
+    /// The partial view reads exactly what the whole event holds in the fields it declares,
+    /// and steps over the rest (rules with inputs and explanations, margin, summary, the
+    /// event's own policy version).
+    #[test]
+    fn assessed_refs_read_what_the_full_event_holds() {
+        let full = pb::EligibilityAssessed {
+            assessments: (0..12)
+                .map(|i: i32| pb::Assessment {
+                    programme: i + 1,
+                    outcome: i % 4,
+                    amount_fen: i64::from(i) * 123_456 - 7,
+                    policy_version: format!("2026-0{}", i % 3 + 1),
+                    rules: (0..4)
+                        .map(|r| pb::RuleResult {
+                            rule: format!("rule.{i}.{r}"),
+                            held: r % 2 == 0,
+                            inputs: [("income_fen".to_owned(), i64::from(r) * 1000)].into(),
+                            threshold: 99,
+                            explanation: "x".repeat(200),
+                        })
+                        .collect(),
+                    department_unit: format!("civil-affairs@12010{i}"),
+                    margin_fen: -5,
+                    summary: "s".repeat(100),
+                })
+                .collect(),
+            policy_version: "2026-01".into(),
+        };
+        let bytes = full.encode_to_vec();
+        let refs = AssessedRefs::decode(bytes.as_slice()).unwrap();
+        assert_eq!(refs.assessments.len(), full.assessments.len());
+        for (r, a) in refs.assessments.iter().zip(&full.assessments) {
+            assert_eq!(r.programme, a.programme);
+            assert_eq!(r.outcome, a.outcome);
+            assert_eq!(r.amount_fen, a.amount_fen);
+            assert_eq!(r.policy_version, a.policy_version);
+            assert_eq!(r.department_unit, a.department_unit);
+        }
+    }
 
     #[test]
     fn issued_keeps_issue_order_whatever_the_arrival_order() {
