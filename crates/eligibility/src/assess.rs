@@ -480,6 +480,19 @@ impl<'a> Cx<'a> {
         NStandard(self.n, self.s)
     }
 
+    /// The explanation of a `review_band` rule (dibao and the low-income marginal tier
+    /// word it alike): household income against `band_bp` × n × standard.
+    fn review_band_line(&self, in_band: bool, band_bp: i128, band: i128) -> String {
+        format!(
+            "household income {} yuan {} {} × {} = {} (review band)",
+            Yuan(self.h),
+            lt(in_band),
+            Times(band_bp),
+            self.n_standard(),
+            Yuan(band)
+        )
+    }
+
     /// One evaluated rule, `prog.name`. `explain` renders its line: at once with
     /// [`Detail::Full`], only if a summary quotes it with [`Detail::Summary`] (which builds
     /// neither the id nor the inputs either).
@@ -620,16 +633,7 @@ impl<'a> Cx<'a> {
                 ("members", self.n),
             ],
             band,
-            move || {
-                format!(
-                    "household income {} yuan {} {} × {} = {} (review band)",
-                    Yuan(self.h),
-                    lt(in_band),
-                    Times(band_bp),
-                    self.n_standard(),
-                    Yuan(band)
-                )
-            },
+            move || self.review_band_line(in_band, band_bp, band),
         ));
         let outcome = if !assets_ok {
             Outcome::Ineligible
@@ -852,16 +856,7 @@ impl<'a> Cx<'a> {
                 ("members", self.n),
             ],
             band,
-            move || {
-                format!(
-                    "household income {} yuan {} {} × {} = {} (review band)",
-                    Yuan(self.h),
-                    lt(in_band),
-                    Times(band_bp),
-                    self.n_standard(),
-                    Yuan(band)
-                )
-            },
+            move || self.review_band_line(in_band, band_bp, band),
         ));
         let outcome = if covered {
             Outcome::Ineligible
