@@ -5,15 +5,10 @@ use onecity_proto::v1 as proto;
 
 use crate::{Assessment, Error, RuleResult};
 
+/// By reference: a clone, then the by-value conversion (which names every field).
 impl From<&RuleResult> for proto::RuleResult {
     fn from(r: &RuleResult) -> Self {
-        proto::RuleResult {
-            rule: r.rule.clone(),
-            held: r.held,
-            inputs: r.inputs.clone(),
-            threshold: r.threshold,
-            explanation: r.explanation.clone(),
-        }
+        Self::from(r.clone())
     }
 }
 
@@ -57,18 +52,10 @@ impl From<proto::RuleResult> for RuleResult {
     }
 }
 
+/// By reference: a clone, then the by-value conversion (which names every field).
 impl From<&Assessment> for proto::Assessment {
     fn from(a: &Assessment) -> Self {
-        proto::Assessment {
-            programme: a.programme.to_proto(),
-            outcome: a.outcome.to_proto(),
-            amount_fen: a.amount_fen,
-            policy_version: a.policy_version.clone(),
-            rules: a.rules.iter().map(proto::RuleResult::from).collect(),
-            department_unit: unit_string(a.department_unit),
-            margin_fen: a.margin_fen,
-            summary: a.summary.clone(),
-        }
+        Self::from(a.clone())
     }
 }
 
