@@ -31,6 +31,14 @@ fn quick(args: &[&str]) -> (String, Vec<Value>) {
     (stdout, lines)
 }
 
+/// Each named scenario printed exactly this many cells.
+fn assert_cells(lines: &[Value], stdout: &str, expected: &[(&str, usize)]) {
+    for &(scenario, cells) in expected {
+        let n = lines.iter().filter(|j| j["scenario"] == scenario).count();
+        assert_eq!(n, cells, "{scenario} cells in {stdout}");
+    }
+}
+
 #[test]
 fn quick_run_prints_parseable_json_for_every_scenario() {
     let (stdout, lines) = quick(&[]);
@@ -70,16 +78,17 @@ fn quick_run_prints_parseable_json_for_every_scenario() {
         assert!(j["errors"].is_object(), "{j}");
     }
     // submit, noop and durable-noop at 1, 64 and 256; route at two loads and saturation.
-    for (scenario, cells) in [
-        ("submit", 3),
-        ("noop", 3),
-        ("durable-noop", 3),
-        ("route", 3),
-        ("submit-intake", 1),
-    ] {
-        let n = lines.iter().filter(|j| j["scenario"] == scenario).count();
-        assert_eq!(n, cells, "{scenario} cells in {stdout}");
-    }
+    assert_cells(
+        &lines,
+        &stdout,
+        &[
+            ("submit", 3),
+            ("noop", 3),
+            ("durable-noop", 3),
+            ("route", 3),
+            ("submit-intake", 1),
+        ],
+    );
     // Every cell that has a ceiling reports its ratio to it.
     for j in lines.iter().filter(|j| !j["ceiling"].is_null()) {
         assert!(j["ratio"].is_number(), "{j}");
@@ -128,15 +137,16 @@ fn quick_run_on_jetstream_covers_submit_and_route() {
         stdout.contains("backend: in-process server, JetStream log"),
         "{stdout}"
     );
-    for (scenario, cells) in [
-        ("durable-noop", 3),
-        ("submit", 3),
-        ("submit-intake", 1),
-        ("route", 3),
-    ] {
-        let n = lines.iter().filter(|j| j["scenario"] == scenario).count();
-        assert_eq!(n, cells, "{scenario} cells in {stdout}");
-    }
+    assert_cells(
+        &lines,
+        &stdout,
+        &[
+            ("durable-noop", 3),
+            ("submit", 3),
+            ("submit-intake", 1),
+            ("route", 3),
+        ],
+    );
     assert!(
         !lines.iter().any(|j| j["scenario"] == "rebuild"),
         "rebuild is sled only: {stdout}"
