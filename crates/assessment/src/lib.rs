@@ -247,23 +247,18 @@ impl Assessor {
             policy_version: policy.id().to_owned(),
         });
         let commit_id = Uuid::new_v5(&ID_NAMESPACE, format!("assess\u{0}{case_id}").as_bytes());
+        let payload = event.encode();
+        // First try right after the submission without reading the case: that is where a
+        // new case stands, and if anything came after it (an assessment, a withdrawal) the
+        // append conflicts and the case is read and judged below. A replay of a case
+        // already assessed is answered by the commit id before the version is checked.
+        let mut expected = submitted.version;
         for _ in 0..16 {
-            let events = self.log.read_case_all(case_id).await?;
-            let state =
-                CaseState::from_stored(events.iter().map(|e| (meta(e), e.payload.as_slice())))?;
-            if state.assessed.is_some() || state.status == CaseStatus::Withdrawn {
-                return Ok(Done::Skipped);
-            }
-            let new = NewEvent::new(event.event_type(), "service:assessment", event.encode())
+            let new = NewEvent::new(event.event_type(), "service:assessment", payload.clone())
                 .caused_by(submitted.event_id.to_string());
             match self
                 .log
-                .append(
-                    case_id,
-                    Expected::Exact(state.version),
-                    vec![new],
-                    commit_id,
-                )
+                .append(case_id, Expected::Exact(expected), vec![new], commit_id)
                 .await
             {
                 Ok(a) => {
@@ -276,9 +271,16 @@ impl Assessor {
                         Done::Assessed
                     });
                 }
-                Err(onecity_eventlog::Error::Conflict { .. }) => continue,
+                Err(onecity_eventlog::Error::Conflict { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
+            let events = self.log.read_case_all(case_id).await?;
+            let state =
+                CaseState::from_stored(events.iter().map(|e| (meta(e), e.payload.as_slice())))?;
+            if state.assessed.is_some() || state.status == CaseStatus::Withdrawn {
+                return Ok(Done::Skipped);
+            }
+            expected = state.version;
         }
         Err(Error::Log(onecity_eventlog::Error::Unavailable(format!(
             "case {case_id} kept changing"
@@ -289,6 +291,9 @@ impl Assessor {
 #[async_trait::async_trait]
 impl onecity_eventlog::consumer::ChunkHandler for Assessor {
     type Error = Error;
+    /// Chunks overlap safely: a case has one submission, and every write is checked
+    /// against the case's version.
+    const IN_FLIGHT: usize = 4;
 
     /// A chunk holds at most one such event per case, so its cases are processed
     /// concurrently: their writes share the log's group commit instead of each waiting for

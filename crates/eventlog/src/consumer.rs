@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::stream::FuturesOrdered;
 use futures::StreamExt;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -20,10 +21,19 @@ pub trait ChunkHandler: Send + Sync {
     /// The handler's error.
     type Error: fmt::Display + From<Error> + Send;
 
+    /// How many chunks may be in the handler's hands at once. With 1 (the default) a
+    /// chunk is handed over only once the one before it is handled. With more, the next
+    /// chunk is handed over while earlier ones still wait for their writes, so the
+    /// handler's own work overlaps the log's fsync. A handler may declare more only if
+    /// two chunks handled at the same time cannot interfere: for instance, each case has
+    /// at most one of its events, or its writes are checked against the case's version
+    /// and retried. The checkpoint still moves in order (see [`run`]).
+    const IN_FLIGHT: usize = 1;
+
     /// Handles a chunk of events (in position order). `Ok` means every effect is durable:
     /// the checkpoint may move past the chunk (it is written shortly after, in the
-    /// background). The same chunk may be handed again after a crash or an error, so
-    /// handling must be idempotent.
+    /// background) once every chunk before it is handled too. The same chunk may be
+    /// handed again after a crash or an error, so handling must be idempotent.
     async fn handle(&self, events: &[RecordedEvent]) -> Result<(), Self::Error>;
 }
 
@@ -35,15 +45,17 @@ pub trait ChunkHandler: Send + Sync {
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Follows `log` from the checkpoint of `name` with `filter` until `shutdown`, handing
-/// every ready chunk (up to [`MAX_CHUNK`] events) to `handler`.
+/// every ready chunk (up to [`MAX_CHUNK`] events) to `handler`, with up to
+/// [`ChunkHandler::IN_FLIGHT`] chunks in its hands at once.
 ///
 /// The checkpoint is written off the critical path: the next chunk is handed over without
 /// waiting for it. At most one checkpoint write is in flight and at most one starts per
 /// [`CHECKPOINT_INTERVAL`]; each saves the last position of a chunk the handler has
-/// finished with `Ok`, so the checkpoint never passes a chunk that was not fully handled.
-/// It may lag behind: a crash then replays a little more, which idempotent handlers turn
+/// finished with `Ok` after every chunk before it, so the checkpoint never passes a chunk
+/// that was not fully handled, even when a later chunk finishes first. It may lag behind: a crash then replays a little more, which idempotent handlers turn
 /// into no-ops. When the consumer stops (shutdown, the end of the log, or an error) it
-/// waits for the write in flight and saves the last handled position, so a clean restart
+/// lets the chunks in the handler's hands finish (after an error, those before the failed
+/// one count), waits for the write in flight and saves the last handled position, so a clean restart
 /// replays nothing. Errors, the log's or the handler's, are logged and the consumer
 /// resumes from its checkpoint after a backoff (100 ms doubling to 5 s).
 pub async fn run<H: ChunkHandler>(
@@ -79,27 +91,60 @@ async fn follow<H: ChunkHandler>(
     let from = log.load_checkpoint(name).await? + 1;
     let mut chunks = log.subscribe(from, filter).await?.ready_chunks(MAX_CHUNK);
     let mut checkpoint = Checkpointer::new(Arc::clone(log), name);
-    let outcome: Result<(), H::Error> = loop {
-        let chunk = tokio::select! {
-            c = chunks.next() => c,
-            r = checkpoint.tick() => match r {
-                Ok(()) => continue,
-                Err(e) => break Err(e.into()),
+    // Yields in hand-over order, whatever order the chunks finish in, so a position is
+    // recorded as handled only after every chunk before it.
+    let mut in_hand = FuturesOrdered::new();
+    let in_flight = H::IN_FLIGHT.max(1);
+    // A chunk that failed ends the loop; the chunks handed over after it must not move
+    // the checkpoint past it.
+    let mut chunk_failed = false;
+    let mut outcome: Result<(), H::Error> = loop {
+        tokio::select! {
+            // Finished chunks first: they free a slot and move the checkpoint.
+            biased;
+            Some(done) = in_hand.next(), if !in_hand.is_empty() => match done {
+                Ok(Some(last)) => checkpoint.handled(last),
+                Ok(None) => {}
+                Err(e) => {
+                    chunk_failed = true;
+                    break Err(e);
+                }
+            },
+            chunk = chunks.next(), if in_hand.len() < in_flight => {
+                let Some(chunk) = chunk else { break Ok(()) };
+                let events = match chunk.into_iter().collect::<Result<Vec<_>, _>>() {
+                    Ok(events) => events,
+                    Err(e) => break Err(e.into()),
+                };
+                in_hand.push_back(async move {
+                    handler.handle(&events).await?;
+                    Ok(events.last().map(|e| e.position))
+                });
+            },
+            r = checkpoint.tick() => if let Err(e) = r {
+                break Err(e.into());
             },
             () = shutdown.cancelled() => break Ok(()),
-        };
-        let Some(chunk) = chunk else { break Ok(()) };
-        let events = match chunk.into_iter().collect::<Result<Vec<_>, _>>() {
-            Ok(events) => events,
-            Err(e) => break Err(e.into()),
-        };
-        if let Err(e) = handler.handle(&events).await {
-            break Err(e);
-        }
-        if let Some(last) = events.last() {
-            checkpoint.handled(last.position);
         }
     };
+    // Chunks already handed over finish (their writes may be in the log already), so a
+    // clean stop saves exactly what was handled. After a failed chunk the rest are
+    // dropped: they come after it, and what they wrote is replayed as a no-op.
+    if chunk_failed {
+        in_hand.clear();
+    }
+    while let Some(done) = in_hand.next().await {
+        match done {
+            Ok(Some(last)) => checkpoint.handled(last),
+            Ok(None) => {}
+            Err(e) => {
+                if outcome.is_ok() {
+                    outcome = Err(e);
+                }
+                break;
+            }
+        }
+    }
     // Everything recorded as handled was handled with `Ok`, even when a later chunk
     // failed, so it is saved on every way out.
     let saved = checkpoint.finish().await;
@@ -275,5 +320,82 @@ mod tests {
         shutdown.cancel();
         task.await.unwrap();
         assert_eq!(log.load_checkpoint("probe").await.unwrap(), first);
+    }
+
+    /// Hands each chunk's first and last position to the test and waits for its verdict
+    /// (`true`: handled; `false` or no verdict: failed), with up to four chunks at once.
+    struct Gate {
+        handed: mpsc::UnboundedSender<Handed>,
+    }
+
+    #[async_trait::async_trait]
+    impl ChunkHandler for Gate {
+        type Error = Error;
+        const IN_FLIGHT: usize = 4;
+
+        async fn handle(&self, events: &[RecordedEvent]) -> Result<(), Error> {
+            let (verdict, wait) = tokio::sync::oneshot::channel();
+            let first = events.first().map_or(0, |e| e.position);
+            let last = events.last().map_or(0, |e| e.position);
+            let _ = self.handed.send((first, last, verdict));
+            match wait.await {
+                Ok(true) => Ok(()),
+                _ => Err(Error::Unavailable("refused by the test".into())),
+            }
+        }
+    }
+
+    type Handed = (u64, u64, tokio::sync::oneshot::Sender<bool>);
+
+    /// The next chunk handed to a [`Gate`]; the timeout only turns a hang into a failure.
+    async fn next(rx: &mut mpsc::UnboundedReceiver<Handed>) -> Handed {
+        tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("a chunk is handed over")
+            .expect("the consumer runs")
+    }
+
+    /// A later chunk is handed over while an earlier one is still being handled, and
+    /// finishing first does not let the checkpoint pass the earlier one: when the earlier
+    /// one fails, the restart hands both over again.
+    #[tokio::test]
+    async fn chunks_overlap_but_the_checkpoint_moves_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(SledLog::open(dir.path(), SledConfig::default()).unwrap());
+        let (handed, mut rx) = mpsc::unbounded_channel();
+        let shutdown = CancellationToken::new();
+        let task = {
+            let log: Arc<dyn EventLog> = Arc::clone(&log) as _;
+            let stop = shutdown.clone();
+            tokio::spawn(
+                async move { run(log, "gate", Filter::all(), stop, &Gate { handed }).await },
+            )
+        };
+        let e1 = append_one(&log).await;
+        let (first, last, g1) = next(&mut rx).await;
+        assert_eq!((first, last), (e1, e1));
+        let e2 = append_one(&log).await;
+        // Handed over while the first chunk is still in the handler's hands.
+        let (first, last, g2) = next(&mut rx).await;
+        assert_eq!((first, last), (e2, e2));
+        g2.send(true).unwrap();
+        g1.send(false).unwrap();
+        // The restart resumes before the failed chunk, not after the one that succeeded.
+        let (first, mut last, again) = next(&mut rx).await;
+        assert_eq!(first, e1);
+        again.send(true).unwrap();
+        while last < e2 {
+            let (_, l, g) = next(&mut rx).await;
+            g.send(true).unwrap();
+            last = l;
+        }
+        let e3 = append_one(&log).await;
+        let (first, last, g3) = next(&mut rx).await;
+        assert_eq!((first, last), (e3, e3));
+        // Shutting down lets the chunk in hand finish and saves it.
+        shutdown.cancel();
+        g3.send(true).unwrap();
+        task.await.unwrap();
+        assert_eq!(log.load_checkpoint("gate").await.unwrap(), e3);
     }
 }

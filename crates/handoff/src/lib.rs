@@ -953,6 +953,9 @@ fn check_open(r: &pb::Referral) -> Result<()> {
 #[async_trait::async_trait]
 impl onecity_eventlog::consumer::ChunkHandler for HandoffWorker {
     type Error = Error;
+    /// Chunks overlap safely: a case is assessed once, and every write is checked against
+    /// the case's version.
+    const IN_FLIGHT: usize = 4;
 
     /// A chunk holds at most one such event per case, so its cases are processed
     /// concurrently: their writes share the log's group commit instead of each waiting for
