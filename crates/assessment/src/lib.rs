@@ -219,11 +219,21 @@ impl Assessor {
     /// Assesses the case opened by `submitted`, exactly once per case: the commit id is
     /// derived from the case, and a case already assessed (or withdrawn) is skipped.
     pub async fn process(&self, submitted: &RecordedEvent) -> Result<Done> {
+        match self.decide(submitted)? {
+            Some(decided) => self.record(decided).await,
+            None => Ok(Done::Skipped),
+        }
+    }
+
+    /// The assessment of the case opened by `submitted`, encoded and ready to append
+    /// (`None`: nothing to assess). Pure computation, no I/O: the chunk handler runs it
+    /// on the blocking pool, so a chunk's rules never hold up a runtime thread.
+    fn decide(&self, submitted: &RecordedEvent) -> Result<Option<Decided>> {
         let case_id = submitted.case_id;
         let Some(CaseEvent::ApplicationSubmitted(s)) =
             CaseEvent::decode(&submitted.event_type, &submitted.payload)?
         else {
-            return Ok(Done::Skipped);
+            return Ok(None);
         };
         let application = s.application.unwrap_or_default();
         // Validated at intake; re-validating guards against a damaged or foreign event.
@@ -231,12 +241,12 @@ impl Assessor {
             Ok(app) => app,
             Err(e) => {
                 tracing::error!(%case_id, field = %e.field, reason = %e.reason, "stored application fails validation, not assessed");
-                return Ok(Done::Skipped);
+                return Ok(None);
             }
         };
         let Some(policy) = self.policies.in_force(app.application_date) else {
             tracing::error!(%case_id, date = %app.application_date, "no policy in force, not assessed");
-            return Ok(Done::Skipped);
+            return Ok(None);
         };
         let assessments: Vec<pb::Assessment> = assess(&app, policy, &self.catalogue)
             .into_iter()
@@ -246,16 +256,35 @@ impl Assessor {
             assessments,
             policy_version: policy.id().to_owned(),
         });
+        Ok(Some(Decided {
+            case_id,
+            after: submitted.version,
+            cause: submitted.event_id.to_string(),
+            event_type: event.event_type(),
+            payload: event.encode(),
+            policy: policy.id().to_owned(),
+        }))
+    }
+
+    /// Appends a decided assessment, unless the case was assessed or withdrawn meanwhile.
+    async fn record(&self, decided: Decided) -> Result<Done> {
+        let Decided {
+            case_id,
+            after,
+            cause,
+            event_type,
+            payload,
+            policy,
+        } = decided;
         let commit_id = Uuid::new_v5(&ID_NAMESPACE, format!("assess\u{0}{case_id}").as_bytes());
-        let payload = event.encode();
         // First try right after the submission without reading the case: that is where a
         // new case stands, and if anything came after it (an assessment, a withdrawal) the
         // append conflicts and the case is read and judged below. A replay of a case
         // already assessed is answered by the commit id before the version is checked.
-        let mut expected = submitted.version;
+        let mut expected = after;
         for _ in 0..16 {
-            let new = NewEvent::new(event.event_type(), "service:assessment", payload.clone())
-                .caused_by(submitted.event_id.to_string());
+            let new = NewEvent::new(event_type, "service:assessment", payload.clone())
+                .caused_by(cause.clone());
             match self
                 .log
                 .append(case_id, Expected::Exact(expected), vec![new], commit_id)
@@ -263,7 +292,7 @@ impl Assessor {
             {
                 Ok(a) => {
                     if !a.deduplicated {
-                        tracing::info!(%case_id, policy = policy.id(), "case assessed");
+                        tracing::info!(%case_id, %policy, "case assessed");
                     }
                     return Ok(if a.deduplicated {
                         Done::Skipped
@@ -288,6 +317,18 @@ impl Assessor {
     }
 }
 
+/// An assessment computed by [`Assessor::decide`], waiting to be appended.
+struct Decided {
+    case_id: Uuid,
+    /// Version of the submission it assesses: where a new case stands.
+    after: u64,
+    /// Event id of the submission (the causation id).
+    cause: String,
+    event_type: &'static str,
+    payload: Vec<u8>,
+    policy: String,
+}
+
 #[async_trait::async_trait]
 impl onecity_eventlog::consumer::ChunkHandler for Assessor {
     type Error = Error;
@@ -298,11 +339,29 @@ impl onecity_eventlog::consumer::ChunkHandler for Assessor {
     /// A chunk holds at most one such event per case, so its cases are processed
     /// concurrently: their writes share the log's group commit instead of each waiting for
     /// its own fsync.
+    ///
+    /// The rules run on the blocking pool: a chunk is milliseconds of computation, which on
+    /// a runtime thread would stall every request and stream scheduled behind it.
     async fn handle(&self, events: &[RecordedEvent]) -> Result<()> {
-        let owned = events
+        let owned: Vec<RecordedEvent> = events
             .iter()
-            .filter(|e| self.partition.owns(e.case_id.as_bytes()));
-        futures::future::try_join_all(owned.map(|e| self.process(e)))
+            .filter(|e| self.partition.owns(e.case_id.as_bytes()))
+            .cloned()
+            .collect();
+        let worker = self.clone();
+        let decided = tokio::task::spawn_blocking(move || {
+            owned
+                .iter()
+                .map(|e| worker.decide(e))
+                .collect::<Result<Vec<_>>>()
+        })
+        .await
+        .map_err(|e| {
+            Error::Log(onecity_eventlog::Error::Unavailable(format!(
+                "assessment did not finish: {e}"
+            )))
+        })??;
+        futures::future::try_join_all(decided.into_iter().flatten().map(|d| self.record(d)))
             .await
             .map(drop)
     }
