@@ -182,13 +182,26 @@ const COMPRESS_FROM: usize = 512;
 /// become a huge allocation); far above any payload limit a deployment would set.
 const MAX_INFLATED: usize = 256 * 1024 * 1024;
 
+#[cfg(test)]
 pub(crate) fn encode_event(e: &RecordedEvent) -> Vec<u8> {
+    encode_event_with(e, compress_payload(&e.payload).as_deref())
+}
+
+/// The stored form of `payload` when compressing it pays (see above), else `None`.
+/// Separate from [`encode_event_with`] so that the sled writer, the one thread every
+/// commit passes through, gets it already done by the appending task.
+pub(crate) fn compress_payload(payload: &[u8]) -> Option<Vec<u8>> {
+    (payload.len() >= COMPRESS_FROM)
+        .then(|| lz4_flex::compress_prepend_size(payload))
+        .filter(|c| c.len() <= payload.len() - payload.len() / 8)
+}
+
+/// [`encode_event`] with the payload's compressed form given: exactly what
+/// [`compress_payload`] returned for `e.payload`.
+pub(crate) fn encode_event_with(e: &RecordedEvent, compressed: Option<&[u8]>) -> Vec<u8> {
     let envelope = envelope(e);
-    let compressed = (e.payload.len() >= COMPRESS_FROM)
-        .then(|| lz4_flex::compress_prepend_size(&e.payload))
-        .filter(|c| c.len() <= e.payload.len() - e.payload.len() / 8);
-    let (kind, body) = match &compressed {
-        Some(c) => (FRAMED_LZ4, c.as_slice()),
+    let (kind, body) = match compressed {
+        Some(c) => (FRAMED_LZ4, c),
         None => (FRAMED_RAW, e.payload.as_slice()),
     };
     let mut out = Vec::with_capacity(1 + 5 + envelope.encoded_len() + body.len());

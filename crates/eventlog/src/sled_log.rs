@@ -33,7 +33,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::codec::{decode_event, encode_event, now_micros, stored_event_matches};
+use crate::codec::{
+    compress_payload, decode_event, encode_event_with, now_micros, stored_event_matches,
+};
 use crate::commit_index::{CommitIndex, CommitRecord, Found, FLUSH_ENTRIES};
 use crate::{
     check_consumer, clamp_limit, Appended, Error, EventLog, EventStream, Expected, Filter, Limits,
@@ -117,6 +119,9 @@ enum Op {
         case_id: Uuid,
         expected: Expected,
         events: Vec<NewEvent>,
+        /// Each event's payload as stored when compressed (`compress_payload`), computed
+        /// by the appending task rather than by the writer thread.
+        compressed: Vec<Option<Vec<u8>>>,
         commit_id: Uuid,
         reply: oneshot::Sender<Result<Appended>>,
     },
@@ -295,11 +300,16 @@ impl EventLog for SledLog {
             .config
             .limits
             .check_append(case_id, &events, commit_id)?;
+        let compressed = events
+            .iter()
+            .map(|e| compress_payload(&e.payload))
+            .collect();
         let (reply, rx) = oneshot::channel();
         let op = Op::Append {
             case_id,
             expected,
             events,
+            compressed,
             commit_id,
             reply,
         };
@@ -716,11 +726,16 @@ impl Writer {
                 case_id,
                 expected,
                 events,
+                compressed,
                 commit_id,
                 reply,
             } => {
-                let result =
-                    self.stage_append(staged, recorded_at, (case_id, expected, events, commit_id));
+                let result = self.stage_append(
+                    staged,
+                    recorded_at,
+                    (case_id, expected, events, commit_id),
+                    compressed,
+                );
                 staged.replies.push(Reply::Append(reply, result));
             }
             Op::Checkpoint {
@@ -742,6 +757,7 @@ impl Writer {
         staged: &mut Staged,
         recorded_at: SystemTime,
         (case_id, expected, events, commit_id): (Uuid, Expected, Vec<NewEvent>, Uuid),
+        compressed: Vec<Option<Vec<u8>>>,
     ) -> Result<Appended> {
         if self.shared.failed.load(Ordering::Acquire) {
             return Err(failed_error());
@@ -787,7 +803,7 @@ impl Writer {
             last_position: self.head + n,
             deduplicated: false,
         };
-        for (i, e) in events.into_iter().enumerate() {
+        for (i, (e, compressed)) in events.into_iter().zip(compressed).enumerate() {
             let i = i as u64;
             let recorded = RecordedEvent {
                 event_id: e.event_id,
@@ -803,7 +819,7 @@ impl Writer {
             };
             staged.writes.push((
                 event_key(recorded.position).as_slice().into(),
-                encode_event(&recorded).into(),
+                encode_event_with(&recorded, compressed.as_deref()).into(),
             ));
             staged.events.push(recorded);
         }
