@@ -52,10 +52,11 @@ pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
 /// waiting for it. At most one checkpoint write is in flight and at most one starts per
 /// [`CHECKPOINT_INTERVAL`]; each saves the last position of a chunk the handler has
 /// finished with `Ok` after every chunk before it, so the checkpoint never passes a chunk
-/// that was not fully handled, even when a later chunk finishes first. It may lag behind: a crash then replays a little more, which idempotent handlers turn
-/// into no-ops. When the consumer stops (shutdown, the end of the log, or an error) it
-/// lets the chunks in the handler's hands finish (after an error, those before the failed
-/// one count), waits for the write in flight and saves the last handled position, so a clean restart
+/// that was not fully handled, even when a later chunk finishes first. It may lag behind:
+/// a crash then replays a little more, which idempotent handlers turn into no-ops. When
+/// the consumer stops (shutdown, the end of the log, or an error) it lets the chunks in
+/// the handler's hands finish (after a failed chunk, only those before it count), waits
+/// for the write in flight and saves the last handled position, so a clean restart
 /// replays nothing. Errors, the log's or the handler's, are logged and the consumer
 /// resumes from its checkpoint after a backoff (100 ms doubling to 5 s).
 pub async fn run<H: ChunkHandler>(
