@@ -12,6 +12,7 @@ mod date;
 mod district;
 mod enums;
 mod error;
+pub mod ids;
 pub mod events;
 mod id_number;
 mod partition;
