@@ -62,11 +62,20 @@ mod tests {
     fn ids_are_pinned() {
         let pinned = [
             (NAMESPACE, "6f6e6563-6974-7900-8000-000000000001"),
-            (submit_commit("t-1", "req-1"), "2a4e86b2-7cae-5513-bbec-9c6db6ec4531"),
+            (
+                submit_commit("t-1", "req-1"),
+                "2a4e86b2-7cae-5513-bbec-9c6db6ec4531",
+            ),
             (assess_commit(CASE), "6b0c5b0e-25bb-590c-b26d-7edfe620cac7"),
             (handoff_commit(CASE), "1841374e-b8d1-5210-8866-723644b87dde"),
-            (withdraw_commit(CASE, 3), "6d953a82-1168-520b-86f5-7ad9d24b7c28"),
-            (referral_id(CASE, Programme::Dibao), "cbdc29df-0ceb-5a88-8ec2-c30d0ddee7eb"),
+            (
+                withdraw_commit(CASE, 3),
+                "6d953a82-1168-520b-86f5-7ad9d24b7c28",
+            ),
+            (
+                referral_id(CASE, Programme::Dibao),
+                "cbdc29df-0ceb-5a88-8ec2-c30d0ddee7eb",
+            ),
         ];
         for (id, want) in pinned {
             assert_eq!(id.to_string(), want);
