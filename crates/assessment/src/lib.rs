@@ -73,7 +73,7 @@ pub const CONSUMER: &str = "assessment";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum View {
     /// Outcome, amount, margin, department unit, policy version and summary; no rules.
-    /// What a clerk reads; a seventh of the bytes of [`View::Full`].
+    /// What a clerk reads; a small part of the bytes of [`View::Full`].
     #[default]
     Basic,
     /// Every rule with its inputs, threshold and explanation as well.
@@ -354,8 +354,8 @@ impl onecity_eventlog::consumer::ChunkHandler for Assessor {
     /// concurrently: their writes share the log's group commit instead of each waiting for
     /// its own fsync.
     ///
-    /// The rules run on the blocking pool: a chunk is milliseconds of computation, which on
-    /// a runtime thread would stall every request and stream scheduled behind it.
+    /// The rules run on the blocking pool: a chunk's rules are enough computation to stall,
+    /// on a runtime thread, every request and stream scheduled behind them.
     async fn handle(&self, events: &[RecordedEvent]) -> Result<()> {
         let owned: Vec<RecordedEvent> = events
             .iter()

@@ -38,8 +38,8 @@ struct InboxState {
 
 /// One unit's referrals in issue order, keyed by issue position. The inbox applies
 /// events in log order, so positions arrive ascending and a sorted `Vec` serves where a
-/// `BTreeMap` filled in order costs nearly twice the memory a referral, which at a large
-/// log is much of a cold start's peak memory (docs/performance.md).
+/// `BTreeMap` filled in order costs much more memory a referral, which at a large log is
+/// a good part of a cold start's peak memory (docs/performance.md).
 #[derive(Debug, Default)]
 struct Issued(Vec<(u64, Slot)>);
 
