@@ -180,8 +180,9 @@ pub enum LogCommand {
     /// Write the whole log to a file (stop the server first for a sled log: sled is
     /// opened by one process at a time). Prints the log's checksum.
     Export {
-        /// Log backend to read: sled:PATH, remote:URL or jetstream:URLS.
-        #[arg(long, value_parser = parse_log_spec)]
+        /// Log backend to read: sled:PATH, remote:http(s)://HOST:PORT or
+        /// jetstream:nats://HOST:PORT[,...][?replicas=N&prefix=NAME].
+        #[arg(long, value_parser = parse_log_spec, long_help = config::log_spec_help("Log backend to read"))]
         log: LogSpec,
         /// Token for a remote log.
         #[arg(long, env = config::ENV_LOG_TOKEN)]
@@ -192,8 +193,9 @@ pub enum LogCommand {
     /// Append an export to an EMPTY log, preserving order, versions and positions, then
     /// verify the target's checksum against the file's.
     Import {
-        /// Log backend to write: sled:PATH, remote:URL or jetstream:URLS.
-        #[arg(long, value_parser = parse_log_spec)]
+        /// Log backend to write: sled:PATH, remote:http(s)://HOST:PORT or
+        /// jetstream:nats://HOST:PORT[,...][?replicas=N&prefix=NAME].
+        #[arg(long, value_parser = parse_log_spec, long_help = config::log_spec_help("Log backend to write"))]
         log: LogSpec,
         /// Token for a remote log.
         #[arg(long, env = config::ENV_LOG_TOKEN)]
@@ -203,8 +205,9 @@ pub enum LogCommand {
     },
     /// Print the checksum of a whole log (compare two logs after a migration).
     Checksum {
-        /// Log backend: sled:PATH, remote:URL or jetstream:URLS.
-        #[arg(long, value_parser = parse_log_spec)]
+        /// Log backend: sled:PATH, remote:http(s)://HOST:PORT or
+        /// jetstream:nats://HOST:PORT[,...][?replicas=N&prefix=NAME].
+        #[arg(long, value_parser = parse_log_spec, long_help = config::log_spec_help("Log backend"))]
         log: LogSpec,
         /// Token for a remote log.
         #[arg(long, env = config::ENV_LOG_TOKEN)]
@@ -212,26 +215,32 @@ pub enum LogCommand {
     },
 }
 
-/// Flags of `serve` and `config`.
+/// Flags of `serve` and `config`. The `ONECITY_*` variables named in the help are read by
+/// [`Config::load_with`] (one reader, in their layer under the flags), not by these flags.
 #[derive(Debug, Clone, Default, Args)]
 pub struct ServeArgs {
-    /// Listen address [default: 127.0.0.1:50051].
-    #[arg(long, env = config::ENV_ADDR)]
+    /// Listen address [env: ONECITY_ADDR] [default: 127.0.0.1:50051].
+    #[arg(long)]
     pub addr: Option<SocketAddr>,
-    /// Data directory [default: ./data].
-    #[arg(long, env = config::ENV_DATA_DIR)]
+    /// Data directory [env: ONECITY_DATA_DIR] [default: ./data].
+    #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Configuration file (TOML; see deploy/onecity.toml).
-    #[arg(long, env = "ONECITY_CONFIG")]
+    #[arg(long, env = config::ENV_CONFIG)]
     pub config: Option<PathBuf>,
-    /// Event log backend: sled:PATH or remote:http://HOST:PORT [default: sled:<data dir>].
-    #[arg(long, env = config::ENV_LOG, value_parser = parse_log_spec)]
+    /// Event log backend: sled:PATH, remote:http(s)://HOST:PORT or
+    /// jetstream:nats://HOST:PORT[,...][?replicas=N&prefix=NAME] [env: ONECITY_LOG]
+    /// [default: sled:<data dir>].
+    #[arg(long, value_parser = parse_log_spec, long_help = config::log_spec_help(
+        "Event log backend [env: ONECITY_LOG] [default: sled:<data dir>]"
+    ))]
     pub log: Option<LogSpec>,
     /// Service role to run: intake, eligibility, handoff, log or all (repeatable,
-    /// or comma-separated) [default: all].
+    /// or comma-separated) [env: ONECITY_ROLES] [default: all].
     #[arg(long = "role", value_delimiter = ',', value_parser = parse_role)]
     pub roles: Vec<config::Role>,
-    /// This instance's share of the cases for its workers, INDEX/COUNT [default: 0/1].
+    /// This instance's share of the cases for its workers, INDEX/COUNT
+    /// [env: ONECITY_PARTITION] [default: 0/1].
     #[arg(long, value_parser = parse_partition)]
     pub partition: Option<onecity_domain::Partition>,
 }
@@ -254,7 +263,7 @@ impl ServeArgs {
     pub fn load(&self) -> anyhow::Result<Config> {
         Config::load_with(
             self.config.as_deref(),
-            &|name| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()),
+            &config::process_env,
             Overrides {
                 addr: self.addr,
                 data_dir: self.data_dir.clone(),
