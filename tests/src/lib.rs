@@ -114,7 +114,10 @@ impl TestServer {
         &self,
         token: &str,
     ) -> IntakeServiceClient<InterceptedService<Channel, Bearer>> {
-        IntakeServiceClient::with_interceptor(self.channel().await, Bearer::new(token))
+        IntakeServiceClient::with_interceptor(
+            self.channel().await,
+            Bearer::new(token).expect("ascii token"),
+        )
     }
 
     /// Eligibility client authenticated with `token`.
@@ -122,7 +125,10 @@ impl TestServer {
         &self,
         token: &str,
     ) -> EligibilityServiceClient<InterceptedService<Channel, Bearer>> {
-        EligibilityServiceClient::with_interceptor(self.channel().await, Bearer::new(token))
+        EligibilityServiceClient::with_interceptor(
+            self.channel().await,
+            Bearer::new(token).expect("ascii token"),
+        )
     }
 
     /// Handoff client authenticated with `token`.
@@ -130,7 +136,10 @@ impl TestServer {
         &self,
         token: &str,
     ) -> HandoffServiceClient<InterceptedService<Channel, Bearer>> {
-        HandoffServiceClient::with_interceptor(self.channel().await, Bearer::new(token))
+        HandoffServiceClient::with_interceptor(
+            self.channel().await,
+            Bearer::new(token).expect("ascii token"),
+        )
     }
 
     /// Event log client authenticated with `token`.
@@ -138,7 +147,10 @@ impl TestServer {
         &self,
         token: &str,
     ) -> EventLogServiceClient<InterceptedService<Channel, Bearer>> {
-        EventLogServiceClient::with_interceptor(self.channel().await, Bearer::new(token))
+        EventLogServiceClient::with_interceptor(
+            self.channel().await,
+            Bearer::new(token).expect("ascii token"),
+        )
     }
 
     /// Raw channel (no token).
@@ -203,23 +215,7 @@ impl Drop for TestServer {
     }
 }
 
-/// Adds `authorization: Bearer <token>` to every call.
-#[derive(Debug, Clone)]
-pub struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
-
-impl Bearer {
-    /// For `token`.
-    pub fn new(token: &str) -> Self {
-        Bearer(format!("Bearer {token}").parse().expect("ascii token"))
-    }
-}
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        req.metadata_mut().insert("authorization", self.0.clone());
-        Ok(req)
-    }
-}
+pub use onecity_eventlog_grpc::Bearer;
 
 /// A submission of `application` with a fresh request id.
 pub fn submission(application: pb::Application) -> pb::SubmitApplicationRequest {

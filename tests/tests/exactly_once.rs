@@ -85,7 +85,7 @@ async fn restarts_and_full_replays_never_duplicate() {
                         .unwrap();
                     let mut c = pb::intake_service_client::IntakeServiceClient::with_interceptor(
                         ch,
-                        onecity_tests::Bearer::new(tokens::TERMINAL),
+                        onecity_tests::Bearer::new(tokens::TERMINAL).unwrap(),
                     );
                     c.submit_application(submission(sample_application()))
                         .await

@@ -260,7 +260,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .build()?;
     let nats = match (cli.backend, &cli.addr) {
         (Backend::Jetstream, None) => Some(
-            onecity_eventlog::jetstream::testing::NatsServer::start()
+            onecity_eventlog_jetstream::testing::NatsServer::start()
                 .map_err(|e| anyhow::anyhow!(e))
                 .context("private nats-server for --backend jetstream")?,
         ),

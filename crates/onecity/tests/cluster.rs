@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use onecity_domain::events::{CaseEvent, CASE_CLOSED, REFERRAL_ISSUED};
-use onecity_eventlog::{EventLog, Filter, JetStreamConfig, JetStreamLog};
+use onecity_eventlog::{EventLog, Filter};
+use onecity_eventlog_jetstream::{JetStreamConfig, JetStreamLog};
 use onecity_proto::v1 as pb;
 use tokio::sync::Mutex;
 use tonic::transport::Channel;
@@ -69,14 +70,8 @@ impl Drop for Cluster {
     }
 }
 
-fn bearer(
-    token: &'static str,
-) -> impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone {
-    move |mut req| {
-        req.metadata_mut()
-            .insert("authorization", format!("Bearer {token}").parse().unwrap());
-        Ok(req)
-    }
+fn bearer(token: &str) -> onecity_eventlog_grpc::Bearer {
+    onecity_eventlog_grpc::Bearer::new(token).unwrap()
 }
 
 fn application(i: usize) -> pb::Application {

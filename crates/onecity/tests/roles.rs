@@ -76,14 +76,8 @@ impl Proc {
     }
 }
 
-fn bearer(
-    token: &str,
-) -> impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone {
-    let value: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse().unwrap();
-    move |mut req| {
-        req.metadata_mut().insert("authorization", value.clone());
-        Ok(req)
-    }
+fn bearer(token: &str) -> onecity_eventlog_grpc::Bearer {
+    onecity_eventlog_grpc::Bearer::new(token).unwrap()
 }
 
 fn application(i: u16) -> pb::Application {
