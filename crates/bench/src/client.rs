@@ -25,6 +25,7 @@ pub fn connections_for(concurrency: usize) -> usize {
     concurrency.div_ceil(TASKS_PER_CONNECTION).max(1)
 }
 
+// TODO(merge): onecity_eventlog_grpc::Bearer
 /// Adds `authorization: Bearer <token>` to every call.
 #[derive(Debug, Clone)]
 pub struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
