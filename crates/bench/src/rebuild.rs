@@ -23,7 +23,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use onecity_domain::events::CaseEvent;
-use onecity_eventlog::{EventLog, Expected, NewEvent, SledConfig, SledLog};
+use onecity_eventlog::{EventLog, Expected, NewEvent};
+use onecity_eventlog_sled::{SledConfig, SledLog};
 use onecity_proto::v1 as pb;
 use pb::handoff_service_client::HandoffServiceClient;
 use pb::intake_service_client::IntakeServiceClient;

@@ -1037,7 +1037,7 @@ mod tests {
         assert_eq!(m.get(7).unwrap().latest, 70);
         assert_eq!(m.after(0).count(), 5);
     }
-    use onecity_eventlog::{SledConfig, SledLog};
+    use onecity_eventlog_sled::{SledConfig, SledLog};
 
     async fn append(log: &SledLog, case_id: Uuid, event: CaseEvent) -> u64 {
         let new = NewEvent::new(event.event_type(), "test", event.encode());

@@ -17,7 +17,7 @@ impl From<Error> for Status {
             Error::NotFound(_) => Status::not_found(e.to_string()),
             Error::PermissionDenied(_) => Status::permission_denied(e.to_string()),
             Error::FailedPrecondition(_) => Status::failed_precondition(e.to_string()),
-            Error::Log(e) => onecity_eventlog::grpc::status(e),
+            Error::Log(e) => onecity_eventlog_grpc::status(e),
             Error::Corrupt(_) => Status::internal(e.to_string()),
             Error::Overloaded { .. } => Status::resource_exhausted(e.to_string()),
         }

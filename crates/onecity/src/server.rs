@@ -11,8 +11,10 @@ use onecity_assessment::{Assessor, Screener};
 use onecity_domain::events::{APPLICATION_SUBMITTED, ELIGIBILITY_ASSESSED};
 use onecity_domain::Partition;
 use onecity_eligibility::{Catalogue, PolicyBook};
-use onecity_eventlog::grpc::EventLogGrpc;
-use onecity_eventlog::{EventLog, JetStreamConfig, JetStreamLog, RemoteLog, SledConfig, SledLog};
+use onecity_eventlog::EventLog;
+use onecity_eventlog_grpc::{EventLogGrpc, RemoteLog};
+use onecity_eventlog_jetstream::{JetStreamConfig, JetStreamLog};
+use onecity_eventlog_sled::{SledConfig, SledLog};
 use onecity_handoff::grpc::HandoffGrpc;
 use onecity_handoff::{Handoff, HandoffWorker, Inbox};
 use onecity_intake::grpc::IntakeGrpc;
@@ -56,7 +58,7 @@ pub async fn open_log_spec(
             let mut log =
                 RemoteLog::connect_lazy(&addr).with_context(|| format!("log backend {addr}"))?;
             if let Some(t) = token {
-                log = log.with_token(t.to_owned());
+                log = log.with_token(t)?;
             }
             Ok((Arc::new(log), false))
         }

@@ -5,13 +5,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use onecity_eventlog_grpc::Bearer;
 use onecity_proto::v1 as pb;
 use onecity_proto::v1::eligibility_service_client::EligibilityServiceClient;
 use onecity_proto::v1::event_log_service_client::EventLogServiceClient;
 use onecity_proto::v1::handoff_service_client::HandoffServiceClient;
 use onecity_proto::v1::intake_service_client::IntakeServiceClient;
 use prost::Message as _;
-use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use tonic::Request;
 
@@ -23,17 +23,15 @@ use crate::json;
 #[derive(Debug, Clone)]
 pub struct Client {
     channel: Channel,
-    authorization: MetadataValue<Ascii>,
+    bearer: Bearer,
 }
 
 impl Client {
     /// Connects to `args.server` (eagerly, so a wrong address fails before any work).
     pub async fn connect(args: &ClientArgs) -> anyhow::Result<Self> {
-        let authorization = format!("Bearer {}", args.token)
-            .parse::<MetadataValue<Ascii>>()
-            .map_err(|_| {
-                anyhow::anyhow!("the token contains characters not allowed in a header")
-            })?;
+        let bearer = Bearer::new(&args.token).map_err(|_| {
+            anyhow::anyhow!("the token contains characters not allowed in a header")
+        })?;
         let channel = Endpoint::from_shared(args.server.clone())
             .with_context(|| format!("bad server address {:?}", args.server))?
             .connect_timeout(Duration::from_secs(5))
@@ -45,17 +43,13 @@ impl Client {
                     args.server
                 ))
             })?;
-        Ok(Client {
-            channel,
-            authorization,
-        })
+        Ok(Client { channel, bearer })
     }
 
     /// `msg` with the `authorization` metadata.
     pub fn request<T>(&self, msg: T) -> Request<T> {
         let mut req = Request::new(msg);
-        req.metadata_mut()
-            .insert("authorization", self.authorization.clone());
+        self.bearer.apply(&mut req);
         req
     }
 

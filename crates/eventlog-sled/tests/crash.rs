@@ -12,7 +12,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use onecity_eventlog::{Error, EventLog, Expected, NewEvent, RecordedEvent, SledConfig, SledLog};
+use onecity_eventlog::{Error, EventLog, Expected, NewEvent, RecordedEvent};
+use onecity_eventlog_sled::{SledConfig, SledLog};
 use uuid::Uuid;
 
 const CHILD_ENV: &str = "ONECITY_CRASH_CHILD";
