@@ -11,6 +11,7 @@ use onecity_assessment::{Assessor, Screener};
 use onecity_domain::events::{APPLICATION_SUBMITTED, ELIGIBILITY_ASSESSED};
 use onecity_domain::Partition;
 use onecity_eligibility::{Catalogue, PolicyBook};
+use onecity_eventlog::retry::BackoffBuilder as _;
 use onecity_eventlog::EventLog;
 use onecity_eventlog_grpc::{EventLogGrpc, RemoteLog};
 use onecity_eventlog_jetstream::{JetStreamConfig, JetStreamLog};
@@ -76,19 +77,17 @@ pub async fn open_log_spec(
             // A role often starts before its cluster is ready (a fresh R3 stream has no
             // leader yet, a node is restarting): wait for it, bounded, and fail fast on what
             // waiting cannot fix (an old server, a bad setting).
-            // TODO(merge): onecity_eventlog::retry (the one backoff definition, on backon)
-            // instead of this hand-written doubling.
             let deadline = std::time::Instant::now() + JETSTREAM_STARTUP_PATIENCE;
-            let mut backoff = std::time::Duration::from_millis(200);
+            let mut delays = onecity_eventlog::retry::backoff().build();
             loop {
                 match JetStreamLog::connect(config.clone()).await {
                     Ok(log) => return Ok((Arc::new(log), true)),
                     Err(e @ onecity_eventlog::Error::Unavailable(_))
                         if std::time::Instant::now() < deadline =>
                     {
+                        let backoff = delays.next().unwrap_or(onecity_eventlog::retry::MAX_DELAY);
                         tracing::warn!(error = %e, ?backoff, "jetstream log not ready, retrying");
                         tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
                     }
                     Err(e) => {
                         return Err(e)
