@@ -22,7 +22,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // compile_fds does not write the descriptor set itself (only the protoc path does),
     // so write it for server reflection here.
     std::fs::write(out.join("onecity_descriptor.bin"), fds.encode_to_vec())?;
+    // Clients and servers only with the `grpc` feature: the messages alone need no tonic.
+    let grpc = std::env::var_os("CARGO_FEATURE_GRPC").is_some();
     tonic_prost_build::configure()
+        .build_client(grpc)
+        .build_server(grpc)
         // The rules build their inputs as a BTreeMap: the same map type here lets the
         // domain -> proto conversion move it instead of rehashing every key into a
         // HashMap, and encodes an assessment's inputs in one deterministic order.

@@ -73,15 +73,8 @@ async fn tokens_and_roles_are_enforced() {
         assert_eq!(err.code(), Code::PermissionDenied, "{token}");
     }
     // Any terminal of the city may read any case (one-city link).
-    let case_id = server
-        .intake(tokens::TERMINAL)
-        .await
-        .submit_application(submission(sample_application()))
-        .await
-        .unwrap()
-        .into_inner()
-        .case_id;
-    let case = server.handed_off(&case_id).await;
+    let case = server.submit_handed_off(sample_application()).await;
+    let case_id = case.case_id.clone();
     let get = |c: &str| pb::GetCaseRequest { case_id: c.into() };
     server
         .intake(tokens::TERMINAL_HEPING)

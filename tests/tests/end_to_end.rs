@@ -205,14 +205,7 @@ async fn household_above_every_threshold_is_closed_with_the_assessments_or_sent_
     app.housing = pb::Housing::OwnedAdequate as i32;
     app.homes_owned = 1;
     app.consent_to_share = false;
-    let mut intake = server.intake(tokens::TERMINAL).await;
-    let case_id = intake
-        .submit_application(submission(app))
-        .await
-        .unwrap()
-        .into_inner()
-        .case_id;
-    let case = server.handed_off(&case_id).await;
+    let case = server.submit_handed_off(app).await;
     assert!(case.referrals.is_empty());
     assert_eq!(
         case.status,

@@ -2,31 +2,8 @@
 //! even when they replay the whole log (as after a crash between writing and saving a
 //! checkpoint), each case is assessed once and each (case, programme) referred once.
 
-use std::collections::{BTreeMap, HashMap};
-
-use onecity_domain::events::CaseEvent;
 use onecity_proto::v1 as pb;
-use onecity_tests::{sample_application, submission, tokens, TestServer};
-
-async fn whole_log(server: &TestServer) -> Vec<pb::RecordedEvent> {
-    let mut log = server.log(tokens::SERVICE).await;
-    let mut out = Vec::new();
-    loop {
-        let page = log
-            .read_all(pb::ReadAllRequest {
-                from_position: out.len() as u64 + 1,
-                limit: 1000,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .events;
-        if page.is_empty() {
-            return out;
-        }
-        out.extend(page);
-    }
-}
+use onecity_tests::{intake, sample_application, submission, tokens, Routed, TestServer};
 
 /// Rewinds both workers' checkpoints to the start of the log, so they replay it all.
 async fn replay_from_start(server: &TestServer) {
@@ -43,25 +20,15 @@ async fn replay_from_start(server: &TestServer) {
 
 /// Checks the invariants over the whole log and returns the number of cases.
 fn check_exactly_once(events: &[pb::RecordedEvent]) -> usize {
-    let mut assessed: HashMap<&str, usize> = HashMap::new();
-    let mut referrals: BTreeMap<(&str, i32), usize> = BTreeMap::new();
-    let mut submitted = 0;
-    for e in events {
-        match CaseEvent::decode(&e.event_type, &e.payload).unwrap() {
-            Some(CaseEvent::ApplicationSubmitted(_)) => submitted += 1,
-            Some(CaseEvent::EligibilityAssessed(_)) => {
-                *assessed.entry(&e.case_id).or_default() += 1
-            }
-            Some(CaseEvent::ReferralIssued(r)) => {
-                *referrals.entry((&e.case_id, r.programme)).or_default() += 1
-            }
-            _ => {}
-        }
-    }
-    assert_eq!(assessed.len(), submitted, "every case assessed");
-    assert!(assessed.values().all(|n| *n == 1), "a case assessed twice");
+    let routed = Routed::of(events);
+    let submitted: usize = routed.submitted.values().sum();
+    assert_eq!(routed.assessed.len(), submitted, "every case assessed");
     assert!(
-        referrals.values().all(|n| *n == 1),
+        routed.assessed.values().all(|n| *n == 1),
+        "a case assessed twice"
+    );
+    assert!(
+        routed.referred.values().all(|n| *n == 1),
         "a (case, programme) referred twice"
     );
     submitted
@@ -83,10 +50,7 @@ async fn restarts_and_full_replays_never_duplicate() {
                         .connect()
                         .await
                         .unwrap();
-                    let mut c = pb::intake_service_client::IntakeServiceClient::with_interceptor(
-                        ch,
-                        onecity_tests::Bearer::new(tokens::TERMINAL),
-                    );
+                    let mut c = intake(ch, tokens::TERMINAL);
                     c.submit_application(submission(sample_application()))
                         .await
                         .unwrap()
@@ -108,7 +72,7 @@ async fn restarts_and_full_replays_never_duplicate() {
     for c in &case_ids {
         server.handed_off(c).await;
     }
-    let events = whole_log(&server).await;
+    let events = server.whole_log().await;
     assert_eq!(check_exactly_once(&events), case_ids.len());
     // Replay everything once more from the start and check again.
     replay_from_start(&server).await;
@@ -125,7 +89,7 @@ async fn restarts_and_full_replays_never_duplicate() {
         .into_inner()
         .case_id;
     server.handed_off(&last).await;
-    let events = whole_log(&server).await;
+    let events = server.whole_log().await;
     assert_eq!(check_exactly_once(&events), case_ids.len() + 1);
     server.stop().await;
 }

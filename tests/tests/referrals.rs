@@ -2,7 +2,7 @@
 
 use futures::StreamExt;
 use onecity_proto::v1 as pb;
-use onecity_tests::{sample_application, submission, tokens, TestServer};
+use onecity_tests::{referral, sample_application, submission, tokens, TestServer};
 use tonic::Code;
 
 fn decide(id: &str, decision: pb::Decision, amount: i64) -> pb::RecordDecisionRequest {
@@ -18,20 +18,8 @@ fn decide(id: &str, decision: pb::Decision, amount: i64) -> pb::RecordDecisionRe
 async fn invalid_transitions_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path()).await;
-    let case_id = server
-        .intake(tokens::TERMINAL)
-        .await
-        .submit_application(submission(sample_application()))
-        .await
-        .unwrap()
-        .into_inner()
-        .case_id;
-    let case = server.handed_off(&case_id).await;
-    let dibao = case
-        .referrals
-        .iter()
-        .find(|r| r.programme == pb::Programme::Dibao as i32)
-        .unwrap();
+    let case = server.submit_handed_off(sample_application()).await;
+    let dibao = referral(&case, pb::Programme::Dibao);
     let mut civil = server.handoff(tokens::CIVIL_AFFAIRS).await;
 
     for (req, field) in [
@@ -108,18 +96,9 @@ async fn withdrawal_cancels_open_referrals() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path()).await;
     let mut intake = server.intake(tokens::TERMINAL).await;
-    let case_id = intake
-        .submit_application(submission(sample_application()))
-        .await
-        .unwrap()
-        .into_inner()
-        .case_id;
-    let case = server.handed_off(&case_id).await;
-    let dibao = case
-        .referrals
-        .iter()
-        .find(|r| r.programme == pb::Programme::Dibao as i32)
-        .unwrap();
+    let case = server.submit_handed_off(sample_application()).await;
+    let case_id = case.case_id.clone();
+    let dibao = referral(&case, pb::Programme::Dibao);
     let mut civil = server.handoff(tokens::CIVIL_AFFAIRS).await;
     civil
         .record_decision(decide(&dibao.referral_id, pb::Decision::Approved, 1_000))

@@ -7,7 +7,8 @@ use onecity_assessment::{Assessor, Done};
 use onecity_domain::events::{CaseEvent, APPLICATION_WITHDRAWN, ELIGIBILITY_ASSESSED};
 use onecity_domain::fixtures::sample_application;
 use onecity_eligibility::{Catalogue, PolicyBook};
-use onecity_eventlog::{EventLog, Expected, NewEvent, RecordedEvent, SledConfig, SledLog};
+use onecity_eventlog::{EventLog, Expected, NewEvent, RecordedEvent};
+use onecity_eventlog_sled::{SledConfig, SledLog};
 use onecity_proto::v1 as pb;
 use uuid::Uuid;
 

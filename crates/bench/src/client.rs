@@ -25,27 +25,7 @@ pub fn connections_for(concurrency: usize) -> usize {
     concurrency.div_ceil(TASKS_PER_CONNECTION).max(1)
 }
 
-/// Adds `authorization: Bearer <token>` to every call.
-#[derive(Debug, Clone)]
-pub struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
-
-impl Bearer {
-    /// For `token` (ASCII, as every demo token is).
-    pub fn new(token: &str) -> Self {
-        Bearer(
-            format!("Bearer {token}")
-                .parse()
-                .expect("tokens are visible ASCII"),
-        )
-    }
-}
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        req.metadata_mut().insert("authorization", self.0.clone());
-        Ok(req)
-    }
-}
+pub use onecity_eventlog_grpc::Bearer;
 
 /// A channel with a token.
 pub type Authed = InterceptedService<Channel, Bearer>;
@@ -78,7 +58,10 @@ impl Conns {
 
     /// The channel of task `t` with `token`.
     pub fn authed(&self, t: usize, token: &str) -> Authed {
-        InterceptedService::new(self.channel(t), Bearer::new(token))
+        InterceptedService::new(
+            self.channel(t),
+            Bearer::new(token).expect("tokens are visible ASCII"),
+        )
     }
 }
 

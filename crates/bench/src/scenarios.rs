@@ -292,8 +292,9 @@ struct Sent {
 /// second whatever the server does, and each case's end-to-end latency runs from its
 /// scheduled time (so a stalled server cannot hide its queueing, "coordinated omission").
 pub async fn route_open(ctx: &Ctx, rate: f64) -> anyhow::Result<Cell> {
-    // Enough in flight for 1,000/s at a few hundred ms; beyond that the server is not
-    // keeping up and the cell records `client_backlog` instead of queueing without bound.
+    // Enough in flight for the highest offered rate even at latencies far above a healthy
+    // server's; beyond that the server is not keeping up and the cell records
+    // `client_backlog` instead of queueing without bound.
     const MAX_IN_FLIGHT: usize = 4096;
     let conns = Conns::connect(&ctx.url, 4).await?;
     let (arrivals, watcher) = watch_referrals(&ctx.url).await?;

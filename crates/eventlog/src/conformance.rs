@@ -894,85 +894,13 @@ impl<G: Send + Sync + 'static> EventLog for Owning<G> {
     }
 }
 
-/// A sled log with `config` in a temporary directory of its own.
-fn fresh_sled(config: crate::SledConfig) -> BoxLog {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let log = crate::SledLog::open(dir.path(), config).expect("open sled log");
-    Arc::new(Owning::new(Arc::new(log), dir))
-}
-
-/// Fresh sled logs, each in its own temporary directory.
+/// Fresh in-memory logs.
 #[derive(Debug, Default)]
-pub struct SledBackend;
+pub struct MemoryBackend;
 
 #[async_trait::async_trait]
-impl Backend for SledBackend {
+impl Backend for MemoryBackend {
     async fn fresh(&self) -> BoxLog {
-        fresh_sled(crate::SledConfig::default())
-    }
-}
-
-/// Fresh sled logs that write their commit-id index to a run file every few commits, so
-/// that every promise is also checked while lookups are served by run files and merges
-/// run behind the writer (the default writes a run per 65,536 commits, which no
-/// conformance check reaches).
-#[derive(Debug, Default)]
-pub struct SledTinyRunsBackend;
-
-#[async_trait::async_trait]
-impl Backend for SledTinyRunsBackend {
-    async fn fresh(&self) -> BoxLog {
-        fresh_sled(crate::SledConfig {
-            commit_index_flush: 4,
-            ..crate::SledConfig::default()
-        })
-    }
-}
-
-/// Fresh remote logs: a sled log in a temp dir served over gRPC on a loopback port.
-#[derive(Debug, Default)]
-pub struct RemoteBackend;
-
-#[async_trait::async_trait]
-impl Backend for RemoteBackend {
-    async fn fresh(&self) -> BoxLog {
-        let sled = SledBackend.fresh().await;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let shutdown = tokio_util::sync::CancellationToken::new();
-        let svc = crate::grpc::EventLogGrpc::new(Arc::clone(&sled), shutdown.clone()).into_server();
-        let stop = shutdown.clone();
-        let server = tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(svc)
-                .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::TcpListenerStream::new(listener),
-                    stop.cancelled_owned(),
-                )
-                .await
-        });
-        let remote = crate::RemoteLog::connect_lazy(&format!("http://{addr}")).expect("client");
-        Arc::new(Owning::new(
-            Arc::new(remote),
-            ServerGuard {
-                shutdown,
-                _server: server,
-                _sled: sled,
-            },
-        ))
-    }
-}
-
-struct ServerGuard {
-    shutdown: tokio_util::sync::CancellationToken,
-    _server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
-    _sled: BoxLog,
-}
-
-impl Drop for ServerGuard {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
+        Arc::new(crate::MemoryLog::new())
     }
 }

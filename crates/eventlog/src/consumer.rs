@@ -58,7 +58,7 @@ pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
 /// the handler's hands finish (after a failed chunk, only those before it count), waits
 /// for the write in flight and saves the last handled position, so a clean restart
 /// replays nothing. Errors, the log's or the handler's, are logged and the consumer
-/// resumes from its checkpoint after a backoff (100 ms doubling to 5 s).
+/// resumes from its checkpoint after a [`retry::backoff`](crate::retry::backoff) delay.
 pub async fn run<H: ChunkHandler>(
     log: Arc<dyn EventLog>,
     name: &str,
@@ -66,20 +66,12 @@ pub async fn run<H: ChunkHandler>(
     shutdown: CancellationToken,
     handler: &H,
 ) {
-    let mut backoff = Duration::from_millis(100);
-    while !shutdown.is_cancelled() {
-        match follow(&log, name, filter.clone(), &shutdown, handler).await {
-            Ok(()) => return,
-            Err(e) => {
-                tracing::warn!(consumer = name, error = %e, ?backoff, "consumer restarting");
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    () = shutdown.cancelled() => return,
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
+    crate::retry::until_ok(
+        &shutdown,
+        || follow(&log, name, filter.clone(), &shutdown, handler),
+        |e, backoff| tracing::warn!(consumer = name, error = %e, ?backoff, "consumer restarting"),
+    )
+    .await;
 }
 
 async fn follow<H: ChunkHandler>(
@@ -238,7 +230,7 @@ fn joined(done: Result<Result<(), Error>, tokio::task::JoinError>) -> Result<(),
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Expected, NewEvent, SledConfig, SledLog};
+    use crate::{Expected, MemoryLog, NewEvent};
     use tokio::sync::mpsc;
     use uuid::Uuid;
 
@@ -263,7 +255,7 @@ mod tests {
         }
     }
 
-    async fn append_one(log: &SledLog) -> u64 {
+    async fn append_one(log: &MemoryLog) -> u64 {
         let event = NewEvent::new("test.Event", "test", vec![1]);
         log.append(Uuid::now_v7(), Expected::Any, vec![event], Uuid::now_v7())
             .await
@@ -272,7 +264,7 @@ mod tests {
     }
 
     fn start(
-        log: &Arc<SledLog>,
+        log: &Arc<MemoryLog>,
         fail_at: Option<u64>,
     ) -> (
         mpsc::UnboundedReceiver<u64>,
@@ -293,8 +285,7 @@ mod tests {
     /// is still saved when the consumer shuts down, so a clean restart replays nothing.
     #[tokio::test]
     async fn shutdown_saves_the_last_handled_position() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = Arc::new(SledLog::open(dir.path(), SledConfig::default()).unwrap());
+        let log = Arc::new(MemoryLog::new());
         let (mut seen, shutdown, task) = start(&log, None);
         let first = append_one(&log).await;
         assert_eq!(seen.recv().await, Some(first));
@@ -309,8 +300,7 @@ mod tests {
     /// it is saved.
     #[tokio::test]
     async fn checkpoint_stops_before_a_failed_chunk() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = Arc::new(SledLog::open(dir.path(), SledConfig::default()).unwrap());
+        let log = Arc::new(MemoryLog::new());
         let first = append_one(&log).await;
         let (mut seen, shutdown, task) = start(&log, Some(first + 1));
         assert_eq!(seen.recv().await, Some(first));
@@ -361,8 +351,7 @@ mod tests {
     /// one fails, the restart hands both over again.
     #[tokio::test]
     async fn chunks_overlap_but_the_checkpoint_moves_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = Arc::new(SledLog::open(dir.path(), SledConfig::default()).unwrap());
+        let log = Arc::new(MemoryLog::new());
         let (handed, mut rx) = mpsc::unbounded_channel();
         let shutdown = CancellationToken::new();
         let task = {

@@ -1,12 +1,16 @@
 //! onecity's shared append-only event log.
 //!
 //! The log is the source of truth: every service writes its decisions here and every view
-//! (case status, department inbox) is a projection that can be rebuilt from it. The
-//! [`EventLog`] trait is the contract; [`SledLog`] is the embedded default backend,
-//! [`RemoteLog`] reaches a log served by another process over gRPC ([`grpc`]), and the
-//! [`conformance`] suite (feature `conformance`) holds every backend to the same promises.
+//! (case status, department inbox) is a projection that can be rebuilt from it. This crate
+//! is the contract only: the [`EventLog`] trait, its types and errors, the protobuf
+//! [`codec`], the checkpointed [`consumer`] loop, the [`retry`] backoff, the in-memory
+//! [`memory::MemoryLog`] for tests, and the `conformance` suite (feature `conformance`)
+//! that holds every backend to the same promises. The backends live in their own crates
+//! (`onecity-eventlog-sled`, `onecity-eventlog-jetstream`, and `onecity-eventlog-grpc`
+//! for the gRPC face and `RemoteLog`), so nothing here links a storage engine or a
+//! transport.
 //!
-//! See `docs/eventlog.md` for the contract, the on-disk layout and the crash story.
+//! See `docs/eventlog.md` for the contract, the backends and the crash story.
 
 use std::fmt;
 use std::pin::Pin;
@@ -15,23 +19,15 @@ use std::time::SystemTime;
 use futures::Stream;
 use uuid::Uuid;
 
-mod codec;
-mod commit_index;
+pub mod codec;
 pub mod consumer;
-pub mod grpc;
-mod remote;
-mod sled_log;
+pub mod memory;
+pub mod retry;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
-#[cfg(feature = "jetstream")]
-pub mod jetstream;
-#[cfg(feature = "jetstream")]
-pub use jetstream::{JetStreamConfig, JetStreamLog};
-
-pub use remote::RemoteLog;
-pub use sled_log::{raw, SledConfig, SledLog};
+pub use memory::MemoryLog;
 
 /// Result alias of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -69,7 +65,8 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+    /// An [`Error::Invalid`] naming `field`.
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Error::Invalid {
             field: field.into(),
             reason: reason.into(),

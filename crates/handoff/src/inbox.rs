@@ -340,7 +340,8 @@ impl Inbox {
 #[cfg(test)]
 mod tests {
     use onecity_domain::Programme;
-    use onecity_eventlog::{Expected, NewEvent, SledConfig, SledLog};
+    use onecity_eventlog::memory::MemoryLog;
+    use onecity_eventlog::{Expected, NewEvent};
     use onecity_proto::v1 as pb;
 
     use super::*;
@@ -369,7 +370,7 @@ mod tests {
         assert_eq!(m.after(0).count(), 5);
     }
 
-    async fn append(log: &SledLog, case_id: Uuid, event: CaseEvent) -> u64 {
+    async fn append(log: &MemoryLog, case_id: Uuid, event: CaseEvent) -> u64 {
         let new = NewEvent::new(event.event_type(), "test", event.encode());
         log.append(case_id, Expected::Any, vec![new], Uuid::now_v7())
             .await
@@ -393,8 +394,7 @@ mod tests {
     /// itself would never end: the subscription never delivers that event).
     #[tokio::test]
     async fn wait_for_a_head_past_the_last_referral() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = Arc::new(SledLog::open(dir.path(), SledConfig::default()).unwrap());
+        let log = Arc::new(MemoryLog::new());
         let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
         append(&log, a, issued(a, Programme::Dibao)).await;
         let submitted = CaseEvent::ApplicationSubmitted(pb::ApplicationSubmitted::default());

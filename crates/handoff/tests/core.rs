@@ -11,7 +11,8 @@ use onecity_domain::events::{
 use onecity_domain::fixtures::sample_application;
 use onecity_domain::{ids, Partition, Principal, Programme};
 use onecity_eligibility::Catalogue;
-use onecity_eventlog::{EventLog, Expected, NewEvent, RecordedEvent, SledConfig, SledLog};
+use onecity_eventlog::memory::MemoryLog;
+use onecity_eventlog::{EventLog, Expected, NewEvent, RecordedEvent};
 use onecity_handoff::{DecisionInput, Done, Error, Handoff, HandoffWorker, Inbox};
 use onecity_proto::v1 as pb;
 use onecity_service::case::load_case;
@@ -22,13 +23,9 @@ use uuid::Uuid;
 const CIVIL: &str = "civil-affairs@120103";
 const MEDICAL: &str = "medical-security@120103";
 
-/// A fresh log (in a directory under the target dir that outlives the test; to become the
-/// in-memory backend).
+/// A fresh in-memory log: the core tests need the contract, not a disk.
 fn log() -> Arc<dyn EventLog> {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .unwrap()
-        .keep();
-    Arc::new(SledLog::open(&dir, SledConfig::default()).unwrap())
+    Arc::new(MemoryLog::new())
 }
 
 fn handoff(log: &Arc<dyn EventLog>) -> Handoff {

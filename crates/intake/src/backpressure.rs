@@ -192,7 +192,8 @@ async fn unhandled_lag(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use onecity_eventlog::{Expected, NewEvent, SledConfig, SledLog};
+    use onecity_eventlog::{Expected, NewEvent};
+    use onecity_eventlog_sled::{SledConfig, SledLog};
     use uuid::Uuid;
 
     const WATCHED: &str = "onecity.v1.ApplicationSubmitted";

@@ -7,20 +7,17 @@ use onecity_domain::events::CaseEvent;
 use onecity_domain::fixtures::sample_application;
 use onecity_domain::{ids, Principal, Programme};
 use onecity_eligibility::PolicyBook;
-use onecity_eventlog::{EventLog, Expected, NewEvent, SledConfig, SledLog};
+use onecity_eventlog::memory::MemoryLog;
+use onecity_eventlog::{EventLog, Expected, NewEvent};
 use onecity_intake::{Backpressure, Error, Intake, Watched};
 use onecity_proto::v1 as pb;
 use tonic::Code;
 use tonic_types::StatusExt as _;
 use uuid::Uuid;
 
-/// A fresh log (in a directory under the target dir that outlives the test; to become the
-/// in-memory backend).
+/// A fresh in-memory log: the core tests need the contract, not a disk.
 fn log() -> Arc<dyn EventLog> {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .unwrap()
-        .keep();
-    Arc::new(SledLog::open(&dir, SledConfig::default()).unwrap())
+    Arc::new(MemoryLog::new())
 }
 
 fn intake(log: &Arc<dyn EventLog>) -> Intake {

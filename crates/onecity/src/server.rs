@@ -8,11 +8,13 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use onecity_assessment::grpc::EligibilityGrpc;
 use onecity_assessment::{Assessor, Screener};
-use onecity_domain::events::{APPLICATION_SUBMITTED, ELIGIBILITY_ASSESSED};
 use onecity_domain::Partition;
 use onecity_eligibility::{Catalogue, PolicyBook};
-use onecity_eventlog::grpc::EventLogGrpc;
-use onecity_eventlog::{EventLog, JetStreamConfig, JetStreamLog, RemoteLog, SledConfig, SledLog};
+use onecity_eventlog::retry::BackoffBuilder as _;
+use onecity_eventlog::EventLog;
+use onecity_eventlog_grpc::{EventLogGrpc, RemoteLog};
+use onecity_eventlog_jetstream::{JetStreamConfig, JetStreamLog};
+use onecity_eventlog_sled::{SledConfig, SledLog};
 use onecity_handoff::grpc::HandoffGrpc;
 use onecity_handoff::{Handoff, HandoffWorker, Inbox};
 use onecity_intake::grpc::IntakeGrpc;
@@ -56,7 +58,7 @@ pub async fn open_log_spec(
             let mut log =
                 RemoteLog::connect_lazy(&addr).with_context(|| format!("log backend {addr}"))?;
             if let Some(t) = token {
-                log = log.with_token(t.to_owned());
+                log = log.with_token(t)?;
             }
             Ok((Arc::new(log), false))
         }
@@ -72,19 +74,19 @@ pub async fn open_log_spec(
                 ..JetStreamConfig::default()
             };
             // A role often starts before its cluster is ready (a fresh R3 stream has no
-            // leader for a few seconds, a node is restarting): wait for it, bounded, and
-            // fail fast on what waiting cannot fix (an old server, a bad setting).
+            // leader yet, a node is restarting): wait for it, bounded, and fail fast on what
+            // waiting cannot fix (an old server, a bad setting).
             let deadline = std::time::Instant::now() + JETSTREAM_STARTUP_PATIENCE;
-            let mut backoff = std::time::Duration::from_millis(200);
+            let mut delays = onecity_eventlog::retry::backoff().build();
             loop {
                 match JetStreamLog::connect(config.clone()).await {
                     Ok(log) => return Ok((Arc::new(log), true)),
                     Err(e @ onecity_eventlog::Error::Unavailable(_))
                         if std::time::Instant::now() < deadline =>
                     {
+                        let backoff = delays.next().unwrap_or(onecity_eventlog::retry::MAX_DELAY);
                         tracing::warn!(error = %e, ?backoff, "jetstream log not ready, retrying");
                         tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
                     }
                     Err(e) => {
                         return Err(e)
@@ -111,21 +113,19 @@ fn load_rules(config: &Config) -> anyhow::Result<(Arc<PolicyBook>, Arc<Catalogue
 }
 
 /// Intake's bound on the routing lag: the checkpoints of both routing workers, in every
-/// partition they run with (the names `consumer::run` saves under).
+/// partition they run with.
 fn backpressure(config: &Config) -> Backpressure {
     let count = config.worker_partition_count();
     let mut watched = Vec::new();
     for index in 0..count {
-        let suffix = Partition::new(index, count)
-            .expect("index < count")
-            .consumer_suffix();
+        let partition = Partition::new(index, count).expect("index < count");
         watched.push(Watched {
-            consumer: format!("{}{suffix}", onecity_assessment::CONSUMER),
-            event_type: APPLICATION_SUBMITTED.to_owned(),
+            consumer: Assessor::consumer_name(&partition),
+            event_type: Assessor::FOLLOWS.to_owned(),
         });
         watched.push(Watched {
-            consumer: format!("{}{suffix}", onecity_handoff::CONSUMER),
-            event_type: ELIGIBILITY_ASSESSED.to_owned(),
+            consumer: HandoffWorker::consumer_name(&partition),
+            event_type: HandoffWorker::FOLLOWS.to_owned(),
         });
     }
     Backpressure {
@@ -222,8 +222,8 @@ pub async fn run(
     let server_stop = stop.clone();
     // TCP_NODELAY on every accepted connection. With an incoming stream of our own, tonic's
     // `tcp_nodelay` setting does not apply, and with Nagle on, a response written in
-    // several small pieces (headers, a ~1 KiB message, trailers) waits for the client's
-    // delayed ACK: 40 ms per call (measured on a BASIC `Screen`).
+    // several small pieces (headers, message, trailers) waits for the client's delayed ACK
+    // on every call.
     let incoming = TcpListenerStream::new(listener).map(|accepted| {
         accepted.and_then(|stream| {
             stream.set_nodelay(true)?;

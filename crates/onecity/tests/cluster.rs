@@ -8,16 +8,18 @@
 //! The normal suite submits 300 applications; the full run is
 //! `ONECITY_CLUSTER_CASES=3000 cargo test -p onecity --test cluster -- --nocapture`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use onecity_domain::events::{CaseEvent, CASE_CLOSED, REFERRAL_ISSUED};
-use onecity_eventlog::{EventLog, Filter, JetStreamConfig, JetStreamLog};
+use onecity_domain::events::{CASE_CLOSED, REFERRAL_ISSUED};
+use onecity_eventlog::{EventLog, Filter};
+use onecity_eventlog_jetstream::{JetStreamConfig, JetStreamLog};
 use onecity_proto::v1 as pb;
+use onecity_tests::{application, read_whole, tokens, Routed};
 use tokio::sync::Mutex;
 use tonic::transport::Channel;
 
@@ -69,25 +71,6 @@ impl Drop for Cluster {
     }
 }
 
-fn bearer(
-    token: &'static str,
-) -> impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone {
-    move |mut req| {
-        req.metadata_mut()
-            .insert("authorization", format!("Bearer {token}").parse().unwrap());
-        Ok(req)
-    }
-}
-
-fn application(i: usize) -> pb::Application {
-    let mut app = onecity_domain::fixtures::sample_application();
-    app.members[1].monthly_income_fen = 40_000 * (i % 11) as i64;
-    if i % 4 == 0 {
-        app.housing = pb::Housing::OwnedAdequate as i32;
-    }
-    app
-}
-
 /// Submits application `i` through either intake, retrying the same request id (on the
 /// other intake too) while a process or node is down, as a terminal would: the request
 /// id makes that safe. Gives up only after a generous deadline.
@@ -97,10 +80,7 @@ async fn submit(channels: &[Channel], i: usize) -> Option<String> {
     while tokio::time::Instant::now() < deadline {
         let ch = channels[(i + attempt) % channels.len()].clone();
         attempt += 1;
-        let mut c = pb::intake_service_client::IntakeServiceClient::with_interceptor(
-            ch,
-            bearer("demo-terminal-120103"),
-        );
+        let mut c = onecity_tests::intake(ch, tokens::TERMINAL);
         let req = pb::SubmitApplicationRequest {
             request_id: format!("cluster-{i}"),
             application: Some(application(i)),
@@ -232,35 +212,21 @@ async fn cluster_survives_node_and_worker_kills_exactly_once() {
         )
     });
 
-    let head = log.head().await.unwrap();
-    let mut events = Vec::new();
-    while (events.len() as u64) < head {
-        events.extend(log.read_all(events.len() as u64 + 1, 5_000).await.unwrap());
-    }
-    let mut submitted: HashMap<String, usize> = HashMap::new();
-    let mut assessed: HashMap<String, usize> = HashMap::new();
-    let mut referred: BTreeMap<(String, i32), usize> = BTreeMap::new();
-    let mut expected: BTreeMap<(String, i32), usize> = BTreeMap::new();
+    let events = read_whole(|from| {
+        let log = &log;
+        async move { log.read_all(from, 5_000).await.unwrap() }
+    })
+    .await;
+    let mut routed = Routed::default();
     for e in &events {
-        let case = e.case_id.to_string();
-        match CaseEvent::decode(&e.event_type, &e.payload).unwrap() {
-            Some(CaseEvent::ApplicationSubmitted(_)) => *submitted.entry(case).or_default() += 1,
-            Some(CaseEvent::EligibilityAssessed(a)) => {
-                *assessed.entry(case.clone()).or_default() += 1;
-                for x in a.assessments {
-                    if x.outcome == pb::Outcome::Eligible as i32
-                        || x.outcome == pb::Outcome::NeedsReview as i32
-                    {
-                        expected.insert((case.clone(), x.programme), 1);
-                    }
-                }
-            }
-            Some(CaseEvent::ReferralIssued(r)) => {
-                *referred.entry((case, r.programme)).or_default() += 1
-            }
-            _ => {}
-        }
+        routed.add(&e.case_id.to_string(), &e.event_type, &e.payload);
     }
+    let Routed {
+        submitted,
+        assessed,
+        referred,
+        expected,
+    } = routed;
     for case in acked.values() {
         assert_eq!(
             submitted.get(case),

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use onecity::migrate;
-use onecity_eventlog::{EventLog, Expected, NewEvent, SledConfig, SledLog};
+use onecity_eventlog::{EventLog, Expected, NewEvent};
+use onecity_eventlog_sled::{SledConfig, SledLog};
 use uuid::Uuid;
 
 async fn sample_log(path: &std::path::Path) -> Arc<SledLog> {

@@ -4,14 +4,12 @@
 //! restarted. At the end every application has exactly one assessment and exactly one
 //! referral per referred programme.
 
-use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use futures::StreamExt;
-use onecity_domain::events::CaseEvent;
 use onecity_proto::v1 as pb;
+use onecity_tests::{application, tokens, wait_handed_off, whole_log, Routed};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tonic::transport::Channel;
@@ -76,26 +74,6 @@ impl Proc {
     }
 }
 
-fn bearer(
-    token: &str,
-) -> impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone {
-    let value: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse().unwrap();
-    move |mut req| {
-        req.metadata_mut().insert("authorization", value.clone());
-        Ok(req)
-    }
-}
-
-fn application(i: u16) -> pb::Application {
-    let mut app = onecity_domain::fixtures::sample_application();
-    // Vary the household so different programme mixes occur.
-    app.members[1].monthly_income_fen = 50_000 * i64::from(i % 9);
-    if i % 3 == 0 {
-        app.housing = pb::Housing::OwnedAdequate as i32;
-    }
-    app
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roles_as_processes_survive_sigkill_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -124,12 +102,9 @@ async fn roles_as_processes_survive_sigkill_exactly_once() {
 
     let ch = intake.channel().await;
     let mut cases = Vec::new();
-    let total = 60u16;
+    let total = 60;
     for i in 0..total {
-        let mut c = pb::intake_service_client::IntakeServiceClient::with_interceptor(
-            ch.clone(),
-            bearer("demo-terminal-120103"),
-        );
+        let mut c = onecity_tests::intake(ch.clone(), tokens::TERMINAL);
         let r = c
             .submit_application(pb::SubmitApplicationRequest {
                 request_id: format!("req-{i}"),
@@ -151,86 +126,29 @@ async fn roles_as_processes_survive_sigkill_exactly_once() {
     }
 
     // Wait (by watching, not sleeping) until every case has been handed off.
+    let mut admin = onecity_tests::intake(ch.clone(), tokens::ADMIN);
     for case_id in &cases {
-        let mut c = pb::intake_service_client::IntakeServiceClient::with_interceptor(
-            ch.clone(),
-            bearer("demo-admin"),
-        );
-        let mut watch = c
-            .watch_case(pb::WatchCaseRequest {
-                case_id: case_id.clone(),
-            })
-            .await
-            .expect("watch")
-            .into_inner();
-        tokio::time::timeout(Duration::from_secs(120), async {
-            while let Some(item) = watch.next().await {
-                let ty = item
-                    .expect("watch item")
-                    .event
-                    .map(|e| e.event_type)
-                    .unwrap_or_default();
-                if ty == "onecity.v1.ReferralIssued" || ty == "onecity.v1.CaseClosed" {
-                    return;
-                }
-            }
-            panic!("watch ended before case {case_id} was handed off");
-        })
-        .await
-        .unwrap_or_else(|_| panic!("case {case_id} was not handed off in time"));
+        wait_handed_off(&mut admin, case_id, Duration::from_secs(120)).await;
     }
 
     // Exactly once over the whole log.
-    let mut log_client = pb::event_log_service_client::EventLogServiceClient::with_interceptor(
+    let events = whole_log(&mut onecity_tests::log(
         log.channel().await,
-        bearer("demo-service"),
+        tokens::SERVICE,
+    ))
+    .await;
+    let routed = Routed::of(&events);
+    assert_eq!(
+        routed.assessed.len(),
+        cases.len(),
+        "every application assessed"
     );
-    let mut events = Vec::new();
-    loop {
-        let page = log_client
-            .read_all(pb::ReadAllRequest {
-                from_position: events.len() as u64 + 1,
-                limit: 1000,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .events;
-        if page.is_empty() {
-            break;
-        }
-        events.extend(page);
-    }
-    let mut assessed: HashMap<String, usize> = HashMap::new();
-    let mut referred: BTreeMap<(String, i32), usize> = BTreeMap::new();
-    let mut expected: BTreeMap<(String, i32), usize> = BTreeMap::new();
-    for e in &events {
-        match CaseEvent::decode(&e.event_type, &e.payload).unwrap() {
-            Some(CaseEvent::EligibilityAssessed(a)) => {
-                *assessed.entry(e.case_id.clone()).or_default() += 1;
-                for x in a.assessments {
-                    if x.outcome == pb::Outcome::Eligible as i32
-                        || x.outcome == pb::Outcome::NeedsReview as i32
-                    {
-                        expected.insert((e.case_id.clone(), x.programme), 1);
-                    }
-                }
-            }
-            Some(CaseEvent::ReferralIssued(r)) => {
-                *referred
-                    .entry((e.case_id.clone(), r.programme))
-                    .or_default() += 1
-            }
-            _ => {}
-        }
-    }
-    assert_eq!(assessed.len(), cases.len(), "every application assessed");
     assert!(
-        assessed.values().all(|n| *n == 1),
+        routed.assessed.values().all(|n| *n == 1),
         "an application assessed twice"
     );
     assert_eq!(
-        referred, expected,
+        routed.referred, routed.expected,
         "exactly one referral per referred programme, nothing else"
     );
     drop((intake, elig, hand, log));

@@ -4,9 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use onecity::config::{Config, LogSpec};
+use onecity_tests::{tokens, TestServer};
 use tokio::process::Command;
-use tokio::sync::oneshot;
 
 struct Run {
     ok: bool,
@@ -68,19 +67,9 @@ fn lines(s: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readme_walkthrough() {
     let dir = tempfile::tempdir().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let config = Config {
-        data_dir: dir.path().to_path_buf(),
-        log: Some(LogSpec::Sled(dir.path().join("log"))),
-        ..Config::default()
-    };
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(onecity::server::run(listener, config, async {
-        let _ = stopped.await;
-    }));
-    let url = url.as_str();
-    let terminal = "demo-terminal-120103";
+    let server = TestServer::start(dir.path()).await;
+    let url = server.url.as_str();
+    let terminal = tokens::TERMINAL;
     let family = "docs/examples/low-income-family.json";
 
     // A clerk screens first: nothing is written.
@@ -105,7 +94,7 @@ async fn readme_walkthrough() {
     .await;
 
     // Civil affairs of Hexi: list, acknowledge, decide.
-    let civil = "demo-civil-affairs-120103";
+    let civil = tokens::CIVIL_AFFAIRS;
     let listed = ok(url, civil, &["referrals", "--state", "issued"]).await;
     assert!(listed.contains("\"PROGRAMME_DIBAO\""), "{listed}");
     let refs = lines(&ok(url, civil, &["referrals", "-q", "--state", "issued"]).await);
@@ -129,7 +118,7 @@ async fn readme_walkthrough() {
     assert!(decided.contains("REFERRAL_STATE_APPROVED"), "{decided}");
 
     // Another unit cannot act on it; a terminal cannot list referrals.
-    let denied = onecity(url, "demo-housing-120103", &["ack", &refs[0]]).await;
+    let denied = onecity(url, tokens::HOUSING, &["ack", &refs[0]]).await;
     assert!(!denied.ok);
     assert!(
         denied.stderr.starts_with("error: PERMISSION_DENIED: "),
@@ -160,12 +149,12 @@ async fn readme_walkthrough() {
     .await;
 
     // A department reads the case with masked identity numbers.
-    let masked = ok(url, "demo-housing-120103", &["case", &case]).await;
+    let masked = ok(url, tokens::HOUSING, &["case", &case]).await;
     assert!(masked.contains("120103********1352"), "{masked}");
     assert!(!masked.contains("120103198405121352"));
 
     // The log, for admins and services.
-    let tail = ok(url, "demo-admin", &["log", "tail", "-n", "1"]).await;
+    let tail = ok(url, tokens::ADMIN, &["log", "tail", "-n", "1"]).await;
     assert!(tail.contains("onecity.v1.CaseClosed"), "{tail}");
 
     // Errors: status code and message, non-zero exit.
@@ -188,6 +177,5 @@ async fn readme_walkthrough() {
         unknown.stderr
     );
 
-    let _ = stop.send(());
-    server.await.unwrap().unwrap();
+    server.stop().await;
 }

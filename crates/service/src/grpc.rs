@@ -6,8 +6,11 @@ use tonic_types::{ErrorDetails, StatusExt as _};
 
 use crate::{ErrorClass, Kind};
 
-/// The principal the auth interceptor attached to the request (`UNAUTHENTICATED` when
-/// there is none).
+/// The principal the auth interceptor attached to the request.
+///
+/// # Errors
+/// `UNAUTHENTICATED` when there is none, i.e. the service was mounted without the interceptor:
+/// failing closed turns that wiring mistake into refused calls rather than open ones.
 pub fn principal<T>(req: &Request<T>) -> Result<Principal, Status> {
     req.extensions()
         .get::<Principal>()
@@ -33,6 +36,6 @@ pub fn status<E: ErrorClass>(e: E) -> Status {
         Kind::ResourceExhausted => Status::resource_exhausted(message),
         Kind::Unavailable => Status::unavailable(message),
         Kind::Internal => Status::internal(message),
-        Kind::Log(e) => onecity_eventlog::grpc::status(e),
+        Kind::Log(e) => onecity_eventlog_grpc::status(e),
     }
 }

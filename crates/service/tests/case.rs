@@ -7,7 +7,8 @@ use std::sync::Arc;
 use onecity_domain::case::CaseState;
 use onecity_domain::events::CaseEvent;
 use onecity_domain::Principal;
-use onecity_eventlog::{EventLog, Expected, NewEvent, SledConfig, SledLog};
+use onecity_eventlog::memory::MemoryLog;
+use onecity_eventlog::{EventLog, Expected, NewEvent};
 use onecity_proto::v1 as pb;
 use onecity_service::case::{
     append_case_commit, append_with_retries, denied, load_case, Commit, Outcome, Step, Subject,
@@ -17,13 +18,9 @@ use onecity_service::{grpc, Error, ErrorClass, Kind};
 use tonic_types::StatusExt as _;
 use uuid::Uuid;
 
-/// A fresh log (in a directory under the target dir that outlives the test; to become the
-/// in-memory backend).
+/// A fresh in-memory log: the core tests need the contract, not a disk.
 fn log() -> Arc<dyn EventLog> {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .unwrap()
-        .keep();
-    Arc::new(SledLog::open(&dir, SledConfig::default()).unwrap())
+    Arc::new(MemoryLog::new())
 }
 
 fn withdrawn(reason: &str) -> NewEvent {

@@ -15,8 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
-use onecity_eventlog::raw::RawDurable;
-use onecity_eventlog::{EventLog, Expected, Filter, NewEvent, SledConfig, SledLog};
+use onecity_eventlog::{EventLog, Expected, Filter, NewEvent};
+use onecity_eventlog_sled::raw::RawDurable;
+use onecity_eventlog_sled::{SledConfig, SledLog};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 

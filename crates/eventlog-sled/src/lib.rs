@@ -5,7 +5,7 @@
 //!
 //! | key                              | value                                    |
 //! |----------------------------------|------------------------------------------|
-//! | `E` position(u64 BE)             | framed event: envelope, then payload (lz4 when it pays); see `codec` |
+//! | `E` position(u64 BE)             | framed event: envelope, then payload (lz4 when it pays); see `record` |
 //! | `C` case(16) first version(u64 BE) | runs of (first position u64, count u32) for the versions from there on |
 //! | `K` commit(16)                   | case(16) first/last version, first/last position (4×u64 BE) |
 //! | `P` consumer name                | checkpoint position (u64 BE)             |
@@ -33,14 +33,19 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::codec::{
-    compress_payload, decode_event, encode_event_with, now_micros, stored_event_matches,
-};
-use crate::commit_index::{CommitIndex, CommitRecord, Found, FLUSH_ENTRIES};
-use crate::{
+use onecity_eventlog::codec::now_micros;
+use onecity_eventlog::{
     check_consumer, clamp_limit, Appended, Error, EventLog, EventStream, Expected, Filter, Limits,
     NewEvent, RecordedEvent, Result,
 };
+
+use crate::commit_index::{CommitIndex, CommitRecord, Found, FLUSH_ENTRIES};
+use crate::record::{compress_payload, decode_event, encode_event_with, stored_event_matches};
+
+mod commit_index;
+mod record;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 const EVENT: u8 = b'E';
 const CASE: u8 = b'C';
@@ -855,7 +860,7 @@ impl Writer {
             if let Err(e) = result {
                 tracing::error!(error = %e, "event log write failed, refusing further writes");
                 self.shared.failed.store(true, Ordering::Release);
-                replies.into_iter().for_each(|r| r.fail(e.clone_storage()));
+                replies.into_iter().for_each(|r| r.fail(clone_storage(&e)));
                 return true;
             }
         }
@@ -1076,7 +1081,7 @@ impl CaseRuns {
                 versions: 1,
             });
         }
-        if value.is_empty() || value.len() % 12 != 0 {
+        if value.is_empty() || !value.len().is_multiple_of(12) {
             return Err(Error::Storage(format!(
                 "corrupt case index value of {} bytes",
                 value.len()
@@ -1354,10 +1359,9 @@ fn open_db(path: &Path, cache_capacity: u64) -> Result<sled::Db> {
     }
 }
 
-impl Error {
-    fn clone_storage(&self) -> Error {
-        Error::Storage(self.to_string())
-    }
+/// A storage error for every reply of a failed batch (`Error` is not `Clone`).
+fn clone_storage(e: &Error) -> Error {
+    Error::Storage(e.to_string())
 }
 
 fn failed_error() -> Error {

@@ -38,7 +38,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use uuid::Uuid;
 
-use crate::{Appended, Error, Result};
+use onecity_eventlog::{Appended, Error, Result};
 
 /// Where a commit went: enough to answer a retry exactly as the original append was
 /// answered.

@@ -63,15 +63,15 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::codec::now_micros;
-use crate::{
+use onecity_eventlog::codec::now_micros;
+use onecity_eventlog::{
     check_consumer, clamp_limit, Appended, Error, EventLog, EventStream, Expected, Filter, Limits,
     NewEvent, RecordedEvent, Result,
 };
 
 mod wire;
 
-#[cfg(feature = "conformance")]
+#[cfg(feature = "testing")]
 pub mod testing;
 
 use wire::{CommitBody, CommitMeta, Names};

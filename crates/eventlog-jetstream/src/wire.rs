@@ -9,8 +9,8 @@ use onecity_proto::v1 as pb;
 use prost::Message as _;
 use uuid::Uuid;
 
-use crate::codec::timestamp;
-use crate::{Appended, Error, NewEvent, RecordedEvent, Result};
+use onecity_eventlog::codec::timestamp;
+use onecity_eventlog::{Appended, Error, NewEvent, RecordedEvent, Result};
 
 /// Commit id of a commit message (also its `Nats-Msg-Id`); on a void message, the commit
 /// whose unresolved attempt the void closed.

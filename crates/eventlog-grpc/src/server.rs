@@ -1,6 +1,5 @@
 //! gRPC face of the log (`onecity.v1.EventLogService`): lets service roles in other
-//! processes share the log owned by one process. This is the transport edge, the only
-//! place where log errors become `tonic::Status`.
+//! processes share the log owned by one process.
 
 use std::sync::Arc;
 
@@ -10,13 +9,10 @@ use onecity_proto::v1::event_log_service_server::{EventLogService, EventLogServi
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-use crate::codec::{self, parse_uuid};
-use crate::{Error, EventLog, Filter};
+use onecity_eventlog::codec::{self, parse_uuid};
+use onecity_eventlog::{EventLog, Filter};
 
-/// Metadata key carrying the actual version of a conflict, so clients need not parse text.
-pub const ACTUAL_VERSION_HEADER: &str = "onecity-actual-version";
-/// Metadata key naming the invalid field.
-pub const INVALID_FIELD_HEADER: &str = "onecity-invalid-field";
+use crate::status;
 
 /// Serves any [`EventLog`] over gRPC.
 #[derive(Debug, Clone)]
@@ -37,29 +33,6 @@ impl EventLogGrpc {
         EventLogServiceServer::new(self)
             .max_decoding_message_size(64 * 1024 * 1024)
             .max_encoding_message_size(64 * 1024 * 1024)
-    }
-}
-
-/// Maps a log error to a gRPC status (with machine-readable metadata).
-pub fn status(e: Error) -> Status {
-    match e {
-        Error::Conflict { actual, .. } => {
-            let mut s = Status::aborted(e.to_string());
-            if let Ok(v) = actual.to_string().parse() {
-                s.metadata_mut().insert(ACTUAL_VERSION_HEADER, v);
-            }
-            s
-        }
-        Error::Invalid { ref field, .. } => {
-            let mut s = Status::invalid_argument(e.to_string());
-            if let Ok(v) = field.parse() {
-                s.metadata_mut().insert(INVALID_FIELD_HEADER, v);
-            }
-            s
-        }
-        Error::NotFound(_) => Status::not_found(e.to_string()),
-        Error::Unavailable(_) => Status::unavailable(e.to_string()),
-        Error::Storage(_) => Status::internal(e.to_string()),
     }
 }
 

@@ -12,7 +12,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use onecity_eventlog::{Error, EventLog, Expected, NewEvent, RecordedEvent, SledConfig, SledLog};
+use onecity_eventlog::{Error, EventLog, Expected, NewEvent, RecordedEvent};
+use onecity_eventlog_sled::{SledConfig, SledLog};
 use uuid::Uuid;
 
 const CHILD_ENV: &str = "ONECITY_CRASH_CHILD";
@@ -152,7 +153,7 @@ async fn one_iteration(rng: &mut u64) {
     // (with 64-entry memtables, shortly after the indexer's first pass), so recovery starts
     // from runs plus a lost memtable and the kill lands among run writes and merges; the
     // others may be killed before the first run, when recovery starts from nothing.
-    let after_a_run = next(rng) % 2 == 0;
+    let after_a_run = next(rng).is_multiple_of(2);
     let commit_dir = dir.path().join("commits");
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])

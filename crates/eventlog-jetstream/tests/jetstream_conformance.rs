@@ -1,17 +1,17 @@
 //! The conformance suite against the JetStream backend, on a nats-server that this test
-//! process starts itself (see `onecity_eventlog::jetstream::testing`), plus what only
+//! process starts itself (see `onecity_eventlog_jetstream::testing`), plus what only
 //! this backend has: the server checks at connect, several processes (here: several
 //! `JetStreamLog`s) writing one log, and recovery of a commit whose writer died between
 //! recording the attempt and publishing it.
 //!
-//! `cargo test -p onecity-eventlog --features jetstream --test jetstream_conformance`
+//! `cargo test -p onecity-eventlog-jetstream --test jetstream_conformance`
 
-onecity_eventlog::conformance_suite!(onecity_eventlog::jetstream::testing::JetStreamBackend);
+onecity_eventlog::conformance_suite!(onecity_eventlog_jetstream::testing::JetStreamBackend);
 
 /// The same suite with three replicas on a three-node cluster (the production setting).
 mod r3 {
     onecity_eventlog::conformance_suite!(
-        onecity_eventlog::jetstream::testing::JetStreamClusterBackend
+        onecity_eventlog_jetstream::testing::JetStreamClusterBackend
     );
 }
 
@@ -20,10 +20,9 @@ mod jetstream_only {
     use std::time::Duration;
 
     use futures::StreamExt;
-    use onecity_eventlog::jetstream::testing::{fresh_prefix, shared_server, NatsServer};
-    use onecity_eventlog::{
-        Error, EventLog, Expected, Filter, JetStreamConfig, JetStreamLog, NewEvent,
-    };
+    use onecity_eventlog::{Error, EventLog, Expected, Filter, NewEvent};
+    use onecity_eventlog_jetstream::testing::{fresh_prefix, shared_server, NatsServer};
+    use onecity_eventlog_jetstream::{JetStreamConfig, JetStreamLog};
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     use uuid::Uuid;
 
@@ -463,7 +462,7 @@ mod jetstream_only {
     #[ignore]
     async fn append_throughput_r3() {
         let url = tokio::task::spawn_blocking(|| {
-            onecity_eventlog::jetstream::testing::shared_cluster().url()
+            onecity_eventlog_jetstream::testing::shared_cluster().url()
         })
         .await
         .unwrap();

@@ -2,17 +2,17 @@
 //! different process from the one owning the sled store.
 
 use futures::StreamExt;
+use onecity_eventlog::codec::parse_uuid;
+use onecity_eventlog::{
+    check_consumer, clamp_limit, Appended, Error, EventLog, EventStream, Expected, Filter, Limits,
+    NewEvent, RecordedEvent, Result,
+};
 use onecity_proto::v1 as pb;
 use onecity_proto::v1::event_log_service_client::EventLogServiceClient;
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Status};
 use uuid::Uuid;
 
-use crate::grpc::{ACTUAL_VERSION_HEADER, INVALID_FIELD_HEADER};
-use crate::{
-    Appended, Error, EventLog, EventStream, Expected, Filter, Limits, NewEvent, RecordedEvent,
-    Result,
-};
+use crate::{from_status as error, Bearer};
 
 /// A client of `onecity.v1.EventLogService`. Cheap to clone; one HTTP/2 connection.
 ///
@@ -22,7 +22,7 @@ use crate::{
 pub struct RemoteLog {
     client: EventLogServiceClient<Channel>,
     limits: Limits,
-    token: Option<String>,
+    bearer: Bearer,
 }
 
 impl RemoteLog {
@@ -37,64 +37,28 @@ impl RemoteLog {
         Ok(RemoteLog {
             client,
             limits: Limits::default(),
-            token: None,
+            bearer: Bearer::none(),
         })
     }
 
-    /// Sends `authorization: Bearer <token>` with every call.
-    pub fn with_token(mut self, token: impl Into<String>) -> Self {
-        self.token = Some(token.into());
+    /// Sends `authorization: Bearer <token>` with every call; [`Error::Invalid`] for a
+    /// token that cannot be sent.
+    pub fn with_token(self, token: impl AsRef<str>) -> Result<Self> {
+        let bearer =
+            Bearer::new(token.as_ref()).map_err(|e| Error::invalid("token", e.to_string()))?;
+        Ok(self.with_bearer(bearer))
+    }
+
+    /// Sends what `bearer` adds with every call.
+    pub fn with_bearer(mut self, bearer: Bearer) -> Self {
+        self.bearer = bearer;
         self
     }
 
     fn request<T>(&self, msg: T) -> tonic::Request<T> {
         let mut req = tonic::Request::new(msg);
-        if let Some(t) = &self.token {
-            if let Ok(v) = format!("Bearer {t}").parse() {
-                req.metadata_mut().insert("authorization", v);
-            }
-        }
+        self.bearer.apply(&mut req);
         req
-    }
-}
-
-/// Maps a status from the server back to the log error it came from.
-fn error(s: Status, case_id: Option<Uuid>, expected: Option<Expected>) -> Error {
-    let meta = |k: &str| {
-        s.metadata()
-            .get(k)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    match s.code() {
-        Code::Aborted => match (
-            case_id,
-            expected,
-            meta(ACTUAL_VERSION_HEADER).and_then(|v| v.parse().ok()),
-        ) {
-            (Some(case_id), Some(expected), Some(actual)) => Error::Conflict {
-                case_id,
-                expected,
-                actual,
-            },
-            _ => Error::Unavailable(s.message().to_owned()),
-        },
-        Code::InvalidArgument => {
-            let field = meta(INVALID_FIELD_HEADER).unwrap_or_else(|| "request".into());
-            let prefix = format!("invalid {field}: ");
-            let reason = s
-                .message()
-                .strip_prefix(&prefix)
-                .unwrap_or(s.message())
-                .to_owned();
-            Error::Invalid { field, reason }
-        }
-        Code::NotFound => match case_id {
-            Some(c) => Error::NotFound(c),
-            None => Error::Unavailable(s.message().to_owned()),
-        },
-        Code::Internal | Code::DataLoss => Error::Storage(s.message().to_owned()),
-        _ => Error::Unavailable(format!("{:?}: {}", s.code(), s.message())),
     }
 }
 
@@ -103,7 +67,7 @@ fn decode(events: Vec<pb::RecordedEvent>) -> Result<Vec<RecordedEvent>> {
 }
 
 fn wire_limit(limit: usize) -> u32 {
-    u32::try_from(crate::clamp_limit(limit)).unwrap_or(u32::MAX)
+    u32::try_from(clamp_limit(limit)).unwrap_or(u32::MAX)
 }
 
 #[async_trait::async_trait]
@@ -130,7 +94,7 @@ impl EventLog for RemoteLog {
             .map_err(|s| error(s, Some(case_id), Some(expected)))?
             .into_inner();
         Ok(Appended {
-            case_id: crate::codec::parse_uuid("case_id", &r.case_id)?,
+            case_id: parse_uuid("case_id", &r.case_id)?,
             first_version: r.first_version,
             last_version: r.last_version,
             first_position: r.first_position,
@@ -195,7 +159,7 @@ impl EventLog for RemoteLog {
     }
 
     async fn save_checkpoint(&self, consumer: &str, position: u64) -> Result<()> {
-        crate::check_consumer(consumer)?;
+        check_consumer(consumer)?;
         let msg = pb::SaveCheckpointRequest {
             consumer: consumer.to_owned(),
             position,
@@ -209,7 +173,7 @@ impl EventLog for RemoteLog {
     }
 
     async fn load_checkpoint(&self, consumer: &str) -> Result<u64> {
-        crate::check_consumer(consumer)?;
+        check_consumer(consumer)?;
         let msg = pb::LoadCheckpointRequest {
             consumer: consumer.to_owned(),
         };

@@ -1,4 +1,4 @@
-//! Test support (features `jetstream` and `conformance`): nats-server processes of the
+//! Test support (feature `testing`): nats-server processes of the
 //! test's own, and fresh JetStream logs on them for the conformance suite.
 //!
 //! Tests never use a server that happens to be running: each [`NatsServer`] is a child
@@ -15,9 +15,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::conformance::{Backend, BoxLog};
+use onecity_eventlog::conformance::{Backend, BoxLog};
 
-use super::{JetStreamConfig, JetStreamLog};
+use crate::{JetStreamConfig, JetStreamLog};
 
 /// Environment variable naming the nats-server binary to use instead of the one on PATH.
 pub const BINARY_ENV: &str = "ONECITY_NATS_SERVER";

@@ -1,0 +1,301 @@
+//! The client commands for people: one connection with the caller's token, and one call
+//! (or stream) per command.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use onecity_eventlog_grpc::Bearer;
+use onecity_proto::v1 as pb;
+use onecity_proto::v1::eligibility_service_client::EligibilityServiceClient;
+use onecity_proto::v1::event_log_service_client::EventLogServiceClient;
+use onecity_proto::v1::handoff_service_client::HandoffServiceClient;
+use onecity_proto::v1::intake_service_client::IntakeServiceClient;
+use prost::Message as _;
+use tonic::transport::{Channel, Endpoint};
+use tonic::Request;
+
+use super::output::{emit, print};
+use super::{ClientArgs, Command, DecisionArg, StateArg};
+use crate::json;
+
+/// A connected client: one HTTP/2 channel and the caller's bearer token.
+#[derive(Debug, Clone)]
+pub struct Client {
+    channel: Channel,
+    bearer: Bearer,
+}
+
+impl Client {
+    /// Connects to `args.server` (eagerly, so a wrong address fails before any work).
+    pub async fn connect(args: &ClientArgs) -> anyhow::Result<Self> {
+        let bearer = Bearer::new(&args.token).map_err(|_| {
+            anyhow::anyhow!("the token contains characters not allowed in a header")
+        })?;
+        let channel = Endpoint::from_shared(args.server.clone())
+            .with_context(|| format!("bad server address {:?}", args.server))?
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .map_err(|e| {
+                anyhow::Error::new(e).context(format!(
+                    "cannot connect to {} (is `onecity serve` running?)",
+                    args.server
+                ))
+            })?;
+        Ok(Client { channel, bearer })
+    }
+
+    /// `msg` with the `authorization` metadata.
+    pub fn request<T>(&self, msg: T) -> Request<T> {
+        let mut req = Request::new(msg);
+        self.bearer.apply(&mut req);
+        req
+    }
+
+    /// Intake service client.
+    pub fn intake(&self) -> IntakeServiceClient<Channel> {
+        IntakeServiceClient::new(self.channel.clone())
+    }
+
+    /// Eligibility service client.
+    pub fn eligibility(&self) -> EligibilityServiceClient<Channel> {
+        EligibilityServiceClient::new(self.channel.clone())
+    }
+
+    /// Handoff service client.
+    pub fn handoff(&self) -> HandoffServiceClient<Channel> {
+        HandoffServiceClient::new(self.channel.clone())
+    }
+
+    /// Event log service client (large pages: a ReadAll page may hold 1,000 events).
+    pub fn event_log(&self) -> EventLogServiceClient<Channel> {
+        EventLogServiceClient::new(self.channel.clone()).max_decoding_message_size(64 * 1024 * 1024)
+    }
+}
+
+/// Reads an application file (proto3 JSON of `onecity.v1.Application`).
+pub fn read_application(path: &Path) -> anyhow::Result<pb::Application> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    json::from_json(&text).with_context(|| format!("{}", path.display()))
+}
+
+/// The default request id of `submit`: a name-based UUID of the application's protobuf
+/// encoding, so the same application (however its JSON is formatted) is one request.
+pub fn default_request_id(app: &pb::Application) -> String {
+    // Fixed namespace for onecity CLI request ids (a v4 UUID chosen once).
+    const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6f6e_6563_6974_4a79_a5d1_3c2b_8e4f_0a17);
+    format!(
+        "cli-{}",
+        uuid::Uuid::new_v5(&NAMESPACE, &app.encode_to_vec())
+    )
+}
+
+/// Runs one client command (`serve` and `config` are [`super::run`]'s).
+pub(super) async fn client_command(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(_) | Command::Config(_) => unreachable!("handled by run"),
+        Command::Submit {
+            client,
+            file,
+            request_id,
+            quiet,
+        } => {
+            let application = read_application(&file)?;
+            let request_id = request_id.unwrap_or_else(|| default_request_id(&application));
+            let c = Client::connect(&client).await?;
+            let resp = c
+                .intake()
+                .submit_application(c.request(pb::SubmitApplicationRequest {
+                    request_id,
+                    application: Some(application),
+                }))
+                .await?;
+            if quiet {
+                return emit(&resp.get_ref().case_id);
+            }
+            print(resp.get_ref())
+        }
+        Command::Screen { client, file, full } => {
+            let application = read_application(&file)?;
+            let c = Client::connect(&client).await?;
+            let view = if full {
+                pb::ScreenView::Full
+            } else {
+                pb::ScreenView::Basic
+            };
+            let resp = c
+                .eligibility()
+                .screen(c.request(pb::ScreenRequest {
+                    application: Some(application),
+                    view: view as i32,
+                }))
+                .await?;
+            print(resp.get_ref())
+        }
+        Command::Case {
+            client,
+            case_id,
+            watch,
+        } => {
+            let c = Client::connect(&client).await?;
+            if !watch {
+                let resp = c
+                    .intake()
+                    .get_case(c.request(pb::GetCaseRequest { case_id }))
+                    .await?;
+                return print(resp.get_ref());
+            }
+            let mut stream = c
+                .intake()
+                .watch_case(c.request(pb::WatchCaseRequest { case_id }))
+                .await?
+                .into_inner();
+            while let Some(msg) = stream.message().await? {
+                print(&msg)?;
+                let done = matches!(
+                    pb::CaseStatus::try_from(msg.status),
+                    Ok(pb::CaseStatus::Closed | pb::CaseStatus::Withdrawn)
+                );
+                if done {
+                    break;
+                }
+            }
+            Ok(())
+        }
+        Command::Withdraw {
+            client,
+            case_id,
+            reason,
+        } => {
+            let c = Client::connect(&client).await?;
+            let resp = c
+                .intake()
+                .withdraw_application(c.request(pb::WithdrawApplicationRequest { case_id, reason }))
+                .await?;
+            print(resp.get_ref())
+        }
+        Command::Referrals {
+            client,
+            state,
+            follow,
+            after,
+            quiet,
+        } => {
+            let c = Client::connect(&client).await?;
+            let state = state.map(StateArg::to_proto);
+            if follow {
+                follow_referrals(&c, state, after.unwrap_or_default(), quiet).await
+            } else {
+                list_referrals(&c, state, quiet).await
+            }
+        }
+        Command::Ack {
+            client,
+            referral_id,
+        } => {
+            let c = Client::connect(&client).await?;
+            let resp = c
+                .handoff()
+                .acknowledge_referral(c.request(pb::AcknowledgeReferralRequest { referral_id }))
+                .await?;
+            print(resp.get_ref())
+        }
+        Command::Decide {
+            client,
+            referral_id,
+            decision,
+            amount_fen,
+            note,
+        } => {
+            let decision = match decision {
+                DecisionArg::Approve => pb::Decision::Approved,
+                DecisionArg::Deny => pb::Decision::Denied,
+            };
+            let c = Client::connect(&client).await?;
+            let resp = c
+                .handoff()
+                .record_decision(c.request(pb::RecordDecisionRequest {
+                    referral_id,
+                    decision: decision as i32,
+                    amount_fen,
+                    note,
+                }))
+                .await?;
+            print(resp.get_ref())
+        }
+        Command::Policy { client, as_of } => {
+            let c = Client::connect(&client).await?;
+            let resp = c
+                .eligibility()
+                .get_policy(c.request(pb::GetPolicyRequest {
+                    as_of: as_of.unwrap_or_default(),
+                }))
+                .await?;
+            print(resp.get_ref())
+        }
+        Command::Log { command } => super::log::run(command).await,
+    }
+}
+
+/// Every page of ListReferrals, printed as one `ListReferralsResponse`.
+async fn list_referrals(
+    c: &Client,
+    state: Option<pb::ReferralState>,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let mut all = pb::ListReferralsResponse::default();
+    let mut page_token = String::new();
+    loop {
+        let page = c
+            .handoff()
+            .list_referrals(c.request(pb::ListReferralsRequest {
+                state: state.map_or(0, |s| s as i32),
+                page_size: 500,
+                page_token: page_token.clone(),
+            }))
+            .await?
+            .into_inner();
+        all.referrals.extend(page.referrals);
+        // A server handing back the token it was given would loop forever; stop instead.
+        if page.next_page_token.is_empty() || page.next_page_token == page_token {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    if quiet {
+        for r in &all.referrals {
+            emit(&r.referral_id)?;
+        }
+        return Ok(());
+    }
+    print(&all)
+}
+
+/// StreamReferrals until the server ends the stream; `state` filters on this side because the
+/// stream carries every change.
+async fn follow_referrals(
+    c: &Client,
+    state: Option<pb::ReferralState>,
+    after_cursor: String,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let mut stream = c
+        .handoff()
+        .stream_referrals(c.request(pb::StreamReferralsRequest { after_cursor }))
+        .await?
+        .into_inner();
+    while let Some(msg) = stream.message().await? {
+        let wanted = match (state, &msg.referral) {
+            (None, _) => true,
+            (Some(s), Some(r)) => r.state == s as i32,
+            (Some(_), None) => false,
+        };
+        match (&msg.referral, wanted, quiet) {
+            (_, false, _) => {}
+            (Some(r), true, true) => emit(&r.referral_id)?,
+            (_, true, _) => print(&msg)?,
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,398 @@
+//! The `onecity` command line: `onecity serve` runs every service in one process; the other
+//! commands are a gRPC client for people (street-office clerks, department staff, operators).
+//!
+//! Client commands read and print the proto3 JSON mapping of `onecity.v1` messages (see
+//! [`crate::json`]). A failed call prints `error: <STATUS_CODE>: <message>` on stderr and exits
+//! with status 1.
+//!
+//! This module defines the commands and their flags and dispatches them; the commands live by
+//! concern: `serve` in [`serve`](serve::serve), the client commands for people in [`client`],
+//! the `log` commands in [`log`], and what they print in [`output`].
+
+mod client;
+mod log;
+mod output;
+mod serve;
+
+use std::io::IsTerminal as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use onecity_proto::v1 as pb;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{self, Config, LogSpec, Overrides};
+
+use client::client_command;
+pub use client::{default_request_id, read_application, Client};
+pub use output::{code_name, render_error};
+use output::{emit, is_broken_pipe};
+use serve::serve;
+pub use serve::shutdown_signal;
+
+/// Environment variable with the log filter (`RUST_LOG` syntax, e.g. `info,onecity_eventlog=debug`).
+pub const ENV_LOG_LEVEL: &str = "ONECITY_LOG_LEVEL";
+/// Default server address of the client commands.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:50051";
+
+/// onecity: one application at any street office, every relevant department receives its
+/// referral.
+#[derive(Debug, Parser)]
+#[command(name = "onecity", version, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// A subcommand.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run every onecity service in one process until Ctrl-C or SIGTERM.
+    Serve(ServeArgs),
+    /// Print the effective configuration of `serve` (same flags), tokens redacted.
+    Config(ServeArgs),
+    /// Submit an application (JSON file of onecity.v1.Application) and print the case id.
+    Submit {
+        /// Server and token.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Application in proto3 JSON (see docs/examples/).
+        file: PathBuf,
+        /// Idempotency key; default: derived from the application's content, so submitting the
+        /// same file again returns the same case instead of opening a new one.
+        #[arg(long)]
+        request_id: Option<String>,
+        /// Print only the case id (for scripts).
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Assess an application without submitting it (nothing is written).
+    Screen {
+        /// Server and token.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Application in proto3 JSON.
+        file: PathBuf,
+        /// Every rule with its inputs and explanation too (the FULL view); by default
+        /// each programme's outcome, amount and summary.
+        #[arg(long)]
+        full: bool,
+    },
+    /// Show a case: status, assessments, referrals, history.
+    Case {
+        /// Server and token.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Case id (UUID).
+        case_id: String,
+        /// Stream the case's events (recorded ones, then new ones) until it is closed or
+        /// withdrawn.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Withdraw an application; its open referrals are cancelled.
+    Withdraw {
+        /// Server and token.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Case id (UUID).
+        case_id: String,
+        /// Reason given by the applicant.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// List the calling department unit's referrals.
+    Referrals {
+        /// Server and token.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Only referrals in this state.
+        #[arg(long, value_enum)]
+        state: Option<StateArg>,
+        /// Stream referrals (backlog, then live) instead of listing once.
+        #[arg(long)]
+        follow: bool,
+        /// With --follow: resume after this cursor (printed with every streamed referral).
+        #[arg(long, requires = "follow")]
+        after: Option<String>,
+        /// Print only referral ids, one a line (for scripts).
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Acknowledge a referral (the department has received it).
+    Ack {
+        /// Server and token.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Referral id.
+        referral_id: String,
+    },
+    /// Record a department's decision on a referral.
+    Decide {
+        /// Server and token.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Referral id.
+        referral_id: String,
+        /// The decision.
+        #[arg(value_enum)]
+        decision: DecisionArg,
+        /// Decided amount in fen (1 yuan = 100 fen); 0 when denied.
+        #[arg(long, default_value_t = 0)]
+        amount_fen: i64,
+        /// Note explaining the decision.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Show the policy parameters in force on a date.
+    Policy {
+        /// Server and token.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Date (YYYY-MM-DD); default today.
+        #[arg(long)]
+        as_of: Option<String>,
+    },
+    /// Read the event log (service or admin token).
+    Log {
+        /// Log command.
+        #[command(subcommand)]
+        command: LogCommand,
+    },
+}
+
+/// `onecity log ...`.
+#[derive(Debug, Subcommand)]
+pub enum LogCommand {
+    /// Print events of the global log, with decoded payloads.
+    Tail {
+        /// Server and token.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// First position to print (1 is the start of the log); default: the last --lines events.
+        #[arg(long)]
+        from: Option<u64>,
+        /// Without --from: how many of the latest events to print.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: u64,
+        /// Keep printing new events as they are appended.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Write the whole log to a file (stop the server first for a sled log: sled is
+    /// opened by one process at a time). Prints the log's checksum.
+    Export {
+        /// Log backend to read: sled:PATH, remote:http(s)://HOST:PORT or
+        /// jetstream:nats://HOST:PORT[,...][?replicas=N&prefix=NAME].
+        #[arg(long, value_parser = parse_log_spec, long_help = config::log_spec_help("Log backend to read"))]
+        log: LogSpec,
+        /// Token for a remote log.
+        #[arg(long, env = config::ENV_LOG_TOKEN)]
+        log_token: Option<String>,
+        /// Output file.
+        file: PathBuf,
+    },
+    /// Append an export to an EMPTY log, preserving order, versions and positions, then
+    /// verify the target's checksum against the file's.
+    Import {
+        /// Log backend to write: sled:PATH, remote:http(s)://HOST:PORT or
+        /// jetstream:nats://HOST:PORT[,...][?replicas=N&prefix=NAME].
+        #[arg(long, value_parser = parse_log_spec, long_help = config::log_spec_help("Log backend to write"))]
+        log: LogSpec,
+        /// Token for a remote log.
+        #[arg(long, env = config::ENV_LOG_TOKEN)]
+        log_token: Option<String>,
+        /// Export file.
+        file: PathBuf,
+    },
+    /// Print the checksum of a whole log (compare two logs after a migration).
+    Checksum {
+        /// Log backend: sled:PATH, remote:http(s)://HOST:PORT or
+        /// jetstream:nats://HOST:PORT[,...][?replicas=N&prefix=NAME].
+        #[arg(long, value_parser = parse_log_spec, long_help = config::log_spec_help("Log backend"))]
+        log: LogSpec,
+        /// Token for a remote log.
+        #[arg(long, env = config::ENV_LOG_TOKEN)]
+        log_token: Option<String>,
+    },
+}
+
+/// Flags of `serve` and `config`. The `ONECITY_*` variables named in the help are read by
+/// [`Config::load_with`] (one reader, in their layer under the flags), not by these flags.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// Listen address [env: ONECITY_ADDR] [default: 127.0.0.1:50051].
+    #[arg(long)]
+    pub addr: Option<SocketAddr>,
+    /// Data directory [env: ONECITY_DATA_DIR] [default: ./data].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Configuration file (TOML; see deploy/onecity.toml).
+    #[arg(long, env = config::ENV_CONFIG)]
+    pub config: Option<PathBuf>,
+    /// Event log backend: sled:PATH, remote:http(s)://HOST:PORT or
+    /// jetstream:nats://HOST:PORT[,...][?replicas=N&prefix=NAME] [env: ONECITY_LOG]
+    /// [default: sled:<data dir>].
+    #[arg(long, value_parser = parse_log_spec, long_help = config::log_spec_help(
+        "Event log backend [env: ONECITY_LOG] [default: sled:<data dir>]"
+    ))]
+    pub log: Option<LogSpec>,
+    /// Service role to run: intake, eligibility, handoff, log or all (repeatable,
+    /// or comma-separated) [env: ONECITY_ROLES] [default: all].
+    #[arg(long = "role", value_delimiter = ',', value_parser = parse_role)]
+    pub roles: Vec<config::Role>,
+    /// This instance's share of the cases for its workers, INDEX/COUNT
+    /// [env: ONECITY_PARTITION] [default: 0/1].
+    #[arg(long, value_parser = parse_partition)]
+    pub partition: Option<onecity_domain::Partition>,
+}
+
+fn parse_role(s: &str) -> Result<config::Role, String> {
+    s.parse().map_err(|e: anyhow::Error| e.to_string())
+}
+
+fn parse_partition(s: &str) -> Result<onecity_domain::Partition, String> {
+    s.parse()
+        .map_err(|e: onecity_domain::BadPartition| e.to_string())
+}
+
+fn parse_log_spec(s: &str) -> Result<LogSpec, String> {
+    s.parse().map_err(|e: anyhow::Error| e.to_string())
+}
+
+impl ServeArgs {
+    /// Defaults, file, environment, then these flags.
+    pub fn load(&self) -> anyhow::Result<Config> {
+        Config::load_with(
+            self.config.as_deref(),
+            &config::process_env,
+            Overrides {
+                addr: self.addr,
+                data_dir: self.data_dir.clone(),
+                log: self.log.clone(),
+                roles: self.roles.clone(),
+                partition: self.partition,
+            },
+        )
+    }
+}
+
+/// Server address and token of the client commands.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// Server URL.
+    #[arg(long = "addr", value_name = "URL", env = "ONECITY_SERVER", default_value = DEFAULT_SERVER)]
+    pub server: String,
+    /// Bearer token [default: the demo terminal token demo-terminal-120103].
+    #[arg(long, env = "ONECITY_TOKEN", hide_env_values = true, default_value = config::DEMO_TERMINAL_TOKEN, hide_default_value = true)]
+    pub token: String,
+}
+
+/// `--state` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StateArg {
+    /// Issued, not yet acknowledged.
+    Issued,
+    /// Acknowledged, not yet decided.
+    Acknowledged,
+    /// Approved.
+    Approved,
+    /// Denied.
+    Denied,
+    /// Cancelled by withdrawal.
+    Cancelled,
+}
+
+impl StateArg {
+    fn to_proto(self) -> pb::ReferralState {
+        match self {
+            StateArg::Issued => pb::ReferralState::Issued,
+            StateArg::Acknowledged => pb::ReferralState::Acknowledged,
+            StateArg::Approved => pb::ReferralState::Approved,
+            StateArg::Denied => pb::ReferralState::Denied,
+            StateArg::Cancelled => pb::ReferralState::Cancelled,
+        }
+    }
+}
+
+/// `decide` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DecisionArg {
+    /// Approve.
+    Approve,
+    /// Deny.
+    Deny,
+}
+
+/// Entry point of the binary: parses arguments, runs, prints errors, returns the exit status.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: start tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        // Output piped into `head` and the like: the reader has what it wanted.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", render_error(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Installs the stderr log subscriber: `ONECITY_LOG_LEVEL` (RUST_LOG syntax), else `default`.
+pub fn init_tracing(default: &str) {
+    let (filter, bad) = match std::env::var(ENV_LOG_LEVEL) {
+        Ok(spec) if !spec.trim().is_empty() => match EnvFilter::try_new(&spec) {
+            Ok(f) => (f, None),
+            Err(e) => (EnvFilter::new(default), Some((spec, e))),
+        },
+        _ => (EnvFilter::new(default), None),
+    };
+    // A second initialisation (tests) is harmless: keep the first subscriber.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .try_init();
+    if let Some((spec, e)) = bad {
+        tracing::warn!(spec = %spec, error = %e, "invalid {ENV_LOG_LEVEL}, using {default:?}");
+    }
+}
+
+/// Runs one command.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => {
+            init_tracing("info");
+            serve(args).await
+        }
+        Command::Config(args) => {
+            init_tracing("warn");
+            let config = args.load()?;
+            let text = config.to_redacted_toml()?;
+            emit(&format!(
+                "# effective configuration of `onecity serve` (tokens redacted)\n{}",
+                text.trim_end()
+            ))
+        }
+        command => {
+            init_tracing("warn");
+            client_command(command).await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

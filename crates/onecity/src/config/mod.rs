@@ -1,0 +1,401 @@
+//! Configuration of `onecity serve`.
+//!
+//! Layers, each overriding the one before: built-in defaults ([`Config::default`]), the TOML file
+//! (`--config FILE`), `ONECITY_*` environment variables, then command-line flags
+//! ([`Overrides`]). Relative paths are relative to the working directory of the process. The
+//! variables are read in one place, [`Config::apply_env`]; the command line's flags carry
+//! only what was typed, so each variable is read once and its layer stays below the flags.
+//!
+//! Tokens ([`TokenConfig`]) map to `Principal`s. Every entry is validated at start-up, so a typo in a district or unit refuses start-up naming the
+//! entry instead of locking a department out at run time. When the file names no tokens the
+//! built-in DEMO tokens apply ([`demo_tokens`]); they are public, so the server warns loudly
+//! while they are in use ([`Config::uses_demo_tokens`]). The event log backend is a
+//! [`LogSpec`].
+
+mod log_spec;
+mod tokens;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use anyhow::{bail, Context as _};
+use onecity_domain::Partition;
+use serde::{Deserialize, Serialize};
+
+pub use log_spec::{log_spec_help, LogSpec};
+use tokens::redact;
+pub use tokens::{demo_tokens, PrincipalKind, TokenConfig, DEMO_TERMINAL_TOKEN};
+
+/// Default listen address.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:50051";
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = "./data";
+
+/// Environment variable overriding [`Config::addr`].
+pub const ENV_ADDR: &str = "ONECITY_ADDR";
+/// Environment variable overriding [`Config::data_dir`].
+pub const ENV_DATA_DIR: &str = "ONECITY_DATA_DIR";
+/// Environment variable overriding [`Config::log`].
+pub const ENV_LOG: &str = "ONECITY_LOG";
+/// Environment variable overriding [`Config::log_token`].
+pub const ENV_LOG_TOKEN: &str = "ONECITY_LOG_TOKEN";
+/// Environment variable overriding [`Config::policy_file`].
+pub const ENV_POLICY_FILE: &str = "ONECITY_POLICY_FILE";
+/// Environment variable overriding [`Config::catalogue_file`].
+pub const ENV_CATALOGUE_FILE: &str = "ONECITY_CATALOGUE_FILE";
+
+/// Environment variable overriding [`Config::roles`] (comma-separated).
+pub const ENV_ROLES: &str = "ONECITY_ROLES";
+/// Environment variable overriding [`Config::partition`].
+pub const ENV_PARTITION: &str = "ONECITY_PARTITION";
+/// Environment variable overriding [`Config::max_routing_lag`].
+pub const ENV_MAX_ROUTING_LAG: &str = "ONECITY_MAX_ROUTING_LAG";
+/// Environment variable overriding [`Config::worker_partitions`].
+pub const ENV_WORKER_PARTITIONS: &str = "ONECITY_WORKER_PARTITIONS";
+/// Environment variable naming the configuration file (`--config`); the command line reads
+/// it, since it picks the file before the layers are applied.
+pub const ENV_CONFIG: &str = "ONECITY_CONFIG";
+
+/// Effective configuration of one onecity process.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the gRPC server listens on. Default `127.0.0.1:50051` (loopback only: expose it
+    /// deliberately).
+    pub addr: SocketAddr,
+    /// Directory for durable state; the default event log lives here. Default `./data`.
+    pub data_dir: PathBuf,
+    /// Event log backend: `sled:PATH` (embedded, this process owns the store),
+    /// `remote:http(s)://HOST:PORT` (the `EventLogService` of another onecity process) or
+    /// `jetstream:nats://HOST:PORT[,...][?replicas=N&prefix=NAME]` (a NATS JetStream
+    /// cluster; see [`LogSpec`]). `None` means `sled:<data_dir>`, resolved by [`Config::log_spec`] after every layer is applied,
+    /// so `--data-dir` moves the default log with it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log: Option<LogSpec>,
+    /// Bearer token this process presents to a `remote:` log (a `service` or `admin` token of
+    /// that server). Ignored for `sled:`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_token: Option<String>,
+    /// Policy parameters file (dated versions, see docs/policy.md). `None` = the embedded default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy_file: Option<PathBuf>,
+    /// Programme catalogue file (department and deadline per programme). `None` = the embedded
+    /// default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub catalogue_file: Option<PathBuf>,
+    /// Bearer tokens and the principals they stand for. Default: the DEMO tokens of
+    /// [`demo_tokens`]; a file that lists tokens replaces them entirely.
+    pub tokens: Vec<TokenConfig>,
+    /// Service roles this process runs: `intake`, `eligibility`, `handoff`, `log` or `all`.
+    /// Default `["all"]`: every role in one process. `log` serves the embedded log to
+    /// other processes and needs a `sled:` log.
+    pub roles: Vec<Role>,
+    /// Which share of the cases this process's workers handle, `INDEX/COUNT` (default
+    /// `0/1`: all of them). Run COUNT instances of a worker role with INDEX 0..COUNT to
+    /// share the work; exactly one instance decides for each case.
+    #[serde(with = "as_string")]
+    pub partition: Partition,
+    /// Intake backpressure: the largest routing lag, in log events, at which intake still
+    /// accepts new cases. The lag is counted from the oldest event a routing worker
+    /// (assessment or handoff, every partition) has not handled yet to the log's head;
+    /// over the bound `SubmitApplication` answers `RESOURCE_EXHAUSTED` and writes nothing
+    /// (retries of accepted requests still get their case). Default 10,000: a backlog the
+    /// workers clear quickly (see docs/performance.md); 0 turns the bound off.
+    pub max_routing_lag: u64,
+    /// How many partitions the worker roles run with (the COUNT of their `--partition`):
+    /// intake watches the checkpoint of each. `None` = the COUNT of [`Config::partition`],
+    /// which is right when intake and the workers run in one process; an intake-only
+    /// process in front of partitioned workers must set it (see docs/operations.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker_partitions: Option<u32>,
+}
+
+/// A service role of `onecity serve`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// `IntakeService`.
+    Intake,
+    /// The assessment worker and `EligibilityService`.
+    Eligibility,
+    /// The handoff worker, the department inbox and `HandoffService`.
+    Handoff,
+    /// `EventLogService` over this process's log (its sled store, or JetStream), for roles
+    /// in other processes and for tools; never over a `remote:` log.
+    Log,
+    /// Every role.
+    All,
+}
+
+impl FromStr for Role {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        Ok(match s.trim() {
+            "intake" => Role::Intake,
+            "eligibility" => Role::Eligibility,
+            "handoff" => Role::Handoff,
+            "log" => Role::Log,
+            "all" => Role::All,
+            other => bail!("role {other:?}: expected intake, eligibility, handoff, log or all"),
+        })
+    }
+}
+
+impl Config {
+    /// Whether this process runs `role` (directly or through `all`).
+    pub fn runs(&self, role: Role) -> bool {
+        self.roles.iter().any(|r| *r == role || *r == Role::All)
+    }
+}
+
+/// Serde through `Display`/`FromStr`, for values written as strings in TOML.
+mod as_string {
+    use std::fmt::Display;
+    use std::str::FromStr;
+
+    pub(super) fn serialize<T: Display, S: serde::Serializer>(
+        v: &T,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
+    }
+
+    pub(super) fn deserialize<'de, T, D>(d: D) -> Result<T, D::Error>
+    where
+        T: FromStr,
+        T::Err: Display,
+        D: serde::Deserializer<'de>,
+    {
+        let s = <String as serde::Deserialize>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            log: None,
+            log_token: None,
+            policy_file: None,
+            catalogue_file: None,
+            tokens: demo_tokens(),
+            roles: vec![Role::All],
+            partition: Partition::default(),
+            max_routing_lag: onecity_intake::DEFAULT_MAX_ROUTING_LAG,
+            worker_partitions: None,
+        }
+    }
+}
+
+// Hand-written so that a config printed with `{:?}` (e.g. in a log line) never shows a token.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("addr", &self.addr)
+            .field("data_dir", &self.data_dir)
+            .field("log", &self.log)
+            .field("log_token", &self.log_token.as_ref().map(|_| "****"))
+            .field("policy_file", &self.policy_file)
+            .field("catalogue_file", &self.catalogue_file)
+            .field("tokens", &self.tokens)
+            .field("roles", &self.roles)
+            .field("partition", &self.partition)
+            .field("max_routing_lag", &self.max_routing_lag)
+            .field("worker_partitions", &self.worker_partitions)
+            .finish()
+    }
+}
+
+/// Command-line overrides, applied after the file and the environment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// `--addr`.
+    pub addr: Option<SocketAddr>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--log`.
+    pub log: Option<LogSpec>,
+    /// `--role` (repeatable); empty = not given.
+    pub roles: Vec<Role>,
+    /// `--partition`.
+    pub partition: Option<Partition>,
+}
+
+impl Config {
+    /// Defaults, then `file` (if any), then `ONECITY_*` environment variables; validated.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        Config::load_with(file, &process_env, Overrides::default())
+    }
+
+    /// [`Config::load`] with an explicit environment lookup (tests pass a map instead of
+    /// touching the process environment, which is shared by parallel tests) and the
+    /// command-line overrides applied last.
+    pub fn load_with(
+        file: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+        overrides: Overrides,
+    ) -> anyhow::Result<Config> {
+        let mut config = match file {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        config.apply_env(env)?;
+        config.apply(overrides);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Defaults overridden by the TOML file at `path` (not validated).
+    pub fn from_file(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("read config file {}", path.display()))?;
+        Config::from_toml_str(&text).with_context(|| format!("config file {}", path.display()))
+    }
+
+    /// Defaults overridden by TOML text (not validated).
+    pub fn from_toml_str(text: &str) -> anyhow::Result<Config> {
+        // toml's message already names the key and shows the offending line.
+        toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))
+    }
+
+    /// Applies the `ONECITY_*` variables found by `env`. An empty variable counts as unset, so
+    /// a deployment can blank one out without unsetting it. The only reader of these
+    /// variables (see the module documentation).
+    pub fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+        let get = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+        if let Some(v) = get(ENV_ADDR) {
+            self.addr = v.trim().parse().with_context(|| {
+                format!("{ENV_ADDR}: {v:?} is not an address like {DEFAULT_ADDR}")
+            })?;
+        }
+        if let Some(v) = get(ENV_DATA_DIR) {
+            self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = get(ENV_LOG) {
+            self.log = Some(v.trim().parse().context(ENV_LOG)?);
+        }
+        if let Some(v) = get(ENV_LOG_TOKEN) {
+            self.log_token = Some(v);
+        }
+        if let Some(v) = get(ENV_POLICY_FILE) {
+            self.policy_file = Some(PathBuf::from(v));
+        }
+        if let Some(v) = get(ENV_CATALOGUE_FILE) {
+            self.catalogue_file = Some(PathBuf::from(v));
+        }
+        if let Some(v) = get(ENV_ROLES) {
+            self.roles = v
+                .split(',')
+                .map(str::parse)
+                .collect::<anyhow::Result<_>>()
+                .context(ENV_ROLES)?;
+        }
+        if let Some(v) = get(ENV_PARTITION) {
+            self.partition = v.trim().parse().context(ENV_PARTITION)?;
+        }
+        if let Some(v) = get(ENV_MAX_ROUTING_LAG) {
+            self.max_routing_lag = v.trim().parse().with_context(|| {
+                format!("{ENV_MAX_ROUTING_LAG}: {v:?} is not a number of events (0 = no bound)")
+            })?;
+        }
+        if let Some(v) = get(ENV_WORKER_PARTITIONS) {
+            self.worker_partitions = Some(v.trim().parse().with_context(|| {
+                format!("{ENV_WORKER_PARTITIONS}: {v:?} is not a partition count")
+            })?);
+        }
+        Ok(())
+    }
+
+    /// Applies command-line overrides.
+    pub fn apply(&mut self, overrides: Overrides) {
+        let Overrides {
+            addr,
+            data_dir,
+            log,
+            roles,
+            partition,
+        } = overrides;
+        if !roles.is_empty() {
+            self.roles = roles;
+        }
+        if let Some(p) = partition {
+            self.partition = p;
+        }
+        if let Some(addr) = addr {
+            self.addr = addr;
+        }
+        if let Some(dir) = data_dir {
+            self.data_dir = dir;
+        }
+        if let Some(log) = log {
+            self.log = Some(log);
+        }
+    }
+
+    /// The event log backend: [`Config::log`], or `sled:<data_dir>` when unset.
+    pub fn log_spec(&self) -> LogSpec {
+        self.log
+            .clone()
+            .unwrap_or_else(|| LogSpec::Sled(self.data_dir.clone()))
+    }
+
+    /// How many partitions the worker roles run with: [`Config::worker_partitions`], or
+    /// the COUNT of [`Config::partition`].
+    pub fn worker_partition_count(&self) -> u32 {
+        self.worker_partitions.unwrap_or(self.partition.count())
+    }
+
+    /// Checks every token entry (see [`Config::principals`]).
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.worker_partitions == Some(0) {
+            bail!("worker_partitions: must be at least 1");
+        }
+        let runs_workers = self.runs(Role::Eligibility) || self.runs(Role::Handoff);
+        if runs_workers && self.worker_partition_count() != self.partition.count() {
+            bail!(
+                "worker_partitions: {} but this process's workers run partition {}; they must agree",
+                self.worker_partition_count(),
+                self.partition
+            );
+        }
+        if self.roles.is_empty() {
+            bail!("roles: at least one role is needed (intake, eligibility, handoff, log or all)");
+        }
+        if self.roles.contains(&Role::Log) && matches!(self.log_spec(), LogSpec::Remote(_)) {
+            bail!("roles: the log role serves this process's own log (sled: or jetstream:), not a remote: one");
+        }
+        self.principals().map(drop)
+    }
+
+    /// A copy safe to print: tokens redacted (`demo-…` for demo tokens, `****` otherwise) and the
+    /// log backend resolved.
+    pub fn redacted(&self) -> Config {
+        let mut c = self.clone();
+        c.log = Some(self.log_spec());
+        c.worker_partitions = Some(self.worker_partition_count());
+        c.log_token = c.log_token.as_deref().map(redact);
+        for t in &mut c.tokens {
+            t.token = redact(&t.token);
+        }
+        c
+    }
+
+    /// The effective configuration as TOML, tokens redacted (`onecity config`).
+    pub fn to_redacted_toml(&self) -> anyhow::Result<String> {
+        toml::to_string_pretty(&self.redacted()).context("render config as toml")
+    }
+}
+
+/// The process environment as [`Config::load_with`] reads it (a value that is not UTF-8 is
+/// converted lossily, so that a bad byte is reported as a bad value, not as unset).
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
+}
+
+#[cfg(test)]
+mod tests;

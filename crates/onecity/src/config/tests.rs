@@ -1,0 +1,458 @@
+use std::collections::HashMap;
+
+use onecity_domain::{Department, DepartmentUnit, Principal};
+
+use super::*;
+
+fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let map: HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    move |k| map.get(k).cloned()
+}
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn write(text: &str) -> tempfile::NamedTempFile {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), text).unwrap();
+    f
+}
+
+fn load_str(text: &str) -> anyhow::Result<Config> {
+    let f = write(text);
+    Config::load_with(Some(f.path()), &no_env, Overrides::default())
+}
+
+#[test]
+fn defaults() {
+    let c = Config::load_with(None, &no_env, Overrides::default()).unwrap();
+    assert_eq!(c.addr.to_string(), DEFAULT_ADDR);
+    assert_eq!(c.data_dir, PathBuf::from("./data"));
+    assert_eq!(c.log, None);
+    assert_eq!(c.log_spec(), LogSpec::Sled(PathBuf::from("./data")));
+    assert_eq!(c.policy_file, None);
+    assert_eq!(c.catalogue_file, None);
+    assert!(c.uses_demo_tokens());
+    assert_eq!(c, Config::default());
+}
+
+#[test]
+fn demo_tokens_cover_the_walkthrough() {
+    let p = Config::default().principals().unwrap();
+    assert!(matches!(
+        &p[DEMO_TERMINAL_TOKEN],
+        Principal::Terminal { district, .. } if district.code() == "120103"
+    ));
+    assert!(matches!(
+        &p["demo-terminal-120101"],
+        Principal::Terminal { district, .. } if district.code() == "120101"
+    ));
+    for d in Department::ALL {
+        let unit: DepartmentUnit = format!("{d}@120103").parse().unwrap();
+        assert_eq!(
+            p[&format!("demo-{d}-120103")],
+            Principal::Department { unit }
+        );
+    }
+    assert_eq!(
+        p["demo-civil-affairs-120101"],
+        Principal::Department {
+            unit: "civil-affairs@120101".parse().unwrap()
+        }
+    );
+    assert!(matches!(p["demo-admin"], Principal::Admin { .. }));
+    assert!(matches!(p["demo-service"], Principal::Service { .. }));
+    assert_eq!(p.len(), 13);
+}
+
+#[test]
+fn file_overrides_defaults_and_replaces_tokens() {
+    let c = load_str(
+        r#"
+        addr = "0.0.0.0:6000"
+        data_dir = "/var/lib/onecity"
+        policy_file = "/etc/onecity/policy.toml"
+
+        [[tokens]]
+        token = "s3cret-terminal"
+        principal = "terminal"
+        id = "T-120104-02"
+        district = "120104"
+        street_office = "Wanxing street office"
+
+        [[tokens]]
+        token = "s3cret-dept"
+        principal = "department"
+        unit = "housing@120104"
+        "#,
+    )
+    .unwrap();
+    assert_eq!(c.addr.to_string(), "0.0.0.0:6000");
+    assert_eq!(c.data_dir, PathBuf::from("/var/lib/onecity"));
+    // The default log follows data_dir.
+    assert_eq!(
+        c.log_spec(),
+        LogSpec::Sled(PathBuf::from("/var/lib/onecity"))
+    );
+    assert_eq!(
+        c.policy_file,
+        Some(PathBuf::from("/etc/onecity/policy.toml"))
+    );
+    assert_eq!(c.catalogue_file, None);
+    assert!(!c.uses_demo_tokens());
+    let p = c.principals().unwrap();
+    assert_eq!(p.len(), 2);
+    assert_eq!(p["s3cret-terminal"].actor(), "terminal:T-120104-02");
+    assert_eq!(p["s3cret-dept"].actor(), "department:housing@120104");
+}
+
+#[test]
+fn precedence_file_then_env_then_flags() {
+    let f = write(
+        r#"
+        addr = "127.0.0.1:7000"
+        data_dir = "/from/file"
+        log = "sled:/file/log"
+        catalogue_file = "/file/catalogue.toml"
+        "#,
+    );
+    let env = env_of(&[
+        ("ONECITY_ADDR", "127.0.0.1:7001"),
+        ("ONECITY_DATA_DIR", "/from/env"),
+        ("ONECITY_POLICY_FILE", "/env/policy.toml"),
+        // Empty counts as unset: the file's value stays.
+        ("ONECITY_CATALOGUE_FILE", ""),
+    ]);
+    let c = Config::load_with(Some(f.path()), &env, Overrides::default()).unwrap();
+    assert_eq!(c.addr.to_string(), "127.0.0.1:7001");
+    assert_eq!(c.data_dir, PathBuf::from("/from/env"));
+    assert_eq!(c.log_spec(), LogSpec::Sled(PathBuf::from("/file/log")));
+    assert_eq!(c.policy_file, Some(PathBuf::from("/env/policy.toml")));
+    assert_eq!(
+        c.catalogue_file,
+        Some(PathBuf::from("/file/catalogue.toml"))
+    );
+
+    let env = env_of(&[
+        ("ONECITY_ADDR", "127.0.0.1:7001"),
+        ("ONECITY_LOG", "remote:http://10.0.0.5:50051"),
+    ]);
+    let flags = Overrides {
+        addr: Some("127.0.0.1:7002".parse().unwrap()),
+        data_dir: Some(PathBuf::from("/from/flag")),
+        ..Overrides::default()
+    };
+    let c = Config::load_with(Some(f.path()), &env, flags).unwrap();
+    assert_eq!(c.addr.to_string(), "127.0.0.1:7002");
+    assert_eq!(c.data_dir, PathBuf::from("/from/flag"));
+    assert_eq!(
+        c.log_spec(),
+        LogSpec::Remote("http://10.0.0.5:50051".to_owned())
+    );
+
+    let flags = Overrides {
+        log: Some("sled:/flag/log".parse().unwrap()),
+        ..Overrides::default()
+    };
+    let c = Config::load_with(Some(f.path()), &env, flags).unwrap();
+    assert_eq!(c.log_spec(), LogSpec::Sled(PathBuf::from("/flag/log")));
+}
+
+#[test]
+fn default_log_follows_data_dir_flag() {
+    let flags = Overrides {
+        data_dir: Some(PathBuf::from("/tmp/x")),
+        ..Overrides::default()
+    };
+    let c = Config::load_with(None, &no_env, flags).unwrap();
+    assert_eq!(c.log_spec(), LogSpec::Sled(PathBuf::from("/tmp/x")));
+}
+
+#[test]
+fn roles_and_partition_layer_like_the_rest() {
+    let f = write("roles = [\"intake\", \"handoff\"]\npartition = \"1/3\"\n");
+    let c = Config::load_with(Some(f.path()), &no_env, Overrides::default()).unwrap();
+    assert_eq!(c.roles, vec![Role::Intake, Role::Handoff]);
+    assert!(c.runs(Role::Handoff) && !c.runs(Role::Eligibility));
+    assert_eq!(c.partition.to_string(), "1/3");
+    let env = env_of(&[
+        ("ONECITY_ROLES", "eligibility,log"),
+        ("ONECITY_PARTITION", "0/2"),
+    ]);
+    let c = Config::load_with(Some(f.path()), &env, Overrides::default()).unwrap();
+    assert_eq!(c.roles, vec![Role::Eligibility, Role::Log]);
+    assert_eq!(c.partition.to_string(), "0/2");
+    let flags = Overrides {
+        roles: vec![Role::All],
+        ..Overrides::default()
+    };
+    let c = Config::load_with(Some(f.path()), &env, flags).unwrap();
+    assert!(c.runs(Role::Intake) && c.runs(Role::Log));
+    assert!(load_str("partition = \"2/2\"\n").is_err());
+    assert!(load_str("roles = [\"billing\"]\n").is_err());
+    assert!(load_str("roles = []\n").is_err());
+    let remote_log_role = Config::load_with(
+        None,
+        &env_of(&[
+            ("ONECITY_ROLES", "log"),
+            ("ONECITY_LOG", "remote:http://127.0.0.1:1"),
+        ]),
+        Overrides::default(),
+    );
+    assert!(format!("{:#}", remote_log_role.unwrap_err()).contains("not a remote"));
+    // Over JetStream the process reaches the store itself, so it may serve it.
+    let jetstream_log_role = Config::load_with(
+        None,
+        &env_of(&[
+            ("ONECITY_ROLES", "log"),
+            ("ONECITY_LOG", "jetstream:nats://127.0.0.1:4222"),
+        ]),
+        Overrides::default(),
+    );
+    assert!(jetstream_log_role.is_ok(), "{jetstream_log_role:?}");
+}
+
+#[test]
+fn routing_lag_and_worker_partitions_layer_like_the_rest() {
+    let c = Config::default();
+    assert_eq!(c.max_routing_lag, 10_000);
+    assert_eq!(c.worker_partition_count(), 1);
+    let f = write("max_routing_lag = 50\nroles = [\"intake\"]\nworker_partitions = 2\n");
+    let c = Config::load_with(Some(f.path()), &no_env, Overrides::default()).unwrap();
+    assert_eq!((c.max_routing_lag, c.worker_partition_count()), (50, 2));
+    let env = env_of(&[
+        ("ONECITY_MAX_ROUTING_LAG", "0"),
+        ("ONECITY_WORKER_PARTITIONS", "3"),
+    ]);
+    let c = Config::load_with(Some(f.path()), &env, Overrides::default()).unwrap();
+    assert_eq!((c.max_routing_lag, c.worker_partition_count()), (0, 3));
+    // Without the setting, the workers' own partition count.
+    assert_eq!(
+        load_str("partition = \"1/3\"\n")
+            .unwrap()
+            .worker_partition_count(),
+        3
+    );
+    // A process that runs workers cannot disagree with itself.
+    let err = load_str("partition = \"0/2\"\nworker_partitions = 3\n").unwrap_err();
+    assert!(format!("{err:#}").contains("worker_partitions"), "{err:#}");
+    assert!(load_str("roles = [\"intake\"]\nworker_partitions = 0\n").is_err());
+    let err = Config::load_with(
+        None,
+        &env_of(&[("ONECITY_MAX_ROUTING_LAG", "lots")]),
+        Overrides::default(),
+    )
+    .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("ONECITY_MAX_ROUTING_LAG"),
+        "{err:#}"
+    );
+    // `onecity config` prints both, resolved.
+    let text = Config::default().to_redacted_toml().unwrap();
+    assert!(text.contains("max_routing_lag = 10000"), "{text}");
+    assert!(text.contains("worker_partitions = 1"), "{text}");
+}
+
+#[test]
+fn bad_env_values_are_refused() {
+    let err = Config::load_with(
+        None,
+        &env_of(&[("ONECITY_ADDR", "localhost")]),
+        Overrides::default(),
+    )
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("ONECITY_ADDR"), "{err:#}");
+    let err = Config::load_with(
+        None,
+        &env_of(&[("ONECITY_LOG", "postgres://x")]),
+        Overrides::default(),
+    )
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("ONECITY_LOG"), "{err:#}");
+}
+
+#[test]
+fn unknown_fields_are_refused() {
+    let err = load_str("adress = \"127.0.0.1:1\"\n").unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("unknown field `adress`"), "{msg}");
+    assert!(msg.contains("config file"), "{msg}");
+
+    let err = load_str(
+        r#"
+        [[tokens]]
+        token = "x-123"
+        principal = "admin"
+        id = "a"
+        role = "root"
+        "#,
+    )
+    .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("unknown field `role`"),
+        "{err:#}"
+    );
+
+    let err = load_str("[[tokens]]\ntoken = \"x\"\nprincipal = \"clerk\"\n").unwrap_err();
+    assert!(format!("{err:#}").contains("clerk"), "{err:#}");
+}
+
+#[test]
+fn missing_file_is_an_error() {
+    let err = Config::load_with(
+        Some(Path::new("/nonexistent/onecity.toml")),
+        &no_env,
+        Overrides::default(),
+    )
+    .unwrap_err();
+    assert!(
+        format!("{err:#}").starts_with("read config file /nonexistent/onecity.toml"),
+        "{err:#}"
+    );
+}
+
+fn token_error(entry: &str) -> String {
+    let err = load_str(&format!("[[tokens]]\n{entry}\n")).unwrap_err();
+    format!("{err:#}")
+}
+
+#[test]
+fn bad_token_entries_name_the_entry() {
+    let e = token_error(
+        "token = \"t-1\"\nprincipal = \"terminal\"\nid = \"T-9\"\ndistrict = \"120199\"\nstreet_office = \"x\"",
+    );
+    assert!(
+        e.starts_with("tokens[0] (terminal \"T-9\"): unknown district \"120199\""),
+        "{e}"
+    );
+
+    let e = token_error("token = \"t-1\"\nprincipal = \"department\"\nunit = \"police@120103\"");
+    assert!(
+        e.starts_with("tokens[0] (department \"police@120103\"): bad unit"),
+        "{e}"
+    );
+    assert!(e.contains("unknown department"), "{e}");
+
+    let e = token_error("token = \"t-1\"\nprincipal = \"department\"\nunit = \"civil-affairs\"");
+    assert!(e.contains("bad unit \"civil-affairs\""), "{e}");
+
+    let e = token_error(
+        "token = \"t-1\"\nprincipal = \"terminal\"\nid = \"T-1\"\ndistrict = \"120103\"",
+    );
+    assert!(e.contains("a terminal token needs `street_office`"), "{e}");
+
+    let e = token_error("token = \"t-1\"\nprincipal = \"department\"\nunit = \"housing@120103\"\ndistrict = \"120103\"");
+    assert!(
+        e.contains("`district` does not apply to a department token"),
+        "{e}"
+    );
+
+    let e = token_error("token = \"t-1\"\nprincipal = \"admin\"");
+    assert!(
+        e.starts_with("tokens[0] (admin): an admin token needs `id`"),
+        "{e}"
+    );
+
+    let e = token_error("token = \"\"\nprincipal = \"service\"\nid = \"w\"");
+    assert!(e.contains("`token` is empty"), "{e}");
+
+    let e = token_error("token = \"has space\"\nprincipal = \"service\"\nid = \"w\"");
+    assert!(e.contains("visible ASCII"), "{e}");
+    assert!(
+        !e.contains("has space"),
+        "the token must not be echoed: {e}"
+    );
+
+    let e = token_error("token = \"t-1\"\nprincipal = \"service\"\nid = \"  \"");
+    assert!(e.contains("`id` is empty"), "{e}");
+}
+
+#[test]
+fn duplicate_tokens_are_refused() {
+    let err = load_str(
+        r#"
+        [[tokens]]
+        token = "same-token"
+        principal = "admin"
+        id = "a"
+        [[tokens]]
+        token = "same-token"
+        principal = "service"
+        id = "b"
+        "#,
+    )
+    .unwrap_err();
+    let msg = format!("{err:#}");
+    assert_eq!(
+        msg,
+        "tokens[1] (service \"b\"): the same token is already given to tokens[0]"
+    );
+}
+
+#[test]
+fn log_spec_forms() {
+    assert_eq!(
+        "sled:./data".parse::<LogSpec>().unwrap(),
+        LogSpec::Sled(PathBuf::from("./data"))
+    );
+    assert_eq!(
+        "remote:http://127.0.0.1:50051/".parse::<LogSpec>().unwrap(),
+        LogSpec::Remote("http://127.0.0.1:50051".to_owned())
+    );
+    for bad in [
+        "",
+        "sled:",
+        "./data",
+        "remote:",
+        "remote:127.0.0.1:50051",
+        "remote:ftp://h:1",
+        "remote:http://h:1/path",
+        "nats:x",
+    ] {
+        assert!(bad.parse::<LogSpec>().is_err(), "{bad:?} accepted");
+    }
+    for s in ["sled:/var/lib/onecity", "remote:https://log.example:443"] {
+        assert_eq!(s.parse::<LogSpec>().unwrap().to_string(), s);
+    }
+}
+
+#[test]
+fn redacted_toml_hides_tokens_and_round_trips() {
+    let mut c = Config::default();
+    c.tokens.push(TokenConfig::named(
+        "real-secret-token",
+        PrincipalKind::Service,
+        "worker",
+    ));
+    c.log_token = Some("another-secret".to_owned());
+    let text = c.to_redacted_toml().unwrap();
+    assert!(!text.contains("real-secret-token"), "{text}");
+    assert!(!text.contains("another-secret"), "{text}");
+    assert!(!text.contains(DEMO_TERMINAL_TOKEN), "{text}");
+    assert!(text.contains("token = \"demo-…\""), "{text}");
+    assert!(text.contains("token = \"****\""), "{text}");
+    assert!(text.contains("log = \"sled:./data\""), "{text}");
+    // The printed form is itself a valid config file.
+    let back = Config::from_toml_str(&text).unwrap();
+    assert_eq!(back.tokens.len(), c.tokens.len());
+    assert_eq!(back.log_spec(), c.log_spec());
+    // Debug never shows tokens either.
+    let debug = format!("{c:?}");
+    assert!(!debug.contains("real-secret-token") && !debug.contains("another-secret"));
+}
+
+#[test]
+fn shipped_example_config_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/onecity.toml");
+    let c = Config::load_with(Some(&path), &no_env, Overrides::default()).unwrap();
+    assert_eq!(c.addr.to_string(), DEFAULT_ADDR);
+    assert!(c.uses_demo_tokens());
+    assert_eq!(
+        c.principals().unwrap(),
+        Config::default().principals().unwrap()
+    );
+}

@@ -1,0 +1,166 @@
+//! A onecity server in this process, on a loopback port, over a sled log in a data dir.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use onecity::config::{Config, LogSpec};
+use onecity_proto::v1 as pb;
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+
+use crate::client::{self, EligibilityClient, HandoffClient, IntakeClient, LogClient};
+use crate::fixtures::{submission, tokens};
+
+/// A running server; stops (gracefully) when dropped or with [`TestServer::stop`].
+#[derive(Debug)]
+pub struct TestServer {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// The data dir (kept by the caller so a restart reuses it).
+    pub data_dir: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestServer {
+    /// Starts `onecity serve` in-process over a sled log in `data_dir`, on port 0.
+    pub async fn start(data_dir: &Path) -> TestServer {
+        TestServer::start_with(data_dir, |_| {}).await
+    }
+
+    /// [`TestServer::start`] with the configuration changed by `edit` first.
+    pub async fn start_with(data_dir: &Path, edit: impl FnOnce(&mut Config)) -> TestServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let mut config = Config {
+            data_dir: data_dir.to_path_buf(),
+            log: Some(LogSpec::Sled(data_dir.join("log"))),
+            ..Config::default()
+        };
+        edit(&mut config);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(onecity::server::run(listener, config, async move {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            url,
+            data_dir: data_dir.to_path_buf(),
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Stops the server and waits until it has released the data dir.
+    pub async fn stop(mut self) {
+        self.shutdown().await;
+    }
+
+    async fn shutdown(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.expect("server task").expect("server run");
+        }
+    }
+
+    async fn channel(&self) -> Channel {
+        // The server is spawned but may not accept yet: connect with retries bounded
+        // by a deadline, not a fixed sleep.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            match Channel::from_shared(self.url.clone())
+                .expect("url")
+                .connect()
+                .await
+            {
+                Ok(c) => return c,
+                Err(e) if tokio::time::Instant::now() > deadline => {
+                    panic!("server did not come up: {e}")
+                }
+                Err(_) => tokio::task::yield_now().await,
+            }
+        }
+    }
+
+    /// Intake client authenticated with `token`.
+    pub async fn intake(&self, token: &str) -> IntakeClient {
+        client::intake(self.channel().await, token)
+    }
+
+    /// Eligibility client authenticated with `token`.
+    pub async fn eligibility(&self, token: &str) -> EligibilityClient {
+        client::eligibility(self.channel().await, token)
+    }
+
+    /// Handoff client authenticated with `token`.
+    pub async fn handoff(&self, token: &str) -> HandoffClient {
+        client::handoff(self.channel().await, token)
+    }
+
+    /// Event log client authenticated with `token`.
+    pub async fn log(&self, token: &str) -> LogClient {
+        client::log(self.channel().await, token)
+    }
+
+    /// Raw channel (no token).
+    pub async fn raw(&self) -> Channel {
+        self.channel().await
+    }
+
+    /// The log's head position.
+    pub async fn head(&self) -> u64 {
+        self.log(tokens::SERVICE)
+            .await
+            .get_head(pb::GetHeadRequest {})
+            .await
+            .expect("head")
+            .into_inner()
+            .position
+    }
+
+    /// Every event of the log, in order.
+    pub async fn whole_log(&self) -> Vec<pb::RecordedEvent> {
+        client::whole_log(&mut self.log(tokens::SERVICE).await).await
+    }
+
+    /// Waits (by watching the case, not by sleeping) until the handoff step has run for
+    /// the case, and returns the case then.
+    pub async fn handed_off(&self, case_id: &str) -> pb::Case {
+        let mut intake = self.intake(tokens::ADMIN).await;
+        client::wait_handed_off(&mut intake, case_id, Duration::from_secs(30)).await;
+        intake
+            .get_case(pb::GetCaseRequest {
+                case_id: case_id.into(),
+            })
+            .await
+            .expect("get case")
+            .into_inner()
+            .case
+            .expect("case")
+    }
+
+    /// Submits `application` at the Hexi terminal (fresh request id), waits until it is
+    /// handed off and returns the case then, referrals included.
+    pub async fn submit_handed_off(&self, application: pb::Application) -> pb::Case {
+        let case_id = self
+            .intake(tokens::TERMINAL)
+            .await
+            .submit_application(submission(application))
+            .await
+            .expect("submit")
+            .into_inner()
+            .case_id;
+        self.handed_off(&case_id).await
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
