@@ -604,14 +604,21 @@ async fn diagnose(run: &Run, message: &str) -> String {
     let (phase, timeline, acked, follower) = {
         let p = run.progress();
         let follower = p.sub.as_ref().map(|f| {
+            let polls: Vec<String> = f
+                .polls
+                .iter()
+                .map(|(t, head, at, found)| {
+                    let head = head.map_or("?".into(), |h| h.to_string());
+                    format!("{t:.1} s: head {head}, subscription at {at}, {found} found by reading")
+                })
+                .collect();
             format!(
                 "last position {}, {} events received, the last {:.1} s ago; checks by reading \
-                 (s into the run, head, subscription's position, found handed off but not \
-                 delivered): {:?}{}",
+                 the waiting cases: [{}]{}",
                 f.last_position,
                 f.received,
                 f.last_at.elapsed().as_secs_f64(),
-                f.polls,
+                polls.join("; "),
                 f.stalled
                     .as_ref()
                     .map(|s| format!("\n  {s}"))
@@ -764,22 +771,27 @@ async fn diagnose_log(r: &mut String, log: &JetStreamLog, acked: &BTreeMap<usize
             Partition::new(p, PARTITIONS).unwrap().consumer_suffix()
         );
         let checkpoint = match timeout(Duration::from_secs(10), log.load_checkpoint(&name)).await {
-            Ok(Ok(c)) => Some(c),
-            _ => None,
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("timed out".to_owned()),
+        };
+        let shown = match &checkpoint {
+            Ok(c) => c.to_string(),
+            Err(e) => format!("unreadable ({e})"),
         };
         let line = match (stuck.get(&(consumer, p)), checkpoint) {
-            (None, c) => format!("checkpoint {c:?}, no case stuck"),
+            (None, _) => format!("checkpoint {shown}, no case stuck"),
             (Some((lowest, ids)), c) => {
                 let verdict = match c {
-                    Some(c) if c < *lowest => {
+                    Ok(c) if c < *lowest => {
                         "below it: the worker has not got there (stalled or slow)"
                     }
-                    Some(_) => "at or past it: the worker went past without acting",
-                    None => "checkpoint unreadable",
+                    Ok(_) => "at or past it: the worker went past without acting",
+                    Err(_) => "no verdict",
                 };
                 format!(
-                    "checkpoint {c:?}, {} cases stuck, the lowest at position {lowest}: {verdict}; \
-                     {:?}",
+                    "checkpoint {shown}, {} cases stuck, the lowest at position {lowest}: \
+                     {verdict}; {:?}",
                     ids.len(),
                     ids.iter().take(20).collect::<Vec<_>>()
                 )
