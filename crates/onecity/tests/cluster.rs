@@ -854,14 +854,19 @@ fn summarize_jsz(node: u16, raw: &str) -> String {
                 )
             })
             .collect();
+        let leader = s["cluster"]["leader"].as_str().unwrap_or("?");
+        // Only the leader tracks its peers: another node's view of them is stale.
+        let peers = if leader == format!("n{node}") {
+            format!("leads; replicas [{}]", replicas.join(", "))
+        } else {
+            format!("leader {leader}")
+        };
         let _ = write!(
             out,
-            "\n    stream {}: last_seq {}, messages {}, leader {}, replicas [{}]",
+            "\n    stream {}: last_seq {}, messages {}, {peers}",
             s["name"].as_str().unwrap_or("?"),
             s["state"]["last_seq"],
             s["state"]["messages"],
-            s["cluster"]["leader"].as_str().unwrap_or("?"),
-            replicas.join(", ")
         );
         for c in s["consumer_detail"].as_array().into_iter().flatten() {
             let _ = write!(
