@@ -84,7 +84,7 @@ fn application(i: u16) -> pb::Application {
     let mut app = onecity_domain::fixtures::sample_application();
     // Vary the household so different programme mixes occur.
     app.members[1].monthly_income_fen = 50_000 * i64::from(i % 9);
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         app.housing = pb::Housing::OwnedAdequate as i32;
     }
     app
