@@ -1,7 +1,7 @@
 //! Durable-append benchmark of the sled log against the raw durable-write ceiling of the
 //! same machine, measured in the same run.
 //!
-//! `cargo bench -p onecity-eventlog --bench append` (add `-- --secs 10` for longer runs,
+//! `cargo bench -p onecity-eventlog-sled --bench append` (add `-- --secs 10` for longer runs,
 //! `-- --concurrency 64` for one level, e.g. under `perf record`).
 //!
 //! - `log`: `SledLog::append` of one 128-byte event, each task on its own case.
@@ -25,7 +25,7 @@ const PAYLOAD: usize = 128;
 
 // The allocator the `onecity` binary ships with (crates/onecity/src/main.rs), for both the
 // log and the raw reference: the log is measured as it runs in the server. (With glibc's
-// malloc the writer thread spends about a third of its time in `malloc`/`free`.)
+// malloc the writer thread spends much of its time in `malloc`/`free`.)
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

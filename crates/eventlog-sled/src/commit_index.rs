@@ -2,8 +2,8 @@
 //! idempotent appends with no time window.
 //!
 //! Why not a sled key per commit (as stores before this one did): commit ids are random,
-//! so every insert copies a different sled leaf, and at concurrency 64 those inserts
-//! cost the log about a fifth of its throughput. Lookups are the hot part (one per
+//! so every insert copies a different sled leaf, and under concurrent appends those
+//! inserts cost the log a large share of its throughput (docs/performance.md). Lookups are the hot part (one per
 //! append, nearly always a miss), writes only need to be durable eventually, because a
 //! commit's id is also in its events and anything not yet durable here is re-read from
 //! them on open. That is the shape of a small log-structured merge index:
@@ -22,7 +22,7 @@
 //! Run file: entries (sorted by commit id, [`ENTRY`] bytes each), then one fence per
 //! block (first commit id, CRC-32 of the block), then the Bloom filter, then a trailer
 //! (counts, highest position, CRC-32 of fences, filter and trailer, magic). Only fences
-//! and filter are held in memory (about 1.6 bytes per commit).
+//! and filter are held in memory (the filter's bits plus one fence per block of commits).
 //!
 //! Manifest: written to `MANIFEST.tmp`, `fdatasync`ed, renamed over `MANIFEST`, then the
 //! directory is synced, so it is always one whole version. Files it does not list (a run
@@ -49,10 +49,10 @@ pub(crate) struct CommitRecord {
 }
 
 /// Memtable size at which the indexer writes a run. A crash loses at most this many
-/// commits' index entries, which `open` re-reads from the events (~1 s at 64k commits).
+/// commits' index entries, which `open` re-reads from the events.
 pub(crate) const FLUSH_ENTRIES: usize = 65_536;
 
-/// Entries per block: one fence and one CRC per block; a hit reads one block (3.3 KiB).
+/// Entries per block: one fence and one CRC per block; a hit reads one block.
 const BLOCK: usize = 64;
 
 /// commit(16) case(16) first version(8) first position(8) events(4), little-endian.

@@ -16,7 +16,7 @@ use prost::Message;
 // - `0x02` + length-delimited envelope + lz4 block (size-prefixed) of the payload.
 //
 // Payloads of 512 bytes or more are compressed when that saves at least an eighth: the
-// assessments the services append are ~8 KiB of repetitive explanation text, and the
+// assessments the services append are long, repetitive explanation text, and the
 // log's size is what sled's recovery, a cold start's replay and the page cache pay for.
 // The envelope stays uncompressed so a subscriber can read the event type alone.
 const FRAMED_RAW: u8 = 0x01;
