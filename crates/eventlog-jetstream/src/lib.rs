@@ -140,6 +140,19 @@ struct Inner {
     /// go stale; the map is only bounded.
     positions: Mutex<BTreeMap<u64, (u64, u64)>>,
     closed: CancellationToken,
+    /// Consumers still to be made stuck (see [`JetStreamLog::stall_next_consumers`]).
+    #[cfg(feature = "testing")]
+    stall_consumers: std::sync::atomic::AtomicU32,
+}
+
+#[cfg(feature = "testing")]
+impl Inner {
+    fn take_stalled_consumer(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.stall_consumers
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+    }
 }
 
 impl fmt::Debug for Inner {
@@ -155,8 +168,16 @@ impl fmt::Debug for Inner {
 /// an error (long enough for a cluster to elect a new stream leader).
 const SUBSCRIPTION_PATIENCE: Duration = Duration::from_secs(30);
 /// How long a pull waits for messages; an empty pull makes the scanner check that its
-/// consumer still exists, so this bounds how long a vanished consumer goes unnoticed.
+/// consumer still exists and keeps up with the stream, so this bounds how long a
+/// vanished or stuck consumer goes unnoticed.
 const PULL_EXPIRES: Duration = Duration::from_secs(5);
+/// Empty pulls in a row, each ending while the stream leader holds the next wanted
+/// message, after which a consumer counts as stuck and is recreated. One is not enough:
+/// a message may reach the leader just as a pull expires.
+const STALL_PULLS: u32 = 2;
+/// How long the pull after a suspicious empty one waits: what the leader already holds,
+/// a healthy consumer delivers at once.
+const STALL_RECHECK: Duration = Duration::from_secs(2);
 /// Messages per pull of a subscription.
 const PULL_BATCH: u64 = 256;
 /// A `read_all` spanning fewer messages than this uses concurrent gets, not a consumer.
@@ -234,6 +255,8 @@ impl JetStreamLog {
             live_buffer: config.live_buffer.max(1),
             positions: Mutex::new(BTreeMap::new()),
             closed: CancellationToken::new(),
+            #[cfg(feature = "testing")]
+            stall_consumers: Default::default(),
         });
         let (writer, rx) = mpsc::channel(1024);
         tokio::spawn(
@@ -257,6 +280,17 @@ impl JetStreamLog {
     /// Ends every subscription and stops accepting writes.
     pub fn shutdown(&self) {
         self.inner.closed.cancel();
+    }
+
+    /// Testing only: the next `n` consumers this log makes for subscriptions and reads
+    /// start far past the stream's end, so they exist and deliver nothing, as a consumer
+    /// placed on a replica that stopped applying the stream does.
+    #[cfg(feature = "testing")]
+    #[doc(hidden)]
+    pub fn stall_next_consumers(&self, n: u32) {
+        self.inner
+            .stall_consumers
+            .store(n, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -168,7 +168,8 @@ impl Inner {
                 }
             }
         } else {
-            let mut scanner = Scanner::new(Arc::clone(self), start, Some(tail.seq));
+            let purpose = format!("onecity read_all from position {from}");
+            let mut scanner = Scanner::new(Arc::clone(self), purpose, start, Some(tail.seq));
             let result = async {
                 while scanner.next_seq <= tail.seq {
                     let m = scanner.next().await?;
@@ -223,10 +224,26 @@ impl Inner {
     }
 
     /// An ephemeral pull consumer over the log stream from `seq`, with no acks: the
-    /// reader tracks sequences itself.
-    pub(crate) async fn scan_consumer(&self, seq: u64) -> Result<Consumer<pull::Config>> {
+    /// reader tracks sequences itself. Its description names `purpose`, this process
+    /// and the start, so a stuck consumer on the server can be traced to its reader.
+    pub(crate) async fn scan_consumer(
+        &self,
+        seq: u64,
+        purpose: &str,
+    ) -> Result<Consumer<pull::Config>> {
+        #[cfg(feature = "testing")]
+        let seq = if self.take_stalled_consumer() {
+            // Far past the stream's end: the consumer exists and delivers nothing.
+            seq + (1 << 40)
+        } else {
+            seq
+        };
         self.log
             .create_consumer(pull::Config {
+                description: Some(format!(
+                    "{purpose}, pid {}, at sequence {seq}",
+                    std::process::id()
+                )),
                 deliver_policy: DeliverPolicy::ByStartSequence {
                     start_sequence: seq,
                 },

@@ -432,6 +432,161 @@ mod jetstream_only {
             .position
     }
 
+    /// The log stream of `prefix` on the shared server, through a client of the test's own.
+    async fn log_stream(prefix: &str) -> async_nats::jetstream::stream::Stream {
+        let client = async_nats::connect(url().await).await.unwrap();
+        async_nats::jetstream::new(client)
+            .get_stream(format!("{prefix}-log"))
+            .await
+            .unwrap()
+    }
+
+    /// The names and descriptions of the consumers on `stream`.
+    async fn consumers(stream: &async_nats::jetstream::stream::Stream) -> Vec<(String, String)> {
+        let mut list = stream.consumers();
+        let mut out = Vec::new();
+        while let Some(c) = list.next().await {
+            let c = c.unwrap();
+            out.push((c.name, c.config.description.unwrap_or_default()));
+        }
+        out
+    }
+
+    /// A subscription whose consumer is deleted behind its back (as the server does
+    /// after a restart, or an operator through the API) makes a new one and keeps
+    /// delivering; the consumer's description names the subscription and the process.
+    #[tokio::test]
+    async fn a_subscription_outlives_the_deletion_of_its_consumer() {
+        let prefix = fresh_prefix();
+        let log = open(&prefix).await;
+        let case = Uuid::now_v7();
+        log.append(case, Expected::NoStream, evs(3), Uuid::now_v7())
+            .await
+            .unwrap();
+        let mut sub = log
+            .subscribe(1, Filter::prefixes(["onecity.test."]))
+            .await
+            .unwrap();
+        for want in 1..=3 {
+            assert_eq!(next(&mut sub).await, want);
+        }
+        let stream = log_stream(&prefix).await;
+        let found = consumers(&stream).await;
+        let [(name, description)] = found.as_slice() else {
+            panic!("one consumer expected: {found:?}")
+        };
+        let pid = format!("pid {}", std::process::id());
+        assert!(
+            description.contains("onecity subscription from position 1 to onecity.test.")
+                && description.contains(&pid),
+            "{description}"
+        );
+        assert!(stream.delete_consumer(name).await.unwrap().success);
+        log.append(case, Expected::Exact(3), evs(2), Uuid::now_v7())
+            .await
+            .unwrap();
+        for want in 4..=5 {
+            assert_eq!(next(&mut sub).await, want);
+        }
+        let found = consumers(&stream).await;
+        assert!(
+            found.iter().all(|(n, _)| n != name) && found.len() == 1,
+            "{found:?}"
+        );
+    }
+
+    /// A subscription whose consumer exists but delivers nothing (as one placed on a
+    /// replica that stopped applying the stream) notices through the stream leader that
+    /// it makes no progress, and recreates it: no error ends it, nothing is lost.
+    #[tokio::test]
+    async fn a_subscription_recreates_a_consumer_that_stopped_delivering() {
+        let prefix = fresh_prefix();
+        let log = open(&prefix).await;
+        let case = Uuid::now_v7();
+        log.append(case, Expected::NoStream, evs(3), Uuid::now_v7())
+            .await
+            .unwrap();
+        log.stall_next_consumers(1);
+        let started = std::time::Instant::now();
+        let mut sub = log.subscribe(1, Filter::all()).await.unwrap();
+        for want in 1..=3 {
+            assert_eq!(next(&mut sub).await, want);
+        }
+        // Two empty pulls (a normal one, then a shorter recheck) before the recreation.
+        assert!(
+            started.elapsed() >= Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        log.append(case, Expected::Exact(3), evs(2), Uuid::now_v7())
+            .await
+            .unwrap();
+        for want in 4..=5 {
+            assert_eq!(next(&mut sub).await, want);
+        }
+    }
+
+    /// The same for a `read_all` long enough to go through a consumer.
+    #[tokio::test]
+    async fn read_all_recreates_a_consumer_that_stopped_delivering() {
+        let log = open(&fresh_prefix()).await;
+        for _ in 0..20 {
+            log.append(Uuid::now_v7(), Expected::NoStream, evs(2), Uuid::now_v7())
+                .await
+                .unwrap();
+        }
+        log.stall_next_consumers(1);
+        let events = tokio::time::timeout(Duration::from_secs(30), log.read_all(1, 1000))
+            .await
+            .expect("read_all stalled")
+            .unwrap();
+        assert_eq!(events.len(), 40);
+        assert_eq!(events.last().map(|e| e.position), Some(40));
+    }
+
+    /// A message whose numbering overlaps the one before it (only a fault could write
+    /// one: here a raw copy of the first message) ends a subscription with an error
+    /// instead of silently hiding its events.
+    #[tokio::test]
+    async fn a_subscription_reports_overlapping_numbering() {
+        let prefix = fresh_prefix();
+        let log = open(&prefix).await;
+        let case = Uuid::now_v7();
+        log.append(case, Expected::NoStream, evs(3), Uuid::now_v7())
+            .await
+            .unwrap();
+        let mut sub = log.subscribe(1, Filter::all()).await.unwrap();
+        for want in 1..=3 {
+            assert_eq!(next(&mut sub).await, want);
+        }
+        let client = async_nats::connect(url().await).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let stream = js.get_stream(format!("{prefix}-log")).await.unwrap();
+        let first = stream.get_raw_message(1).await.unwrap();
+        let mut headers = async_nats::HeaderMap::new();
+        for (name, values) in first.headers.iter() {
+            // Without the server's checks (dedup id, expected sequences) it takes the copy.
+            if AsRef::<str>::as_ref(name).starts_with("Nats-") {
+                continue;
+            }
+            for v in values {
+                headers.append(name.clone(), v.clone());
+            }
+        }
+        js.publish_with_headers(first.subject.to_string(), headers, first.payload)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        let end = tokio::time::timeout(Duration::from_secs(30), sub.next())
+            .await
+            .expect("subscription stalled");
+        match end {
+            Some(Err(Error::Storage(e))) => assert!(e.contains("overlaps"), "{e}"),
+            other => panic!("expected an overlap error, got {other:?}"),
+        }
+    }
+
     /// A subscription ends cleanly when the log shuts down.
     #[tokio::test]
     async fn subscriptions_end_on_shutdown() {
