@@ -310,7 +310,7 @@ fn subscription_purpose(from: u64, filter: &Filter) -> String {
     let types = &filter.event_type_prefixes;
     let mut s = format!("onecity subscription from position {from}");
     if !types.is_empty() {
-        s.push_str(" to ");
+        s.push_str(" for ");
         s.push_str(&types[..types.len().min(MAX_TYPES)].join(","));
         if types.len() > MAX_TYPES {
             s.push_str(&format!(" and {} more types", types.len() - MAX_TYPES));

@@ -477,7 +477,7 @@ mod jetstream_only {
         };
         let pid = format!("pid {}", std::process::id());
         assert!(
-            description.contains("onecity subscription from position 1 to onecity.test.")
+            description.contains("onecity subscription from position 1 for onecity.test.")
                 && description.contains(&pid),
             "{description}"
         );
