@@ -49,6 +49,17 @@ pub fn referral_id(case_id: Uuid, programme: Programme) -> Uuid {
     derive(&["referral", &case_id.to_string(), programme.as_str()])
 }
 
+/// Namespace of the request ids the CLI derives (a v4 UUID chosen once). Request ids are
+/// the terminal's, not commit ids, so they have a namespace of their own.
+pub const CLI_REQUEST_NAMESPACE: Uuid = Uuid::from_u128(0x6f6e_6563_6974_4a79_a5d1_3c2b_8e4f_0a17);
+
+/// The CLI's default request id of a submission: a name-based id of the application's
+/// protobuf encoding, so the same application (however its JSON is formatted) is one
+/// request.
+pub fn cli_request_id(encoded_application: &[u8]) -> Uuid {
+    Uuid::new_v5(&CLI_REQUEST_NAMESPACE, encoded_application)
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;

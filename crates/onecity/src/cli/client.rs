@@ -83,11 +83,9 @@ pub fn read_application(path: &Path) -> anyhow::Result<pb::Application> {
 /// The default request id of `submit`: a name-based UUID of the application's protobuf
 /// encoding, so the same application (however its JSON is formatted) is one request.
 pub fn default_request_id(app: &pb::Application) -> String {
-    // Fixed namespace for onecity CLI request ids (a v4 UUID chosen once).
-    const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6f6e_6563_6974_4a79_a5d1_3c2b_8e4f_0a17);
     format!(
         "cli-{}",
-        uuid::Uuid::new_v5(&NAMESPACE, &app.encode_to_vec())
+        onecity_domain::ids::cli_request_id(&app.encode_to_vec())
     )
 }
 
