@@ -1,0 +1,168 @@
+//! Quarantine: the durable record of events a consumer could not handle and moved past.
+//!
+//! A consumer that meets a poison event (see
+//! [`ChunkHandler::is_poison`](crate::consumer::ChunkHandler::is_poison)) appends an
+//! `onecity.v1.EventQuarantined` to one system stream, [`stream`], and its checkpoint
+//! passes the event; a successful retry appends `onecity.v1.QuarantineReleased`. The
+//! record lives in the log itself because the log is the source of truth: it survives
+//! restarts, is replicated with everything else and is read by any process. Both commit
+//! ids are derived from the consumer and the position, so a replay records each once.
+
+use std::collections::BTreeMap;
+
+use onecity_proto::prost::Message as _;
+use onecity_proto::v1 as pb;
+use uuid::Uuid;
+
+use crate::{EventLog, Expected, NewEvent, RecordedEvent, Result};
+
+/// Event type of a quarantine record.
+pub const EVENT_QUARANTINED: &str = "onecity.v1.EventQuarantined";
+/// Event type of a release.
+pub const QUARANTINE_RELEASED: &str = "onecity.v1.QuarantineReleased";
+
+/// The system stream of the quarantine records.
+pub fn stream() -> Uuid {
+    ids::quarantine_stream()
+}
+
+/// An event a consumer quarantined and that has not been released since.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quarantined {
+    /// Position of the event in the global log.
+    pub position: u64,
+    /// Its case stream.
+    pub case_id: Uuid,
+    /// The consumer that could not handle it.
+    pub consumer: String,
+    /// Its event type.
+    pub event_type: String,
+    /// Why.
+    pub reason: String,
+    /// When it was quarantined (RFC 3339, UTC).
+    pub quarantined_at: String,
+}
+
+/// Records durably that `consumer` quarantined `event` because of `reason`. A replay of
+/// the same (consumer, position) writes nothing.
+pub async fn record(
+    log: &dyn EventLog,
+    consumer: &str,
+    event: &RecordedEvent,
+    reason: &str,
+) -> Result<()> {
+    let payload = pb::EventQuarantined {
+        position: event.position,
+        case_id: event.case_id.to_string(),
+        consumer: consumer.to_owned(),
+        event_type: event.event_type.clone(),
+        reason: reason.to_owned(),
+    }
+    .encode_to_vec();
+    let new = NewEvent::new(EVENT_QUARANTINED, actor(consumer), payload)
+        .caused_by(event.event_id.to_string());
+    log.append(
+        stream(),
+        Expected::Any,
+        vec![new],
+        ids::quarantine_commit(consumer, event.position),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Records durably that `consumer` has now handled the event at `position`.
+pub async fn release(log: &dyn EventLog, consumer: &str, position: u64) -> Result<()> {
+    let payload = pb::QuarantineReleased {
+        position,
+        consumer: consumer.to_owned(),
+    }
+    .encode_to_vec();
+    let new = NewEvent::new(QUARANTINE_RELEASED, actor(consumer), payload);
+    log.append(
+        stream(),
+        Expected::Any,
+        vec![new],
+        ids::release_commit(consumer, position),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Every event still quarantined (quarantined and not released), by position then
+/// consumer. A record that does not decode is skipped with a warning: the list must stay
+/// readable whatever else the stream holds.
+pub async fn list(log: &dyn EventLog) -> Result<Vec<Quarantined>> {
+    let events = match log.read_case_all(stream()).await {
+        Ok(events) => events,
+        Err(crate::Error::NotFound(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut open = BTreeMap::new();
+    for e in &events {
+        match e.event_type.as_str() {
+            EVENT_QUARANTINED => match pb::EventQuarantined::decode(e.payload.as_slice()) {
+                Ok(q) => {
+                    let key = (q.position, q.consumer.clone());
+                    open.insert(
+                        key,
+                        Quarantined {
+                            position: q.position,
+                            case_id: q.case_id.parse().unwrap_or_default(),
+                            consumer: q.consumer,
+                            event_type: q.event_type,
+                            reason: q.reason,
+                            quarantined_at: e.recorded_at_rfc3339(),
+                        },
+                    );
+                }
+                Err(_) => undecodable(e),
+            },
+            QUARANTINE_RELEASED => match pb::QuarantineReleased::decode(e.payload.as_slice()) {
+                Ok(r) => {
+                    open.remove(&(r.position, r.consumer));
+                }
+                Err(_) => undecodable(e),
+            },
+            _ => {}
+        }
+    }
+    Ok(open.into_values().collect())
+}
+
+fn undecodable(e: &RecordedEvent) {
+    tracing::warn!(
+        position = e.position,
+        event_type = %e.event_type,
+        "quarantine record does not decode, skipped"
+    );
+}
+
+fn actor(consumer: &str) -> String {
+    format!("service:{consumer}")
+}
+
+/// The deterministic ids of the quarantine records.
+// TODO(merge): move to onecity_domain::ids (quarantine_stream, quarantine_commit,
+// release_commit) once it exists on this branch.
+mod ids {
+    use uuid::Uuid;
+
+    const NAMESPACE: Uuid = Uuid::from_u128(0x6f6e_6563_6974_7900_8000_0000_0000_0001);
+
+    fn derive(parts: &[&str]) -> Uuid {
+        Uuid::new_v5(&NAMESPACE, parts.join("\u{0}").as_bytes())
+    }
+
+    pub(super) fn quarantine_stream() -> Uuid {
+        derive(&["quarantine"])
+    }
+
+    pub(super) fn quarantine_commit(consumer: &str, position: u64) -> Uuid {
+        derive(&["quarantine", consumer, &position.to_string()])
+    }
+
+    pub(super) fn release_commit(consumer: &str, position: u64) -> Uuid {
+        derive(&["release", consumer, &position.to_string()])
+    }
+}
