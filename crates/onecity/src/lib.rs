@@ -4,6 +4,7 @@
 //! - [`config`]: layered configuration (defaults, TOML file, `ONECITY_*` env, flags) and tokens.
 //! - [`auth`]: the bearer-token interceptor that turns a token into a `Principal`.
 //! - [`server`]: every service in one process (`onecity serve`).
+//! - [`health`]: the `grpc.health.v1` statuses that tell the truth, and worker supervision.
 //! - [`cli`]: the command line (`serve` and the client commands for people).
 //! - [`json`]: the proto3 JSON mapping used by the CLI.
 //! - [`migrate`]: `onecity log export | import | checksum`.
@@ -11,6 +12,7 @@
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod health;
 pub mod json;
 pub mod migrate;
 pub mod server;
