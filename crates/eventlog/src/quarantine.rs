@@ -14,6 +14,7 @@ use onecity_proto::prost::Message as _;
 use onecity_proto::v1 as pb;
 use uuid::Uuid;
 
+use crate::consumer::ChunkHandler;
 use crate::{EventLog, Expected, NewEvent, RecordedEvent, Result};
 
 /// Event type of a quarantine record.
@@ -128,6 +129,61 @@ pub async fn list(log: &dyn EventLog) -> Result<Vec<Quarantined>> {
         }
     }
     Ok(open.into_values().collect())
+}
+
+/// A consumer's handler as a retry sees it: handles one event again. Every
+/// [`ChunkHandler`] is one, so a process can keep its workers' handlers by consumer name.
+#[async_trait::async_trait]
+pub trait Redo: Send + Sync {
+    /// Handles `event` alone, as the consumer would.
+    async fn redo(&self, event: &RecordedEvent) -> std::result::Result<(), Failure>;
+}
+
+#[async_trait::async_trait]
+impl<H: ChunkHandler> Redo for H {
+    async fn redo(&self, event: &RecordedEvent) -> std::result::Result<(), Failure> {
+        self.handle(std::slice::from_ref(event)).await.map_err(|e| {
+            if H::is_poison(&e) {
+                Failure::Poison(e.to_string())
+            } else {
+                Failure::Transient(e.to_string())
+            }
+        })
+    }
+}
+
+/// Why a retry did not release an event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Failure {
+    /// The handler fails on it again with a poison error: it stays quarantined.
+    #[error("still cannot be handled: {0}")]
+    Poison(String),
+    /// The handler or the log failed transiently: it stays quarantined, try again.
+    #[error("failed for now: {0}")]
+    Transient(String),
+}
+
+/// Re-runs `handler` (the handler of `consumer`) on the event at `position` and, when it
+/// succeeds, records the release. The event is handled again even if it was released
+/// meanwhile: handlers are idempotent, so that is a no-op.
+pub async fn retry(
+    log: &dyn EventLog,
+    consumer: &str,
+    handler: &dyn Redo,
+    position: u64,
+) -> std::result::Result<(), Failure> {
+    let transient = |e: crate::Error| Failure::Transient(e.to_string());
+    let event = log
+        .read_all(position, 1)
+        .await
+        .map_err(transient)?
+        .into_iter()
+        .find(|e| e.position == position)
+        .ok_or_else(|| Failure::Transient(format!("no event at position {position}")))?;
+    handler.redo(&event).await?;
+    release(log, consumer, position).await.map_err(transient)?;
+    tracing::info!(consumer, position, case_id = %event.case_id, "quarantined event handled, released");
+    Ok(())
 }
 
 fn undecodable(e: &RecordedEvent) {

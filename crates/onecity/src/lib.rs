@@ -2,6 +2,7 @@
 //! same configuration, authentication and CLI code the binary uses.
 //!
 //! - [`config`]: layered configuration (defaults, TOML file, `ONECITY_*` env, flags) and tokens.
+//! - [`admin`]: the `AdminService` (quarantined events and their retry).
 //! - [`auth`]: the bearer-token interceptor that turns a token into a `Principal`.
 //! - [`server`]: every service in one process (`onecity serve`).
 //! - [`health`]: the `grpc.health.v1` statuses that tell the truth, and worker supervision.
@@ -9,6 +10,7 @@
 //! - [`json`]: the proto3 JSON mapping used by the CLI.
 //! - [`migrate`]: `onecity log export | import | checksum`.
 
+pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;

@@ -27,9 +27,12 @@ use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService as _;
 use tonic::service::interceptor::InterceptedService;
 
+use crate::admin::grpc::AdminGrpc;
+use crate::admin::{Admin, Workers};
 use crate::auth::Auth;
 use crate::config::{Config, LogSpec, Role};
 use crate::health::{supervise, Vitals, WatchedLog};
+use onecity_proto::v1::admin_service_server::AdminServiceServer;
 use onecity_proto::v1::eligibility_service_server::EligibilityServiceServer;
 use onecity_proto::v1::event_log_service_server::EventLogServiceServer;
 use onecity_proto::v1::handoff_service_server::HandoffServiceServer;
@@ -186,6 +189,9 @@ pub async fn run_with_log(
     let stop = CancellationToken::new();
 
     let mut workers = Vec::new();
+    // The handlers of this process's workers, for the admin's retry of a quarantined event.
+    let mut handlers = Workers::new();
+    let (assessment_consumer, handoff_consumer) = worker_consumer_names(&config.partition);
     let (health_reporter, health) = tonic_health::server::health_reporter();
     let vitals = Vitals::new(health_reporter);
     // Every service writes through it, so a log that refuses writes shows in the health.
@@ -211,6 +217,7 @@ pub async fn run_with_log(
             Arc::clone(&catalogue),
         )
         .with_partition(config.partition);
+        handlers.insert(assessment_consumer, Arc::new(assessor.clone()));
         let worker_stop = stop.clone();
         workers.push(supervise(
             "assessment",
@@ -231,6 +238,7 @@ pub async fn run_with_log(
     let handoff = if config.runs(Role::Handoff) {
         let worker = HandoffWorker::new(Arc::clone(&log), Arc::clone(&catalogue))
             .with_partition(config.partition);
+        handlers.insert(handoff_consumer, Arc::new(worker.clone()));
         let worker_stop = stop.clone();
         workers.push(supervise(
             "handoff",
@@ -260,6 +268,9 @@ pub async fn run_with_log(
     } else {
         None
     };
+    let admin = AdminGrpc::new(Admin::new(Arc::clone(&log), handlers)).into_server();
+    vitals.serve(AdminServiceServer::<AdminGrpc>::NAME).await;
+    let admin = InterceptedService::new(admin, auth.admin());
 
     let addr = listener.local_addr()?;
     tracing::info!(%addr, roles = ?config.roles, partition = %config.partition, direct_log, "onecity serving");
@@ -282,6 +293,7 @@ pub async fn run_with_log(
         .add_optional_service(eligibility)
         .add_optional_service(handoff)
         .add_optional_service(log_service)
+        .add_service(admin)
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;
             tracing::info!("shutting down");
