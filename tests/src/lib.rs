@@ -10,8 +10,9 @@ mod routed;
 mod server;
 
 pub use client::{
-    bearer, eligibility, handoff, intake, log, read_whole, referral, wait_handed_off, whole_log,
-    Authed, Bearer, EligibilityClient, HandoffClient, IntakeClient, LogClient,
+    admin, bearer, eligibility, handoff, intake, log, read_whole, referral, wait_handed_off,
+    whole_log, AdminClient, Authed, Bearer, EligibilityClient, HandoffClient, IntakeClient,
+    LogClient,
 };
 pub use faulty::FaultyLog;
 pub use fixtures::{application, sample_application, submission, today, tokens, valid_id_number};

@@ -13,7 +13,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
-use crate::client::{self, EligibilityClient, HandoffClient, IntakeClient, LogClient};
+use crate::client::{self, AdminClient, EligibilityClient, HandoffClient, IntakeClient, LogClient};
 use crate::fixtures::{submission, tokens};
 
 /// A running server; stops (gracefully) when dropped or with [`TestServer::stop`].
@@ -130,6 +130,11 @@ impl TestServer {
     /// Event log client authenticated with `token`.
     pub async fn log(&self, token: &str) -> LogClient {
         client::log(self.channel().await, token)
+    }
+
+    /// Admin client authenticated with `token`.
+    pub async fn admin(&self, token: &str) -> AdminClient {
+        client::admin(self.channel().await, token)
     }
 
     /// Raw channel (no token).
