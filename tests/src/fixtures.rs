@@ -29,7 +29,7 @@ pub mod tokens {
 pub fn application(i: usize) -> pb::Application {
     let mut app = sample_application();
     app.members[1].monthly_income_fen = 40_000 * (i % 11) as i64;
-    if i % 4 == 0 {
+    if i.is_multiple_of(4) {
         app.housing = pb::Housing::OwnedAdequate as i32;
     }
     app

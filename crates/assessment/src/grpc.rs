@@ -1,30 +1,17 @@
 //! `onecity.v1.EligibilityService` over the [`Screener`]: thin handlers and the error
 //! mapping of this crate.
 
-use onecity_domain::Principal;
 use onecity_proto::v1 as pb;
 use onecity_proto::v1::eligibility_service_server::{EligibilityService, EligibilityServiceServer};
+use onecity_service::grpc::principal;
 use tonic::{Request, Response, Status};
 
 use crate::{Error, Screener, View};
 
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
-        match e {
-            Error::Invalid { .. } => Status::invalid_argument(e.to_string()),
-            Error::NotFound(_) => Status::not_found(e.to_string()),
-            Error::PermissionDenied(_) => Status::permission_denied(e.to_string()),
-            Error::Log(e) => onecity_eventlog_grpc::status(e),
-            Error::Corrupt(_) => Status::internal(e.to_string()),
-        }
+        onecity_service::grpc::status(e)
     }
-}
-
-fn principal<T>(req: &Request<T>) -> Result<Principal, Status> {
-    req.extensions()
-        .get::<Principal>()
-        .cloned()
-        .ok_or_else(|| Status::unauthenticated("missing bearer token"))
 }
 
 /// Serves the [`Screener`] over gRPC.

@@ -6,12 +6,16 @@
 
 use std::sync::Arc;
 
-use onecity_domain::case::{CaseState, CaseStatus, EventMeta};
+use onecity_domain::case::CaseStatus;
 use onecity_domain::events::{CaseEvent, APPLICATION_SUBMITTED};
-use onecity_domain::{parse_date, validate_application, Partition, Principal};
+use onecity_domain::{ids, parse_date, validate_application, Partition, Principal};
 use onecity_eligibility::{assess, assess_with, Catalogue, Detail, PolicyBook};
-use onecity_eventlog::{EventLog, Expected, Filter, NewEvent, RecordedEvent};
+use onecity_eventlog::{EventLog, Filter, NewEvent, RecordedEvent};
 use onecity_proto::v1 as pb;
+use onecity_service::case::{
+    append_with_retries, denied, load_case, Commit, Outcome, Step, Subject,
+};
+use onecity_service::{ErrorClass, Kind};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -34,18 +38,34 @@ pub enum Error {
     /// Nothing to return (e.g. no policy in force on a date).
     #[error("{0}")]
     NotFound(String),
-    /// The caller may not do this.
-    #[error("permission denied: {0}")]
-    PermissionDenied(String),
+    /// The shared case plumbing failed: permission denied, a case kept changing under
+    /// every retry, or the log failed there.
+    #[error(transparent)]
+    Service(#[from] onecity_service::Error),
     /// The log failed.
     #[error(transparent)]
     Log(#[from] onecity_eventlog::Error),
     /// A stored event does not decode.
     #[error(transparent)]
     Corrupt(#[from] onecity_domain::events::DecodeError),
+    /// The blocking task that applies the rules to a chunk failed (it panicked or was
+    /// cancelled); nothing of the chunk was written.
+    #[error("assessment did not finish: {0}")]
+    TaskFailed(String),
 }
 
-const ID_NAMESPACE: Uuid = Uuid::from_bytes(onecity_domain::ID_NAMESPACE);
+impl ErrorClass for Error {
+    fn into_kind(self) -> Kind {
+        match self {
+            Error::Invalid { field, reason } => Kind::Invalid { field, reason },
+            Error::NotFound(_) => Kind::NotFound,
+            Error::Service(e) => e.into_kind(),
+            Error::Log(e) => Kind::Log(e),
+            Error::Corrupt(_) | Error::TaskFailed(_) => Kind::Internal,
+        }
+    }
+}
+
 /// Consumer name of the assessment worker's checkpoint.
 pub const CONSUMER: &str = "assessment";
 
@@ -53,7 +73,7 @@ pub const CONSUMER: &str = "assessment";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum View {
     /// Outcome, amount, margin, department unit, policy version and summary; no rules.
-    /// What a clerk reads; a seventh of the bytes of [`View::Full`].
+    /// What a clerk reads; a small part of the bytes of [`View::Full`].
     #[default]
     Basic,
     /// Every rule with its inputs, threshold and explanation as well.
@@ -103,11 +123,7 @@ impl Screener {
             principal,
             Principal::Terminal { .. } | Principal::Admin { .. }
         ) {
-            tracing::warn!(principal = %principal, action = "screen", "permission denied");
-            return Err(Error::PermissionDenied(format!(
-                "{} principals may not screen applications",
-                principal.kind()
-            )));
+            return Err(denied(principal, "screen applications", Subject::Nothing).into());
         }
         let application = application.ok_or_else(|| Error::Invalid {
             field: "application".into(),
@@ -174,16 +190,6 @@ pub enum Done {
     Skipped,
 }
 
-fn meta(e: &RecordedEvent) -> EventMeta {
-    EventMeta {
-        version: e.version,
-        position: e.position,
-        event_type: e.event_type.clone(),
-        actor: e.actor.clone(),
-        recorded_at: e.recorded_at_rfc3339(),
-    }
-}
-
 impl Assessor {
     /// A worker over `log`.
     pub fn new(
@@ -206,12 +212,21 @@ impl Assessor {
         self
     }
 
+    /// The event type the worker follows (every case's first event).
+    pub const FOLLOWS: &'static str = APPLICATION_SUBMITTED;
+
+    /// The checkpoint name of the worker that handles `partition`: [`CONSUMER`], with the
+    /// partition's suffix when there are several.
+    pub fn consumer_name(partition: &Partition) -> String {
+        format!("{CONSUMER}{}", partition.consumer_suffix())
+    }
+
     /// Follows the log from the saved checkpoint until `shutdown`. At-least-once: after a
     /// crash it replays from the checkpoint, and [`Assessor::process`] makes a replay a
     /// no-op. Transient log errors are retried with backoff.
     pub async fn run(self, shutdown: CancellationToken) {
-        let consumer = format!("{CONSUMER}{}", self.partition.consumer_suffix());
-        let filter = Filter::prefixes([APPLICATION_SUBMITTED]);
+        let consumer = Self::consumer_name(&self.partition);
+        let filter = Filter::prefixes([Self::FOLLOWS]);
         onecity_eventlog::consumer::run(Arc::clone(&self.log), &consumer, filter, shutdown, &self)
             .await;
     }
@@ -276,44 +291,43 @@ impl Assessor {
             payload,
             policy,
         } = decided;
-        let commit_id = Uuid::new_v5(&ID_NAMESPACE, format!("assess\u{0}{case_id}").as_bytes());
-        // First try right after the submission without reading the case: that is where a
-        // new case stands, and if anything came after it (an assessment, a withdrawal) the
-        // append conflicts and the case is read and judged below. A replay of a case
-        // already assessed is answered by the commit id before the version is checked.
-        let mut expected = after;
-        for _ in 0..16 {
+        let commit_id = ids::assess_commit(case_id);
+        let log = self.log.as_ref();
+        let (payload, cause) = (&payload, &cause);
+        let outcome = append_with_retries(log, case_id, |attempt| async move {
+            // The first attempt goes right after the submission without reading the case:
+            // that is where a new case stands, and if anything came after it (an
+            // assessment, a withdrawal) the append conflicts and the case is read and
+            // judged. A replay of a case already assessed is answered by the commit id
+            // before the version is checked.
+            let version = if attempt == 0 {
+                after
+            } else {
+                let state = load_case(log, case_id).await?;
+                if state.assessed.is_some() || state.status == CaseStatus::Withdrawn {
+                    return Ok(Step::Done(()));
+                }
+                state.version
+            };
             let new = NewEvent::new(event_type, "service:assessment", payload.clone())
                 .caused_by(cause.clone());
-            match self
-                .log
-                .append(case_id, Expected::Exact(expected), vec![new], commit_id)
-                .await
-            {
-                Ok(a) => {
-                    if !a.deduplicated {
-                        tracing::info!(%case_id, %policy, "case assessed");
-                    }
-                    return Ok(if a.deduplicated {
-                        Done::Skipped
-                    } else {
-                        Done::Assessed
-                    });
-                }
-                Err(onecity_eventlog::Error::Conflict { .. }) => {}
-                Err(e) => return Err(e.into()),
+            Ok::<_, Error>(Step::Append(
+                Commit {
+                    version,
+                    events: vec![new],
+                    commit_id,
+                },
+                (),
+            ))
+        })
+        .await?;
+        Ok(match outcome {
+            Outcome::Appended((), a) if !a.deduplicated => {
+                tracing::info!(%case_id, %policy, "case assessed");
+                Done::Assessed
             }
-            let events = self.log.read_case_all(case_id).await?;
-            let state =
-                CaseState::from_stored(events.iter().map(|e| (meta(e), e.payload.as_slice())))?;
-            if state.assessed.is_some() || state.status == CaseStatus::Withdrawn {
-                return Ok(Done::Skipped);
-            }
-            expected = state.version;
-        }
-        Err(Error::Log(onecity_eventlog::Error::Unavailable(format!(
-            "case {case_id} kept changing"
-        ))))
+            Outcome::Appended(..) | Outcome::Unchanged(()) => Done::Skipped,
+        })
     }
 }
 
@@ -340,8 +354,8 @@ impl onecity_eventlog::consumer::ChunkHandler for Assessor {
     /// concurrently: their writes share the log's group commit instead of each waiting for
     /// its own fsync.
     ///
-    /// The rules run on the blocking pool: a chunk is milliseconds of computation, which on
-    /// a runtime thread would stall every request and stream scheduled behind it.
+    /// The rules run on the blocking pool: a chunk's rules are enough computation to stall,
+    /// on a runtime thread, every request and stream scheduled behind them.
     async fn handle(&self, events: &[RecordedEvent]) -> Result<()> {
         let owned: Vec<RecordedEvent> = events
             .iter()
@@ -356,11 +370,7 @@ impl onecity_eventlog::consumer::ChunkHandler for Assessor {
                 .collect::<Result<Vec<_>>>()
         })
         .await
-        .map_err(|e| {
-            Error::Log(onecity_eventlog::Error::Unavailable(format!(
-                "assessment did not finish: {e}"
-            )))
-        })??;
+        .map_err(|e| Error::TaskFailed(e.to_string()))??;
         futures::future::try_join_all(decided.into_iter().flatten().map(|d| self.record(d)))
             .await
             .map(drop)

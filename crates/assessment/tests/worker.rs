@@ -94,3 +94,14 @@ async fn a_case_withdrawn_before_its_assessment_is_not_assessed() {
     let events = s.log.read_case_all(submitted.case_id).await.unwrap();
     assert_eq!(types(&events)[1..], [APPLICATION_WITHDRAWN]);
 }
+
+/// The worker names its own checkpoint, per partition.
+#[test]
+fn the_worker_owns_its_checkpoint_names() {
+    use onecity_domain::Partition;
+    assert_eq!(Assessor::consumer_name(&Partition::default()), "assessment");
+    assert_eq!(
+        Assessor::consumer_name(&Partition::new(0, 2).unwrap()),
+        "assessment-0of2"
+    );
+}

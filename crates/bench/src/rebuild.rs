@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use onecity_domain::events::CaseEvent;
+use onecity_domain::{ids, Partition};
 use onecity_eventlog::{EventLog, Expected, NewEvent};
 use onecity_eventlog_sled::{SledConfig, SledLog};
 use onecity_proto::v1 as pb;
@@ -38,8 +39,6 @@ use crate::household::{Household, Pool};
 use crate::scenarios::tokens;
 use crate::stats::{Cell, Samples};
 
-/// Namespace of the services' deterministic ids (see `onecity_domain::ID_NAMESPACE`).
-const ID_NAMESPACE: Uuid = Uuid::from_bytes(onecity_domain::ID_NAMESPACE);
 /// The demo terminal that "submitted" every generated case.
 const TERMINAL_ID: &str = "T-120103-01";
 const STREET_OFFICE: &str = "Youyi Road street office";
@@ -111,10 +110,7 @@ async fn write_case(log: &SledLog, t: &Template) -> anyhow::Result<()> {
         case_id,
         Expected::NoStream,
         vec![submit_event],
-        Uuid::new_v5(
-            &ID_NAMESPACE,
-            format!("submit\u{0}{TERMINAL_ID}\u{0}{request_id}").as_bytes(),
-        ),
+        ids::submit_commit(TERMINAL_ID, &request_id),
     )
     .await?;
 
@@ -129,7 +125,7 @@ async fn write_case(log: &SledLog, t: &Template) -> anyhow::Result<()> {
         case_id,
         Expected::Exact(1),
         vec![assess_event],
-        Uuid::new_v5(&ID_NAMESPACE, format!("assess\u{0}{case_id}").as_bytes()),
+        ids::assess_commit(case_id),
     )
     .await?;
 
@@ -139,7 +135,7 @@ async fn write_case(log: &SledLog, t: &Template) -> anyhow::Result<()> {
         .iter()
         .map(|(programme, p, days)| {
             let event = CaseEvent::ReferralIssued(pb::Referral {
-                referral_id: onecity_handoff::referral_id(case_id, *programme).to_string(),
+                referral_id: ids::referral_id(case_id, *programme).to_string(),
                 case_id: case_id.to_string(),
                 programme: p.programme,
                 department_unit: p.department_unit.clone(),
@@ -160,7 +156,7 @@ async fn write_case(log: &SledLog, t: &Template) -> anyhow::Result<()> {
         case_id,
         Expected::Exact(2),
         referrals,
-        Uuid::new_v5(&ID_NAMESPACE, format!("handoff\u{0}{case_id}").as_bytes()),
+        ids::handoff_commit(case_id),
     )
     .await?;
     Ok(())
@@ -218,9 +214,14 @@ async fn generate(
     }
     let head = log.head().await?;
     // A server that had processed all of this would have checkpointed at the head.
-    log.save_checkpoint(onecity_assessment::CONSUMER, head)
+    let single = Partition::default();
+    log.save_checkpoint(&onecity_assessment::Assessor::consumer_name(&single), head)
         .await?;
-    log.save_checkpoint(onecity_handoff::CONSUMER, head).await?;
+    log.save_checkpoint(
+        &onecity_handoff::HandoffWorker::consumer_name(&single),
+        head,
+    )
+    .await?;
     let last = log
         .read_all(head, 1)
         .await?

@@ -14,6 +14,7 @@ mod enums;
 mod error;
 pub mod events;
 mod id_number;
+pub mod ids;
 mod partition;
 mod principal;
 
@@ -34,10 +35,6 @@ pub use error::{Error, Invalid, Result};
 pub use id_number::{IdNumber, IdNumberError};
 pub use partition::{BadPartition, Partition};
 pub use principal::Principal;
-
-/// Namespace of onecity's deterministic (v5) ids: the same inputs always give the same
-/// commit id or referral id, which is what makes retries and replays idempotent.
-pub const ID_NAMESPACE: [u8; 16] = 0x6f6e_6563_6974_7900_8000_0000_0000_0001u128.to_be_bytes();
 
 #[cfg(test)]
 mod tests;

@@ -1081,7 +1081,7 @@ impl CaseRuns {
                 versions: 1,
             });
         }
-        if value.is_empty() || value.len() % 12 != 0 {
+        if value.is_empty() || !value.len().is_multiple_of(12) {
             return Err(Error::Storage(format!(
                 "corrupt case index value of {} bytes",
                 value.len()

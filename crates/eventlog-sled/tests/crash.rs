@@ -153,7 +153,7 @@ async fn one_iteration(rng: &mut u64) {
     // (with 64-entry memtables, shortly after the indexer's first pass), so recovery starts
     // from runs plus a lost memtable and the kill lands among run writes and merges; the
     // others may be killed before the first run, when recovery starts from nothing.
-    let after_a_run = next(rng) % 2 == 0;
+    let after_a_run = next(rng).is_multiple_of(2);
     let commit_dir = dir.path().join("commits");
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])

@@ -18,8 +18,9 @@ use std::time::Duration;
 use onecity_eventlog::EventLog;
 use tokio::time::Instant;
 
-/// The default of [`Backpressure::max_lag`]: about 2,000 cases waiting (a routed case
-/// writes about five events), i.e. a few seconds of routing.
+/// The default of [`Backpressure::max_lag`]: a couple of thousand cases waiting (a routed
+/// case writes about five events), short enough that a refused terminal's retry soon gets
+/// through (docs/performance.md measures how soon).
 pub const DEFAULT_MAX_ROUTING_LAG: u64 = 10_000;
 
 /// How long one measurement of the lag is reused.

@@ -2,9 +2,9 @@
 //! where intake errors become gRPC statuses.
 
 use futures::StreamExt;
-use onecity_domain::Principal;
 use onecity_proto::v1 as pb;
 use onecity_proto::v1::intake_service_server::{IntakeService, IntakeServiceServer};
+use onecity_service::grpc::principal;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
@@ -12,24 +12,8 @@ use crate::{Error, Intake};
 
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
-        match e {
-            Error::Invalid { .. } => Status::invalid_argument(e.to_string()),
-            Error::NotFound(_) => Status::not_found(e.to_string()),
-            Error::PermissionDenied(_) => Status::permission_denied(e.to_string()),
-            Error::FailedPrecondition(_) => Status::failed_precondition(e.to_string()),
-            Error::Log(e) => onecity_eventlog_grpc::status(e),
-            Error::Corrupt(_) => Status::internal(e.to_string()),
-            Error::Overloaded { .. } => Status::resource_exhausted(e.to_string()),
-        }
+        onecity_service::grpc::status(e)
     }
-}
-
-/// The principal the auth interceptor attached to the request.
-fn principal<T>(req: &Request<T>) -> Result<Principal, Status> {
-    req.extensions()
-        .get::<Principal>()
-        .cloned()
-        .ok_or_else(|| Status::unauthenticated("missing bearer token"))
 }
 
 /// Serves [`Intake`] over gRPC.

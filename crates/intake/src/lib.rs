@@ -8,12 +8,16 @@
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
-use onecity_domain::case::{CaseState, CaseStatus, EventMeta};
+use onecity_domain::case::{CaseState, CaseStatus};
 use onecity_domain::events::CaseEvent;
-use onecity_domain::{validate_application, IdNumber, Principal};
+use onecity_domain::{ids, validate_application, IdNumber, Principal};
 use onecity_eligibility::PolicyBook;
-use onecity_eventlog::{EventLog, Expected, Filter, NewEvent, RecordedEvent};
+use onecity_eventlog::{Appended, EventLog, Expected, Filter, NewEvent};
 use onecity_proto::v1 as pb;
+use onecity_service::case::{
+    append_case_commit, denied, load_case, meta, Commit, Outcome, Step, Subject,
+};
+use onecity_service::{ErrorClass, Kind};
 use uuid::Uuid;
 
 mod backpressure;
@@ -35,15 +39,13 @@ pub enum Error {
         /// Why.
         reason: String,
     },
-    /// No such case.
-    #[error("case {0} not found")]
-    NotFound(Uuid),
-    /// The caller may not do this.
-    #[error("permission denied: {0}")]
-    PermissionDenied(String),
     /// The case is not in a state that allows this.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The shared case plumbing failed: no such case, permission denied, the case kept
+    /// changing under every retry, or the log failed there.
+    #[error(transparent)]
+    Service(#[from] onecity_service::Error),
     /// The log failed.
     #[error(transparent)]
     Log(#[from] onecity_eventlog::Error),
@@ -63,6 +65,19 @@ pub enum Error {
     },
 }
 
+impl ErrorClass for Error {
+    fn into_kind(self) -> Kind {
+        match self {
+            Error::Invalid { field, reason } => Kind::Invalid { field, reason },
+            Error::FailedPrecondition(_) => Kind::FailedPrecondition,
+            Error::Service(e) => e.into_kind(),
+            Error::Log(e) => Kind::Log(e),
+            Error::Corrupt(_) => Kind::Internal,
+            Error::Overloaded { .. } => Kind::ResourceExhausted,
+        }
+    }
+}
+
 impl Error {
     fn invalid(field: &str, reason: impl Into<String>) -> Self {
         Error::Invalid {
@@ -76,11 +91,6 @@ impl Error {
 pub const MAX_REQUEST_ID_CHARS: usize = 128;
 /// Longest withdrawal reason.
 pub const MAX_REASON_CHARS: usize = 2_000;
-/// How often a conflicting write is retried before giving up.
-const MAX_CONFLICT_RETRIES: usize = 16;
-
-/// Namespace of the deterministic ids intake derives (see [`onecity_domain::ID_NAMESPACE`]).
-const ID_NAMESPACE: Uuid = Uuid::from_bytes(onecity_domain::ID_NAMESPACE);
 
 /// The answer to a submission.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,28 +109,6 @@ pub struct Intake {
     log: Arc<dyn EventLog>,
     policies: Arc<PolicyBook>,
     backpressure: Option<Arc<backpressure::Gauge>>,
-}
-
-/// Converts a stored event into the projection's metadata.
-pub fn meta(e: &RecordedEvent) -> EventMeta {
-    EventMeta {
-        version: e.version,
-        position: e.position,
-        event_type: e.event_type.clone(),
-        actor: e.actor.clone(),
-        recorded_at: e.recorded_at_rfc3339(),
-    }
-}
-
-/// Reads and folds a whole case stream.
-pub async fn load_case(log: &dyn EventLog, case_id: Uuid) -> Result<CaseState> {
-    let events = match log.read_case_all(case_id).await {
-        Err(onecity_eventlog::Error::NotFound(_)) => return Err(Error::NotFound(case_id)),
-        other => other?,
-    };
-    Ok(CaseState::from_stored(
-        events.iter().map(|e| (meta(e), e.payload.as_slice())),
-    )?)
 }
 
 fn parse_case_id(s: &str) -> Result<Uuid> {
@@ -167,7 +155,7 @@ impl Intake {
             ..
         } = principal
         else {
-            return Err(denied(principal, "submit an application", None));
+            return Err(denied(principal, "submit an application", Subject::Nothing).into());
         };
         let n = request_id.chars().count();
         if n == 0 || n > MAX_REQUEST_ID_CHARS || request_id.chars().any(char::is_control) {
@@ -198,51 +186,42 @@ impl Intake {
             request_id: request_id.to_owned(),
             submitted_at: submitted_at.clone(),
         });
-        let commit_id = Uuid::new_v5(
-            &ID_NAMESPACE,
-            format!("submit\u{0}{terminal_id}\u{0}{request_id}").as_bytes(),
-        );
+        let commit_id = ids::submit_commit(terminal_id, request_id);
         let new = NewEvent::new(event.event_type(), principal.actor(), event.encode())
             .caused_by(request_id);
-        // Over the bound, the append becomes a probe that cannot write: a fresh case is
-        // never at version 1, so it fails with a conflict, unless the commit id is
-        // already in the log (the log checks that first), in which case the terminal is
-        // retrying an accepted request and gets its case back as usual.
-        let overloaded = match &self.backpressure {
-            Some(gauge) => gauge
-                .over(self.log.as_ref())
-                .await?
-                .map(|lag| (lag, gauge.max_lag())),
-            None => None,
-        };
-        let expected = if overloaded.is_some() {
-            Expected::Exact(1)
-        } else {
-            Expected::NoStream
-        };
-        let appended = match self
-            .log
-            .append(Uuid::now_v7(), expected, vec![new], commit_id)
-            .await
-        {
-            Ok(a) => a,
-            Err(onecity_eventlog::Error::Conflict { .. }) if overloaded.is_some() => {
-                let (lag, max_lag) = overloaded.unwrap_or_default();
-                tracing::debug!(terminal = %terminal_id, lag, max_lag, "submission refused: routing is behind");
-                return Err(Error::Overloaded { lag, max_lag });
+        if let Some(gauge) = &self.backpressure {
+            if let Some(lag) = gauge.over(self.log.as_ref()).await? {
+                // Over the bound nothing new is written, but a terminal retrying a request
+                // that was accepted still gets its case back.
+                return match recorded_commit(self.log.as_ref(), commit_id, new).await? {
+                    Some(original) => self.duplicate(terminal_id, original.case_id).await,
+                    None => {
+                        let max_lag = gauge.max_lag();
+                        tracing::debug!(terminal = %terminal_id, lag, max_lag, "submission refused: routing is behind");
+                        Err(Error::Overloaded { lag, max_lag })
+                    }
+                };
             }
-            Err(e) => return Err(e.into()),
-        };
-        let case_id = appended.case_id;
-        if !appended.deduplicated {
-            tracing::info!(%case_id, terminal = %terminal_id, district = %app.district, members = app.members.len(), "application submitted");
-            return Ok(Submitted {
-                case_id,
-                duplicate: false,
-                submitted_at,
-            });
         }
-        // A retry: answer with the original submission time.
+        let appended = self
+            .log
+            .append(Uuid::now_v7(), Expected::NoStream, vec![new], commit_id)
+            .await?;
+        if appended.deduplicated {
+            return self.duplicate(terminal_id, appended.case_id).await;
+        }
+        let case_id = appended.case_id;
+        tracing::info!(%case_id, terminal = %terminal_id, district = %app.district, members = app.members.len(), "application submitted");
+        Ok(Submitted {
+            case_id,
+            duplicate: false,
+            submitted_at,
+        })
+    }
+
+    /// The answer to a retry of an accepted submission: its case, with the original
+    /// submission time.
+    async fn duplicate(&self, terminal_id: &str, case_id: Uuid) -> Result<Submitted> {
         let state = load_case(self.log.as_ref(), case_id).await?;
         let submitted_at = state.submitted.map(|s| s.submitted_at).unwrap_or_default();
         tracing::info!(%case_id, terminal = %terminal_id, "duplicate submission answered with the original case");
@@ -269,7 +248,9 @@ impl Intake {
     ) -> Result<impl Stream<Item = Result<pb::WatchCaseResponse>> + Send + 'static> {
         let case_id = parse_case_id(case_id)?;
         let events = match self.log.read_case_all(case_id).await {
-            Err(onecity_eventlog::Error::NotFound(_)) => return Err(Error::NotFound(case_id)),
+            Err(onecity_eventlog::Error::NotFound(_)) => {
+                return Err(onecity_service::Error::CaseNotFound(case_id).into())
+            }
             other => other?,
         };
         // One fold gives both the state to authorise against and, event by event, the
@@ -348,7 +329,7 @@ impl Intake {
             principal,
             Principal::Terminal { .. } | Principal::Admin { .. }
         ) {
-            return Err(denied(principal, "withdraw an application", None));
+            return Err(denied(principal, "withdraw an application", Subject::Nothing).into());
         }
         let case_id = parse_case_id(case_id)?;
         if reason.chars().count() > MAX_REASON_CHARS {
@@ -357,10 +338,9 @@ impl Intake {
                 format!("longer than {MAX_REASON_CHARS} characters"),
             ));
         }
-        for _ in 0..MAX_CONFLICT_RETRIES {
-            let state = load_case(self.log.as_ref(), case_id).await?;
+        let outcome = append_case_commit(self.log.as_ref(), case_id, |state| {
             match state.status {
-                CaseStatus::Withdrawn => return view(principal, case_id, &state),
+                CaseStatus::Withdrawn => return Ok(Step::Done(view(principal, case_id, state)?)),
                 CaseStatus::Closed => {
                     return Err(Error::FailedPrecondition(format!(
                         "case {case_id} is closed: every referral is decided"
@@ -382,39 +362,48 @@ impl Intake {
                 }));
             }
             let actor = principal.actor();
-            let new: Vec<NewEvent> = events
-                .iter()
-                .map(|e| NewEvent::new(e.event_type(), actor.clone(), e.encode()))
-                .collect();
-            // Keyed by the version it extends: a retry of this exact write is deduplicated,
-            // a write after someone else's is a new commit.
-            let commit_id = Uuid::new_v5(
-                &ID_NAMESPACE,
-                format!("withdraw\u{0}{case_id}\u{0}{}", state.version).as_bytes(),
-            );
-            match self
-                .log
-                .append(case_id, Expected::Exact(state.version), new, commit_id)
-                .await
-            {
-                Ok(_) => {
-                    tracing::info!(%case_id, cancelled = events.len() - 1, "application withdrawn");
-                    let state = load_case(self.log.as_ref(), case_id).await?;
-                    return view(principal, case_id, &state);
-                }
-                Err(onecity_eventlog::Error::Conflict { .. }) => continue,
-                Err(e) => return Err(e.into()),
+            let commit = Commit {
+                version: state.version,
+                events: events
+                    .iter()
+                    .map(|e| NewEvent::new(e.event_type(), actor.clone(), e.encode()))
+                    .collect(),
+                commit_id: ids::withdraw_commit(case_id, state.version),
+            };
+            Ok(Step::Append(commit, events.len() - 1))
+        })
+        .await?;
+        match outcome {
+            Outcome::Unchanged(case) => Ok(case),
+            Outcome::Appended(cancelled, _) => {
+                tracing::info!(%case_id, cancelled, "application withdrawn");
+                let state = load_case(self.log.as_ref(), case_id).await?;
+                view(principal, case_id, &state)
             }
         }
-        Err(Error::Log(onecity_eventlog::Error::Unavailable(
-            "case kept changing; try again".into(),
-        )))
     }
 }
 
-fn denied(principal: &Principal, action: &str, case_id: Option<Uuid>) -> Error {
-    tracing::warn!(principal = %principal, kind = principal.kind(), action, case_id = ?case_id, "permission denied");
-    Error::PermissionDenied(format!("{} principals may not {action}", principal.kind()))
+/// The commit already in the log under `commit_id`, if any; writes nothing either way.
+///
+/// The log contract has no lookup by commit id, only the commit-id check every append makes
+/// before its version check. So this asks with an append that the version check always
+/// refuses: `event` on a fresh case id expecting version 1, which a stream without events
+/// never is. A known commit id is answered by the commit-id check with the original commit
+/// (deduplicated); an unknown one ends in the conflict, and nothing is written.
+async fn recorded_commit(
+    log: &dyn EventLog,
+    commit_id: Uuid,
+    event: NewEvent,
+) -> Result<Option<Appended>> {
+    match log
+        .append(Uuid::now_v7(), Expected::Exact(1), vec![event], commit_id)
+        .await
+    {
+        Ok(original) => Ok(Some(original)),
+        Err(onecity_eventlog::Error::Conflict { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Masks every identity number of an application (for department principals).
@@ -463,8 +452,9 @@ pub fn view(principal: &Principal, case_id: Uuid, state: &CaseState) -> Result<p
                 return Err(denied(
                     principal,
                     "read a case without a referral to its unit",
-                    Some(case_id),
-                ));
+                    Subject::Case(case_id),
+                )
+                .into());
             }
             let programmes: Vec<i32> = case.referrals.iter().map(|r| r.programme).collect();
             case.assessments
@@ -472,6 +462,8 @@ pub fn view(principal: &Principal, case_id: Uuid, state: &CaseState) -> Result<p
             case.application = case.application.map(mask_application);
             Ok(case)
         }
-        Principal::Service { .. } => Err(denied(principal, "read cases", Some(case_id))),
+        Principal::Service { .. } => {
+            Err(denied(principal, "read cases", Subject::Case(case_id)).into())
+        }
     }
 }

@@ -208,17 +208,8 @@ impl Interceptor for AdminAuth {
     }
 }
 
-/// The principal [`Auth`] stored in a request.
-///
-/// # Errors
-/// `UNAUTHENTICATED` when there is none, i.e. the service was mounted without the interceptor:
-/// failing closed turns that wiring mistake into refused calls rather than open ones.
-pub fn principal<T>(req: &Request<T>) -> Result<Principal, Status> {
-    req.extensions()
-        .get::<Principal>()
-        .cloned()
-        .ok_or_else(|| Status::unauthenticated("no authenticated principal for this call"))
-}
+/// The principal [`Auth`] stored in a request: the one extractor, shared with the services.
+pub use onecity_service::grpc::principal;
 
 #[cfg(test)]
 mod tests {

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use onecity_assessment::grpc::EligibilityGrpc;
 use onecity_assessment::{Assessor, Screener};
-use onecity_domain::events::{APPLICATION_SUBMITTED, ELIGIBILITY_ASSESSED};
 use onecity_domain::Partition;
 use onecity_eligibility::{Catalogue, PolicyBook};
 use onecity_eventlog::retry::BackoffBuilder as _;
@@ -125,33 +124,19 @@ fn backpressure(config: &Config) -> Backpressure {
     let mut watched = Vec::new();
     for index in 0..count {
         let partition = Partition::new(index, count).expect("index < count");
-        let (assessment, handoff) = worker_consumer_names(&partition);
         watched.push(Watched {
-            consumer: assessment,
-            event_type: APPLICATION_SUBMITTED.to_owned(),
+            consumer: Assessor::consumer_name(&partition),
+            event_type: Assessor::FOLLOWS.to_owned(),
         });
         watched.push(Watched {
-            consumer: handoff,
-            event_type: ELIGIBILITY_ASSESSED.to_owned(),
+            consumer: HandoffWorker::consumer_name(&partition),
+            event_type: HandoffWorker::FOLLOWS.to_owned(),
         });
     }
     Backpressure {
         max_lag: config.max_routing_lag,
         watched,
     }
-}
-
-/// The checkpoint names of the assessment and handoff workers of `partition`: the names
-/// their consumer loops save under, which the workers own.
-// TODO(merge): use the workers' consumer_name (`Assessor::consumer_name(&Partition)`,
-// `HandoffWorker::consumer_name(&Partition)`) and drop this adapter, which still spells the
-// name out as the workers do today.
-fn worker_consumer_names(partition: &Partition) -> (String, String) {
-    let suffix = partition.consumer_suffix();
-    (
-        format!("{}{suffix}", onecity_assessment::CONSUMER),
-        format!("{}{suffix}", onecity_handoff::CONSUMER),
-    )
 }
 
 /// Runs the configured roles (default: all) until `shutdown` completes, then stops accepting
@@ -191,7 +176,6 @@ pub async fn run_with_log(
     let mut workers = Vec::new();
     // The handlers of this process's workers, for the admin's retry of a quarantined event.
     let mut handlers = Workers::new();
-    let (assessment_consumer, handoff_consumer) = worker_consumer_names(&config.partition);
     let (health_reporter, health) = tonic_health::server::health_reporter();
     let vitals = Vitals::new(health_reporter);
     // Every service writes through it, so a log that refuses writes shows in the health.
@@ -217,7 +201,10 @@ pub async fn run_with_log(
             Arc::clone(&catalogue),
         )
         .with_partition(config.partition);
-        handlers.insert(assessment_consumer, Arc::new(assessor.clone()));
+        handlers.insert(
+            Assessor::consumer_name(&config.partition),
+            Arc::new(assessor.clone()),
+        );
         let worker_stop = stop.clone();
         workers.push(supervise(
             "assessment",
@@ -238,7 +225,10 @@ pub async fn run_with_log(
     let handoff = if config.runs(Role::Handoff) {
         let worker = HandoffWorker::new(Arc::clone(&log), Arc::clone(&catalogue))
             .with_partition(config.partition);
-        handlers.insert(handoff_consumer, Arc::new(worker.clone()));
+        handlers.insert(
+            HandoffWorker::consumer_name(&config.partition),
+            Arc::new(worker.clone()),
+        );
         let worker_stop = stop.clone();
         workers.push(supervise(
             "handoff",

@@ -1,0 +1,120 @@
+//! Every deterministic id of onecity, in one place: the commit id of each step a case goes
+//! through and the id of each referral.
+//!
+//! The log never forgets a commit id, so deriving a step's commit id from what identifies
+//! the step makes a retry or a replay of that step a no-op: the services, the benchmark's
+//! log generator and the tests all derive them here. The formats are stored in every log
+//! ever written: changing one would make old steps run again, which
+//! `tests::ids_are_pinned` guards against.
+
+use uuid::Uuid;
+
+use crate::Programme;
+
+/// Namespace of onecity's name-based (v5) ids.
+pub const NAMESPACE: Uuid = Uuid::from_u128(0x6f6e_6563_6974_7900_8000_0000_0000_0001);
+
+/// Name-based id of `parts`, separated by NUL (which no part contains: ids, slugs and
+/// printable request ids).
+fn derive(parts: &[&str]) -> Uuid {
+    Uuid::new_v5(&NAMESPACE, parts.join("\u{0}").as_bytes())
+}
+
+/// Commit id of a terminal's submission: the same request id from the same terminal is
+/// always the same commit, hence the same case.
+pub fn submit_commit(terminal_id: &str, request_id: &str) -> Uuid {
+    derive(&["submit", terminal_id, request_id])
+}
+
+/// Commit id of a case's eligibility assessment: a case is assessed once.
+pub fn assess_commit(case_id: Uuid) -> Uuid {
+    derive(&["assess", &case_id.to_string()])
+}
+
+/// Commit id of a case's handoff (its referrals, or its closing when nothing is referred):
+/// a case is handed off once.
+pub fn handoff_commit(case_id: Uuid) -> Uuid {
+    derive(&["handoff", &case_id.to_string()])
+}
+
+/// Commit id of a withdrawal written on top of case version `version`: a retry of that
+/// exact write is deduplicated, a write after someone else's is a new commit.
+pub fn withdraw_commit(case_id: Uuid, version: u64) -> Uuid {
+    derive(&["withdraw", &case_id.to_string(), &version.to_string()])
+}
+
+/// Id of the referral of `programme` in `case_id`: a replayed handoff derives the same id,
+/// so a referral can never exist twice.
+pub fn referral_id(case_id: Uuid, programme: Programme) -> Uuid {
+    derive(&["referral", &case_id.to_string(), programme.as_str()])
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const CASE: Uuid = Uuid::from_u128(0x0199_0000_0000_7000_8000_0000_0000_00aa);
+
+    /// The ids every log written so far holds: a change of format fails here.
+    #[test]
+    fn ids_are_pinned() {
+        let pinned = [
+            (NAMESPACE, "6f6e6563-6974-7900-8000-000000000001"),
+            (
+                submit_commit("t-1", "req-1"),
+                "2a4e86b2-7cae-5513-bbec-9c6db6ec4531",
+            ),
+            (assess_commit(CASE), "6b0c5b0e-25bb-590c-b26d-7edfe620cac7"),
+            (handoff_commit(CASE), "1841374e-b8d1-5210-8866-723644b87dde"),
+            (
+                withdraw_commit(CASE, 3),
+                "6d953a82-1168-520b-86f5-7ad9d24b7c28",
+            ),
+            (
+                referral_id(CASE, Programme::Dibao),
+                "cbdc29df-0ceb-5a88-8ec2-c30d0ddee7eb",
+            ),
+        ];
+        for (id, want) in pinned {
+            assert_eq!(id.to_string(), want);
+        }
+    }
+
+    /// Distinct steps never share an id: not two requests, not two cases, not two kinds of
+    /// step, not two versions, not two programmes.
+    fn all_ids(terminal: &str, request: &str, case: Uuid, version: u64) -> Vec<Uuid> {
+        let mut ids = vec![
+            submit_commit(terminal, request),
+            assess_commit(case),
+            handoff_commit(case),
+            withdraw_commit(case, version),
+        ];
+        ids.extend(Programme::ALL.iter().map(|p| referral_id(case, *p)));
+        ids
+    }
+
+    proptest! {
+        #[test]
+        fn different_inputs_give_different_ids(
+            a in ("[a-z0-9-]{1,12}", "[ -~]{1,40}", any::<u128>(), any::<u64>()),
+            b in ("[a-z0-9-]{1,12}", "[ -~]{1,40}", any::<u128>(), any::<u64>()),
+        ) {
+            let ids_a = all_ids(&a.0, &a.1, Uuid::from_u128(a.2), a.3);
+            let ids_b = all_ids(&b.0, &b.1, Uuid::from_u128(b.2), b.3);
+            let mut seen: Vec<Uuid> = ids_a.iter().chain(&ids_b).copied().collect();
+            seen.sort();
+            seen.dedup();
+            // Every id of `a` differs from every other id of `a`; likewise for `b`; and
+            // an id is shared between the two only for the very same step.
+            let same_submit = (a.0.as_str(), a.1.as_str()) == (b.0.as_str(), b.1.as_str());
+            let same_case = a.2 == b.2;
+            let same_version = same_case && a.3 == b.3;
+            let shared = usize::from(same_submit)
+                + if same_case { ids_a.len() - 2 } else { 0 }
+                + usize::from(same_version);
+            prop_assert_eq!(seen.len(), ids_a.len() + ids_b.len() - shared);
+        }
+    }
+}

@@ -1,0 +1,420 @@
+//! The intake core without a transport: submissions (accepted, retried, refused), case
+//! views per principal, withdrawals, and backpressure.
+
+use std::sync::Arc;
+
+use onecity_domain::events::CaseEvent;
+use onecity_domain::fixtures::sample_application;
+use onecity_domain::{ids, Principal, Programme};
+use onecity_eligibility::PolicyBook;
+use onecity_eventlog::memory::MemoryLog;
+use onecity_eventlog::{EventLog, Expected, NewEvent};
+use onecity_intake::{Backpressure, Error, Intake, Watched};
+use onecity_proto::v1 as pb;
+use tonic::Code;
+use tonic_types::StatusExt as _;
+use uuid::Uuid;
+
+/// A fresh in-memory log: the core tests need the contract, not a disk.
+fn log() -> Arc<dyn EventLog> {
+    Arc::new(MemoryLog::new())
+}
+
+fn intake(log: &Arc<dyn EventLog>) -> Intake {
+    Intake::new(Arc::clone(log), Arc::new(PolicyBook::embedded_default()))
+}
+
+fn terminal() -> Principal {
+    Principal::Terminal {
+        id: "T-120103-01".into(),
+        district: "120103".parse().unwrap(),
+        street_office: "Hexi street office".into(),
+    }
+}
+
+fn department(unit: &str) -> Principal {
+    Principal::Department {
+        unit: unit.parse().unwrap(),
+    }
+}
+
+fn admin() -> Principal {
+    Principal::Admin { id: "a-1".into() }
+}
+
+/// The status the error answers with over gRPC.
+fn status(e: Error) -> tonic::Status {
+    e.into()
+}
+
+/// Issues a referral of `programme` in `case_id` to `unit`, as the handoff worker would.
+async fn refer(log: &dyn EventLog, case_id: Uuid, programme: Programme, unit: &str) -> String {
+    let referral_id = ids::referral_id(case_id, programme).to_string();
+    let event = CaseEvent::ReferralIssued(pb::Referral {
+        referral_id: referral_id.clone(),
+        case_id: case_id.to_string(),
+        programme: programme.to_proto(),
+        department_unit: unit.into(),
+        state: pb::ReferralState::Issued as i32,
+        ..Default::default()
+    });
+    let new = NewEvent::new(event.event_type(), "service:handoff", event.encode());
+    log.append(case_id, Expected::Any, vec![new], Uuid::now_v7())
+        .await
+        .unwrap();
+    referral_id
+}
+
+#[tokio::test]
+async fn a_terminal_opens_a_case_with_one_submission_event() {
+    let log = log();
+    let intake = intake(&log);
+    let s = intake
+        .submit(&terminal(), "req-1", Some(sample_application()))
+        .await
+        .unwrap();
+    assert!(!s.duplicate);
+    assert!(!s.submitted_at.is_empty());
+    let events = log.read_case_all(s.case_id).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        events[0].event_type,
+        onecity_domain::events::APPLICATION_SUBMITTED
+    );
+    assert_eq!(events[0].actor, "terminal:T-120103-01");
+    assert_eq!(
+        events[0].commit_id,
+        ids::submit_commit("T-120103-01", "req-1")
+    );
+    let case = intake
+        .get_case(&terminal(), &s.case_id.to_string())
+        .await
+        .unwrap();
+    assert_eq!(case.status, pb::CaseStatus::Open as i32);
+    assert_eq!(
+        (case.version, case.terminal_id.as_str()),
+        (1, "T-120103-01")
+    );
+    assert_eq!(case.submitted_at, s.submitted_at);
+}
+
+/// The same request id from the same terminal is the same case, answered with the original
+/// submission time and writing nothing; another terminal's same request id is a new case.
+#[tokio::test]
+async fn a_retried_request_gets_the_original_case() {
+    let log = log();
+    let intake = intake(&log);
+    let first = intake
+        .submit(&terminal(), "req-1", Some(sample_application()))
+        .await
+        .unwrap();
+    let head = log.head().await.unwrap();
+    let again = intake
+        .submit(&terminal(), "req-1", Some(sample_application()))
+        .await
+        .unwrap();
+    assert!(again.duplicate);
+    assert_eq!(
+        (again.case_id, &again.submitted_at),
+        (first.case_id, &first.submitted_at)
+    );
+    assert_eq!(log.head().await.unwrap(), head);
+
+    let other = Principal::Terminal {
+        id: "T-120104-02".into(),
+        district: "120104".parse().unwrap(),
+        street_office: "Nankai".into(),
+    };
+    let theirs = intake
+        .submit(&other, "req-1", Some(sample_application()))
+        .await
+        .unwrap();
+    assert!(!theirs.duplicate);
+    assert_ne!(theirs.case_id, first.case_id);
+}
+
+/// Bad input names the field, in the message and as a `BadRequest` field violation, and
+/// writes nothing.
+#[tokio::test]
+async fn invalid_input_names_the_field_and_writes_nothing() {
+    let log = log();
+    let intake = intake(&log);
+    let mut bad_member = sample_application();
+    // A wrong check digit.
+    let id = &mut bad_member.members[1].id_number;
+    let wrong = if id.ends_with('1') { '2' } else { '1' };
+    id.pop();
+    id.push(wrong);
+    let mut no_policy = sample_application();
+    no_policy.application_date = "2025-06-30".into();
+    let cases = [
+        ("", Some(sample_application()), "request_id"),
+        ("bad\u{7}id", Some(sample_application()), "request_id"),
+        ("req-1", None, "application"),
+        (
+            "req-2",
+            Some(bad_member),
+            "application.members[1].id_number",
+        ),
+        ("req-3", Some(no_policy), "application.application_date"),
+    ];
+    for (request_id, application, field) in cases {
+        let err = intake
+            .submit(&terminal(), request_id, application)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Invalid { field: f, .. } if f == field),
+            "{field}: {err}"
+        );
+        let status = status(err);
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().starts_with(&format!("invalid {field}: ")));
+        let violations = status.get_details_bad_request().unwrap().field_violations;
+        assert_eq!(violations[0].field, field);
+    }
+    assert_eq!(log.head().await.unwrap(), 0);
+}
+
+/// Only terminals submit.
+#[tokio::test]
+async fn only_terminals_submit() {
+    let log = log();
+    let intake = intake(&log);
+    for (who, kind) in [
+        (department("civil-affairs@120103"), "department"),
+        (admin(), "admin"),
+        (Principal::Service { id: "s".into() }, "service"),
+    ] {
+        let err = intake
+            .submit(&who, "req-1", Some(sample_application()))
+            .await
+            .unwrap_err();
+        let status = status(err);
+        assert_eq!(status.code(), Code::PermissionDenied);
+        assert_eq!(
+            status.message(),
+            format!("permission denied: {kind} principals may not submit an application")
+        );
+    }
+    assert_eq!(log.head().await.unwrap(), 0);
+}
+
+/// Terminals and administrators see the whole case; a department unit only a case it holds
+/// a referral of, then only its own referrals and the identity numbers masked; a service
+/// nothing.
+#[tokio::test]
+async fn case_views_per_principal() {
+    let log = log();
+    let intake = intake(&log);
+    let s = intake
+        .submit(&terminal(), "req-1", Some(sample_application()))
+        .await
+        .unwrap();
+    let case_id = s.case_id.to_string();
+    let mine = refer(
+        log.as_ref(),
+        s.case_id,
+        Programme::Dibao,
+        "civil-affairs@120103",
+    )
+    .await;
+    refer(
+        log.as_ref(),
+        s.case_id,
+        Programme::Medical,
+        "medical-security@120103",
+    )
+    .await;
+
+    let full_ids: Vec<String> = sample_application()
+        .members
+        .iter()
+        .map(|m| m.id_number.clone())
+        .collect();
+    for who in [terminal(), admin()] {
+        let case = intake.get_case(&who, &case_id).await.unwrap();
+        assert_eq!(case.referrals.len(), 2);
+        let ids: Vec<_> = case
+            .application
+            .unwrap()
+            .members
+            .into_iter()
+            .map(|m| m.id_number)
+            .collect();
+        assert_eq!(ids, full_ids);
+    }
+
+    let case = intake
+        .get_case(&department("civil-affairs@120103"), &case_id)
+        .await
+        .unwrap();
+    assert_eq!(case.referrals.len(), 1);
+    assert_eq!(case.referrals[0].referral_id, mine);
+    assert!(case
+        .assessments
+        .iter()
+        .all(|a| a.programme == Programme::Dibao.to_proto()));
+    for (m, full) in case.application.unwrap().members.iter().zip(&full_ids) {
+        assert_ne!(&m.id_number, full);
+        assert!(m.id_number.contains('*'), "{}", m.id_number);
+    }
+
+    for who in [
+        department("civil-affairs@120104"),
+        Principal::Service { id: "s".into() },
+    ] {
+        let err = intake.get_case(&who, &case_id).await.unwrap_err();
+        assert_eq!(status(err).code(), Code::PermissionDenied);
+    }
+}
+
+#[tokio::test]
+async fn unknown_and_malformed_case_ids() {
+    let log = log();
+    let intake = intake(&log);
+    let missing = Uuid::now_v7();
+    let err = intake
+        .get_case(&terminal(), &missing.to_string())
+        .await
+        .unwrap_err();
+    let not_found = status(err);
+    assert_eq!(not_found.code(), Code::NotFound);
+    assert_eq!(not_found.message(), format!("case {missing} not found"));
+    let nil = Uuid::nil().to_string();
+    for (bad, why) in [
+        ("nope", "not a uuid"),
+        (&nil[..], "must not be the nil uuid"),
+    ] {
+        let err = intake.get_case(&terminal(), bad).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::Invalid { field, reason } if field == "case_id" && reason == why),
+            "{err}"
+        );
+    }
+}
+
+/// A withdrawal cancels the open referrals in the same commit; withdrawing again changes
+/// nothing; departments may not withdraw.
+#[tokio::test]
+async fn withdrawing_cancels_open_referrals_once() {
+    let log = log();
+    let intake = intake(&log);
+    let s = intake
+        .submit(&terminal(), "req-1", Some(sample_application()))
+        .await
+        .unwrap();
+    let case_id = s.case_id.to_string();
+    refer(
+        log.as_ref(),
+        s.case_id,
+        Programme::Dibao,
+        "civil-affairs@120103",
+    )
+    .await;
+
+    let err = intake
+        .withdraw(&department("civil-affairs@120103"), &case_id, "no")
+        .await
+        .unwrap_err();
+    assert_eq!(status(err).code(), Code::PermissionDenied);
+
+    let case = intake
+        .withdraw(&terminal(), &case_id, "moved away")
+        .await
+        .unwrap();
+    assert_eq!(case.status, pb::CaseStatus::Withdrawn as i32);
+    assert_eq!(case.version, 4);
+    assert_eq!(case.referrals[0].state, pb::ReferralState::Cancelled as i32);
+    let events = log.read_case_all(s.case_id).await.unwrap();
+    assert_eq!(events[2].commit_id, events[3].commit_id);
+    assert_eq!(events[2].commit_id, ids::withdraw_commit(s.case_id, 2));
+
+    let head = log.head().await.unwrap();
+    let again = intake.withdraw(&admin(), &case_id, "again").await.unwrap();
+    assert_eq!(again, case);
+    assert_eq!(log.head().await.unwrap(), head);
+
+    let long = "x".repeat(onecity_intake::MAX_REASON_CHARS + 1);
+    let err = intake
+        .withdraw(&terminal(), &case_id, &long)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Invalid { field, .. } if field == "reason"),
+        "{err}"
+    );
+}
+
+/// A closed case (every referral decided) cannot be withdrawn.
+#[tokio::test]
+async fn a_closed_case_cannot_be_withdrawn() {
+    let log = log();
+    let intake = intake(&log);
+    let s = intake
+        .submit(&terminal(), "req-1", Some(sample_application()))
+        .await
+        .unwrap();
+    let closed = CaseEvent::CaseClosed(pb::CaseClosed {
+        reason: "no programme to refer".into(),
+    });
+    let new = NewEvent::new(closed.event_type(), "service:handoff", closed.encode());
+    log.append(s.case_id, Expected::Exact(1), vec![new], Uuid::now_v7())
+        .await
+        .unwrap();
+    let err = intake
+        .withdraw(&terminal(), &s.case_id.to_string(), "")
+        .await
+        .unwrap_err();
+    let status = status(err);
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert_eq!(
+        status.message(),
+        format!("case {} is closed: every referral is decided", s.case_id)
+    );
+}
+
+/// Over the routing-lag bound a new request is refused and writes nothing, while a retry
+/// of an accepted request still gets its case.
+#[tokio::test]
+async fn over_the_bound_only_retries_get_through() {
+    let log = log();
+    let intake = intake(&log).with_backpressure(Backpressure {
+        max_lag: 1,
+        watched: vec![Watched {
+            consumer: "assessment".into(),
+            event_type: onecity_domain::events::APPLICATION_SUBMITTED.into(),
+        }],
+    });
+    let first = intake
+        .submit(&terminal(), "req-1", Some(sample_application()))
+        .await
+        .unwrap();
+    intake
+        .submit(&terminal(), "req-2", Some(sample_application()))
+        .await
+        .unwrap();
+    // Let the lag measurement that admitted the second request expire.
+    tokio::time::sleep(onecity_intake::LAG_REFRESH * 2).await;
+    let err = intake
+        .submit(&terminal(), "req-3", Some(sample_application()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Overloaded { lag: 2, max_lag: 1 }),
+        "{err}"
+    );
+    assert_eq!(status(err).code(), Code::ResourceExhausted);
+    assert_eq!(log.head().await.unwrap(), 2);
+
+    let retry = intake
+        .submit(&terminal(), "req-1", Some(sample_application()))
+        .await
+        .unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(
+        (retry.case_id, retry.submitted_at),
+        (first.case_id, first.submitted_at)
+    );
+    assert_eq!(log.head().await.unwrap(), 2);
+}
