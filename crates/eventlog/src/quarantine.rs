@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 
+use onecity_domain::ids;
 use onecity_proto::prost::Message as _;
 use onecity_proto::v1 as pb;
 use uuid::Uuid;
@@ -196,29 +197,4 @@ fn undecodable(e: &RecordedEvent) {
 
 fn actor(consumer: &str) -> String {
     format!("service:{consumer}")
-}
-
-/// The deterministic ids of the quarantine records.
-// TODO(merge): move to onecity_domain::ids (quarantine_stream, quarantine_commit,
-// release_commit) once it exists on this branch.
-mod ids {
-    use uuid::Uuid;
-
-    const NAMESPACE: Uuid = Uuid::from_u128(0x6f6e_6563_6974_7900_8000_0000_0000_0001);
-
-    fn derive(parts: &[&str]) -> Uuid {
-        Uuid::new_v5(&NAMESPACE, parts.join("\u{0}").as_bytes())
-    }
-
-    pub(super) fn quarantine_stream() -> Uuid {
-        derive(&["quarantine"])
-    }
-
-    pub(super) fn quarantine_commit(consumer: &str, position: u64) -> Uuid {
-        derive(&["quarantine", consumer, &position.to_string()])
-    }
-
-    pub(super) fn release_commit(consumer: &str, position: u64) -> Uuid {
-        derive(&["release", consumer, &position.to_string()])
-    }
 }
