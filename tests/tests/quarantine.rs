@@ -1,5 +1,6 @@
 //! Quarantine, never stall: one undecodable event is quarantined (listed by the
-//! `AdminService`) and every case after it is routed, with health SERVING throughout.
+//! `AdminService`) and every case after it is routed, with health SERVING throughout; a
+//! department stream skips what it cannot decode.
 
 use futures::StreamExt as _;
 use onecity_proto::v1 as pb;
@@ -9,12 +10,12 @@ use tonic_health::pb::health_check_response::ServingStatus;
 
 const CASES: usize = 200;
 
-/// Appends an `ApplicationSubmitted` whose payload (`ff ff`) does not decode, as a service
+/// Appends an event of `event_type` whose payload (`ff ff`) does not decode, as a service
 /// principal may; returns its position.
-async fn append_poison(server: &TestServer) -> u64 {
+async fn append_poison(server: &TestServer, event_type: &str) -> u64 {
     let new = pb::NewEvent {
         event_id: uuid::Uuid::now_v7().to_string(),
-        event_type: "onecity.v1.ApplicationSubmitted".into(),
+        event_type: event_type.into(),
         actor: "service:test".into(),
         causation_id: String::new(),
         payload: vec![0xff, 0xff],
@@ -41,7 +42,8 @@ async fn append_poison(server: &TestServer) -> u64 {
 async fn a_poison_event_is_quarantined_and_every_later_case_is_routed() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path()).await;
-    let poison = append_poison(&server).await;
+    let poison = append_poison(&server, "onecity.v1.ApplicationSubmitted").await;
+    append_poison(&server, "onecity.v1.ReferralIssued").await;
 
     let intake = server.intake(tokens::TERMINAL).await;
     let case_ids: Vec<String> = futures::stream::iter(0..CASES)
@@ -64,6 +66,23 @@ async fn a_poison_event_is_quarantined_and_every_later_case_is_routed() {
         assert!(!case.assessments.is_empty(), "case {case_id} assessed");
     }
     assert_eq!(server.health("").await, ServingStatus::Serving);
+
+    // A department stream passes the undecodable referral event (skipped) on to the
+    // referrals after it.
+    let first = server
+        .handoff(tokens::CIVIL_AFFAIRS)
+        .await
+        .stream_referrals(pb::StreamReferralsRequest {
+            after_cursor: String::new(),
+        })
+        .await
+        .expect("stream")
+        .into_inner()
+        .next()
+        .await
+        .expect("a referral")
+        .expect("the stream does not fail");
+    assert!(first.referral.is_some());
 
     let mut admin = server.admin(tokens::ADMIN).await;
     let listed = admin
