@@ -7,6 +7,7 @@ use std::path::PathBuf;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let files = [
+        "onecity/v1/admin.proto",
         "onecity/v1/application.proto",
         "onecity/v1/eligibility.proto",
         "onecity/v1/events.proto",

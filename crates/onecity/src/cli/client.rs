@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use onecity_eventlog_grpc::Bearer;
 use onecity_proto::v1 as pb;
+use onecity_proto::v1::admin_service_client::AdminServiceClient;
 use onecity_proto::v1::eligibility_service_client::EligibilityServiceClient;
 use onecity_proto::v1::event_log_service_client::EventLogServiceClient;
 use onecity_proto::v1::handoff_service_client::HandoffServiceClient;
@@ -16,7 +17,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::Request;
 
 use super::output::{emit, print};
-use super::{ClientArgs, Command, DecisionArg, StateArg};
+use super::{AdminCommand, ClientArgs, Command, DecisionArg, StateArg};
 use crate::json;
 
 /// A connected client: one HTTP/2 channel and the caller's bearer token.
@@ -66,6 +67,11 @@ impl Client {
     /// Handoff service client.
     pub fn handoff(&self) -> HandoffServiceClient<Channel> {
         HandoffServiceClient::new(self.channel.clone())
+    }
+
+    /// Admin service client.
+    pub fn admin(&self) -> AdminServiceClient<Channel> {
+        AdminServiceClient::new(self.channel.clone())
     }
 
     /// Event log service client (large pages: a ReadAll page may hold 1,000 events).
@@ -233,6 +239,36 @@ pub(super) async fn client_command(command: Command) -> anyhow::Result<()> {
             print(resp.get_ref())
         }
         Command::Log { command } => super::log::run(command).await,
+        Command::Admin { command } => admin(command).await,
+    }
+}
+
+/// Runs one `onecity admin` command.
+async fn admin(command: AdminCommand) -> anyhow::Result<()> {
+    match command {
+        AdminCommand::Quarantined { client } => {
+            let c = Client::connect(&client).await?;
+            let resp = c
+                .admin()
+                .list_quarantined(c.request(pb::ListQuarantinedRequest {}))
+                .await?;
+            print(resp.get_ref())
+        }
+        AdminCommand::Retry {
+            client,
+            position,
+            consumer,
+        } => {
+            let c = Client::connect(&client).await?;
+            let resp = c
+                .admin()
+                .retry_quarantined(c.request(pb::RetryQuarantinedRequest {
+                    position,
+                    consumer: consumer.unwrap_or_default(),
+                }))
+                .await?;
+            print(resp.get_ref())
+        }
     }
 }
 
