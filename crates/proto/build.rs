@@ -7,6 +7,7 @@ use std::path::PathBuf;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let files = [
+        "onecity/v1/admin.proto",
         "onecity/v1/application.proto",
         "onecity/v1/eligibility.proto",
         "onecity/v1/events.proto",
@@ -22,15 +23,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // compile_fds does not write the descriptor set itself (only the protoc path does),
     // so write it for server reflection here.
     std::fs::write(out.join("onecity_descriptor.bin"), fds.encode_to_vec())?;
-    // Clients and servers only with the `grpc` feature: the messages alone need no tonic.
-    let grpc = std::env::var_os("CARGO_FEATURE_GRPC").is_some();
+    // Clients and servers only with the `grpc` feature: the messages alone need no tonic,
+    // not even to build (the log contract's dependency tree holds no tonic at all).
+    // The rules build their inputs as a BTreeMap: the same map type here lets the
+    // domain -> proto conversion move it instead of rehashing every key into a HashMap,
+    // and encodes an assessment's inputs in one deterministic order.
+    let btree = ".onecity.v1.RuleResult.inputs";
+    #[cfg(feature = "grpc")]
     tonic_prost_build::configure()
-        .build_client(grpc)
-        .build_server(grpc)
-        // The rules build their inputs as a BTreeMap: the same map type here lets the
-        // domain -> proto conversion move it instead of rehashing every key into a
-        // HashMap, and encodes an assessment's inputs in one deterministic order.
-        .btree_map(".onecity.v1.RuleResult.inputs")
+        .btree_map(btree)
+        .compile_fds(fds)?;
+    #[cfg(not(feature = "grpc"))]
+    prost_build::Config::new()
+        .btree_map([btree])
         .compile_fds(fds)?;
     Ok(())
 }

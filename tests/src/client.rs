@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use onecity_proto::v1 as pb;
+use pb::admin_service_client::AdminServiceClient;
 use pb::eligibility_service_client::EligibilityServiceClient;
 use pb::event_log_service_client::EventLogServiceClient;
 use pb::handoff_service_client::HandoffServiceClient;
@@ -29,6 +30,8 @@ pub type EligibilityClient = EligibilityServiceClient<Authed>;
 pub type HandoffClient = HandoffServiceClient<Authed>;
 /// Event log client with a token.
 pub type LogClient = EventLogServiceClient<Authed>;
+/// Admin client with a token.
+pub type AdminClient = AdminServiceClient<Authed>;
 
 /// Intake client over `channel`, authenticated with `token`.
 pub fn intake(channel: Channel, token: &str) -> IntakeClient {
@@ -48,6 +51,11 @@ pub fn handoff(channel: Channel, token: &str) -> HandoffClient {
 /// Event log client over `channel`, authenticated with `token`.
 pub fn log(channel: Channel, token: &str) -> LogClient {
     EventLogServiceClient::with_interceptor(channel, bearer(token))
+}
+
+/// Admin client over `channel`, authenticated with `token`.
+pub fn admin(channel: Channel, token: &str) -> AdminClient {
+    AdminServiceClient::with_interceptor(channel, bearer(token))
 }
 
 /// Waits (by watching the case, not by sleeping) until the handoff step has run for the

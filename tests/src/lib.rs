@@ -4,14 +4,17 @@
 //! household fixtures, reading the whole log, and counting what it routed.
 
 mod client;
+mod faulty;
 mod fixtures;
 mod routed;
 mod server;
 
 pub use client::{
-    bearer, eligibility, handoff, intake, log, read_whole, referral, wait_handed_off, whole_log,
-    Authed, Bearer, EligibilityClient, HandoffClient, IntakeClient, LogClient,
+    admin, bearer, eligibility, handoff, intake, log, read_whole, referral, wait_handed_off,
+    whole_log, AdminClient, Authed, Bearer, EligibilityClient, HandoffClient, IntakeClient,
+    LogClient,
 };
+pub use faulty::FaultyLog;
 pub use fixtures::{application, sample_application, submission, today, tokens, valid_id_number};
 pub use routed::Routed;
 pub use server::TestServer;

@@ -1,14 +1,19 @@
 //! A onecity server in this process, on a loopback port, over a sled log in a data dir.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use onecity::config::{Config, LogSpec};
+use onecity_eventlog::EventLog;
 use onecity_proto::v1 as pb;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
 
-use crate::client::{self, EligibilityClient, HandoffClient, IntakeClient, LogClient};
+use crate::client::{self, AdminClient, EligibilityClient, HandoffClient, IntakeClient, LogClient};
 use crate::fixtures::{submission, tokens};
 
 /// A running server; stops (gracefully) when dropped or with [`TestServer::stop`].
@@ -30,6 +35,22 @@ impl TestServer {
 
     /// [`TestServer::start`] with the configuration changed by `edit` first.
     pub async fn start_with(data_dir: &Path, edit: impl FnOnce(&mut Config)) -> TestServer {
+        TestServer::start_over(data_dir, None, edit).await
+    }
+
+    /// [`TestServer::start`] over `log` (a wrapped backend, e.g. a [`FaultyLog`]) instead
+    /// of the sled log it would open in `data_dir`.
+    ///
+    /// [`FaultyLog`]: crate::FaultyLog
+    pub async fn start_with_log(data_dir: &Path, log: Arc<dyn EventLog>) -> TestServer {
+        TestServer::start_over(data_dir, Some(log), |_| {}).await
+    }
+
+    async fn start_over(
+        data_dir: &Path,
+        log: Option<Arc<dyn EventLog>>,
+        edit: impl FnOnce(&mut Config),
+    ) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -41,9 +62,15 @@ impl TestServer {
         };
         edit(&mut config);
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(onecity::server::run(listener, config, async move {
+        let shutdown = async move {
             let _ = stopped.await;
-        }));
+        };
+        let task = match log {
+            None => tokio::spawn(onecity::server::run(listener, config, shutdown)),
+            Some(log) => tokio::spawn(onecity::server::run_with_log(
+                listener, config, log, true, shutdown,
+            )),
+        };
         TestServer {
             url,
             data_dir: data_dir.to_path_buf(),
@@ -105,9 +132,27 @@ impl TestServer {
         client::log(self.channel().await, token)
     }
 
+    /// Admin client authenticated with `token`.
+    pub async fn admin(&self, token: &str) -> AdminClient {
+        client::admin(self.channel().await, token)
+    }
+
     /// Raw channel (no token).
     pub async fn raw(&self) -> Channel {
         self.channel().await
+    }
+
+    /// The health status of `service` (`""`: the whole server).
+    pub async fn health(&self, service: &str) -> ServingStatus {
+        let status = HealthClient::new(self.channel().await)
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .expect("health check")
+            .into_inner()
+            .status;
+        ServingStatus::try_from(status).expect("known status")
     }
 
     /// The log's head position.

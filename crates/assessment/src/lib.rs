@@ -375,4 +375,9 @@ impl onecity_eventlog::consumer::ChunkHandler for Assessor {
             .await
             .map(drop)
     }
+
+    /// A stored event that does not decode never will: the consumer quarantines it.
+    fn is_poison(err: &Error) -> bool {
+        matches!(err, Error::Corrupt(_))
+    }
 }

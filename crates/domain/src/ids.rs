@@ -1,5 +1,6 @@
 //! Every deterministic id of onecity, in one place: the commit id of each step a case goes
-//! through and the id of each referral.
+//! through, the id of each referral, and the stream and commit ids of the quarantine
+//! records.
 //!
 //! The log never forgets a commit id, so deriving a step's commit id from what identifies
 //! the step makes a retry or a replay of that step a no-op: the services, the benchmark's
@@ -49,6 +50,34 @@ pub fn referral_id(case_id: Uuid, programme: Programme) -> Uuid {
     derive(&["referral", &case_id.to_string(), programme.as_str()])
 }
 
+/// Id of the system stream of quarantine records (`EventQuarantined`,
+/// `QuarantineReleased`): one stream for every consumer, never a case.
+pub fn quarantine_stream() -> Uuid {
+    derive(&["quarantine"])
+}
+
+/// Commit id of `consumer`'s quarantine record of the event at `position`: a replay
+/// quarantines the event once.
+pub fn quarantine_commit(consumer: &str, position: u64) -> Uuid {
+    derive(&["quarantine", consumer, &position.to_string()])
+}
+
+/// Commit id of the release of the event at `position` by `consumer`.
+pub fn release_commit(consumer: &str, position: u64) -> Uuid {
+    derive(&["release", consumer, &position.to_string()])
+}
+
+/// Namespace of the request ids the CLI derives (a v4 UUID chosen once). Request ids are
+/// the terminal's, not commit ids, so they have a namespace of their own.
+pub const CLI_REQUEST_NAMESPACE: Uuid = Uuid::from_u128(0x6f6e_6563_6974_4a79_a5d1_3c2b_8e4f_0a17);
+
+/// The CLI's default request id of a submission: a name-based id of the application's
+/// protobuf encoding, so the same application (however its JSON is formatted) is one
+/// request.
+pub fn cli_request_id(encoded_application: &[u8]) -> Uuid {
+    Uuid::new_v5(&CLI_REQUEST_NAMESPACE, encoded_application)
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -75,6 +104,15 @@ mod tests {
             (
                 referral_id(CASE, Programme::Dibao),
                 "cbdc29df-0ceb-5a88-8ec2-c30d0ddee7eb",
+            ),
+            (quarantine_stream(), "91875d07-5df4-5032-bb91-c6c1e5908f6f"),
+            (
+                quarantine_commit("assessment", 42),
+                "6096c362-63bc-58be-a1ad-a38e11dc7625",
+            ),
+            (
+                release_commit("assessment", 42),
+                "2f5bd375-62ce-5b30-8522-56c7ec972caa",
             ),
         ];
         for (id, want) in pinned {

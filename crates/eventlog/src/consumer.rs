@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::retry::BackoffBuilder as _;
 use crate::{Error, EventLog, Filter, RecordedEvent};
 
 /// Most events handed to a [`ChunkHandler`] at once.
@@ -35,6 +36,20 @@ pub trait ChunkHandler: Send + Sync {
     /// background) once every chunk before it is handled too. The same chunk may be
     /// handed again after a crash or an error, so handling must be idempotent.
     async fn handle(&self, events: &[RecordedEvent]) -> Result<(), Self::Error>;
+
+    /// Whether `err` is poison: the event cannot be decoded or applied, so handling it
+    /// again can never succeed (as opposed to a transient failure of the log or storage,
+    /// which a retry may outlive). The default, `false`, treats every error as transient.
+    ///
+    /// On a poison error [`run`] hands the chunk's events over again one at a time; each
+    /// event that fails with a poison error on its own is recorded as quarantined (see
+    /// [`quarantine`](crate::quarantine)) and the checkpoint passes it. So an event that
+    /// is poison must be poison on its own: the error must not depend on the rest of the
+    /// chunk.
+    fn is_poison(err: &Self::Error) -> bool {
+        let _ = err;
+        false
+    }
 }
 
 /// Shortest time between the starts of two checkpoint writes of one consumer. Under load
@@ -46,7 +61,7 @@ pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Follows `log` from the checkpoint of `name` with `filter` until `shutdown`, handing
 /// every ready chunk (up to [`MAX_CHUNK`] events) to `handler`, with up to
-/// [`ChunkHandler::IN_FLIGHT`] chunks in its hands at once.
+/// [`ChunkHandler::IN_FLIGHT`] chunks in its hands at once. Returns only on `shutdown`.
 ///
 /// The checkpoint is written off the critical path: the next chunk is handed over without
 /// waiting for it. At most one checkpoint write is in flight and at most one starts per
@@ -54,11 +69,19 @@ pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
 /// finished with `Ok` after every chunk before it, so the checkpoint never passes a chunk
 /// that was not fully handled, even when a later chunk finishes first. It may lag behind:
 /// a crash then replays a little more, which idempotent handlers turn into no-ops. When
-/// the consumer stops (shutdown, the end of the log, or an error) it lets the chunks in
-/// the handler's hands finish (after a failed chunk, only those before it count), waits
-/// for the write in flight and saves the last handled position, so a clean restart
-/// replays nothing. Errors, the log's or the handler's, are logged and the consumer
-/// resumes from its checkpoint after a [`retry::backoff`](crate::retry::backoff) delay.
+/// the consumer stops (shutdown, the end of the subscription, or an error) it lets the
+/// chunks in the handler's hands finish (after a failed chunk, only those before it
+/// count), waits for the write in flight and saves the last handled position, so a clean
+/// restart replays nothing.
+///
+/// A chunk that fails with a poison error (see [`ChunkHandler::is_poison`]) is handled
+/// again one event at a time, and each event that is poison on its own is quarantined
+/// (see [`quarantine`](crate::quarantine)): one bad event never stalls the consumer.
+/// Any other error, the log's or the handler's, is logged and the consumer resumes from
+/// its checkpoint after a [`retry::backoff`](crate::retry::backoff) delay. So does a
+/// subscription that ends without a shutdown (a remote log restarting): a consumer never
+/// stops on its own. The delays grow while attempts fail and start again from the
+/// shortest once an attempt has handled something.
 pub async fn run<H: ChunkHandler>(
     log: Arc<dyn EventLog>,
     name: &str,
@@ -66,13 +89,43 @@ pub async fn run<H: ChunkHandler>(
     shutdown: CancellationToken,
     handler: &H,
 ) {
-    crate::retry::until_ok(
-        &shutdown,
-        || follow(&log, name, filter.clone(), &shutdown, handler),
-        |e, backoff| tracing::warn!(consumer = name, error = %e, ?backoff, "consumer restarting"),
-    )
-    .await;
+    let mut delays = crate::retry::backoff().build();
+    while !shutdown.is_cancelled() {
+        let mut progressed = false;
+        let outcome = follow(
+            &log,
+            name,
+            filter.clone(),
+            &shutdown,
+            handler,
+            &mut progressed,
+        )
+        .await;
+        if shutdown.is_cancelled() {
+            return;
+        }
+        if progressed {
+            delays = crate::retry::backoff().build();
+        }
+        let backoff = delays.next().unwrap_or(crate::retry::MAX_DELAY);
+        match outcome {
+            Ok(()) => tracing::warn!(
+                consumer = name,
+                ?backoff,
+                "subscription ended without a shutdown, resubscribing"
+            ),
+            Err(e) => tracing::warn!(consumer = name, error = %e, ?backoff, "consumer restarting"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
 }
+
+/// A chunk in the handler's hands, once finished: its last position, or the error with
+/// the chunk's events (to hand them over one by one when the error is poison).
+type Finished<E> = Result<Option<u64>, (E, Vec<RecordedEvent>)>;
 
 async fn follow<H: ChunkHandler>(
     log: &Arc<dyn EventLog>,
@@ -80,6 +133,7 @@ async fn follow<H: ChunkHandler>(
     filter: Filter,
     shutdown: &CancellationToken,
     handler: &H,
+    progressed: &mut bool,
 ) -> Result<(), H::Error> {
     let from = log.load_checkpoint(name).await? + 1;
     let mut chunks = log.subscribe(from, filter).await?.ready_chunks(MAX_CHUNK);
@@ -95,12 +149,13 @@ async fn follow<H: ChunkHandler>(
         tokio::select! {
             // Finished chunks first: they free a slot and move the checkpoint.
             biased;
-            Some(done) = in_hand.next(), if !in_hand.is_empty() => match done {
-                Ok(Some(last)) => checkpoint.handled(last),
-                Ok(None) => {}
-                Err(e) => {
-                    chunk_failed = true;
-                    break Err(e);
+            Some(done) = in_hand.next(), if !in_hand.is_empty() => {
+                match settle(done, log.as_ref(), name, handler, &mut checkpoint).await {
+                    Ok(()) => *progressed = true,
+                    Err(e) => {
+                        chunk_failed = true;
+                        break Err(e);
+                    }
                 }
             },
             chunk = chunks.next(), if in_hand.len() < in_flight => {
@@ -110,8 +165,11 @@ async fn follow<H: ChunkHandler>(
                     Err(e) => break Err(e.into()),
                 };
                 in_hand.push_back(async move {
-                    handler.handle(&events).await?;
-                    Ok(events.last().map(|e| e.position))
+                    let finished: Finished<H::Error> = match handler.handle(&events).await {
+                        Ok(()) => Ok(events.last().map(|e| e.position)),
+                        Err(e) => Err((e, events)),
+                    };
+                    finished
                 });
             },
             r = checkpoint.tick() => if let Err(e) = r {
@@ -127,22 +185,58 @@ async fn follow<H: ChunkHandler>(
         in_hand.clear();
     }
     while let Some(done) = in_hand.next().await {
-        match done {
-            Ok(Some(last)) => checkpoint.handled(last),
-            Ok(None) => {}
-            Err(e) => {
-                if outcome.is_ok() {
-                    outcome = Err(e);
-                }
-                break;
+        if let Err(e) = settle(done, log.as_ref(), name, handler, &mut checkpoint).await {
+            if outcome.is_ok() {
+                outcome = Err(e);
             }
+            break;
         }
     }
-    // Everything recorded as handled was handled with `Ok`, even when a later chunk
-    // failed, so it is saved on every way out.
+    // Everything recorded as handled was handled with `Ok` or quarantined, even when a
+    // later chunk failed, so it is saved on every way out.
     let saved = checkpoint.finish().await;
     outcome?;
     saved.map_err(Into::into)
+}
+
+/// Moves the checkpoint past a finished chunk; after a poison error, past each of its
+/// events once it is handled on its own or quarantined. `Err`: a transient error, the
+/// checkpoint stays before the event that met it.
+async fn settle<H: ChunkHandler>(
+    done: Finished<H::Error>,
+    log: &dyn EventLog,
+    name: &str,
+    handler: &H,
+    checkpoint: &mut Checkpointer,
+) -> Result<(), H::Error> {
+    let events = match done {
+        Ok(Some(last)) => {
+            checkpoint.handled(last);
+            return Ok(());
+        }
+        Ok(None) => return Ok(()),
+        Err((e, events)) if H::is_poison(&e) => events,
+        Err((e, _)) => return Err(e),
+    };
+    for event in &events {
+        match handler.handle(std::slice::from_ref(event)).await {
+            Ok(()) => {}
+            Err(e) if H::is_poison(&e) => {
+                tracing::error!(
+                    consumer = name,
+                    position = event.position,
+                    case_id = %event.case_id,
+                    event_type = %event.event_type,
+                    error = %e,
+                    "event cannot be handled, quarantined"
+                );
+                crate::quarantine::record(log, name, event, &e.to_string()).await?;
+            }
+            Err(e) => return Err(e),
+        }
+        checkpoint.handled(event.position);
+    }
+    Ok(())
 }
 
 /// Writes a consumer's checkpoint in the background: one write in flight at most, at
@@ -311,6 +405,186 @@ mod tests {
         shutdown.cancel();
         task.await.unwrap();
         assert_eq!(log.load_checkpoint("probe").await.unwrap(), first);
+    }
+
+    /// A [`MemoryLog`] whose first subscription ends at once without an error, as a remote
+    /// log's does when its server shuts down gracefully.
+    #[derive(Debug)]
+    struct EndsOnce {
+        inner: MemoryLog,
+        subscriptions: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl EventLog for EndsOnce {
+        async fn append(
+            &self,
+            case_id: Uuid,
+            expected: Expected,
+            events: Vec<NewEvent>,
+            commit_id: Uuid,
+        ) -> crate::Result<crate::Appended> {
+            self.inner
+                .append(case_id, expected, events, commit_id)
+                .await
+        }
+        async fn read_case(
+            &self,
+            case_id: Uuid,
+            from: u64,
+            limit: usize,
+        ) -> crate::Result<Vec<RecordedEvent>> {
+            self.inner.read_case(case_id, from, limit).await
+        }
+        async fn read_all(&self, from: u64, limit: usize) -> crate::Result<Vec<RecordedEvent>> {
+            self.inner.read_all(from, limit).await
+        }
+        async fn subscribe(&self, from: u64, filter: Filter) -> crate::Result<crate::EventStream> {
+            let n = self
+                .subscriptions
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if n == 0 {
+                return Ok(Box::pin(futures::stream::empty()));
+            }
+            self.inner.subscribe(from, filter).await
+        }
+        async fn save_checkpoint(&self, consumer: &str, position: u64) -> crate::Result<()> {
+            self.inner.save_checkpoint(consumer, position).await
+        }
+        async fn load_checkpoint(&self, consumer: &str) -> crate::Result<u64> {
+            self.inner.load_checkpoint(consumer).await
+        }
+        async fn head(&self) -> crate::Result<u64> {
+            self.inner.head().await
+        }
+    }
+
+    /// A subscription that ends cleanly (not on shutdown) is followed again from the
+    /// checkpoint: the consumer never stops on its own.
+    #[tokio::test]
+    async fn a_subscription_that_ends_cleanly_is_resubscribed() {
+        let log = Arc::new(EndsOnce {
+            inner: MemoryLog::new(),
+            subscriptions: Default::default(),
+        });
+        let first = append_one(&log.inner).await;
+        let (seen, mut rx) = mpsc::unbounded_channel();
+        let shutdown = CancellationToken::new();
+        let task = {
+            let log: Arc<dyn EventLog> = Arc::clone(&log) as _;
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                let probe = Probe {
+                    seen,
+                    fail_at: None,
+                };
+                run(log, "probe", Filter::all(), stop, &probe).await;
+            })
+        };
+        let got = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await;
+        assert_eq!(got.expect("resubscribed"), Some(first));
+        assert_eq!(
+            log.subscriptions.load(std::sync::atomic::Ordering::SeqCst),
+            2
+        );
+        shutdown.cancel();
+        task.await.unwrap();
+        assert_eq!(log.load_checkpoint("probe").await.unwrap(), first);
+    }
+
+    /// Refuses every chunk holding an event whose payload is `[0xff]`, with a poison error.
+    struct Picky {
+        seen: mpsc::UnboundedSender<Vec<u64>>,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    enum PickyError {
+        #[error("payload does not decode")]
+        Poison,
+        #[error(transparent)]
+        Log(#[from] Error),
+    }
+
+    #[async_trait::async_trait]
+    impl ChunkHandler for Picky {
+        type Error = PickyError;
+        const IN_FLIGHT: usize = 2;
+
+        async fn handle(&self, events: &[RecordedEvent]) -> Result<(), PickyError> {
+            if events.iter().any(|e| e.payload == [0xff]) {
+                return Err(PickyError::Poison);
+            }
+            let _ = self.seen.send(events.iter().map(|e| e.position).collect());
+            Ok(())
+        }
+
+        fn is_poison(err: &PickyError) -> bool {
+            matches!(err, PickyError::Poison)
+        }
+    }
+
+    /// A poison event is quarantined, durably and once, and every event around it is
+    /// handled: the checkpoint passes it.
+    #[tokio::test]
+    async fn a_poison_event_is_quarantined_and_passed() {
+        let log = Arc::new(MemoryLog::new());
+        let before = append_one(&log).await;
+        let poison = log
+            .append(
+                Uuid::now_v7(),
+                Expected::Any,
+                vec![NewEvent::new("test.Event", "test", vec![0xff])],
+                Uuid::now_v7(),
+            )
+            .await
+            .unwrap()
+            .last_position;
+        let after = append_one(&log).await;
+        let (seen, mut rx) = mpsc::unbounded_channel();
+        let shutdown = CancellationToken::new();
+        let task = {
+            let log: Arc<dyn EventLog> = Arc::clone(&log) as _;
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                let filter = Filter::prefixes(["test."]);
+                run(log, "picky", filter, stop, &Picky { seen }).await;
+            })
+        };
+        let mut handled = Vec::new();
+        while !handled.contains(&after) {
+            let got = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await;
+            handled.extend(got.expect("handled").expect("running"));
+        }
+        assert!(handled.contains(&before));
+        assert!(!handled.contains(&poison));
+        shutdown.cancel();
+        task.await.unwrap();
+        assert_eq!(log.load_checkpoint("picky").await.unwrap(), after);
+        let listed = crate::quarantine::list(log.as_ref()).await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].position, poison);
+        assert_eq!(listed[0].consumer, "picky");
+        assert_eq!(listed[0].reason, "payload does not decode");
+        // A replay quarantines once.
+        let event = &log.read_all(poison, 1).await.unwrap()[0];
+        crate::quarantine::record(log.as_ref(), "picky", event, "again")
+            .await
+            .unwrap();
+        assert_eq!(
+            log.read_case_all(crate::quarantine::stream())
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        // A release takes it off the list.
+        crate::quarantine::release(log.as_ref(), "picky", poison)
+            .await
+            .unwrap();
+        assert!(crate::quarantine::list(log.as_ref())
+            .await
+            .unwrap()
+            .is_empty());
     }
 
     /// Hands each chunk's first and last position to the test and waits for its verdict

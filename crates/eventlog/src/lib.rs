@@ -22,6 +22,7 @@ use uuid::Uuid;
 pub mod codec;
 pub mod consumer;
 pub mod memory;
+pub mod quarantine;
 pub mod retry;
 
 #[cfg(feature = "conformance")]

@@ -3,10 +3,10 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
 
 use futures::StreamExt;
 use onecity_domain::events::{CaseEvent, REFERRAL_PREFIX};
+use onecity_eventlog::retry::{self, BackoffBuilder as _};
 use onecity_eventlog::{EventLog, Filter, RecordedEvent};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -135,21 +135,22 @@ impl Inbox {
     }
 
     async fn feed(&self, log: Arc<dyn EventLog>, shutdown: CancellationToken) {
-        let mut backoff = Duration::from_millis(100);
+        // Waits between two subscriptions; the sequence starts over after progress, so a
+        // blip after hours of service is retried quickly.
+        let mut delays = retry::backoff().build();
         while !shutdown.is_cancelled() {
-            let from = *self.applied.borrow() + 1;
-            let stream = match log
-                .subscribe(from, Filter::prefixes([REFERRAL_PREFIX]))
-                .await
-            {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "inbox subscription failed, retrying");
-                    tokio::select! { () = tokio::time::sleep(backoff) => {}, () = shutdown.cancelled() => return }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    continue;
-                }
-            };
+            let subscribed = retry::until_ok(
+                &shutdown,
+                || {
+                    log.subscribe(
+                        *self.applied.borrow() + 1,
+                        Filter::prefixes([REFERRAL_PREFIX]),
+                    )
+                },
+                |e, delay| tracing::warn!(error = %e, ?delay, "inbox subscription failed, retrying"),
+            )
+            .await;
+            let Some(stream) = subscribed else { return };
             // Apply what is ready in chunks: one lock and one watch update per chunk.
             let mut chunks = stream.ready_chunks(1024);
             loop {
@@ -169,14 +170,15 @@ impl Inbox {
                     }
                 }
                 if !ok.is_empty() {
-                    backoff = Duration::from_millis(100);
+                    delays = retry::backoff().build();
                     self.apply(&ok);
                 }
                 if broke {
                     break;
                 }
             }
-            tokio::select! { () = tokio::time::sleep(backoff) => {}, () = shutdown.cancelled() => return }
+            let delay = delays.next().unwrap_or(retry::MAX_DELAY);
+            tokio::select! { () = tokio::time::sleep(delay) => {}, () = shutdown.cancelled() => return }
         }
     }
 

@@ -9,7 +9,9 @@ use onecity_domain::events::{CaseEvent, REFERRAL_PREFIX};
 use onecity_domain::Principal;
 use onecity_eventlog::{EventLog, Filter, NewEvent};
 use onecity_proto::v1 as pb;
-use onecity_service::case::{append_case_commit, denied, Commit, Outcome, Step, Subject};
+use onecity_service::case::{
+    append_case_commit, decode_or_skip, denied, Commit, Outcome, Step, Subject,
+};
 use uuid::Uuid;
 
 use crate::{invalid, Error, Inbox, Result, MAX_NOTE_CHARS, MAX_PAGE_SIZE};
@@ -112,14 +114,12 @@ impl Handoff {
         Ok(stream.filter_map(move |r| {
             let out = match r {
                 Err(e) => Some(Err(Error::from(e))),
-                Ok(e) => match CaseEvent::decode(&e.event_type, &e.payload) {
-                    Err(err) => Some(Err(Error::from(err))),
-                    Ok(ev) => ev
-                        .as_ref()
-                        .and_then(CaseEvent::referral)
-                        .filter(|r| unit.as_ref().is_none_or(|u| &r.department_unit == u))
-                        .map(|r| Ok((r.clone(), e.position.to_string()))),
-                },
+                Ok(e) => decode_or_skip(&e)
+                    .flatten()
+                    .as_ref()
+                    .and_then(CaseEvent::referral)
+                    .filter(|r| unit.as_ref().is_none_or(|u| &r.department_unit == u))
+                    .map(|r| Ok((r.clone(), e.position.to_string()))),
             };
             futures::future::ready(out)
         }))

@@ -266,6 +266,11 @@ impl onecity_eventlog::consumer::ChunkHandler for HandoffWorker {
             .await
             .map(drop)
     }
+
+    /// A stored event that does not decode never will: the consumer quarantines it.
+    fn is_poison(err: &Error) -> bool {
+        matches!(err, Error::Corrupt(_))
+    }
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use onecity_eligibility::PolicyBook;
 use onecity_eventlog::{Appended, EventLog, Expected, Filter, NewEvent};
 use onecity_proto::v1 as pb;
 use onecity_service::case::{
-    append_case_commit, denied, load_case, meta, Commit, Outcome, Step, Subject,
+    append_case_commit, decode_or_skip, denied, load_case, meta, Commit, Outcome, Step, Subject,
 };
 use onecity_service::{ErrorClass, Kind};
 use uuid::Uuid;
@@ -258,10 +258,10 @@ impl Intake {
         let mut state = CaseState::default();
         let mut statuses = Vec::with_capacity(events.len());
         for e in &events {
-            state.apply(
-                meta(e),
-                CaseEvent::decode(&e.event_type, &e.payload)?.as_ref(),
-            );
+            let Some(event) = decode_or_skip(e) else {
+                continue;
+            };
+            state.apply(meta(e), event.as_ref());
             statuses.push(state.status);
         }
         view(principal, case_id, &state)?;
@@ -290,20 +290,19 @@ impl Intake {
             .scan(state, |state, r| {
                 let item = match r {
                     Err(e) => Some(Err(Error::from(e))),
-                    Ok(e) => match CaseEvent::decode(&e.event_type, &e.payload) {
-                        Err(err) => Some(Err(Error::from(err))),
-                        Ok(ev) => {
-                            state.apply(meta(&e), ev.as_ref());
-                            let event = state.history.last().cloned();
-                            Some(Ok(pb::WatchCaseResponse {
-                                event,
-                                status: pb::CaseStatus::from(state.status) as i32,
-                            }))
-                        }
-                    },
+                    Ok(e) => decode_or_skip(&e).map(|ev| {
+                        state.apply(meta(&e), ev.as_ref());
+                        let event = state.history.last().cloned();
+                        Ok(pb::WatchCaseResponse {
+                            event,
+                            status: pb::CaseStatus::from(state.status) as i32,
+                        })
+                    }),
                 };
-                futures::future::ready(item)
-            });
+                // `Some(None)`: an event skipped, the stream goes on.
+                futures::future::ready(Some(item))
+            })
+            .filter_map(futures::future::ready);
         // Stop after the first response that reports a final status.
         let live = live.scan(false, |done, r| {
             if *done {

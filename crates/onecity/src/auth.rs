@@ -4,9 +4,9 @@
 //! reflection, which need no token). It only establishes *who* calls and stores the
 //! [`Principal`] in the request extensions; *what* each principal may do is decided by the
 //! services, which read it back with [`principal`] (or the same `extensions().get::<Principal>()`
-//! in their own crates). The one exception is the event log: [`EventLogAuth`] also requires a
-//! `service` or `admin` principal, because the log service in `onecity-eventlog` knows nothing of
-//! principals.
+//! in their own crates). The exceptions are the services that know nothing of principals:
+//! [`EventLogAuth`] also requires a `service` or `admin` principal for the event log, and
+//! [`AdminAuth`] an `admin` principal for the `AdminService`.
 //!
 //! Tokens are never echoed in errors or logs: a mistyped token is often one character away from
 //! a real one.
@@ -90,6 +90,11 @@ impl Auth {
     pub fn event_log(&self) -> EventLogAuth {
         EventLogAuth(self.clone())
     }
+
+    /// An interceptor for the `AdminService`: authenticated, and only `admin`.
+    pub fn admin(&self) -> AdminAuth {
+        AdminAuth(self.clone())
+    }
 }
 
 impl Interceptor for Auth {
@@ -164,6 +169,40 @@ impl EventLogAuth {
 }
 
 impl Interceptor for EventLogAuth {
+    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+        self.intercept(req)
+    }
+}
+
+/// The interceptor of the `AdminService` (see [`Auth::admin`]).
+#[derive(Debug, Clone)]
+pub struct AdminAuth(Auth);
+
+impl AdminAuth {
+    /// Authenticates, then requires an `admin` principal.
+    ///
+    /// # Errors
+    /// `UNAUTHENTICATED` as for [`Auth::intercept`]; `PERMISSION_DENIED` for every other
+    /// principal (logged).
+    pub fn intercept(&self, req: Request<()>) -> Result<Request<()>, Status> {
+        let req = self.0.intercept(req)?;
+        let principal = principal(&req)?;
+        if let Principal::Admin { .. } = principal {
+            return Ok(req);
+        }
+        tracing::warn!(
+            principal = %principal,
+            kind = principal.kind(),
+            "admin service access denied"
+        );
+        Err(Status::permission_denied(format!(
+            "{} principals may not use the admin service",
+            principal.kind()
+        )))
+    }
+}
+
+impl Interceptor for AdminAuth {
     fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
         self.intercept(req)
     }
@@ -278,11 +317,31 @@ mod tests {
     }
 
     #[test]
+    fn admin_service_needs_admin() {
+        let admin = auth().admin();
+        let req = admin.intercept(request(Some("Bearer demo-admin"))).unwrap();
+        assert!(principal(&req).is_ok());
+        for token in [
+            "demo-service",
+            "demo-terminal-120103",
+            "demo-housing-120103",
+        ] {
+            let err = admin
+                .intercept(request(Some(&format!("Bearer {token}"))))
+                .unwrap_err();
+            assert_eq!(err.code(), Code::PermissionDenied, "{token}");
+        }
+        let err = admin.intercept(request(None)).unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated);
+    }
+
+    #[test]
     fn works_as_a_tonic_interceptor() {
         fn assert_interceptor<I: Interceptor + Clone + Send + Sync + 'static>(_: &I) {}
         let a = auth();
         assert_interceptor(&a);
         assert_interceptor(&a.event_log());
+        assert_interceptor(&a.admin());
         assert_eq!(format!("{a:?}"), "Auth { tokens: 13 }");
     }
 }

@@ -39,6 +39,8 @@ proto_names!(
     AcknowledgeReferralResponse,
     RecordDecisionResponse,
     RecordedEvent,
+    ListQuarantinedResponse,
+    RetryQuarantinedResponse,
 );
 
 /// Every `onecity.v1` descriptor (decoded once).

@@ -2,15 +2,19 @@
 //! same configuration, authentication and CLI code the binary uses.
 //!
 //! - [`config`]: layered configuration (defaults, TOML file, `ONECITY_*` env, flags) and tokens.
+//! - [`admin`]: the `AdminService` (quarantined events and their retry).
 //! - [`auth`]: the bearer-token interceptor that turns a token into a `Principal`.
 //! - [`server`]: every service in one process (`onecity serve`).
+//! - [`health`]: the `grpc.health.v1` statuses that tell the truth, and worker supervision.
 //! - [`cli`]: the command line (`serve` and the client commands for people).
 //! - [`json`]: the proto3 JSON mapping used by the CLI.
 //! - [`migrate`]: `onecity log export | import | checksum`.
 
+pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod health;
 pub mod json;
 pub mod migrate;
 pub mod server;

@@ -23,10 +23,15 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
+use tonic::server::NamedService as _;
 use tonic::service::interceptor::InterceptedService;
 
+use crate::admin::grpc::AdminGrpc;
+use crate::admin::{Admin, Workers};
 use crate::auth::Auth;
 use crate::config::{Config, LogSpec, Role};
+use crate::health::{supervise, Vitals, WatchedLog};
+use onecity_proto::v1::admin_service_server::AdminServiceServer;
 use onecity_proto::v1::eligibility_service_server::EligibilityServiceServer;
 use onecity_proto::v1::event_log_service_server::EventLogServiceServer;
 use onecity_proto::v1::handoff_service_server::HandoffServiceServer;
@@ -143,6 +148,21 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate()?;
+    let (log, direct_log) = open_log(&config).await?;
+    run_with_log(listener, config, log, direct_log, shutdown).await
+}
+
+/// [`run`] over a log opened by the caller (a test wraps a backend to inject failures);
+/// `direct_log` as for a log `run` opens itself: whether this process may serve the
+/// `EventLogService` over it.
+pub async fn run_with_log(
+    listener: TcpListener,
+    config: Config,
+    log: Arc<dyn EventLog>,
+    direct_log: bool,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    config.validate()?;
     let auth = Auth::from_config(&config)?;
     if config.uses_demo_tokens() {
         tracing::warn!(
@@ -151,11 +171,15 @@ pub async fn run(
         );
     }
     let (policies, catalogue) = load_rules(&config)?;
-    let (log, direct_log) = open_log(&config).await?;
     let stop = CancellationToken::new();
 
     let mut workers = Vec::new();
+    // The handlers of this process's workers, for the admin's retry of a quarantined event.
+    let mut handlers = Workers::new();
     let (health_reporter, health) = tonic_health::server::health_reporter();
+    let vitals = Vitals::new(health_reporter);
+    // Every service writes through it, so a log that refuses writes shows in the health.
+    let log: Arc<dyn EventLog> = Arc::new(WatchedLog::new(log, vitals.clone()));
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(onecity_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -165,9 +189,7 @@ pub async fn run(
         let intake = Intake::new(Arc::clone(&log), Arc::clone(&policies))
             .with_backpressure(backpressure(&config));
         let svc = IntakeGrpc::new(intake, stop.clone()).into_server();
-        health_reporter
-            .set_serving::<IntakeServiceServer<IntakeGrpc>>()
-            .await;
+        vitals.serve(IntakeServiceServer::<IntakeGrpc>::NAME).await;
         Some(InterceptedService::new(svc, auth.clone()))
     } else {
         None
@@ -179,12 +201,22 @@ pub async fn run(
             Arc::clone(&catalogue),
         )
         .with_partition(config.partition);
-        workers.push(tokio::spawn(assessor.run(stop.clone())));
+        handlers.insert(
+            Assessor::consumer_name(&config.partition),
+            Arc::new(assessor.clone()),
+        );
+        let worker_stop = stop.clone();
+        workers.push(supervise(
+            "assessment",
+            vitals.clone(),
+            stop.clone(),
+            move || assessor.clone().run(worker_stop.clone()),
+        ));
         let svc =
             EligibilityGrpc::new(Screener::new(Arc::clone(&policies), Arc::clone(&catalogue)))
                 .into_server();
-        health_reporter
-            .set_serving::<EligibilityServiceServer<EligibilityGrpc>>()
+        vitals
+            .serve(EligibilityServiceServer::<EligibilityGrpc>::NAME)
             .await;
         Some(InterceptedService::new(svc, auth.clone()))
     } else {
@@ -193,12 +225,22 @@ pub async fn run(
     let handoff = if config.runs(Role::Handoff) {
         let worker = HandoffWorker::new(Arc::clone(&log), Arc::clone(&catalogue))
             .with_partition(config.partition);
-        workers.push(tokio::spawn(worker.run(stop.clone())));
+        handlers.insert(
+            HandoffWorker::consumer_name(&config.partition),
+            Arc::new(worker.clone()),
+        );
+        let worker_stop = stop.clone();
+        workers.push(supervise(
+            "handoff",
+            vitals.clone(),
+            stop.clone(),
+            move || worker.clone().run(worker_stop.clone()),
+        ));
         let inbox = Inbox::start(Arc::clone(&log), stop.clone());
         let svc =
             HandoffGrpc::new(Handoff::new(Arc::clone(&log), inbox), stop.clone()).into_server();
-        health_reporter
-            .set_serving::<HandoffServiceServer<HandoffGrpc>>()
+        vitals
+            .serve(HandoffServiceServer::<HandoffGrpc>::NAME)
             .await;
         Some(InterceptedService::new(svc, auth.clone()))
     } else {
@@ -206,8 +248,8 @@ pub async fn run(
     };
     // Over the store itself only: a sled store this process owns, or JetStream.
     let log_service = if direct_log && config.runs(Role::Log) {
-        health_reporter
-            .set_serving::<EventLogServiceServer<EventLogGrpc>>()
+        vitals
+            .serve(EventLogServiceServer::<EventLogGrpc>::NAME)
             .await;
         Some(InterceptedService::new(
             EventLogGrpc::new(Arc::clone(&log), stop.clone()).into_server(),
@@ -216,10 +258,14 @@ pub async fn run(
     } else {
         None
     };
+    let admin = AdminGrpc::new(Admin::new(Arc::clone(&log), handlers)).into_server();
+    vitals.serve(AdminServiceServer::<AdminGrpc>::NAME).await;
+    let admin = InterceptedService::new(admin, auth.admin());
 
     let addr = listener.local_addr()?;
     tracing::info!(%addr, roles = ?config.roles, partition = %config.partition, direct_log, "onecity serving");
     let server_stop = stop.clone();
+    let server_vitals = vitals.clone();
     // TCP_NODELAY on every accepted connection. With an incoming stream of our own, tonic's
     // `tcp_nodelay` setting does not apply, and with Nagle on, a response written in
     // several small pieces (headers, message, trailers) waits for the client's delayed ACK
@@ -237,9 +283,12 @@ pub async fn run(
         .add_optional_service(eligibility)
         .add_optional_service(handoff)
         .add_optional_service(log_service)
+        .add_service(admin)
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;
             tracing::info!("shutting down");
+            // Balancers stop sending new calls before the open ones end.
+            server_vitals.stopping().await;
             // Ends open streams first: a graceful shutdown waits for every response.
             server_stop.cancel();
         })

@@ -1,8 +1,10 @@
 //! The roles as separate processes over one sled log process (the "remote" topology):
 //! one log process, one intake, two eligibility and two handoff instances partitioned by
 //! case. Mid-stream one eligibility and one handoff instance are killed with SIGKILL and
-//! restarted. At the end every application has exactly one assessment and exactly one
-//! referral per referred programme.
+//! restarted. Then the log process is restarted gracefully (SIGTERM, then start), which
+//! ends the remote workers' subscriptions cleanly: they resubscribe, and the cases
+//! submitted afterwards are routed too. At the end every application has exactly one
+//! assessment and exactly one referral per referred programme.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -24,9 +26,14 @@ impl Proc {
     /// Starts `onecity serve` on port 0 and waits for its "onecity serving" line, which
     /// carries the address it bound.
     async fn start(data_dir: &Path, args: &[&str]) -> Proc {
+        Proc::start_at(data_dir, "127.0.0.1:0", args).await
+    }
+
+    /// [`Proc::start`] on `addr`.
+    async fn start_at(data_dir: &Path, addr: &str, args: &[&str]) -> Proc {
         let mut child = Command::new(env!("CARGO_BIN_EXE_onecity"))
             .arg("serve")
-            .args(["--addr", "127.0.0.1:0", "--data-dir"])
+            .args(["--addr", addr, "--data-dir"])
             .arg(data_dir)
             .args(args)
             .env("ONECITY_LOG_TOKEN", "demo-service")
@@ -65,12 +72,47 @@ impl Proc {
         self.child.kill().await.expect("kill");
     }
 
+    /// Stops the process gracefully (SIGTERM) and waits until it has exited.
+    async fn terminate(mut self) {
+        let pid = self.child.id().expect("running").to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .expect("run kill");
+        assert!(sent.success(), "SIGTERM sent");
+        let exited = tokio::time::timeout(Duration::from_secs(60), self.child.wait())
+            .await
+            .expect("exited in time")
+            .expect("wait");
+        assert!(exited.success(), "graceful exit: {exited}");
+    }
+
     async fn channel(&self) -> Channel {
         Channel::from_shared(self.url.clone())
             .unwrap()
             .connect()
             .await
             .expect("connect")
+    }
+}
+
+/// Submits `request`, retrying (same request id, so one case) while intake's connection to
+/// the restarted log comes back.
+async fn submit_retrying(ch: &Channel, request: pb::SubmitApplicationRequest) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut c = onecity_tests::intake(ch.clone(), tokens::TERMINAL);
+        match c.submit_application(request.clone()).await {
+            Ok(r) => return r.into_inner().case_id,
+            Err(e)
+                if e.code() == tonic::Code::Unavailable
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("submit after the log restart: {e}"),
+        }
     }
 }
 
@@ -102,7 +144,7 @@ async fn roles_as_processes_survive_sigkill_exactly_once() {
 
     let ch = intake.channel().await;
     let mut cases = Vec::new();
-    let total = 60;
+    let total: usize = 60;
     for i in 0..total {
         let mut c = onecity_tests::intake(ch.clone(), tokens::TERMINAL);
         let r = c
@@ -128,6 +170,22 @@ async fn roles_as_processes_survive_sigkill_exactly_once() {
     // Wait (by watching, not sleeping) until every case has been handed off.
     let mut admin = onecity_tests::intake(ch.clone(), tokens::ADMIN);
     for case_id in &cases {
+        wait_handed_off(&mut admin, case_id, Duration::from_secs(120)).await;
+    }
+
+    // A graceful restart of the log process, on the same address and store: the remote
+    // workers' subscriptions end cleanly, and they must follow the log again.
+    let addr = log.url.trim_start_matches("http://").to_owned();
+    log.terminate().await;
+    let log = Proc::start_at(dir.path(), &addr, &["--role", "log"]).await;
+    for i in total..total + 10 {
+        let request = pb::SubmitApplicationRequest {
+            request_id: format!("req-{i}"),
+            application: Some(application(i)),
+        };
+        cases.push(submit_retrying(&ch, request).await);
+    }
+    for case_id in &cases[total..] {
         wait_handed_off(&mut admin, case_id, Duration::from_secs(120)).await;
     }
 

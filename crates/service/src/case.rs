@@ -4,6 +4,7 @@
 use std::future::Future;
 
 use onecity_domain::case::{CaseState, EventMeta};
+use onecity_domain::events::CaseEvent;
 use onecity_domain::Principal;
 use onecity_eventlog::{Appended, EventLog, Expected, NewEvent, RecordedEvent};
 use uuid::Uuid;
@@ -22,6 +23,25 @@ pub fn meta(e: &RecordedEvent) -> EventMeta {
         event_type: e.event_type.clone(),
         actor: e.actor.clone(),
         recorded_at: e.recorded_at_rfc3339(),
+    }
+}
+
+/// A stored event decoded for a stream a department or terminal follows (`WatchCase`,
+/// `StreamReferrals`): `None` when it does not decode, logged with its position and
+/// skipped, so one bad event cannot break every stream that passes it (the workers
+/// quarantine it). `Some(None)` is an event type this version does not know.
+pub fn decode_or_skip(e: &RecordedEvent) -> Option<Option<CaseEvent>> {
+    match CaseEvent::decode(&e.event_type, &e.payload) {
+        Ok(event) => Some(event),
+        Err(err) => {
+            tracing::warn!(
+                position = e.position,
+                event_type = %e.event_type,
+                error = %err,
+                "undecodable event skipped in a stream"
+            );
+            None
+        }
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use onecity_eventlog_grpc::Bearer;
 use onecity_proto::v1 as pb;
+use onecity_proto::v1::admin_service_client::AdminServiceClient;
 use onecity_proto::v1::eligibility_service_client::EligibilityServiceClient;
 use onecity_proto::v1::event_log_service_client::EventLogServiceClient;
 use onecity_proto::v1::handoff_service_client::HandoffServiceClient;
@@ -16,7 +17,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::Request;
 
 use super::output::{emit, print};
-use super::{ClientArgs, Command, DecisionArg, StateArg};
+use super::{AdminCommand, ClientArgs, Command, DecisionArg, StateArg};
 use crate::json;
 
 /// A connected client: one HTTP/2 channel and the caller's bearer token.
@@ -68,6 +69,11 @@ impl Client {
         HandoffServiceClient::new(self.channel.clone())
     }
 
+    /// Admin service client.
+    pub fn admin(&self) -> AdminServiceClient<Channel> {
+        AdminServiceClient::new(self.channel.clone())
+    }
+
     /// Event log service client (large pages: a ReadAll page may hold 1,000 events).
     pub fn event_log(&self) -> EventLogServiceClient<Channel> {
         EventLogServiceClient::new(self.channel.clone()).max_decoding_message_size(64 * 1024 * 1024)
@@ -83,11 +89,9 @@ pub fn read_application(path: &Path) -> anyhow::Result<pb::Application> {
 /// The default request id of `submit`: a name-based UUID of the application's protobuf
 /// encoding, so the same application (however its JSON is formatted) is one request.
 pub fn default_request_id(app: &pb::Application) -> String {
-    // Fixed namespace for onecity CLI request ids (a v4 UUID chosen once).
-    const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6f6e_6563_6974_4a79_a5d1_3c2b_8e4f_0a17);
     format!(
         "cli-{}",
-        uuid::Uuid::new_v5(&NAMESPACE, &app.encode_to_vec())
+        onecity_domain::ids::cli_request_id(&app.encode_to_vec())
     )
 }
 
@@ -235,6 +239,36 @@ pub(super) async fn client_command(command: Command) -> anyhow::Result<()> {
             print(resp.get_ref())
         }
         Command::Log { command } => super::log::run(command).await,
+        Command::Admin { command } => admin(command).await,
+    }
+}
+
+/// Runs one `onecity admin` command.
+async fn admin(command: AdminCommand) -> anyhow::Result<()> {
+    match command {
+        AdminCommand::Quarantined { client } => {
+            let c = Client::connect(&client).await?;
+            let resp = c
+                .admin()
+                .list_quarantined(c.request(pb::ListQuarantinedRequest {}))
+                .await?;
+            print(resp.get_ref())
+        }
+        AdminCommand::Retry {
+            client,
+            position,
+            consumer,
+        } => {
+            let c = Client::connect(&client).await?;
+            let resp = c
+                .admin()
+                .retry_quarantined(c.request(pb::RetryQuarantinedRequest {
+                    position,
+                    consumer: consumer.unwrap_or_default(),
+                }))
+                .await?;
+            print(resp.get_ref())
+        }
     }
 }
 

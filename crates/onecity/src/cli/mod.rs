@@ -162,6 +162,34 @@ pub enum Command {
         #[command(subcommand)]
         command: LogCommand,
     },
+    /// Operate the workers (admin token).
+    Admin {
+        /// Admin command.
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+/// `onecity admin ...`.
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// List the events the workers quarantined (could not handle and moved past).
+    Quarantined {
+        /// Server and token.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Re-run the owning worker on a quarantined event (after a fix); released on success.
+    Retry {
+        /// Server and token.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Log position of the quarantined event.
+        position: u64,
+        /// The worker to retry it with (needed only when several quarantined it).
+        #[arg(long)]
+        consumer: Option<String>,
+    },
 }
 
 /// `onecity log ...`.

@@ -1,0 +1,117 @@
+//! Operating the workers: the events they quarantined, and their retry after a fix.
+//!
+//! [`Admin`] is the core of `onecity.v1.AdminService` (its gRPC face is [`grpc`]; who may
+//! call it is decided in [`crate::auth`]). The quarantine records are in the log, so any
+//! process lists them all; a retry needs the worker's handler, so a process retries only
+//! for the workers it runs (its [`Workers`] registry).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use onecity_eventlog::quarantine::{self, Failure, Quarantined, Redo};
+use onecity_eventlog::EventLog;
+
+pub mod grpc;
+
+/// The handlers of the workers this process runs, by consumer (checkpoint) name.
+pub type Workers = BTreeMap<String, Arc<dyn Redo>>;
+
+/// Why an admin operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Nothing is quarantined where the caller said.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request is ambiguous or malformed.
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// Request field at fault.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The operation cannot be done here or now (the worker is elsewhere, or fails again).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The log or the handler failed transiently.
+    #[error(transparent)]
+    Log(#[from] onecity_eventlog::Error),
+    /// The handler failed transiently.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// The admin operations.
+#[derive(Clone)]
+pub struct Admin {
+    log: Arc<dyn EventLog>,
+    workers: Arc<Workers>,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin")
+            .field("workers", &self.workers.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Admin {
+    /// Admin over `log`, retrying with `workers`.
+    pub fn new(log: Arc<dyn EventLog>, workers: Workers) -> Self {
+        Admin {
+            log,
+            workers: Arc::new(workers),
+        }
+    }
+
+    /// Every event quarantined and not released since.
+    pub async fn quarantined(&self) -> Result<Vec<Quarantined>, Error> {
+        Ok(quarantine::list(self.log.as_ref()).await?)
+    }
+
+    /// Retries the event quarantined at `position` by `consumer` (or by the one worker
+    /// that quarantined it) and returns that worker's name once it is released.
+    pub async fn retry(&self, position: u64, consumer: Option<&str>) -> Result<String, Error> {
+        let listed = self.quarantined().await?;
+        let mut at: Vec<&Quarantined> = listed
+            .iter()
+            .filter(|q| q.position == position && consumer.is_none_or(|c| q.consumer == c))
+            .collect();
+        let found = match (at.pop(), at.is_empty()) {
+            (None, _) => {
+                return Err(Error::NotFound(format!(
+                    "no event quarantined at position {position}{}",
+                    consumer.map(|c| format!(" by {c}")).unwrap_or_default()
+                )))
+            }
+            (Some(q), true) => q,
+            (Some(_), false) => {
+                return Err(Error::Invalid {
+                    field: "consumer",
+                    reason: format!("several workers quarantined position {position}: name one"),
+                })
+            }
+        };
+        let handler = self.workers.get(&found.consumer).ok_or_else(|| {
+            Error::FailedPrecondition(format!(
+                "worker {} does not run in this process: retry against a process that runs it",
+                found.consumer
+            ))
+        })?;
+        quarantine::retry(
+            self.log.as_ref(),
+            &found.consumer,
+            handler.as_ref(),
+            position,
+        )
+        .await
+        .map_err(|e| match e {
+            Failure::Poison(_) => Error::FailedPrecondition(format!(
+                "event at position {position} {e}; it stays quarantined"
+            )),
+            Failure::Transient(_) => Error::Unavailable(e.to_string()),
+        })?;
+        Ok(found.consumer.clone())
+    }
+}

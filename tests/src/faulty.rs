@@ -1,0 +1,82 @@
+//! A log backend wrapper that fails on demand, to see what the server makes of a log that
+//! refuses writes.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use onecity_eventlog::{
+    Appended, Error, EventLog, EventStream, Expected, Filter, NewEvent, RecordedEvent, Result,
+};
+use onecity_eventlog_sled::{SledConfig, SledLog};
+use uuid::Uuid;
+
+/// A log whose appends fail with [`Error::Storage`] (as after an fsync failure) while
+/// [`FaultyLog::fail_appends`] is on; everything else goes to the wrapped log.
+#[derive(Debug)]
+pub struct FaultyLog {
+    inner: Arc<dyn EventLog>,
+    failing: AtomicBool,
+}
+
+impl FaultyLog {
+    /// A sled log in `dir`, wrapped.
+    pub fn sled(dir: &std::path::Path) -> Arc<FaultyLog> {
+        let log = SledLog::open(dir, SledConfig::default()).expect("open sled log");
+        Arc::new(FaultyLog {
+            inner: Arc::new(log),
+            failing: AtomicBool::new(false),
+        })
+    }
+
+    /// Turns the append failures on or off.
+    pub fn fail_appends(&self, on: bool) {
+        self.failing.store(on, Ordering::SeqCst);
+    }
+}
+
+#[async_trait::async_trait]
+impl EventLog for FaultyLog {
+    async fn append(
+        &self,
+        case_id: Uuid,
+        expected: Expected,
+        events: Vec<NewEvent>,
+        commit_id: Uuid,
+    ) -> Result<Appended> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(Error::Storage("injected by the test".into()));
+        }
+        self.inner
+            .append(case_id, expected, events, commit_id)
+            .await
+    }
+
+    async fn read_case(
+        &self,
+        case_id: Uuid,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        self.inner.read_case(case_id, from, limit).await
+    }
+
+    async fn read_all(&self, from: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
+        self.inner.read_all(from, limit).await
+    }
+
+    async fn subscribe(&self, from: u64, filter: Filter) -> Result<EventStream> {
+        self.inner.subscribe(from, filter).await
+    }
+
+    async fn save_checkpoint(&self, consumer: &str, position: u64) -> Result<()> {
+        self.inner.save_checkpoint(consumer, position).await
+    }
+
+    async fn load_checkpoint(&self, consumer: &str) -> Result<u64> {
+        self.inner.load_checkpoint(consumer).await
+    }
+
+    async fn head(&self) -> Result<u64> {
+        self.inner.head().await
+    }
+}
