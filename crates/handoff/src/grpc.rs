@@ -34,9 +34,11 @@ impl HandoffGrpc {
         HandoffGrpc { handoff, shutdown }
     }
 
-    /// The tonic service.
+    /// The tonic service, decoding requests up to
+    /// [`MAX_REQUEST_BYTES`](onecity_service::grpc::MAX_REQUEST_BYTES).
     pub fn into_server(self) -> HandoffServiceServer<Self> {
         HandoffServiceServer::new(self)
+            .max_decoding_message_size(onecity_service::grpc::MAX_REQUEST_BYTES)
     }
 }
 

@@ -29,9 +29,11 @@ impl IntakeGrpc {
         IntakeGrpc { intake, shutdown }
     }
 
-    /// The tonic service.
+    /// The tonic service, decoding requests up to
+    /// [`MAX_REQUEST_BYTES`](onecity_service::grpc::MAX_REQUEST_BYTES).
     pub fn into_server(self) -> IntakeServiceServer<Self> {
         IntakeServiceServer::new(self)
+            .max_decoding_message_size(onecity_service::grpc::MAX_REQUEST_BYTES)
     }
 }
 
