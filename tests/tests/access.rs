@@ -128,6 +128,7 @@ async fn tokens_and_roles_are_enforced() {
         .unwrap();
     let ack = |id: &str| pb::AcknowledgeReferralRequest {
         referral_id: id.into(),
+        request_id: String::new(),
     };
     for token in [
         tokens::CIVIL_AFFAIRS,

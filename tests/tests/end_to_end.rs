@@ -127,6 +127,7 @@ async fn household_reaches_every_programme_and_case_closes() {
         let acked = dept
             .acknowledge_referral(pb::AcknowledgeReferralRequest {
                 referral_id: r.referral_id.clone(),
+                request_id: String::new(),
             })
             .await
             .unwrap()
@@ -145,6 +146,7 @@ async fn household_reaches_every_programme_and_case_closes() {
                 decision: decision as i32,
                 amount_fen: amount,
                 note: "checked at home visit".into(),
+                request_id: String::new(),
             })
             .await
             .unwrap()

@@ -11,6 +11,7 @@ fn decide(id: &str, decision: pb::Decision, amount: i64) -> pb::RecordDecisionRe
         decision: decision as i32,
         amount_fen: amount,
         note: String::new(),
+        request_id: String::new(),
     }
 }
 
@@ -60,6 +61,7 @@ async fn invalid_transitions_are_refused() {
 
     let ack = pb::AcknowledgeReferralRequest {
         referral_id: dibao.referral_id.clone(),
+        request_id: String::new(),
     };
     civil.acknowledge_referral(ack.clone()).await.unwrap();
     // Acknowledging again is harmless and changes nothing.
@@ -108,6 +110,7 @@ async fn withdrawal_cancels_open_referrals() {
     let withdraw = pb::WithdrawApplicationRequest {
         case_id: case_id.clone(),
         reason: "moved away".into(),
+        request_id: String::new(),
     };
     let err = server
         .intake(tokens::CIVIL_AFFAIRS)
@@ -262,6 +265,7 @@ async fn referrals_page_and_stream_resumably() {
     civil
         .acknowledge_referral(pb::AcknowledgeReferralRequest {
             referral_id: first.referral_id.clone(),
+            request_id: String::new(),
         })
         .await
         .unwrap();

@@ -26,9 +26,11 @@ impl EligibilityGrpc {
         EligibilityGrpc { screener }
     }
 
-    /// The tonic service.
+    /// The tonic service, decoding requests up to
+    /// [`MAX_REQUEST_BYTES`](onecity_service::grpc::MAX_REQUEST_BYTES).
     pub fn into_server(self) -> EligibilityServiceServer<Self> {
         EligibilityServiceServer::new(self)
+            .max_decoding_message_size(onecity_service::grpc::MAX_REQUEST_BYTES)
     }
 }
 

@@ -6,6 +6,7 @@ use chrono::NaiveDate;
 use onecity_proto::v1 as proto;
 
 use crate::date::{age_on, format_date, parse_date};
+use crate::text::{check_name, check_text, TextKind};
 use crate::{
     DisabilityKind, DistrictCode, EducationStage, EmergencyKind, Employment, Housing, IdNumber,
     Invalid, Relationship, Supporter,
@@ -209,10 +210,11 @@ pub fn validate_application(
                 EmergencyKind::from_proto,
                 "application.emergency.kind",
             )?;
-            max_chars(
+            check_text(
+                "application.emergency.description",
                 &description,
                 MAX_DESCRIPTION_CHARS,
-                "application.emergency.description",
+                TextKind::Paragraph,
             )?;
             // Kind unspecified means no emergency, so a stray description goes with it.
             kind.map(|kind| Emergency { kind, description })
@@ -222,7 +224,12 @@ pub fn validate_application(
         Some(d) => not_in_future(d, today, "application.application_date")?,
         None => return Err(bad_date("application.application_date")),
     };
-    max_chars(&contact_phone, MAX_PHONE_CHARS, "application.contact_phone")?;
+    check_text(
+        "application.contact_phone",
+        &contact_phone,
+        MAX_PHONE_CHARS,
+        TextKind::Line,
+    )?;
 
     Ok(Application {
         district,
@@ -282,16 +289,7 @@ fn validate_person(
         ));
     }
 
-    let name_chars = name.chars().count();
-    if name_chars == 0 {
-        return Err(Invalid::new(field("name"), "must not be empty"));
-    }
-    if name_chars > MAX_NAME_CHARS {
-        return Err(Invalid::new(
-            field("name"),
-            format!("must be at most {MAX_NAME_CHARS} characters"),
-        ));
-    }
+    check_name(&field("name"), &name, MAX_NAME_CHARS)?;
 
     let birth_date = match parsed_birth_date {
         Some(b) => not_in_future(b, today, path("birth_date"))?,
@@ -402,16 +400,6 @@ fn optional_enum<T>(
     from(v)
         .map(Some)
         .ok_or_else(|| Invalid::new(field.path(), format!("unknown value {v}")))
-}
-
-fn max_chars(s: &str, max: usize, field: &str) -> Result<(), Invalid> {
-    if s.chars().count() > max {
-        return Err(Invalid::new(
-            field,
-            format!("must be at most {max} characters"),
-        ));
-    }
-    Ok(())
 }
 
 fn bad_date(field: impl FieldPath) -> Invalid {

@@ -44,6 +44,15 @@ pub fn withdraw_commit(case_id: Uuid, version: u64) -> Uuid {
     derive(&["withdraw", &case_id.to_string(), &version.to_string()])
 }
 
+/// Commit id of a principal's request carrying an idempotency key (`AcknowledgeReferral`,
+/// `RecordDecision`, `WithdrawApplication`): the same request id from the same principal is
+/// always the same commit, so a retry finds the original instead of acting twice, and a
+/// reuse of the key for other content is recognised as such. `actor` is
+/// [`crate::Principal::actor`]; submissions keep their own [`submit_commit`].
+pub fn request_commit(actor: &str, request_id: &str) -> Uuid {
+    derive(&["request", actor, request_id])
+}
+
 /// Id of the referral of `programme` in `case_id`: a replayed handoff derives the same id,
 /// so a referral can never exist twice.
 pub fn referral_id(case_id: Uuid, programme: Programme) -> Uuid {
@@ -114,6 +123,10 @@ mod tests {
                 release_commit("assessment", 42),
                 "2f5bd375-62ce-5b30-8522-56c7ec972caa",
             ),
+            (
+                request_commit("terminal:t-1", "req-1"),
+                "3f86250f-61db-5572-a203-a314a14f3e57",
+            ),
         ];
         for (id, want) in pinned {
             assert_eq!(id.to_string(), want);
@@ -125,6 +138,7 @@ mod tests {
     fn all_ids(terminal: &str, request: &str, case: Uuid, version: u64) -> Vec<Uuid> {
         let mut ids = vec![
             submit_commit(terminal, request),
+            request_commit(terminal, request),
             assess_commit(case),
             handoff_commit(case),
             withdraw_commit(case, version),
@@ -149,7 +163,7 @@ mod tests {
             let same_submit = (a.0.as_str(), a.1.as_str()) == (b.0.as_str(), b.1.as_str());
             let same_case = a.2 == b.2;
             let same_version = same_case && a.3 == b.3;
-            let shared = usize::from(same_submit)
+            let shared = 2 * usize::from(same_submit)
                 + if same_case { ids_a.len() - 2 } else { 0 }
                 + usize::from(same_version);
             prop_assert_eq!(seen.len(), ids_a.len() + ids_b.len() - shared);

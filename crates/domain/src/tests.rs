@@ -186,6 +186,42 @@ fn names_and_strings_count_characters() {
 }
 
 #[test]
+fn free_text_refuses_control_and_bidi_characters_and_blank_names() {
+    refused(
+        |p| p.members[1].name = "  \u{3000}".into(),
+        "application.members[1].name",
+        "must not be whitespace only",
+    );
+    refused(
+        |p| p.members[0].name = "张\u{202E}伟".into(),
+        "application.members[0].name",
+        "must not contain bidirectional formatting characters (found U+202E)",
+    );
+    refused(
+        |p| p.contact_phone = "1380\r\n0000".into(),
+        "application.contact_phone",
+        "must not contain control characters (found U+000D)",
+    );
+    refused(
+        |p| {
+            p.emergency = Some(proto::Emergency {
+                kind: proto::EmergencyKind::Fire as i32,
+                description: "fire\u{2066}x".into(),
+            })
+        },
+        "application.emergency.description",
+        "must not contain bidirectional formatting characters (found U+2066)",
+    );
+    // Prose may run over lines.
+    let mut p = sample_application();
+    p.emergency = Some(proto::Emergency {
+        kind: proto::EmergencyKind::Fire as i32,
+        description: "kitchen fire\n\tflat uninhabitable".into(),
+    });
+    assert!(check(p).is_ok());
+}
+
+#[test]
 fn dates() {
     let f = "application.members[2].birth_date";
     refused(
@@ -403,7 +439,7 @@ fn arb_person(i: usize, application_date: NaiveDate) -> impl Strategy<Value = Pe
     };
     (
         0..=max_days,
-        "[a-zA-Z\u{4e00}-\u{9fa5} ·]{1,64}",
+        "[a-zA-Z\u{4e00}-\u{9fa5}·][a-zA-Z\u{4e00}-\u{9fa5} ·]{0,63}",
         relationship,
         proptest::option::of((arb_enum(DisabilityKind::ALL), 1u8..=4)),
         any::<bool>(),

@@ -14,4 +14,4 @@ mod server;
 pub use bearer::{Bearer, InvalidToken};
 pub use error_status::{from_status, status, CONFLICT_REASON, ERROR_DOMAIN};
 pub use remote::RemoteLog;
-pub use server::EventLogGrpc;
+pub use server::{EventLogGrpc, Writer};

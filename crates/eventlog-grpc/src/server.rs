@@ -14,18 +14,46 @@ use onecity_eventlog::{EventLog, Filter};
 
 use crate::status;
 
+/// Marks a request whose caller may write to the log (`Append`, `SaveCheckpoint`): the
+/// embedding's authentication puts it in the request's extensions for the principals it
+/// trusts with writes. See [`EventLogGrpc::writers_only`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Writer;
+
 /// Serves any [`EventLog`] over gRPC.
 #[derive(Debug, Clone)]
 pub struct EventLogGrpc {
     log: Arc<dyn EventLog>,
     shutdown: CancellationToken,
+    writers_only: bool,
 }
 
 impl EventLogGrpc {
     /// Serves `log`; open subscriptions end when `shutdown` is cancelled, so a graceful
     /// server shutdown never waits on a stream that would otherwise never finish.
     pub fn new(log: Arc<dyn EventLog>, shutdown: CancellationToken) -> Self {
-        EventLogGrpc { log, shutdown }
+        EventLogGrpc {
+            log,
+            shutdown,
+            writers_only: false,
+        }
+    }
+
+    /// Refuses writes (`Append`, `SaveCheckpoint`) with `PERMISSION_DENIED` unless the
+    /// request carries a [`Writer`] mark; reads stay open to whoever the authentication
+    /// let in. Least privilege: a reader's token, stolen, cannot change the log.
+    pub fn writers_only(mut self) -> Self {
+        self.writers_only = true;
+        self
+    }
+
+    fn check_writer<T>(&self, req: &Request<T>, action: &str) -> Result<(), Status> {
+        if self.writers_only && req.extensions().get::<Writer>().is_none() {
+            return Err(Status::permission_denied(format!(
+                "only service principals may {action}: the event log is read-only to this caller"
+            )));
+        }
+        Ok(())
     }
 
     /// The tonic service, ready to add to a router.
@@ -46,6 +74,7 @@ impl EventLogService for EventLogGrpc {
         &self,
         req: Request<pb::AppendRequest>,
     ) -> Result<Response<pb::AppendResponse>, Status> {
+        self.check_writer(&req, "append to the event log")?;
         let pb::AppendRequest {
             case_id,
             expected,
@@ -142,6 +171,7 @@ impl EventLogService for EventLogGrpc {
         &self,
         req: Request<pb::SaveCheckpointRequest>,
     ) -> Result<Response<pb::SaveCheckpointResponse>, Status> {
+        self.check_writer(&req, "save checkpoints")?;
         let pb::SaveCheckpointRequest { consumer, position } = req.into_inner();
         self.log
             .save_checkpoint(&consumer, position)

@@ -16,6 +16,11 @@ impl From<Error> for Status {
     }
 }
 
+/// The request id of a request, if it carries one (proto3: empty means none).
+fn request_key(request_id: &str) -> Option<&str> {
+    Some(request_id).filter(|r| !r.is_empty())
+}
+
 /// Serves [`Handoff`] over gRPC.
 #[derive(Debug, Clone)]
 pub struct HandoffGrpc {
@@ -29,9 +34,11 @@ impl HandoffGrpc {
         HandoffGrpc { handoff, shutdown }
     }
 
-    /// The tonic service.
+    /// The tonic service, decoding requests up to
+    /// [`MAX_REQUEST_BYTES`](onecity_service::grpc::MAX_REQUEST_BYTES).
     pub fn into_server(self) -> HandoffServiceServer<Self> {
         HandoffServiceServer::new(self)
+            .max_decoding_message_size(onecity_service::grpc::MAX_REQUEST_BYTES)
     }
 }
 
@@ -83,8 +90,14 @@ impl HandoffService for HandoffGrpc {
         req: Request<pb::AcknowledgeReferralRequest>,
     ) -> Result<Response<pb::AcknowledgeReferralResponse>, Status> {
         let who = principal(&req)?;
-        let pb::AcknowledgeReferralRequest { referral_id } = req.into_inner();
-        let referral = self.handoff.acknowledge(&who, &referral_id).await?;
+        let pb::AcknowledgeReferralRequest {
+            referral_id,
+            request_id,
+        } = req.into_inner();
+        let referral = self
+            .handoff
+            .acknowledge_with_request_id(&who, &referral_id, request_key(&request_id))
+            .await?;
         Ok(Response::new(pb::AcknowledgeReferralResponse {
             referral: Some(referral),
         }))
@@ -100,13 +113,17 @@ impl HandoffService for HandoffGrpc {
             decision,
             amount_fen,
             note,
+            request_id,
         } = req.into_inner();
         let input = DecisionInput {
             decision,
             amount_fen,
             note,
         };
-        let referral = self.handoff.decide(&who, &referral_id, input).await?;
+        let referral = self
+            .handoff
+            .decide_with_request_id(&who, &referral_id, input, request_key(&request_id))
+            .await?;
         Ok(Response::new(pb::RecordDecisionResponse {
             referral: Some(referral),
         }))

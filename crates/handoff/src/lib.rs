@@ -68,6 +68,15 @@ impl ErrorClass for Error {
     }
 }
 
+impl From<onecity_domain::Invalid> for Error {
+    fn from(e: onecity_domain::Invalid) -> Self {
+        Error::Invalid {
+            field: e.field,
+            reason: e.reason,
+        }
+    }
+}
+
 fn invalid(field: &str, reason: impl Into<String>) -> Error {
     Error::Invalid {
         field: field.into(),

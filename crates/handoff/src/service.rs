@@ -6,11 +6,13 @@ use std::sync::Arc;
 use futures::{Stream, StreamExt};
 use onecity_domain::case::{is_final, CaseStatus, EventMeta};
 use onecity_domain::events::{CaseEvent, REFERRAL_PREFIX};
-use onecity_domain::Principal;
-use onecity_eventlog::{EventLog, Filter, NewEvent};
+use onecity_domain::text::{check_request_id, check_text, TextKind};
+use onecity_domain::{ids, Principal};
+use onecity_eventlog::{Appended, EventLog, Filter, NewEvent};
 use onecity_proto::v1 as pb;
 use onecity_service::case::{
-    append_case_commit, decode_or_skip, denied, Commit, Outcome, Step, Subject,
+    append_case_commit, commit_events, decode_or_skip, denied, recorded_commit, Commit, Outcome,
+    Step, Subject,
 };
 use uuid::Uuid;
 
@@ -181,10 +183,29 @@ impl Handoff {
         principal: &Principal,
         referral_id: &str,
     ) -> Result<pb::Referral> {
+        self.acknowledge_with_request_id(principal, referral_id, None)
+            .await
+    }
+
+    /// [`Handoff::acknowledge`] under an idempotency key (see [`RequestKey`]).
+    pub async fn acknowledge_with_request_id(
+        &self,
+        principal: &Principal,
+        referral_id: &str,
+        request_id: Option<&str>,
+    ) -> Result<pb::Referral> {
         let (case_id, _) = self
             .own_referral(principal, referral_id, "acknowledge referrals")
             .await?;
-        self.transition(principal, case_id, referral_id, |r| {
+        let key = RequestKey::new(
+            principal,
+            request_id,
+            |e| matches!(e, CaseEvent::ReferralAcknowledged(r) if r.referral_id == referral_id),
+        )?;
+        if let Some(answer) = self.answered_before(key.as_ref()).await? {
+            return Ok(answer);
+        }
+        self.transition(principal, case_id, referral_id, key.as_ref(), |r| {
             if r.state == pb::ReferralState::Acknowledged as i32 {
                 return Ok(None);
             }
@@ -205,6 +226,19 @@ impl Handoff {
         referral_id: &str,
         input: DecisionInput,
     ) -> Result<pb::Referral> {
+        self.decide_with_request_id(principal, referral_id, input, None)
+            .await
+    }
+
+    /// [`Handoff::decide`] under an idempotency key (see [`RequestKey`]): a retry returns
+    /// the referral as the decision left it, even though it is decided now.
+    pub async fn decide_with_request_id(
+        &self,
+        principal: &Principal,
+        referral_id: &str,
+        input: DecisionInput,
+        request_id: Option<&str>,
+    ) -> Result<pb::Referral> {
         let state = match pb::Decision::try_from(input.decision) {
             Ok(pb::Decision::Approved) => pb::ReferralState::Approved,
             Ok(pb::Decision::Denied) => pb::ReferralState::Denied,
@@ -219,16 +253,20 @@ impl Handoff {
                 "must be 0 when the referral is denied",
             ));
         }
-        if input.note.chars().count() > MAX_NOTE_CHARS {
-            return Err(invalid(
-                "note",
-                format!("longer than {MAX_NOTE_CHARS} characters"),
-            ));
-        }
+        check_text("note", &input.note, MAX_NOTE_CHARS, TextKind::Paragraph)?;
         let (case_id, _) = self
             .own_referral(principal, referral_id, "decide referrals")
             .await?;
-        self.transition(principal, case_id, referral_id, |r| {
+        let key = RequestKey::new(principal, request_id, |e| {
+            matches!(e, CaseEvent::ReferralDecided(r) if r.referral_id == referral_id
+                && r.state == state as i32
+                && r.decided_amount_fen == input.amount_fen
+                && r.note == input.note)
+        })?;
+        if let Some(answer) = self.answered_before(key.as_ref()).await? {
+            return Ok(answer);
+        }
+        self.transition(principal, case_id, referral_id, key.as_ref(), |r| {
             check_open(r)?;
             Ok(Some(CaseEvent::ReferralDecided(pb::Referral {
                 state: state as i32,
@@ -248,6 +286,7 @@ impl Handoff {
         principal: &Principal,
         case_id: Uuid,
         referral_id: &str,
+        key: Option<&RequestKey<'_>>,
         change: impl Fn(&pb::Referral) -> Result<Option<CaseEvent>>,
     ) -> Result<pb::Referral> {
         let outcome = append_case_commit(
@@ -283,18 +322,93 @@ impl Handoff {
                     version: state.version,
                     events: events
                         .iter()
-                        .map(|e| NewEvent::new(e.event_type(), actor.clone(), e.encode()))
+                        .map(|e| {
+                            let new = NewEvent::new(e.event_type(), actor.clone(), e.encode());
+                            match key {
+                                Some(key) => new.caused_by(key.request_id),
+                                None => new,
+                            }
+                        })
                         .collect(),
-                    commit_id: Uuid::now_v7(),
+                    commit_id: key.map_or_else(Uuid::now_v7, |k| k.commit_id),
                 };
                 Ok(Step::Append(commit, updated))
             },
         )
         .await?;
+        if let (Outcome::Appended(_, appended), Some(key)) = (&outcome, key) {
+            if appended.deduplicated {
+                // A concurrent retry of the same keyed request wrote first.
+                return key.original(self.log.as_ref(), appended).await;
+            }
+        }
         if let Outcome::Appended(updated, _) = &outcome {
             tracing::info!(%case_id, referral = referral_id, state = updated.state, department = %updated.department_unit, "referral updated");
         }
         Ok(outcome.into_answer())
+    }
+
+    /// The original answer when the keyed request's commit is already in the log.
+    async fn answered_before(&self, key: Option<&RequestKey<'_>>) -> Result<Option<pb::Referral>> {
+        let Some(key) = key else { return Ok(None) };
+        let probe = NewEvent::new(REFERRAL_PROBE_TYPE, key.actor.clone(), Vec::new());
+        match recorded_commit(self.log.as_ref(), key.commit_id, probe).await? {
+            Some(original) => Ok(Some(key.original(self.log.as_ref(), &original).await?)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Event type of the probe that looks a commit id up; the probe is never written.
+const REFERRAL_PROBE_TYPE: &str = "onecity.v1.ReferralDecided";
+
+/// An idempotency key on a department's request: the commit id derived from the principal
+/// and the request id ([`ids::request_commit`]), and how to recognise the request's own
+/// first event in a commit found under it. The same key with other content (another
+/// referral, action, decision, amount or note) is [`Error::FailedPrecondition`].
+struct RequestKey<'a> {
+    request_id: &'a str,
+    actor: String,
+    commit_id: Uuid,
+    same_request: Box<dyn Fn(&CaseEvent) -> bool + Send + Sync + 'a>,
+}
+
+impl<'a> RequestKey<'a> {
+    fn new(
+        principal: &Principal,
+        request_id: Option<&'a str>,
+        same_request: impl Fn(&CaseEvent) -> bool + Send + Sync + 'a,
+    ) -> Result<Option<Self>> {
+        let Some(request_id) = request_id else {
+            return Ok(None);
+        };
+        check_request_id("request_id", request_id)?;
+        let actor = principal.actor();
+        Ok(Some(RequestKey {
+            request_id,
+            commit_id: ids::request_commit(&actor, request_id),
+            actor,
+            same_request: Box::new(same_request),
+        }))
+    }
+
+    /// The referral as the commit found under this key left it, if the commit is this
+    /// request.
+    async fn original(&self, log: &dyn EventLog, appended: &Appended) -> Result<pb::Referral> {
+        let events = commit_events(log, appended).await?;
+        let first = match events.first() {
+            Some(e) => CaseEvent::decode(&e.event_type, &e.payload)?,
+            None => None,
+        };
+        match first {
+            Some(event) if (self.same_request)(&event) => {
+                Ok(event.referral().cloned().unwrap_or_default())
+            }
+            _ => Err(Error::FailedPrecondition(format!(
+                "request id {:?} was used for a different request",
+                self.request_id
+            ))),
+        }
     }
 }
 

@@ -415,3 +415,136 @@ async fn listing_is_scoped_to_the_unit() {
         .unwrap_err();
     assert_eq!(status(err).code(), Code::PermissionDenied);
 }
+
+/// A decision under a request id has the deterministic commit id; retrying it returns the
+/// original referral (not "already decided") and writes nothing; the same request id with
+/// another amount, note or referral is FAILED_PRECONDITION and writes nothing.
+#[tokio::test]
+async fn a_retried_decision_returns_the_original_referral() {
+    let log = log();
+    let handoff = handoff(&log);
+    let (case_id, dibao, medical) = referred_case(&log).await;
+    let civil = department(CIVIL);
+    let first = handoff
+        .decide_with_request_id(&civil, &dibao, approve(42_000), Some("decide-1"))
+        .await
+        .unwrap();
+    assert_eq!(first.state, pb::ReferralState::Approved as i32);
+    let events = log.read_case_all(case_id).await.unwrap();
+    let last = events.last().unwrap();
+    assert_eq!(
+        last.commit_id,
+        ids::request_commit(&civil.actor(), "decide-1")
+    );
+    assert_eq!(last.causation_id, "decide-1");
+    let head = log.head().await.unwrap();
+
+    let again = handoff
+        .decide_with_request_id(&civil, &dibao, approve(42_000), Some("decide-1"))
+        .await
+        .unwrap();
+    assert_eq!(again, first);
+
+    for (referral, input) in [
+        (&dibao, approve(41_000)),
+        (
+            &dibao,
+            DecisionInput {
+                note: "other".into(),
+                ..approve(42_000)
+            },
+        ),
+    ] {
+        let err = handoff
+            .decide_with_request_id(&civil, referral, input, Some("decide-1"))
+            .await
+            .unwrap_err();
+        let status = status(err);
+        assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+        assert!(status.message().contains("different request"), "{status:?}");
+    }
+    // The medical referral belongs to another unit: that unit's key space is its own, so
+    // the same request id there is a new request.
+    let r = handoff
+        .decide_with_request_id(&department(MEDICAL), &medical, approve(1), Some("decide-1"))
+        .await
+        .unwrap();
+    assert_eq!(r.state, pb::ReferralState::Approved as i32);
+    let head = head + 2; // the medical decision and the case's closing
+    assert_eq!(log.head().await.unwrap(), head);
+
+    // A key used for an acknowledgement is not a decision.
+    let err = handoff
+        .acknowledge_with_request_id(&civil, &dibao, Some("decide-1"))
+        .await
+        .unwrap_err();
+    assert_eq!(status(err).code(), Code::FailedPrecondition);
+    // Without a key a retry is what it always was.
+    let err = handoff
+        .decide(&civil, &dibao, approve(42_000))
+        .await
+        .unwrap_err();
+    assert_eq!(status(err).code(), Code::FailedPrecondition);
+    assert_eq!(log.head().await.unwrap(), head);
+}
+
+/// An acknowledgement under a request id is recorded once and answered again on a retry;
+/// a malformed request id names the field.
+#[tokio::test]
+async fn a_retried_acknowledgement_returns_the_original_referral() {
+    let log = log();
+    let handoff = handoff(&log);
+    let (_, dibao, _) = referred_case(&log).await;
+    let civil = department(CIVIL);
+    let first = handoff
+        .acknowledge_with_request_id(&civil, &dibao, Some("ack-1"))
+        .await
+        .unwrap();
+    assert_eq!(first.state, pb::ReferralState::Acknowledged as i32);
+    handoff.decide(&civil, &dibao, approve(1)).await.unwrap();
+    let head = log.head().await.unwrap();
+    let again = handoff
+        .acknowledge_with_request_id(&civil, &dibao, Some("ack-1"))
+        .await
+        .unwrap();
+    assert_eq!(again, first);
+    assert_eq!(log.head().await.unwrap(), head);
+
+    for bad in ["", &"x".repeat(129), "a\u{7}b"] {
+        let err = handoff
+            .acknowledge_with_request_id(&civil, &dibao, Some(bad))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Invalid { field, .. } if field == "request_id"),
+            "{err}"
+        );
+    }
+}
+
+/// Notes refuse control and bidirectional formatting characters, naming the field.
+#[tokio::test]
+async fn notes_refuse_formatting_characters() {
+    let log = log();
+    let handoff = handoff(&log);
+    let (_, dibao, _) = referred_case(&log).await;
+    let head = log.head().await.unwrap();
+    for note in ["ok\u{202E}kcab", "a\u{1b}[2Jb", "\u{2066}x"] {
+        let err = handoff
+            .decide(
+                &department(CIVIL),
+                &dibao,
+                DecisionInput {
+                    note: note.into(),
+                    ..approve(1)
+                },
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Invalid { field, .. } if field == "note"),
+            "{err}"
+        );
+    }
+    assert_eq!(log.head().await.unwrap(), head);
+}

@@ -29,9 +29,11 @@ impl IntakeGrpc {
         IntakeGrpc { intake, shutdown }
     }
 
-    /// The tonic service.
+    /// The tonic service, decoding requests up to
+    /// [`MAX_REQUEST_BYTES`](onecity_service::grpc::MAX_REQUEST_BYTES).
     pub fn into_server(self) -> IntakeServiceServer<Self> {
         IntakeServiceServer::new(self)
+            .max_decoding_message_size(onecity_service::grpc::MAX_REQUEST_BYTES)
     }
 }
 
@@ -88,8 +90,16 @@ impl IntakeService for IntakeGrpc {
         req: Request<pb::WithdrawApplicationRequest>,
     ) -> Result<Response<pb::WithdrawApplicationResponse>, Status> {
         let who = principal(&req)?;
-        let pb::WithdrawApplicationRequest { case_id, reason } = req.into_inner();
-        let case = self.intake.withdraw(&who, &case_id, &reason).await?;
+        let pb::WithdrawApplicationRequest {
+            case_id,
+            reason,
+            request_id,
+        } = req.into_inner();
+        let request_id = Some(request_id.as_str()).filter(|r| !r.is_empty());
+        let case = self
+            .intake
+            .withdraw_with_request_id(&who, &case_id, &reason, request_id)
+            .await?;
         Ok(Response::new(pb::WithdrawApplicationResponse {
             case: Some(case),
         }))

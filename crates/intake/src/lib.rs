@@ -10,12 +10,14 @@ use std::sync::Arc;
 use futures::{Stream, StreamExt};
 use onecity_domain::case::{CaseState, CaseStatus};
 use onecity_domain::events::CaseEvent;
+use onecity_domain::text::{check_request_id, check_text, TextKind};
 use onecity_domain::{ids, validate_application, IdNumber, Principal};
 use onecity_eligibility::PolicyBook;
 use onecity_eventlog::{Appended, EventLog, Expected, Filter, NewEvent};
 use onecity_proto::v1 as pb;
 use onecity_service::case::{
-    append_case_commit, decode_or_skip, denied, load_case, meta, Commit, Outcome, Step, Subject,
+    append_case_commit, commit_events, decode_or_skip, denied, load_case, meta, recorded_commit,
+    Commit, Outcome, Step, Subject,
 };
 use onecity_service::{ErrorClass, Kind};
 use uuid::Uuid;
@@ -87,8 +89,17 @@ impl Error {
     }
 }
 
+impl From<onecity_domain::Invalid> for Error {
+    fn from(e: onecity_domain::Invalid) -> Self {
+        Error::Invalid {
+            field: e.field,
+            reason: e.reason,
+        }
+    }
+}
+
 /// Longest terminal request id.
-pub const MAX_REQUEST_ID_CHARS: usize = 128;
+pub use onecity_domain::text::MAX_REQUEST_ID_CHARS;
 /// Longest withdrawal reason.
 pub const MAX_REASON_CHARS: usize = 2_000;
 
@@ -157,21 +168,10 @@ impl Intake {
         else {
             return Err(denied(principal, "submit an application", Subject::Nothing).into());
         };
-        let n = request_id.chars().count();
-        if n == 0 || n > MAX_REQUEST_ID_CHARS || request_id.chars().any(char::is_control) {
-            return Err(Error::invalid(
-                "request_id",
-                format!("must be 1 to {MAX_REQUEST_ID_CHARS} printable characters"),
-            ));
-        }
+        check_request_id("request_id", request_id)?;
         let application =
             application.ok_or_else(|| Error::invalid("application", "is required"))?;
-        let app = validate_application(application, onecity_domain::today()).map_err(|e| {
-            Error::Invalid {
-                field: e.field,
-                reason: e.reason,
-            }
-        })?;
+        let app = validate_application(application, onecity_domain::today())?;
         if self.policies.in_force(app.application_date).is_none() {
             return Err(Error::invalid(
                 "application.application_date",
@@ -179,8 +179,11 @@ impl Intake {
             ));
         }
         let submitted_at = now_rfc3339();
+        // The application as it is stored: a retry is compared with it in this form, so an
+        // equal application encoded differently is still the same request.
+        let canonical = pb::Application::from(&app);
         let event = CaseEvent::ApplicationSubmitted(pb::ApplicationSubmitted {
-            application: Some((&app).into()),
+            application: Some(canonical.clone()),
             terminal_id: terminal_id.clone(),
             street_office: street_office.clone(),
             request_id: request_id.to_owned(),
@@ -194,7 +197,10 @@ impl Intake {
                 // Over the bound nothing new is written, but a terminal retrying a request
                 // that was accepted still gets its case back.
                 return match recorded_commit(self.log.as_ref(), commit_id, new).await? {
-                    Some(original) => self.duplicate(terminal_id, original.case_id).await,
+                    Some(original) => {
+                        self.duplicate(terminal_id, request_id, original.case_id, &canonical)
+                            .await
+                    }
                     None => {
                         let max_lag = gauge.max_lag();
                         tracing::debug!(terminal = %terminal_id, lag, max_lag, "submission refused: routing is behind");
@@ -208,7 +214,9 @@ impl Intake {
             .append(Uuid::now_v7(), Expected::NoStream, vec![new], commit_id)
             .await?;
         if appended.deduplicated {
-            return self.duplicate(terminal_id, appended.case_id).await;
+            return self
+                .duplicate(terminal_id, request_id, appended.case_id, &canonical)
+                .await;
         }
         let case_id = appended.case_id;
         tracing::info!(%case_id, terminal = %terminal_id, district = %app.district, members = app.members.len(), "application submitted");
@@ -220,10 +228,29 @@ impl Intake {
     }
 
     /// The answer to a retry of an accepted submission: its case, with the original
-    /// submission time.
-    async fn duplicate(&self, terminal_id: &str, case_id: Uuid) -> Result<Submitted> {
+    /// submission time; or, when the request id was used for another application,
+    /// [`Error::FailedPrecondition`] (the log's answer was a deduplication, so nothing was
+    /// written either way).
+    async fn duplicate(
+        &self,
+        terminal_id: &str,
+        request_id: &str,
+        case_id: Uuid,
+        application: &pb::Application,
+    ) -> Result<Submitted> {
         let state = load_case(self.log.as_ref(), case_id).await?;
-        let submitted_at = state.submitted.map(|s| s.submitted_at).unwrap_or_default();
+        let Some(submitted) = state.submitted else {
+            return Err(Error::FailedPrecondition(format!(
+                "request id {request_id:?} was used for a different application"
+            )));
+        };
+        if submitted.application.as_ref() != Some(application) {
+            tracing::info!(%case_id, terminal = %terminal_id, "submission refused: request id reused for a different application");
+            return Err(Error::FailedPrecondition(format!(
+                "request id {request_id:?} was used for a different application (case {case_id})"
+            )));
+        }
+        let submitted_at = submitted.submitted_at;
         tracing::info!(%case_id, terminal = %terminal_id, "duplicate submission answered with the original case");
         Ok(Submitted {
             case_id,
@@ -324,6 +351,20 @@ impl Intake {
         case_id: &str,
         reason: &str,
     ) -> Result<pb::Case> {
+        self.withdraw_with_request_id(principal, case_id, reason, None)
+            .await
+    }
+
+    /// [`Intake::withdraw`] under an idempotency key: the commit id is derived from the
+    /// principal and `request_id`, so a retry returns the case instead of acting again, and
+    /// the same key with another case or reason is [`Error::FailedPrecondition`].
+    pub async fn withdraw_with_request_id(
+        &self,
+        principal: &Principal,
+        case_id: &str,
+        reason: &str,
+        request_id: Option<&str>,
+    ) -> Result<pb::Case> {
         if !matches!(
             principal,
             Principal::Terminal { .. } | Principal::Admin { .. }
@@ -331,12 +372,29 @@ impl Intake {
             return Err(denied(principal, "withdraw an application", Subject::Nothing).into());
         }
         let case_id = parse_case_id(case_id)?;
-        if reason.chars().count() > MAX_REASON_CHARS {
-            return Err(Error::invalid(
-                "reason",
-                format!("longer than {MAX_REASON_CHARS} characters"),
-            ));
-        }
+        check_text("reason", reason, MAX_REASON_CHARS, TextKind::Paragraph)?;
+        let withdrawn = CaseEvent::ApplicationWithdrawn(pb::ApplicationWithdrawn {
+            reason: reason.to_owned(),
+        });
+        let keyed = match request_id {
+            None => None,
+            Some(request_id) => {
+                check_request_id("request_id", request_id)?;
+                let commit_id = ids::request_commit(&principal.actor(), request_id);
+                let probe = NewEvent::new(
+                    withdrawn.event_type(),
+                    principal.actor(),
+                    withdrawn.encode(),
+                );
+                if let Some(original) = recorded_commit(self.log.as_ref(), commit_id, probe).await?
+                {
+                    return self
+                        .withdrawn_before(principal, case_id, &withdrawn, request_id, original)
+                        .await;
+                }
+                Some((request_id, commit_id))
+            }
+        };
         let outcome = append_case_commit(self.log.as_ref(), case_id, |state| {
             match state.status {
                 CaseStatus::Withdrawn => return Ok(Step::Done(view(principal, case_id, state)?)),
@@ -347,9 +405,7 @@ impl Intake {
                 }
                 CaseStatus::Open => {}
             }
-            let mut events = vec![CaseEvent::ApplicationWithdrawn(pb::ApplicationWithdrawn {
-                reason: reason.to_owned(),
-            })];
+            let mut events = vec![withdrawn.clone()];
             for r in state
                 .referrals
                 .iter()
@@ -365,43 +421,60 @@ impl Intake {
                 version: state.version,
                 events: events
                     .iter()
-                    .map(|e| NewEvent::new(e.event_type(), actor.clone(), e.encode()))
+                    .map(|e| {
+                        let new = NewEvent::new(e.event_type(), actor.clone(), e.encode());
+                        match keyed {
+                            Some((request_id, _)) => new.caused_by(request_id),
+                            None => new,
+                        }
+                    })
                     .collect(),
-                commit_id: ids::withdraw_commit(case_id, state.version),
+                commit_id: keyed.map_or_else(
+                    || ids::withdraw_commit(case_id, state.version),
+                    |(_, commit_id)| commit_id,
+                ),
             };
             Ok(Step::Append(commit, events.len() - 1))
         })
         .await?;
-        match outcome {
-            Outcome::Unchanged(case) => Ok(case),
-            Outcome::Appended(cancelled, _) => {
+        match (outcome, keyed) {
+            (Outcome::Unchanged(case), _) => Ok(case),
+            // A concurrent retry of the same keyed request wrote first.
+            (Outcome::Appended(_, appended), Some((request_id, _))) if appended.deduplicated => {
+                self.withdrawn_before(principal, case_id, &withdrawn, request_id, appended)
+                    .await
+            }
+            (Outcome::Appended(cancelled, _), _) => {
                 tracing::info!(%case_id, cancelled, "application withdrawn");
                 let state = load_case(self.log.as_ref(), case_id).await?;
                 view(principal, case_id, &state)
             }
         }
     }
-}
 
-/// The commit already in the log under `commit_id`, if any; writes nothing either way.
-///
-/// The log contract has no lookup by commit id, only the commit-id check every append makes
-/// before its version check. So this asks with an append that the version check always
-/// refuses: `event` on a fresh case id expecting version 1, which a stream without events
-/// never is. A known commit id is answered by the commit-id check with the original commit
-/// (deduplicated); an unknown one ends in the conflict, and nothing is written.
-async fn recorded_commit(
-    log: &dyn EventLog,
-    commit_id: Uuid,
-    event: NewEvent,
-) -> Result<Option<Appended>> {
-    match log
-        .append(Uuid::now_v7(), Expected::Exact(1), vec![event], commit_id)
-        .await
-    {
-        Ok(original) => Ok(Some(original)),
-        Err(onecity_eventlog::Error::Conflict { .. }) => Ok(None),
-        Err(e) => Err(e.into()),
+    /// The answer to a keyed withdrawal whose commit is already in the log: the case as it
+    /// is now when that commit withdrew this case for the same reason, otherwise
+    /// [`Error::FailedPrecondition`].
+    async fn withdrawn_before(
+        &self,
+        principal: &Principal,
+        case_id: Uuid,
+        withdrawn: &CaseEvent,
+        request_id: &str,
+        original: Appended,
+    ) -> Result<pb::Case> {
+        let events = commit_events(self.log.as_ref(), &original).await?;
+        let same = original.case_id == case_id
+            && events.first().is_some_and(|e| {
+                e.event_type == withdrawn.event_type() && e.payload == withdrawn.encode()
+            });
+        if !same {
+            return Err(Error::FailedPrecondition(format!(
+                "request id {request_id:?} was used for a different request"
+            )));
+        }
+        let state = load_case(self.log.as_ref(), case_id).await?;
+        view(principal, case_id, &state)
     }
 }
 

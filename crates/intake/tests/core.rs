@@ -418,3 +418,109 @@ async fn over_the_bound_only_retries_get_through() {
     );
     assert_eq!(log.head().await.unwrap(), 2);
 }
+
+/// A request id reused by the same terminal for a different application is refused and
+/// writes nothing; an equal application (even encoded differently) is the same request.
+#[tokio::test]
+async fn a_request_id_reused_for_another_application_is_refused() {
+    let log = log();
+    let intake = intake(&log);
+    let first = intake
+        .submit(&terminal(), "req-1", Some(sample_application()))
+        .await
+        .unwrap();
+    let head = log.head().await.unwrap();
+
+    let mut other = sample_application();
+    other.financial_assets_fen += 1;
+    let err = intake
+        .submit(&terminal(), "req-1", Some(other))
+        .await
+        .unwrap_err();
+    let status = status(err);
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(
+        status
+            .message()
+            .contains("\"req-1\" was used for a different application"),
+        "{status:?}"
+    );
+    assert!(status.message().contains(&first.case_id.to_string()));
+    assert_eq!(log.head().await.unwrap(), head);
+
+    // Validation canonicalises: an unspecified emergency kind drops its description, so
+    // this differs on the wire and is the same application.
+    let mut equal = sample_application();
+    equal.emergency = Some(pb::Emergency {
+        kind: pb::EmergencyKind::Unspecified as i32,
+        description: "ignored".into(),
+    });
+    let mut plain = sample_application();
+    plain.emergency = None;
+    assert_ne!(equal, plain);
+    let second = intake
+        .submit(&terminal(), "req-2", Some(plain))
+        .await
+        .unwrap();
+    let again = intake
+        .submit(&terminal(), "req-2", Some(equal))
+        .await
+        .unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.case_id, second.case_id);
+}
+
+/// A withdrawal under a request id is answered again on a retry; the same request id on
+/// another case or with another reason is refused.
+#[tokio::test]
+async fn a_retried_withdrawal_is_answered_once() {
+    let log = log();
+    let intake = intake(&log);
+    let a = intake
+        .submit(&terminal(), "req-a", Some(sample_application()))
+        .await
+        .unwrap();
+    let mut app_b = sample_application();
+    app_b.financial_assets_fen += 1;
+    let b = intake
+        .submit(&terminal(), "req-b", Some(app_b))
+        .await
+        .unwrap();
+    let case_a = a.case_id.to_string();
+    let case = intake
+        .withdraw_with_request_id(&terminal(), &case_a, "moved away", Some("w-1"))
+        .await
+        .unwrap();
+    assert_eq!(case.status, pb::CaseStatus::Withdrawn as i32);
+    let events = log.read_case_all(a.case_id).await.unwrap();
+    assert_eq!(
+        events.last().unwrap().commit_id,
+        ids::request_commit(&terminal().actor(), "w-1")
+    );
+    let head = log.head().await.unwrap();
+    let again = intake
+        .withdraw_with_request_id(&terminal(), &case_a, "moved away", Some("w-1"))
+        .await
+        .unwrap();
+    assert_eq!(again, case);
+    for (case_id, reason) in [
+        (case_a.clone(), "other"),
+        (b.case_id.to_string(), "moved away"),
+    ] {
+        let err = intake
+            .withdraw_with_request_id(&terminal(), &case_id, reason, Some("w-1"))
+            .await
+            .unwrap_err();
+        assert_eq!(status(err).code(), Code::FailedPrecondition);
+    }
+    assert_eq!(log.head().await.unwrap(), head);
+
+    let err = intake
+        .withdraw(&terminal(), &b.case_id.to_string(), "moved\u{202E}away")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Invalid { field, .. } if field == "reason"),
+        "{err}"
+    );
+}

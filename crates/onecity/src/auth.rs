@@ -16,6 +16,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use onecity_domain::Principal;
+use onecity_eventlog_grpc::Writer;
 use tonic::metadata::MetadataMap;
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
@@ -143,16 +144,24 @@ impl Refusal {
 pub struct EventLogAuth(Auth);
 
 impl EventLogAuth {
-    /// Authenticates, then requires a `service` or `admin` principal.
+    /// Authenticates, then requires a `service` or `admin` principal; only a `service`
+    /// principal is marked [`Writer`], so an admin reads the log and cannot change it (the
+    /// service must be built [`EventLogGrpc::writers_only`]).
     ///
     /// # Errors
     /// `UNAUTHENTICATED` as for [`Auth::intercept`]; `PERMISSION_DENIED` for terminals and
     /// departments (logged).
+    ///
+    /// [`EventLogGrpc::writers_only`]: onecity_eventlog_grpc::EventLogGrpc::writers_only
     pub fn intercept(&self, req: Request<()>) -> Result<Request<()>, Status> {
-        let req = self.0.intercept(req)?;
+        let mut req = self.0.intercept(req)?;
         let principal = principal(&req)?;
         match principal {
-            Principal::Service { .. } | Principal::Admin { .. } => Ok(req),
+            Principal::Service { .. } => {
+                req.extensions_mut().insert(Writer);
+                Ok(req)
+            }
+            Principal::Admin { .. } => Ok(req),
             Principal::Terminal { .. } | Principal::Department { .. } => {
                 tracing::warn!(
                     principal = %principal,

@@ -38,6 +38,15 @@ use onecity_proto::v1::handoff_service_server::HandoffServiceServer;
 use onecity_proto::v1::intake_service_server::IntakeServiceServer;
 
 /// How long `serve` waits for a JetStream log to become reachable at start.
+/// Longest a unary call may take before the server answers `CANCELLED`/`DEADLINE_EXCEEDED`
+/// (a client's shorter `grpc-timeout` wins).
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How often an idle HTTP/2 connection is pinged, so dead peers do not hold resources.
+const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a ping may go unanswered before the connection is closed.
+const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Concurrent calls (HTTP/2 streams) one connection may have open.
+const MAX_CONCURRENT_STREAMS: u32 = 256;
 const JETSTREAM_STARTUP_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Opens the configured log backend, and whether this process reaches the store itself
@@ -252,7 +261,9 @@ pub async fn run_with_log(
             .serve(EventLogServiceServer::<EventLogGrpc>::NAME)
             .await;
         Some(InterceptedService::new(
-            EventLogGrpc::new(Arc::clone(&log), stop.clone()).into_server(),
+            EventLogGrpc::new(Arc::clone(&log), stop.clone())
+                .writers_only()
+                .into_server(),
             auth.event_log(),
         ))
     } else {
@@ -277,6 +288,13 @@ pub async fn run_with_log(
         })
     });
     tonic::transport::Server::builder()
+        // Limits for a public service: a unary call that takes longer is cut (streams are
+        // not: the limit ends at the response headers), a peer that stops answering pings
+        // is dropped, and one connection cannot open unbounded concurrent calls.
+        .timeout(REQUEST_TIMEOUT)
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .max_concurrent_streams(Some(MAX_CONCURRENT_STREAMS))
         .add_service(health)
         .add_service(reflection)
         .add_optional_service(intake)

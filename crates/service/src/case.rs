@@ -182,3 +182,34 @@ where
     })
     .await
 }
+
+/// The commit already in the log under `commit_id`, if any; writes nothing either way.
+///
+/// The log contract has no lookup by commit id, only the commit-id check every append makes
+/// before its version check. So this asks with an append that the version check always
+/// refuses: `probe` on a fresh case id expecting version 1, which a stream without events
+/// never is. A known commit id is answered by the commit-id check with the original commit
+/// (deduplicated); an unknown one ends in the conflict, and nothing is written.
+pub async fn recorded_commit(
+    log: &dyn EventLog,
+    commit_id: Uuid,
+    probe: NewEvent,
+) -> Result<Option<Appended>> {
+    match log
+        .append(Uuid::now_v7(), Expected::Exact(1), vec![probe], commit_id)
+        .await
+    {
+        Ok(original) => Ok(Some(original)),
+        Err(onecity_eventlog::Error::Conflict { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The events a commit wrote, as the log answered for it (written now or earlier).
+pub async fn commit_events(log: &dyn EventLog, appended: &Appended) -> Result<Vec<RecordedEvent>> {
+    let n = appended.last_version + 1 - appended.first_version;
+    let n = usize::try_from(n).unwrap_or(usize::MAX);
+    Ok(log
+        .read_case(appended.case_id, appended.first_version, n)
+        .await?)
+}

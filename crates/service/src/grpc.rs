@@ -6,6 +6,11 @@ use tonic_types::{ErrorDetails, StatusExt as _};
 
 use crate::{ErrorClass, Kind};
 
+/// Largest request message a public service (intake, eligibility, handoff) decodes: far
+/// above the largest valid application, so only abuse meets it. Over it tonic answers
+/// `OUT_OF_RANGE` before the handler runs. The log service keeps its own, larger limit.
+pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+
 /// The principal the auth interceptor attached to the request.
 ///
 /// # Errors

@@ -171,11 +171,16 @@ pub(super) async fn client_command(command: Command) -> anyhow::Result<()> {
             client,
             case_id,
             reason,
+            request_id,
         } => {
             let c = Client::connect(&client).await?;
             let resp = c
                 .intake()
-                .withdraw_application(c.request(pb::WithdrawApplicationRequest { case_id, reason }))
+                .withdraw_application(c.request(pb::WithdrawApplicationRequest {
+                    case_id,
+                    reason,
+                    request_id,
+                }))
                 .await?;
             print(resp.get_ref())
         }
@@ -197,11 +202,15 @@ pub(super) async fn client_command(command: Command) -> anyhow::Result<()> {
         Command::Ack {
             client,
             referral_id,
+            request_id,
         } => {
             let c = Client::connect(&client).await?;
             let resp = c
                 .handoff()
-                .acknowledge_referral(c.request(pb::AcknowledgeReferralRequest { referral_id }))
+                .acknowledge_referral(c.request(pb::AcknowledgeReferralRequest {
+                    referral_id,
+                    request_id,
+                }))
                 .await?;
             print(resp.get_ref())
         }
@@ -211,6 +220,7 @@ pub(super) async fn client_command(command: Command) -> anyhow::Result<()> {
             decision,
             amount_fen,
             note,
+            request_id,
         } => {
             let decision = match decision {
                 DecisionArg::Approve => pb::Decision::Approved,
@@ -224,6 +234,7 @@ pub(super) async fn client_command(command: Command) -> anyhow::Result<()> {
                     decision: decision as i32,
                     amount_fen,
                     note,
+                    request_id,
                 }))
                 .await?;
             print(resp.get_ref())

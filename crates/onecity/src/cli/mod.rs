@@ -103,6 +103,10 @@ pub enum Command {
         /// Reason given by the applicant.
         #[arg(long, default_value = "")]
         reason: String,
+        /// Idempotency key: retrying with the same key returns the original result instead
+        /// of acting twice (see docs/api.md).
+        #[arg(long, default_value = "")]
+        request_id: String,
     },
     /// List the calling department unit's referrals.
     Referrals {
@@ -129,6 +133,10 @@ pub enum Command {
         client: ClientArgs,
         /// Referral id.
         referral_id: String,
+        /// Idempotency key: retrying with the same key returns the original result instead
+        /// of acting twice (see docs/api.md).
+        #[arg(long, default_value = "")]
+        request_id: String,
     },
     /// Record a department's decision on a referral.
     Decide {
@@ -146,6 +154,10 @@ pub enum Command {
         /// Note explaining the decision.
         #[arg(long, default_value = "")]
         note: String,
+        /// Idempotency key: retrying with the same key returns the original result instead
+        /// of acting twice (see docs/api.md).
+        #[arg(long, default_value = "")]
+        request_id: String,
     },
     /// Show the policy parameters in force on a date.
     Policy {
