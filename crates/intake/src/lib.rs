@@ -11,7 +11,7 @@ use futures::{Stream, StreamExt};
 use onecity_domain::case::{CaseState, CaseStatus};
 use onecity_domain::events::CaseEvent;
 use onecity_domain::{ids, validate_application, Principal};
-use onecity_eligibility::PolicyBook;
+use onecity_eligibility::{Catalogue, PolicyBook};
 use onecity_eventlog::{Appended, EventLog, Expected, Filter, NewEvent};
 use onecity_proto::v1 as pb;
 use onecity_service::case::{
@@ -110,6 +110,7 @@ pub struct Submitted {
 pub struct Intake {
     log: Arc<dyn EventLog>,
     policies: Arc<PolicyBook>,
+    catalogue: Arc<Catalogue>,
     backpressure: Option<Arc<backpressure::Gauge>>,
 }
 
@@ -131,8 +132,16 @@ impl Intake {
         Intake {
             log,
             policies,
+            catalogue: Arc::new(Catalogue::embedded()),
             backpressure: None,
         }
+    }
+
+    /// Shows departments the facts `catalogue` lists for their programmes (see
+    /// [`view()`]); without it, the embedded catalogue's.
+    pub fn with_catalogue(mut self, catalogue: Arc<Catalogue>) -> Self {
+        self.catalogue = catalogue;
+        self
     }
 
     /// Refuses new cases ([`Error::Overloaded`]) while the routing lag of the watched
@@ -238,7 +247,13 @@ impl Intake {
     pub async fn get_case(&self, principal: &Principal, case_id: &str) -> Result<pb::Case> {
         let case_id = parse_case_id(case_id)?;
         let state = load_case(self.log.as_ref(), case_id).await?;
-        view(principal, case_id, &state)
+        view(
+            principal,
+            case_id,
+            &state,
+            &self.catalogue,
+            onecity_domain::today(),
+        )
     }
 
     /// The case's events so far, then new ones as they are recorded. Ends after the case
@@ -266,18 +281,24 @@ impl Intake {
             );
             statuses.push(state.status);
         }
-        view(principal, case_id, &state)?;
+        view(
+            principal,
+            case_id,
+            &state,
+            &self.catalogue,
+            onecity_domain::today(),
+        )?;
         let from = events.last().map_or(1, |e| e.position + 1);
         let backlog: Vec<_> = state
             .history
             .iter()
-            .cloned()
+            .zip(&state.audiences)
             .zip(statuses)
-            .map(|(event, status)| {
-                Ok(pb::WatchCaseResponse {
-                    event: Some(event),
+            .filter_map(|((event, audience), status)| {
+                Some(Ok(pb::WatchCaseResponse {
+                    event: Some(view::event(principal, event, audience)?),
                     status: pb::CaseStatus::from(status) as i32,
-                })
+                }))
             })
             .collect();
         let finished = state.status != CaseStatus::Open;
@@ -287,25 +308,33 @@ impl Intake {
             Some(self.log.subscribe(from, Filter::all()).await?)
         };
         let live = futures::stream::iter(live).flatten();
+        let principal = principal.clone();
         let live = live
             .filter(move |r| futures::future::ready(!matches!(r, Ok(e) if e.case_id != case_id)))
-            .scan(state, |state, r| {
+            .scan(state, move |state, r| {
                 let item = match r {
                     Err(e) => Some(Err(Error::from(e))),
                     Ok(e) => match CaseEvent::decode(&e.event_type, &e.payload) {
                         Err(err) => Some(Err(Error::from(err))),
                         Ok(ev) => {
                             state.apply(meta(&e), ev.as_ref());
-                            let event = state.history.last().cloned();
-                            Some(Ok(pb::WatchCaseResponse {
-                                event,
-                                status: pb::CaseStatus::from(state.status) as i32,
-                            }))
+                            // An entry the principal may not see is skipped, not ended on:
+                            // the case goes on.
+                            let shown = state.history.last().zip(state.audiences.last()).and_then(
+                                |(event, audience)| view::event(&principal, event, audience),
+                            );
+                            shown.map(|event| {
+                                Ok(pb::WatchCaseResponse {
+                                    event: Some(event),
+                                    status: pb::CaseStatus::from(state.status) as i32,
+                                })
+                            })
                         }
                     },
                 };
-                futures::future::ready(item)
-            });
+                futures::future::ready(Some(item))
+            })
+            .filter_map(futures::future::ready);
         // Stop after the first response that reports a final status.
         let live = live.scan(false, |done, r| {
             if *done {
@@ -342,7 +371,15 @@ impl Intake {
         }
         let outcome = append_case_commit(self.log.as_ref(), case_id, |state| {
             match state.status {
-                CaseStatus::Withdrawn => return Ok(Step::Done(view(principal, case_id, state)?)),
+                CaseStatus::Withdrawn => {
+                    return Ok(Step::Done(view(
+                        principal,
+                        case_id,
+                        state,
+                        &self.catalogue,
+                        onecity_domain::today(),
+                    )?))
+                }
                 CaseStatus::Closed => {
                     return Err(Error::FailedPrecondition(format!(
                         "case {case_id} is closed: every referral is decided"
@@ -380,7 +417,13 @@ impl Intake {
             Outcome::Appended(cancelled, _) => {
                 tracing::info!(%case_id, cancelled, "application withdrawn");
                 let state = load_case(self.log.as_ref(), case_id).await?;
-                view(principal, case_id, &state)
+                view(
+                    principal,
+                    case_id,
+                    &state,
+                    &self.catalogue,
+                    onecity_domain::today(),
+                )
             }
         }
     }
