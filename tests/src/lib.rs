@@ -9,8 +9,9 @@ mod routed;
 mod server;
 
 pub use client::{
-    bearer, eligibility, handoff, intake, log, read_whole, referral, wait_handed_off, whole_log,
-    Authed, Bearer, EligibilityClient, HandoffClient, IntakeClient, LogClient,
+    assert_nothing_identifying, bearer, eligibility, handoff, intake, log, read_whole, referral,
+    wait_handed_off, watched, whole_log, Authed, Bearer, EligibilityClient, HandoffClient,
+    IntakeClient, LogClient,
 };
 pub use fixtures::{application, sample_application, submission, today, tokens, valid_id_number};
 pub use routed::Routed;
