@@ -86,6 +86,46 @@ pub async fn wait_handed_off(intake: &mut IntakeClient, case_id: &str, idle: Dur
     }
 }
 
+/// What `WatchCase` streams of the case until it ends or stays silent for `idle`.
+pub async fn watched(
+    intake: &mut IntakeClient,
+    case_id: &str,
+    idle: Duration,
+) -> Vec<pb::WatchCaseResponse> {
+    let mut watch = intake
+        .watch_case(pb::WatchCaseRequest {
+            case_id: case_id.into(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut out = Vec::new();
+    while let Ok(Some(next)) = tokio::time::timeout(idle, watch.next()).await {
+        out.push(next.expect("watch failed"));
+    }
+    out
+}
+
+/// Panics if `text` (a whole response, printed) holds anything that could give back an
+/// identity number or birth date of `application`'s members: an 18-character identity
+/// number, or a birth date in either of its spellings.
+pub fn assert_nothing_identifying(text: &str, application: &pb::Application) {
+    let id = regex::Regex::new(r"\d{17}[\dXx]").expect("regex");
+    assert!(
+        !id.is_match(text),
+        "an 18-character identity number in {text}"
+    );
+    for m in &application.members {
+        let compact = m.birth_date.replace('-', "");
+        for birth in [&m.birth_date, &compact] {
+            assert!(
+                !text.contains(birth.as_str()),
+                "birth date {birth} in {text}"
+            );
+        }
+    }
+}
+
 /// Every event of the log, in order, as `ReadAll` pages it.
 pub async fn whole_log(log: &mut LogClient) -> Vec<pb::RecordedEvent> {
     read_whole(|from| {

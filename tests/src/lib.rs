@@ -10,9 +10,9 @@ mod routed;
 mod server;
 
 pub use client::{
-    admin, bearer, eligibility, handoff, intake, log, read_whole, referral, wait_handed_off,
-    whole_log, AdminClient, Authed, Bearer, EligibilityClient, HandoffClient, IntakeClient,
-    LogClient,
+    admin, assert_nothing_identifying, bearer, eligibility, handoff, intake, log, read_whole,
+    referral, wait_handed_off, watched, whole_log, AdminClient, Authed, Bearer, EligibilityClient,
+    HandoffClient, IntakeClient, LogClient,
 };
 pub use faulty::FaultyLog;
 pub use fixtures::{application, sample_application, submission, today, tokens, valid_id_number};

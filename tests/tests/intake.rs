@@ -59,6 +59,7 @@ fn member(seq: u16, birth: &str, rel: pb::Relationship) -> pb::Person {
         education: pb::EducationStage::None as i32,
         monthly_income_fen: 100_000,
         supporter: pb::Supporter::None as i32,
+        age_years: 0,
     }
 }
 

@@ -328,6 +328,7 @@ fn household(
             education: education as i32,
             monthly_income_fen: income,
             supporter: supporter as i32,
+            age_years: 0,
         });
     }
     let n = size as i64;

@@ -266,6 +266,8 @@ fn validate_person(
         education,
         monthly_income_fen,
         supporter,
+        // Output only (computed when a case is read): whatever a client sends is ignored.
+        age_years: _,
     } = p;
     let field = |name: &str| format!("application.members[{i}].{name}");
     // The paths of the checks below are formatted only for a refused value.
@@ -499,6 +501,8 @@ impl From<&Person> for proto::Person {
             education: education.to_proto(),
             monthly_income_fen: *monthly_income_fen,
             supporter: supporter.to_proto(),
+            // Computed when a case is read, never stored.
+            age_years: 0,
         }
     }
 }

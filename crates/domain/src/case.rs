@@ -4,7 +4,7 @@
 
 use onecity_proto::v1 as pb;
 
-use crate::events::CaseEvent;
+use crate::events::{Audience, CaseEvent};
 
 /// Lifecycle state of a case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +57,8 @@ pub struct CaseState {
     pub referrals: Vec<pb::Referral>,
     /// One history line per event.
     pub history: Vec<pb::CaseEvent>,
+    /// Which departments may read each history line, one per line.
+    pub audiences: Vec<Audience>,
 }
 
 impl Default for CaseState {
@@ -68,6 +70,7 @@ impl Default for CaseState {
             assessed: None,
             referrals: Vec::new(),
             history: Vec::new(),
+            audiences: Vec::new(),
         }
     }
 }
@@ -95,6 +98,8 @@ impl CaseState {
             recorded_at: meta.recorded_at,
             summary,
         });
+        self.audiences
+            .push(event.map_or(Audience::Nobody, CaseEvent::audience));
         let Some(event) = event else { return };
         match event {
             CaseEvent::ApplicationSubmitted(s) => self.submitted = Some(s.clone()),
@@ -204,6 +209,12 @@ mod tests {
         c.apply(meta(9, "onecity.v9.Future"), None);
         assert_eq!(c.version, 9);
         assert!(c.history[8].summary.contains("not understood"));
+        assert_eq!(c.audiences.len(), c.history.len());
+        assert_eq!(c.audiences[0], Audience::Case);
+        assert!(matches!(c.audiences[1], Audience::CaseRedacted(_)));
+        assert_eq!(c.audiences[2], Audience::Unit(String::new()));
+        assert_eq!(c.audiences[7], Audience::Case);
+        assert_eq!(c.audiences[8], Audience::Nobody);
     }
 
     #[test]

@@ -202,6 +202,39 @@ impl CaseEvent {
             CaseEvent::CaseClosed(c) => format!("case closed: {}", c.reason),
         }
     }
+
+    /// Which departments may read this event in a case history (terminals and
+    /// administrators read every entry): a referral's events only its unit, so no unit
+    /// learns another's outcomes or notes.
+    pub fn audience(&self) -> Audience {
+        match self {
+            CaseEvent::ApplicationSubmitted(_)
+            | CaseEvent::ApplicationWithdrawn(_)
+            | CaseEvent::CaseClosed(_) => Audience::Case,
+            // The full summary counts the programmes referred, other units' included.
+            CaseEvent::EligibilityAssessed(a) => {
+                Audience::CaseRedacted(format!("assessed under policy {}", a.policy_version))
+            }
+            CaseEvent::ReferralIssued(r)
+            | CaseEvent::ReferralAcknowledged(r)
+            | CaseEvent::ReferralDecided(r)
+            | CaseEvent::ReferralCancelled(r) => Audience::Unit(r.department_unit.clone()),
+        }
+    }
+}
+
+/// Which departments may read one case-history entry; terminals and administrators read
+/// them all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Audience {
+    /// Every department that may read the case: the entry carries no unit's data.
+    Case,
+    /// Every department that may read the case, with this summary in place of the full one.
+    CaseRedacted(String),
+    /// Only this department unit (`<department>@<district>`), the referral's.
+    Unit(String),
+    /// No department: an event this version does not understand, so nothing is known of it.
+    Nobody,
 }
 
 #[cfg(test)]

@@ -41,6 +41,7 @@ fn person(
         education: education as i32,
         monthly_income_fen,
         supporter: proto::Supporter::None as i32,
+        age_years: 0,
     }
 }
 

@@ -1,4 +1,5 @@
-//! The programme catalogue: owning department and decision deadline per programme.
+//! The programme catalogue: owning department, decision deadline and the application facts
+//! the department may see, per programme.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,6 +12,57 @@ use crate::{Error, Result};
 const EMBEDDED: &str = include_str!("../policy/catalogue.toml");
 const EMBEDDED_NAME: &str = "crates/eligibility/policy/catalogue.toml";
 
+bitflags::bitflags! {
+    /// Facts of an application beyond who its members are: what a programme's rules read,
+    /// and so what that programme's department may see of a case (data minimisation). The
+    /// names are the `onecity.v1` field names (`monthly_income_fen` and so on), in upper case
+    /// here; member facts are fields of `Person`, household facts fields of `Application`.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+    pub struct Facts: u16 {
+        /// Each member's own monthly income.
+        const MONTHLY_INCOME_FEN = 1;
+        /// Each member's certified disability (kind and grade).
+        const DISABILITY = 1 << 1;
+        /// Whether each member is seriously ill.
+        const SERIOUSLY_ILL = 1 << 2;
+        /// Each member's employment status.
+        const EMPLOYMENT = 1 << 3;
+        /// Each member's education stage.
+        const EDUCATION = 1 << 4;
+        /// Whether each member has an able legal supporter.
+        const SUPPORTER = 1 << 5;
+        /// The household's financial assets.
+        const FINANCIAL_ASSETS_FEN = 1 << 6;
+        /// Homes the household owns.
+        const HOMES_OWNED = 1 << 7;
+        /// Vehicles the household owns.
+        const VEHICLES_OWNED = 1 << 8;
+        /// The household's housing situation.
+        const HOUSING = 1 << 9;
+        /// Medical expenses over the last 12 months.
+        const MEDICAL_EXPENSE_12M_FEN = 1 << 10;
+        /// Other rigid expenditure over the last 12 months.
+        const OTHER_RIGID_EXPENSE_12M_FEN = 1 << 11;
+        /// The emergency, kind and description.
+        const EMERGENCY = 1 << 12;
+        /// Whether the household was affected by a disaster.
+        const DISASTER_AFFECTED = 1 << 13;
+        /// The consent to share the case with charity organisations.
+        const CONSENT_TO_SHARE = 1 << 14;
+    }
+}
+
+impl Facts {
+    /// The fact named as in the catalogue file (`monthly_income_fen`).
+    pub fn named(name: &str) -> Option<Facts> {
+        // Upper-case names only: `from_name` would also take the constant's own spelling.
+        if name.chars().any(|c| c.is_ascii_uppercase()) {
+            return None;
+        }
+        Facts::from_name(&name.to_ascii_uppercase())
+    }
+}
+
 /// One programme's entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CatalogueEntry {
@@ -20,9 +72,13 @@ pub struct CatalogueEntry {
     pub department: Department,
     /// Days from submission to the decision deadline.
     pub deadline_days: u32,
+    /// What the department may see of a case this programme is referred in: the facts the
+    /// programme's rules read.
+    pub visible_facts: Facts,
 }
 
-/// Department and deadline of each of the twelve programmes, read from configuration.
+/// Department, deadline and visible facts of each of the twelve programmes, read from
+/// configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Catalogue {
     entries: BTreeMap<Programme, CatalogueEntry>,
@@ -40,6 +96,7 @@ struct RawEntry {
     programme: Option<String>,
     department: Option<String>,
     deadline_days: Option<i64>,
+    visible_facts: Option<Vec<String>>,
 }
 
 impl Catalogue {
@@ -62,7 +119,8 @@ impl Catalogue {
     }
 
     /// Parses catalogue TOML; `source_name` names it in errors. Every programme must appear
-    /// exactly once with a known department and a deadline of at least one day.
+    /// exactly once with a known department and a deadline of at least one day; its
+    /// `visible_facts` may name only known facts, and left out means none.
     pub fn from_toml_str(text: &str, source_name: &str) -> Result<Self> {
         let raw: RawCatalogue =
             toml::from_str(text).map_err(|e| Error::from_toml(source_name, text, &e))?;
@@ -92,10 +150,21 @@ impl Catalogue {
                         "must be between 1 and 4294967295".into(),
                     )
                 })?;
+            let mut visible_facts = Facts::empty();
+            for (j, name) in e.visible_facts.unwrap_or_default().iter().enumerate() {
+                let fact = Facts::named(name).ok_or_else(|| {
+                    err(
+                        format!("programme[{i}].visible_facts[{j}]"),
+                        format!("unknown fact {name}"),
+                    )
+                })?;
+                visible_facts |= fact;
+            }
             let entry = CatalogueEntry {
                 programme,
                 department,
                 deadline_days,
+                visible_facts,
             };
             if entries.insert(programme, entry).is_some() {
                 return Err(err(
@@ -126,6 +195,11 @@ impl Catalogue {
     /// Decision deadline of `programme`, in calendar days from submission.
     pub fn deadline_days(&self, programme: Programme) -> u32 {
         self.entry(programme).deadline_days
+    }
+
+    /// What `programme`'s department may see of a case beyond who its members are.
+    pub fn visible_facts(&self, programme: Programme) -> Facts {
+        self.entry(programme).visible_facts
     }
 
     /// Department unit that receives the referral for `programme` from `district`.
@@ -244,5 +318,45 @@ mod tests {
             "missing",
         );
         refused("[[programme]]\nprogramme = \"dibao\"\ndepartment = \"civil-affairs\"\ndeadline_days = \"x\"\n", "deadline_days", "invalid type");
+        for bad in ["birth_date", "MONTHLY_INCOME_FEN", "id_number", ""] {
+            refused(
+                &format!(
+                    "{}visible_facts = [\"housing\", \"{bad}\"]\n",
+                    one("charity", "charity", "3")
+                ),
+                "programme[0].visible_facts[1]",
+                "unknown fact",
+            );
+        }
+    }
+
+    #[test]
+    fn visible_facts_are_what_each_programme_reads() {
+        let c = Catalogue::embedded();
+        let dibao = c.visible_facts(Programme::Dibao);
+        assert!(dibao.contains(Facts::MONTHLY_INCOME_FEN | Facts::FINANCIAL_ASSETS_FEN));
+        assert!(!dibao.contains(Facts::HOUSING));
+        assert_eq!(c.visible_facts(Programme::Housing), Facts::HOUSING);
+        assert_eq!(
+            c.visible_facts(Programme::DisabilitySubsidy),
+            Facts::DISABILITY
+        );
+        assert_eq!(
+            c.visible_facts(Programme::DisasterRelief),
+            Facts::DISASTER_AFFECTED
+        );
+        // Every programme shows something, and no fact is left unused by every programme.
+        let mut all = Facts::empty();
+        for &p in Programme::ALL.iter() {
+            assert!(!c.visible_facts(p).is_empty(), "{p}");
+            all |= c.visible_facts(p);
+        }
+        assert_eq!(all, Facts::all());
+        let left_out = Catalogue::from_toml_str(
+            &EMBEDDED.replace("visible_facts = [\"housing\"]", ""),
+            "cat.toml",
+        )
+        .unwrap();
+        assert_eq!(left_out.visible_facts(Programme::Housing), Facts::empty());
     }
 }

@@ -2,9 +2,9 @@
 //! date, [`assess`] decides every one of the twelve programmes and explains each result (rules,
 //! inputs, thresholds, policy version, margin and next tier), with integer arithmetic only.
 //!
-//! Configuration, not code, says which department runs each programme and how long it has to
-//! decide ([`Catalogue`], `policy/catalogue.toml`) and what the parameters are ([`PolicyBook`],
-//! dated versions in `policy/default.toml`). Both are refused at start-up with the file, field
+//! Configuration, not code, says which department runs each programme, how long it has to
+//! decide and which facts of a case it may see ([`Catalogue`], `policy/catalogue.toml`) and
+//! what the parameters are ([`PolicyBook`], dated versions in `policy/default.toml`). Both are refused at start-up with the file, field
 //! and reason when malformed. The rules are documented in `docs/policy.md`. No I/O beyond
 //! loading those files, no tonic.
 
@@ -16,7 +16,7 @@ pub mod format;
 mod policy;
 
 pub use assess::{assess, assess_with, Assessment, Detail, Linked, RuleResult};
-pub use catalogue::{Catalogue, CatalogueEntry};
+pub use catalogue::{Catalogue, CatalogueEntry, Facts};
 pub use error::{Error, Result};
 pub use policy::{Parameters, PolicyBook, PolicyVersion, MAX_PARAMETER};
 

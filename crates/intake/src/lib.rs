@@ -11,8 +11,8 @@ use futures::{Stream, StreamExt};
 use onecity_domain::case::{CaseState, CaseStatus};
 use onecity_domain::events::CaseEvent;
 use onecity_domain::text::{check_request_id, check_text, TextKind};
-use onecity_domain::{ids, validate_application, IdNumber, Principal};
-use onecity_eligibility::PolicyBook;
+use onecity_domain::{ids, validate_application, Principal};
+use onecity_eligibility::{Catalogue, PolicyBook};
 use onecity_eventlog::{Appended, EventLog, Expected, Filter, NewEvent};
 use onecity_proto::v1 as pb;
 use onecity_service::case::{
@@ -24,8 +24,10 @@ use uuid::Uuid;
 
 mod backpressure;
 pub mod grpc;
+mod view;
 
 pub use backpressure::{Backpressure, Watched, DEFAULT_MAX_ROUTING_LAG, LAG_REFRESH};
+pub use view::view;
 
 /// Result alias of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -119,6 +121,7 @@ pub struct Submitted {
 pub struct Intake {
     log: Arc<dyn EventLog>,
     policies: Arc<PolicyBook>,
+    catalogue: Arc<Catalogue>,
     backpressure: Option<Arc<backpressure::Gauge>>,
 }
 
@@ -140,8 +143,16 @@ impl Intake {
         Intake {
             log,
             policies,
+            catalogue: Arc::new(Catalogue::embedded()),
             backpressure: None,
         }
+    }
+
+    /// Shows departments the facts `catalogue` lists for their programmes (see
+    /// [`view()`]); without it, the embedded catalogue's.
+    pub fn with_catalogue(mut self, catalogue: Arc<Catalogue>) -> Self {
+        self.catalogue = catalogue;
+        self
     }
 
     /// Refuses new cases ([`Error::Overloaded`]) while the routing lag of the watched
@@ -263,7 +274,13 @@ impl Intake {
     pub async fn get_case(&self, principal: &Principal, case_id: &str) -> Result<pb::Case> {
         let case_id = parse_case_id(case_id)?;
         let state = load_case(self.log.as_ref(), case_id).await?;
-        view(principal, case_id, &state)
+        view(
+            principal,
+            case_id,
+            &state,
+            &self.catalogue,
+            onecity_domain::today(),
+        )
     }
 
     /// The case's events so far, then new ones as they are recorded. Ends after the case
@@ -291,18 +308,24 @@ impl Intake {
             state.apply(meta(e), event.as_ref());
             statuses.push(state.status);
         }
-        view(principal, case_id, &state)?;
+        view(
+            principal,
+            case_id,
+            &state,
+            &self.catalogue,
+            onecity_domain::today(),
+        )?;
         let from = events.last().map_or(1, |e| e.position + 1);
         let backlog: Vec<_> = state
             .history
             .iter()
-            .cloned()
+            .zip(&state.audiences)
             .zip(statuses)
-            .map(|(event, status)| {
-                Ok(pb::WatchCaseResponse {
-                    event: Some(event),
+            .filter_map(|((event, audience), status)| {
+                Some(Ok(pb::WatchCaseResponse {
+                    event: Some(view::event(principal, event, audience)?),
                     status: pb::CaseStatus::from(status) as i32,
-                })
+                }))
             })
             .collect();
         let finished = state.status != CaseStatus::Open;
@@ -312,21 +335,30 @@ impl Intake {
             Some(self.log.subscribe(from, Filter::all()).await?)
         };
         let live = futures::stream::iter(live).flatten();
+        let principal = principal.clone();
         let live = live
             .filter(move |r| futures::future::ready(!matches!(r, Ok(e) if e.case_id != case_id)))
-            .scan(state, |state, r| {
+            .scan(state, move |state, r| {
                 let item = match r {
                     Err(e) => Some(Err(Error::from(e))),
-                    Ok(e) => decode_or_skip(&e).map(|ev| {
+                    Ok(e) => decode_or_skip(&e).and_then(|ev| {
                         state.apply(meta(&e), ev.as_ref());
-                        let event = state.history.last().cloned();
-                        Ok(pb::WatchCaseResponse {
-                            event,
-                            status: pb::CaseStatus::from(state.status) as i32,
+                        // An entry the principal may not see is skipped, not ended on: the
+                        // case goes on.
+                        let shown =
+                            state.history.last().zip(state.audiences.last()).and_then(
+                                |(event, audience)| view::event(&principal, event, audience),
+                            );
+                        shown.map(|event| {
+                            Ok(pb::WatchCaseResponse {
+                                event: Some(event),
+                                status: pb::CaseStatus::from(state.status) as i32,
+                            })
                         })
                     }),
                 };
-                // `Some(None)`: an event skipped, the stream goes on.
+                // `None`: an event skipped (undecodable, or not for this principal); the
+                // stream goes on.
                 futures::future::ready(Some(item))
             })
             .filter_map(futures::future::ready);
@@ -397,7 +429,15 @@ impl Intake {
         };
         let outcome = append_case_commit(self.log.as_ref(), case_id, |state| {
             match state.status {
-                CaseStatus::Withdrawn => return Ok(Step::Done(view(principal, case_id, state)?)),
+                CaseStatus::Withdrawn => {
+                    return Ok(Step::Done(view(
+                        principal,
+                        case_id,
+                        state,
+                        &self.catalogue,
+                        onecity_domain::today(),
+                    )?))
+                }
                 CaseStatus::Closed => {
                     return Err(Error::FailedPrecondition(format!(
                         "case {case_id} is closed: every referral is decided"
@@ -447,7 +487,13 @@ impl Intake {
             (Outcome::Appended(cancelled, _), _) => {
                 tracing::info!(%case_id, cancelled, "application withdrawn");
                 let state = load_case(self.log.as_ref(), case_id).await?;
-                view(principal, case_id, &state)
+                view(
+                    principal,
+                    case_id,
+                    &state,
+                    &self.catalogue,
+                    onecity_domain::today(),
+                )
             }
         }
     }
@@ -474,68 +520,12 @@ impl Intake {
             )));
         }
         let state = load_case(self.log.as_ref(), case_id).await?;
-        view(principal, case_id, &state)
-    }
-}
-
-/// Masks every identity number of an application (for department principals).
-fn mask_application(mut app: pb::Application) -> pb::Application {
-    for m in &mut app.members {
-        m.id_number = match IdNumber::parse(&m.id_number) {
-            Ok(id) => id.masked(),
-            Err(_) => "******************".into(),
-        };
-    }
-    app
-}
-
-/// The case as `principal` may see it. Terminals (any district: the one-city link) and
-/// administrators see all of it. A department unit sees a case only if it holds one of
-/// its referrals, and then only its own referrals, the assessments of those programmes,
-/// and the application with identity numbers masked.
-pub fn view(principal: &Principal, case_id: Uuid, state: &CaseState) -> Result<pb::Case> {
-    let submitted = state.submitted.clone().unwrap_or_default();
-    let mut case = pb::Case {
-        case_id: case_id.to_string(),
-        status: pb::CaseStatus::from(state.status) as i32,
-        version: state.version,
-        assessments: state
-            .assessed
-            .clone()
-            .map(|a| a.assessments)
-            .unwrap_or_default(),
-        referrals: state.referrals.clone(),
-        events: state.history.clone(),
-        district_code: submitted
-            .application
-            .as_ref()
-            .map(|a| a.district_code.clone())
-            .unwrap_or_default(),
-        terminal_id: submitted.terminal_id,
-        submitted_at: submitted.submitted_at,
-        application: submitted.application,
-    };
-    match principal {
-        Principal::Terminal { .. } | Principal::Admin { .. } => Ok(case),
-        Principal::Department { unit } => {
-            let unit = unit.to_string();
-            case.referrals.retain(|r| r.department_unit == unit);
-            if case.referrals.is_empty() {
-                return Err(denied(
-                    principal,
-                    "read a case without a referral to its unit",
-                    Subject::Case(case_id),
-                )
-                .into());
-            }
-            let programmes: Vec<i32> = case.referrals.iter().map(|r| r.programme).collect();
-            case.assessments
-                .retain(|a| programmes.contains(&a.programme));
-            case.application = case.application.map(mask_application);
-            Ok(case)
-        }
-        Principal::Service { .. } => {
-            Err(denied(principal, "read cases", Subject::Case(case_id)).into())
-        }
+        view(
+            principal,
+            case_id,
+            &state,
+            &self.catalogue,
+            onecity_domain::today(),
+        )
     }
 }

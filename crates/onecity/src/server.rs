@@ -196,6 +196,7 @@ pub async fn run_with_log(
 
     let intake = if config.runs(Role::Intake) {
         let intake = Intake::new(Arc::clone(&log), Arc::clone(&policies))
+            .with_catalogue(Arc::clone(&catalogue))
             .with_backpressure(backpressure(&config));
         let svc = IntakeGrpc::new(intake, stop.clone()).into_server();
         vitals.serve(IntakeServiceServer::<IntakeGrpc>::NAME).await;
