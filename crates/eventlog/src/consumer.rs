@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::retry::BackoffBuilder as _;
+use crate::retry::Backoff;
 use crate::{Error, EventLog, Filter, RecordedEvent};
 
 /// Most events handed to a [`ChunkHandler`] at once.
@@ -89,7 +89,7 @@ pub async fn run<H: ChunkHandler>(
     shutdown: CancellationToken,
     handler: &H,
 ) {
-    let mut delays = crate::retry::backoff().build();
+    let mut delays = Backoff::new();
     while !shutdown.is_cancelled() {
         let mut progressed = false;
         let outcome = follow(
@@ -105,9 +105,9 @@ pub async fn run<H: ChunkHandler>(
             return;
         }
         if progressed {
-            delays = crate::retry::backoff().build();
+            delays.reset();
         }
-        let backoff = delays.next().unwrap_or(crate::retry::MAX_DELAY);
+        let backoff = delays.next_delay();
         match outcome {
             Ok(()) => tracing::warn!(
                 consumer = name,
@@ -116,9 +116,8 @@ pub async fn run<H: ChunkHandler>(
             ),
             Err(e) => tracing::warn!(consumer = name, error = %e, ?backoff, "consumer restarting"),
         }
-        tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
-            () = shutdown.cancelled() => return,
+        if !Backoff::pause(backoff, &shutdown).await {
+            return;
         }
     }
 }

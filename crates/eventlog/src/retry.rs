@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-pub use backon::{BackoffBuilder, ExponentialBuilder};
+pub use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use tokio_util::sync::CancellationToken;
 
 /// First wait after a failure.
@@ -26,6 +26,48 @@ pub fn backoff() -> ExponentialBuilder {
         .without_max_times()
 }
 
+/// A loop's running backoff: the [`backoff`] delays one after another, started over by
+/// [`Backoff::reset`] once an attempt made progress (so a blip after hours of service is
+/// retried quickly). Every loop that reconnects or resumes holds one.
+#[derive(Debug)]
+pub struct Backoff {
+    delays: ExponentialBackoff,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff::new()
+    }
+}
+
+impl Backoff {
+    /// A backoff at its shortest delay.
+    pub fn new() -> Self {
+        Backoff {
+            delays: backoff().build(),
+        }
+    }
+
+    /// Starts over from the shortest delay.
+    pub fn reset(&mut self) {
+        *self = Backoff::new();
+    }
+
+    /// The delay before the next attempt.
+    pub fn next_delay(&mut self) -> Duration {
+        self.delays.next().unwrap_or(MAX_DELAY)
+    }
+
+    /// Sleeps `delay` (from [`Backoff::next_delay`], usually logged first); `false` when
+    /// `shutdown` came first.
+    pub async fn pause(delay: Duration, shutdown: &CancellationToken) -> bool {
+        tokio::select! {
+            () = tokio::time::sleep(delay) => true,
+            () = shutdown.cancelled() => false,
+        }
+    }
+}
+
 /// Runs `attempt` until it succeeds and returns its value, waiting a [`backoff`] delay
 /// after each failure (`on_error` is told the error and the coming delay, e.g. to log
 /// them). Returns `None`, without starting another attempt, once `shutdown` is
@@ -40,16 +82,15 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    let mut delays = backoff().build();
+    let mut delays = Backoff::new();
     while !shutdown.is_cancelled() {
         match attempt().await {
             Ok(value) => return Some(value),
             Err(e) => {
-                let delay = delays.next().unwrap_or(MAX_DELAY);
+                let delay = delays.next_delay();
                 on_error(&e, delay);
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
-                    () = shutdown.cancelled() => return None,
+                if !Backoff::pause(delay, shutdown).await {
+                    return None;
                 }
             }
         }

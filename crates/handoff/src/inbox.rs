@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use futures::StreamExt;
 use onecity_domain::events::{CaseEvent, REFERRAL_PREFIX};
-use onecity_eventlog::retry::{self, BackoffBuilder as _};
+use onecity_eventlog::retry::{self, Backoff};
 use onecity_eventlog::{EventLog, Filter, RecordedEvent};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -137,7 +137,7 @@ impl Inbox {
     async fn feed(&self, log: Arc<dyn EventLog>, shutdown: CancellationToken) {
         // Waits between two subscriptions; the sequence starts over after progress, so a
         // blip after hours of service is retried quickly.
-        let mut delays = retry::backoff().build();
+        let mut delays = Backoff::new();
         while !shutdown.is_cancelled() {
             let subscribed = retry::until_ok(
                 &shutdown,
@@ -170,15 +170,16 @@ impl Inbox {
                     }
                 }
                 if !ok.is_empty() {
-                    delays = retry::backoff().build();
+                    delays.reset();
                     self.apply(&ok);
                 }
                 if broke {
                     break;
                 }
             }
-            let delay = delays.next().unwrap_or(retry::MAX_DELAY);
-            tokio::select! { () = tokio::time::sleep(delay) => {}, () = shutdown.cancelled() => return }
+            if !Backoff::pause(delays.next_delay(), &shutdown).await {
+                return;
+            }
         }
     }
 

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use onecity_eventlog::retry::BackoffBuilder as _;
+use onecity_eventlog::retry::Backoff;
 use onecity_eventlog::{
     Appended, EventLog, EventStream, Expected, Filter, NewEvent, RecordedEvent, Result,
 };
@@ -218,7 +218,7 @@ where
     Fut: Future<Output = ()> + Send + 'static,
 {
     tokio::spawn(async move {
-        let mut delays = onecity_eventlog::retry::backoff().build();
+        let mut delays = Backoff::new();
         loop {
             let started = tokio::time::Instant::now();
             let ended = tokio::spawn(start()).await;
@@ -239,13 +239,9 @@ where
                 _ => tracing::error!(worker, "worker ended without a shutdown, restarting"),
             }
             if started.elapsed() >= HEALTHY_RUN {
-                delays = onecity_eventlog::retry::backoff().build();
+                delays.reset();
             }
-            let backoff = delays.next().unwrap_or(onecity_eventlog::retry::MAX_DELAY);
-            tokio::select! {
-                () = tokio::time::sleep(backoff) => {}
-                () = stop.cancelled() => {}
-            }
+            Backoff::pause(delays.next_delay(), &stop).await;
             // Counted as running from its restart on (or no longer counted once stopping,
             // which is itself not serving).
             vitals.worker_up().await;

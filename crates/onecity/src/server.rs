@@ -10,7 +10,7 @@ use onecity_assessment::grpc::EligibilityGrpc;
 use onecity_assessment::{Assessor, Screener};
 use onecity_domain::Partition;
 use onecity_eligibility::{Catalogue, PolicyBook};
-use onecity_eventlog::retry::BackoffBuilder as _;
+use onecity_eventlog::retry::Backoff;
 use onecity_eventlog::EventLog;
 use onecity_eventlog_grpc::{EventLogGrpc, RemoteLog};
 use onecity_eventlog_jetstream::{JetStreamConfig, JetStreamLog};
@@ -91,14 +91,14 @@ pub async fn open_log_spec(
             // leader yet, a node is restarting): wait for it, bounded, and fail fast on what
             // waiting cannot fix (an old server, a bad setting).
             let deadline = std::time::Instant::now() + JETSTREAM_STARTUP_PATIENCE;
-            let mut delays = onecity_eventlog::retry::backoff().build();
+            let mut delays = Backoff::new();
             loop {
                 match JetStreamLog::connect(config.clone()).await {
                     Ok(log) => return Ok((Arc::new(log), true)),
                     Err(e @ onecity_eventlog::Error::Unavailable(_))
                         if std::time::Instant::now() < deadline =>
                     {
-                        let backoff = delays.next().unwrap_or(onecity_eventlog::retry::MAX_DELAY);
+                        let backoff = delays.next_delay();
                         tracing::warn!(error = %e, ?backoff, "jetstream log not ready, retrying");
                         tokio::time::sleep(backoff).await;
                     }

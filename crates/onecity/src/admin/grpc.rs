@@ -22,15 +22,25 @@ impl AdminGrpc {
     }
 }
 
+impl onecity_service::ErrorClass for Error {
+    fn into_kind(self) -> onecity_service::Kind {
+        use onecity_service::Kind;
+        match self {
+            Error::NotFound(_) => Kind::NotFound,
+            Error::Invalid { field, reason } => Kind::Invalid {
+                field: field.to_owned(),
+                reason,
+            },
+            Error::FailedPrecondition(_) => Kind::FailedPrecondition,
+            Error::Log(e) => Kind::Log(e),
+            Error::Unavailable(_) => Kind::Unavailable,
+        }
+    }
+}
+
 impl From<Error> for Status {
     fn from(e: Error) -> Status {
-        match e {
-            Error::NotFound(m) => Status::not_found(m),
-            Error::Invalid { .. } => Status::invalid_argument(e.to_string()),
-            Error::FailedPrecondition(m) => Status::failed_precondition(m),
-            Error::Log(e) => onecity_eventlog_grpc::status(e),
-            Error::Unavailable(m) => Status::unavailable(m),
-        }
+        onecity_service::grpc::status(e)
     }
 }
 

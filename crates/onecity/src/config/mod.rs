@@ -3,11 +3,14 @@
 //! Layers, each overriding the one before: built-in defaults ([`Config::default`]), the TOML file
 //! (`--config FILE`), `ONECITY_*` environment variables, then command-line flags
 //! ([`Overrides`]). Relative paths are relative to the working directory of the process. The
-//! variables are read in one place, [`Config::apply_env`]; the command line's flags carry
-//! only what was typed, so each variable is read once and its layer stays below the flags.
+//! server's variables are read in one place, [`Config::apply_env`]; its flags carry only what
+//! was typed, so each variable is read once and its layer stays below the flags. (The client
+//! commands' own variables, `ONECITY_SERVER` and `ONECITY_TOKEN`, and `ONECITY_CONFIG` are
+//! read once by clap, as the flags they stand for.)
 //!
-//! Tokens ([`TokenConfig`]) map to `Principal`s. Every entry is validated at start-up, so a typo in a district or unit refuses start-up naming the
-//! entry instead of locking a department out at run time. When the file names no tokens the
+//! Tokens ([`TokenConfig`]) map to `Principal`s. Every entry is validated at start-up, so a
+//! typo in a district or unit refuses start-up naming the entry instead of locking a
+//! department out at run time. When the file names no tokens the
 //! built-in DEMO tokens apply ([`demo_tokens`]); they are public, so the server warns loudly
 //! while they are in use ([`Config::uses_demo_tokens`]). The event log backend is a
 //! [`LogSpec`].
