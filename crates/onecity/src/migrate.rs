@@ -5,6 +5,10 @@
 //! Export file: the line `onecity-log-export v1\n`, then every event as a
 //! length-delimited protobuf `onecity.v1.RecordedEvent`, in position order.
 //!
+//! The file holds residents' data, so export creates it readable by its owner only (0600).
+//! Import reads the whole file once before writing anything, with every length prefix
+//! bounded, so a corrupt or hostile file is refused with the target log untouched.
+//!
 //! The checksum is SHA-256 over every event's protobuf encoding *without* `recorded_at`
 //! (position, ids, case, version, type, actor, causation, payload, commit id): the target
 //! log stamps its own commit time, everything else must be identical.
@@ -22,6 +26,10 @@ use sha2::{Digest, Sha256};
 
 const MAGIC: &[u8] = b"onecity-log-export v1\n";
 const PAGE: usize = 5_000;
+/// Largest event an export may hold: the log's largest payload
+/// ([`onecity_eventlog::Limits`]) with room for the envelope. A larger length prefix is
+/// corruption, refused before anything is allocated for it.
+const MAX_EXPORTED_EVENT_BYTES: u64 = 2 * 1024 * 1024;
 
 /// Running checksum of a log.
 #[derive(Debug, Default, Clone)]
@@ -99,7 +107,7 @@ pub async fn checksum(log: &dyn EventLog) -> anyhow::Result<LogChecksum> {
 
 /// Writes the whole log to `path`; returns its checksum.
 pub async fn export(log: &dyn EventLog, path: &Path) -> anyhow::Result<LogChecksum> {
-    let file = File::create(path).with_context(|| format!("create {}", path.display()))?;
+    let file = create_private(path).with_context(|| format!("create {}", path.display()))?;
     let mut out = BufWriter::new(file);
     out.write_all(MAGIC)?;
     let bar = bar(log.head().await?, "export");
@@ -124,6 +132,23 @@ pub async fn export(log: &dyn EventLog, path: &Path) -> anyhow::Result<LogChecks
     Ok(sum)
 }
 
+/// Creates (or truncates) `path` readable and writable by its owner only, whatever the
+/// umask and whatever mode an existing file had.
+fn create_private(path: &Path) -> std::io::Result<File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        options.mode(0o600);
+        let file = options.open(path)?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        Ok(file)
+    }
+    #[cfg(not(unix))]
+    options.open(path)
+}
+
 fn read_event(input: &mut impl Read) -> anyhow::Result<Option<RecordedEvent>> {
     // A varint length prefix, then the message.
     let mut len: u64 = 0;
@@ -144,6 +169,9 @@ fn read_event(input: &mut impl Read) -> anyhow::Result<Option<RecordedEvent>> {
             bail!("export file has a malformed length prefix");
         }
     }
+    if len > MAX_EXPORTED_EVENT_BYTES {
+        bail!("export file has a length prefix of {len} bytes, over the limit of {MAX_EXPORTED_EVENT_BYTES}: corrupt");
+    }
     let mut buf = vec![0u8; usize::try_from(len)?];
     input
         .read_exact(&mut buf)
@@ -152,13 +180,8 @@ fn read_event(input: &mut impl Read) -> anyhow::Result<Option<RecordedEvent>> {
     Ok(Some(RecordedEvent::try_from(p)?))
 }
 
-/// Appends every event of the export at `path` to the empty log `log`, commit by commit
-/// in the original order, so positions and versions come out the same; then checks the
-/// target's checksum against the file's.
-pub async fn import(log: &dyn EventLog, path: &Path) -> anyhow::Result<LogChecksum> {
-    if log.head().await? != 0 {
-        bail!("the target log is not empty: import preserves positions, so it needs an empty log");
-    }
+/// Opens an export file and checks its first line.
+fn open_export(path: &Path) -> anyhow::Result<(BufReader<File>, u64)> {
     let file = File::open(path).with_context(|| format!("open {}", path.display()))?;
     let total = file.metadata()?.len();
     let mut input = BufReader::new(file);
@@ -169,6 +192,33 @@ pub async fn import(log: &dyn EventLog, path: &Path) -> anyhow::Result<LogChecks
     if magic != MAGIC {
         bail!("{} is not an onecity log export (v1)", path.display());
     }
+    Ok((input, total))
+}
+
+/// Reads every event of the export at `path` once, in order, and returns its checksum:
+/// every length prefix bounded, every event decoded, positions gap-free from 1.
+pub fn verify_export(path: &Path) -> anyhow::Result<LogChecksum> {
+    let (mut input, _) = open_export(path)?;
+    let mut sum = LogChecksum::default();
+    while let Some(e) = read_event(&mut input)? {
+        if e.position != sum.events + 1 {
+            bail!("export file is out of order at position {}", e.position);
+        }
+        sum.add(&e);
+    }
+    Ok(sum)
+}
+
+/// Appends every event of the export at `path` to the empty log `log`, commit by commit
+/// in the original order, so positions and versions come out the same; then checks the
+/// target's checksum against the file's. The file is read through once first
+/// ([`verify_export`]), so a corrupt file is refused before anything is written.
+pub async fn import(log: &dyn EventLog, path: &Path) -> anyhow::Result<LogChecksum> {
+    if log.head().await? != 0 {
+        bail!("the target log is not empty: import preserves positions, so it needs an empty log");
+    }
+    let verified = verify_export(path)?;
+    let (mut input, total) = open_export(path)?;
     let bar = ProgressBar::new(total);
     bar.set_style(
         ProgressStyle::with_template(
@@ -202,6 +252,9 @@ pub async fn import(log: &dyn EventLog, path: &Path) -> anyhow::Result<LogChecks
         commit.push(e);
     }
     bar.finish_and_clear();
+    if sum.hex() != verified.hex() || sum.events != verified.events {
+        bail!("the export file changed while it was imported");
+    }
     let target = checksum(log).await?;
     if target.hex() != sum.hex() || target.events != sum.events {
         bail!(
@@ -252,4 +305,73 @@ async fn append_commit(log: &dyn EventLog, events: &[RecordedEvent]) -> anyhow::
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use onecity_eventlog::MemoryLog;
+    use uuid::Uuid;
+
+    use super::*;
+
+    /// A log of three commits over two cases (four events).
+    async fn source() -> MemoryLog {
+        let log = MemoryLog::new();
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        let ev = |t: &str| NewEvent::new(t, "test", vec![1, 2, 3]);
+        for (case, events) in [
+            (a, vec![ev("t.one")]),
+            (b, vec![ev("t.two"), ev("t.three")]),
+            (a, vec![ev("t.four")]),
+        ] {
+            log.append(case, Expected::Any, events, Uuid::now_v7())
+                .await
+                .unwrap();
+        }
+        log
+    }
+
+    #[tokio::test]
+    async fn export_is_private_and_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.export");
+        // An existing, world-readable file is narrowed too.
+        std::fs::write(&path, b"old").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let exported = export(&source().await, &path).await.unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(verify_export(&path).unwrap().hex(), exported.hex());
+        let target = MemoryLog::new();
+        let imported = import(&target, &path).await.unwrap();
+        assert_eq!(imported.hex(), exported.hex());
+        assert_eq!(target.head().await.unwrap(), 4);
+    }
+
+    /// A corrupt file is refused before anything is written: the target stays empty.
+    #[tokio::test]
+    async fn a_corrupt_export_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good");
+        export(&source().await, &good).await.unwrap();
+        let bytes = std::fs::read(&good).unwrap();
+
+        // Cut inside the last event: the first commits are valid, the file is not.
+        let truncated = dir.path().join("truncated");
+        std::fs::write(&truncated, &bytes[..bytes.len() - 2]).unwrap();
+        // A length prefix far over any event, after the valid ones.
+        let huge = dir.path().join("huge");
+        let mut b = bytes.clone();
+        b.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x7f]);
+        std::fs::write(&huge, &b).unwrap();
+
+        for (path, want) in [(&truncated, "truncated"), (&huge, "length prefix")] {
+            let target = MemoryLog::new();
+            let err = import(&target, path).await.unwrap_err();
+            assert!(format!("{err:#}").contains(want), "{err:#}");
+            assert_eq!(target.head().await.unwrap(), 0, "{want}: nothing written");
+        }
+    }
 }
