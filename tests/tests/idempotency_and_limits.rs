@@ -177,3 +177,56 @@ async fn oversized_requests_and_formatting_characters_are_refused() {
     assert_eq!(server.head().await, head);
     server.stop().await;
 }
+
+/// One principal holds at most `max_streams_per_principal` streams open, `WatchCase` and
+/// `StreamReferrals` together; beyond it `RESOURCE_EXHAUSTED`. Another principal is not
+/// affected, and a stream the caller closes frees its slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_flood_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(dir.path(), |c| c.max_streams_per_principal = 2).await;
+    // An open case (its referrals wait for decisions), so its watch stays open.
+    let case = server.submit_handed_off(sample_application()).await;
+    assert_eq!(case.status, pb::CaseStatus::Open as i32);
+    let watch = || pb::WatchCaseRequest {
+        case_id: case.case_id.clone(),
+    };
+
+    let mut admin_intake = server.intake(tokens::ADMIN).await;
+    let first = admin_intake.watch_case(watch()).await.unwrap().into_inner();
+    let mut admin_handoff = server.handoff(tokens::ADMIN).await;
+    let _second = admin_handoff
+        .stream_referrals(pb::StreamReferralsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let err = admin_intake.watch_case(watch()).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    let err = admin_handoff
+        .stream_referrals(pb::StreamReferralsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+
+    // Someone else's streams are their own.
+    let _terminal = server
+        .intake(tokens::TERMINAL)
+        .await
+        .watch_case(watch())
+        .await
+        .unwrap();
+
+    // Closing a stream frees its slot once the server sees the stream gone.
+    drop(first);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        match admin_intake.watch_case(watch()).await {
+            Ok(_) => break,
+            Err(e) if e.code() == Code::ResourceExhausted => {
+                assert!(tokio::time::Instant::now() < deadline, "slot never freed");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+}

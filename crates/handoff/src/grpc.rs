@@ -5,6 +5,7 @@ use futures::StreamExt;
 use onecity_proto::v1 as pb;
 use onecity_proto::v1::handoff_service_server::{HandoffService, HandoffServiceServer};
 use onecity_service::grpc::principal;
+use onecity_service::grpc::StreamLimit;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
@@ -26,12 +27,24 @@ fn request_key(request_id: &str) -> Option<&str> {
 pub struct HandoffGrpc {
     handoff: Handoff,
     shutdown: CancellationToken,
+    streams: StreamLimit,
 }
 
 impl HandoffGrpc {
     /// `StreamReferrals` streams end when `shutdown` is cancelled.
     pub fn new(handoff: Handoff, shutdown: CancellationToken) -> Self {
-        HandoffGrpc { handoff, shutdown }
+        HandoffGrpc {
+            handoff,
+            shutdown,
+            streams: StreamLimit::default(),
+        }
+    }
+
+    /// Counts `StreamReferrals` streams in `streams` (shared with the other streaming
+    /// services).
+    pub fn with_stream_limit(mut self, streams: StreamLimit) -> Self {
+        self.streams = streams;
+        self
     }
 
     /// The tonic service, decoding requests up to
@@ -72,10 +85,13 @@ impl HandoffService for HandoffGrpc {
         req: Request<pb::StreamReferralsRequest>,
     ) -> Result<Response<Self::StreamReferralsStream>, Status> {
         let who = principal(&req)?;
+        let permit = self.streams.acquire(&who)?;
         let pb::StreamReferralsRequest { after_cursor } = req.into_inner();
         let stream = self.handoff.stream(&who, &after_cursor).await?;
         let stop = self.shutdown.clone().cancelled_owned();
-        let out = stream.map(|r| {
+        let out = stream.map(move |r| {
+            // Held as long as the stream lives.
+            let _permit = &permit;
             r.map(|(referral, cursor)| pb::StreamReferralsResponse {
                 referral: Some(referral),
                 cursor,

@@ -5,6 +5,7 @@ use futures::StreamExt;
 use onecity_proto::v1 as pb;
 use onecity_proto::v1::intake_service_server::{IntakeService, IntakeServiceServer};
 use onecity_service::grpc::principal;
+use onecity_service::grpc::StreamLimit;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
@@ -21,12 +22,23 @@ impl From<Error> for Status {
 pub struct IntakeGrpc {
     intake: Intake,
     shutdown: CancellationToken,
+    streams: StreamLimit,
 }
 
 impl IntakeGrpc {
     /// `WatchCase` streams end when `shutdown` is cancelled, so shutdown never hangs.
     pub fn new(intake: Intake, shutdown: CancellationToken) -> Self {
-        IntakeGrpc { intake, shutdown }
+        IntakeGrpc {
+            intake,
+            shutdown,
+            streams: StreamLimit::default(),
+        }
+    }
+
+    /// Counts `WatchCase` streams in `streams` (shared with the other streaming services).
+    pub fn with_stream_limit(mut self, streams: StreamLimit) -> Self {
+        self.streams = streams;
+        self
     }
 
     /// The tonic service, decoding requests up to
@@ -74,12 +86,17 @@ impl IntakeService for IntakeGrpc {
         req: Request<pb::WatchCaseRequest>,
     ) -> Result<Response<Self::WatchCaseStream>, Status> {
         let who = principal(&req)?;
+        let permit = self.streams.acquire(&who)?;
         let pb::WatchCaseRequest { case_id } = req.into_inner();
         let stream = self.intake.watch_case(&who, &case_id).await?;
         let stop = self.shutdown.clone().cancelled_owned();
         Ok(Response::new(
             stream
-                .map(|r| r.map_err(Status::from))
+                .map(move |r| {
+                    // Held as long as the stream lives.
+                    let _permit = &permit;
+                    r.map_err(Status::from)
+                })
                 .take_until(stop)
                 .boxed(),
         ))

@@ -181,6 +181,8 @@ pub async fn run_with_log(
     }
     let (policies, catalogue) = load_rules(&config)?;
     let stop = CancellationToken::new();
+    // One count per principal across both streaming services.
+    let streams = onecity_service::grpc::StreamLimit::new(config.max_streams_per_principal);
 
     let mut workers = Vec::new();
     // The handlers of this process's workers, for the admin's retry of a quarantined event.
@@ -198,7 +200,9 @@ pub async fn run_with_log(
         let intake = Intake::new(Arc::clone(&log), Arc::clone(&policies))
             .with_catalogue(Arc::clone(&catalogue))
             .with_backpressure(backpressure(&config));
-        let svc = IntakeGrpc::new(intake, stop.clone()).into_server();
+        let svc = IntakeGrpc::new(intake, stop.clone())
+            .with_stream_limit(streams.clone())
+            .into_server();
         vitals.serve(IntakeServiceServer::<IntakeGrpc>::NAME).await;
         Some(InterceptedService::new(svc, auth.clone()))
     } else {
@@ -247,8 +251,9 @@ pub async fn run_with_log(
             move || worker.clone().run(worker_stop.clone()),
         ));
         let inbox = Inbox::start(Arc::clone(&log), stop.clone());
-        let svc =
-            HandoffGrpc::new(Handoff::new(Arc::clone(&log), inbox), stop.clone()).into_server();
+        let svc = HandoffGrpc::new(Handoff::new(Arc::clone(&log), inbox), stop.clone())
+            .with_stream_limit(streams.clone())
+            .into_server();
         vitals
             .serve(HandoffServiceServer::<HandoffGrpc>::NAME)
             .await;

@@ -1,5 +1,8 @@
 //! The gRPC edge every service shares: who is calling, and how a service error answers.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use onecity_domain::Principal;
 use tonic::{Code, Request, Status};
 use tonic_types::{ErrorDetails, StatusExt as _};
@@ -42,5 +45,80 @@ pub fn status<E: ErrorClass>(e: E) -> Status {
         Kind::Unavailable => Status::unavailable(message),
         Kind::Internal => Status::internal(message),
         Kind::Log(e) => onecity_eventlog_grpc::status(e),
+    }
+}
+
+/// Most `WatchCase` / `StreamReferrals` streams one principal holds open at once, unless
+/// configured otherwise: a department's back office and a terminal need a few; a caller
+/// opening more is a bug or a flood, and each stream holds a log subscription.
+pub const DEFAULT_MAX_STREAMS_PER_PRINCIPAL: usize = 16;
+
+/// Counts each principal's open streams across the services that share it, so no one
+/// caller holds the server's streams (and the log subscriptions behind them) without bound.
+#[derive(Debug, Clone)]
+pub struct StreamLimit {
+    max: usize,
+    open: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl Default for StreamLimit {
+    fn default() -> Self {
+        StreamLimit::new(DEFAULT_MAX_STREAMS_PER_PRINCIPAL)
+    }
+}
+
+impl StreamLimit {
+    /// At most `max` open streams per principal; 0 turns the bound off.
+    pub fn new(max: usize) -> Self {
+        StreamLimit {
+            max,
+            open: Arc::default(),
+        }
+    }
+
+    /// A permit for one more stream of `principal`, held by the stream until it ends
+    /// (however it ends: the permit is released when the stream is dropped).
+    ///
+    /// # Errors
+    /// `RESOURCE_EXHAUSTED` when the principal already holds the most streams allowed.
+    pub fn acquire(&self, principal: &Principal) -> Result<StreamPermit, Status> {
+        let key = principal.actor();
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(key.clone()).or_default();
+        if self.max != 0 && *n >= self.max {
+            tracing::warn!(
+                kind = principal.kind(),
+                max = self.max,
+                "stream refused: too many open streams"
+            );
+            return Err(Status::resource_exhausted(format!(
+                "at most {} streams may be open at once per caller; close one first",
+                self.max
+            )));
+        }
+        *n += 1;
+        Ok(StreamPermit {
+            key,
+            open: Arc::clone(&self.open),
+        })
+    }
+}
+
+/// One open stream of a principal (see [`StreamLimit::acquire`]).
+#[derive(Debug)]
+pub struct StreamPermit {
+    key: String,
+    open: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl Drop for StreamPermit {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.key);
+            }
+        }
     }
 }

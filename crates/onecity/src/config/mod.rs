@@ -113,6 +113,9 @@ pub struct Config {
     /// process in front of partitioned workers must set it (see docs/operations.md).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub worker_partitions: Option<u32>,
+    /// Most `WatchCase` and `StreamReferrals` streams one principal may hold open at once
+    /// (beyond it `RESOURCE_EXHAUSTED`); 0 turns the bound off.
+    pub max_streams_per_principal: usize,
 }
 
 /// A service role of `onecity serve`.
@@ -191,6 +194,7 @@ impl Default for Config {
             partition: Partition::default(),
             max_routing_lag: onecity_intake::DEFAULT_MAX_ROUTING_LAG,
             worker_partitions: None,
+            max_streams_per_principal: onecity_service::grpc::DEFAULT_MAX_STREAMS_PER_PRINCIPAL,
         }
     }
 }
@@ -210,6 +214,7 @@ impl fmt::Debug for Config {
             .field("partition", &self.partition)
             .field("max_routing_lag", &self.max_routing_lag)
             .field("worker_partitions", &self.worker_partitions)
+            .field("max_streams_per_principal", &self.max_streams_per_principal)
             .finish()
     }
 }
