@@ -162,6 +162,17 @@ impl Intake {
         self
     }
 
+    /// The case as `principal` may see it today, under this intake's catalogue.
+    fn view(&self, principal: &Principal, case_id: Uuid, state: &CaseState) -> Result<pb::Case> {
+        view(
+            principal,
+            case_id,
+            state,
+            &self.catalogue,
+            onecity_domain::today(),
+        )
+    }
+
     /// Validates and records an application. Only terminals submit. The same request id
     /// from the same terminal always yields the same case, across restarts: the commit
     /// id is derived from (terminal, request id) and the log never forgets a commit id.
@@ -274,13 +285,7 @@ impl Intake {
     pub async fn get_case(&self, principal: &Principal, case_id: &str) -> Result<pb::Case> {
         let case_id = parse_case_id(case_id)?;
         let state = load_case(self.log.as_ref(), case_id).await?;
-        view(
-            principal,
-            case_id,
-            &state,
-            &self.catalogue,
-            onecity_domain::today(),
-        )
+        self.view(principal, case_id, &state)
     }
 
     /// The case's events so far, then new ones as they are recorded. Ends after the case
@@ -308,13 +313,7 @@ impl Intake {
             state.apply(meta(e), event.as_ref());
             statuses.push(state.status);
         }
-        view(
-            principal,
-            case_id,
-            &state,
-            &self.catalogue,
-            onecity_domain::today(),
-        )?;
+        self.view(principal, case_id, &state)?;
         let from = events.last().map_or(1, |e| e.position + 1);
         let backlog: Vec<_> = state
             .history
@@ -430,13 +429,7 @@ impl Intake {
         let outcome = append_case_commit(self.log.as_ref(), case_id, |state| {
             match state.status {
                 CaseStatus::Withdrawn => {
-                    return Ok(Step::Done(view(
-                        principal,
-                        case_id,
-                        state,
-                        &self.catalogue,
-                        onecity_domain::today(),
-                    )?))
+                    return Ok(Step::Done(self.view(principal, case_id, state)?))
                 }
                 CaseStatus::Closed => {
                     return Err(Error::FailedPrecondition(format!(
@@ -487,13 +480,7 @@ impl Intake {
             (Outcome::Appended(cancelled, _), _) => {
                 tracing::info!(%case_id, cancelled, "application withdrawn");
                 let state = load_case(self.log.as_ref(), case_id).await?;
-                view(
-                    principal,
-                    case_id,
-                    &state,
-                    &self.catalogue,
-                    onecity_domain::today(),
-                )
+                self.view(principal, case_id, &state)
             }
         }
     }
@@ -520,12 +507,6 @@ impl Intake {
             )));
         }
         let state = load_case(self.log.as_ref(), case_id).await?;
-        view(
-            principal,
-            case_id,
-            &state,
-            &self.catalogue,
-            onecity_domain::today(),
-        )
+        self.view(principal, case_id, &state)
     }
 }
