@@ -68,6 +68,8 @@ impl ErrorClass for Error {
 
 /// Consumer name of the assessment worker's checkpoint.
 pub const CONSUMER: &str = "assessment";
+/// The actor the assessment worker writes its events as.
+pub const ACTOR: &str = "service:assessment";
 
 /// How much of each assessment [`Screener::screen`] returns (the `ScreenView` of the API).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -309,8 +311,7 @@ impl Assessor {
                 }
                 state.version
             };
-            let new = NewEvent::new(event_type, "service:assessment", payload.clone())
-                .caused_by(cause.clone());
+            let new = NewEvent::new(event_type, ACTOR, payload.clone()).caused_by(cause.clone());
             Ok::<_, Error>(Step::Append(
                 Commit {
                     version,

@@ -116,7 +116,7 @@ async fn write_case(log: &SledLog, t: &Template) -> anyhow::Result<()> {
 
     let assess_event = NewEvent::new(
         onecity_domain::events::ELIGIBILITY_ASSESSED,
-        "service:assessment",
+        onecity_assessment::ACTOR,
         t.assessed_payload.clone(),
     )
     .caused_by(submit_event_id.to_string());
@@ -148,7 +148,7 @@ async fn write_case(log: &SledLog, t: &Template) -> anyhow::Result<()> {
                 issued_at: issued_at.clone(),
                 policy_version: p.policy_version.clone(),
             });
-            NewEvent::new(event.event_type(), "service:handoff", event.encode())
+            NewEvent::new(event.event_type(), onecity_handoff::ACTOR, event.encode())
                 .caused_by(assess_event_id.to_string())
         })
         .collect();

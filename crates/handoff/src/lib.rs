@@ -86,6 +86,8 @@ fn invalid(field: &str, reason: impl Into<String>) -> Error {
 
 /// Consumer name of the handoff worker's checkpoint.
 pub const CONSUMER: &str = "handoff";
+/// The actor the handoff worker writes its events as.
+pub const ACTOR: &str = "service:handoff";
 /// Longest decision note.
 pub const MAX_NOTE_CHARS: usize = 2_000;
 /// Largest page of `ListReferrals`.

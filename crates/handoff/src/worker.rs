@@ -117,7 +117,7 @@ impl HandoffWorker {
                 let new = events
                     .iter()
                     .map(|e| {
-                        NewEvent::new(e.event_type(), "service:handoff", e.encode())
+                        NewEvent::new(e.event_type(), crate::ACTOR, e.encode())
                             .caused_by(cause.clone())
                     })
                     .collect();

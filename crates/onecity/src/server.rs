@@ -221,7 +221,7 @@ pub async fn run_with_log(
         );
         let worker_stop = stop.clone();
         workers.push(supervise(
-            "assessment",
+            onecity_assessment::CONSUMER,
             vitals.clone(),
             stop.clone(),
             move || assessor.clone().run(worker_stop.clone()),
@@ -245,7 +245,7 @@ pub async fn run_with_log(
         );
         let worker_stop = stop.clone();
         workers.push(supervise(
-            "handoff",
+            onecity_handoff::CONSUMER,
             vitals.clone(),
             stop.clone(),
             move || worker.clone().run(worker_stop.clone()),
