@@ -68,6 +68,10 @@ impl EventLog for FaultyLog {
         self.inner.subscribe(from, filter).await
     }
 
+    async fn subscribe_case(&self, case_id: Uuid, from_version: u64) -> Result<EventStream> {
+        self.inner.subscribe_case(case_id, from_version).await
+    }
+
     async fn save_checkpoint(&self, consumer: &str, position: u64) -> Result<()> {
         self.inner.save_checkpoint(consumer, position).await
     }

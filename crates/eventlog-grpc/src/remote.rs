@@ -158,6 +158,27 @@ impl EventLog for RemoteLog {
         })))
     }
 
+    async fn subscribe_case(&self, case_id: Uuid, from_version: u64) -> Result<EventStream> {
+        let msg = pb::SubscribeCaseRequest {
+            case_id: case_id.to_string(),
+            from_version,
+        };
+        let stream = self
+            .client
+            .clone()
+            .subscribe_case(self.request(msg))
+            .await
+            .map_err(|s| error(s, Some(case_id), None))?
+            .into_inner();
+        Ok(Box::pin(stream.map(move |r| match r {
+            Ok(pb::SubscribeCaseResponse { event: Some(e) }) => RecordedEvent::try_from(e),
+            Ok(pb::SubscribeCaseResponse { event: None }) => Err(Error::Unavailable(
+                "subscription message without an event".into(),
+            )),
+            Err(s) => Err(error(s, Some(case_id), None)),
+        })))
+    }
+
     async fn save_checkpoint(&self, consumer: &str, position: u64) -> Result<()> {
         check_consumer(consumer)?;
         let msg = pb::SaveCheckpointRequest {

@@ -167,6 +167,35 @@ impl EventLogService for EventLogGrpc {
         Ok(Response::new(out.boxed()))
     }
 
+    type SubscribeCaseStream =
+        futures::stream::BoxStream<'static, Result<pb::SubscribeCaseResponse, Status>>;
+
+    async fn subscribe_case(
+        &self,
+        req: Request<pb::SubscribeCaseRequest>,
+    ) -> Result<Response<Self::SubscribeCaseStream>, Status> {
+        let pb::SubscribeCaseRequest {
+            case_id,
+            from_version,
+        } = req.into_inner();
+        let case_id = parse_uuid("case_id", &case_id).map_err(status)?;
+        let stream = self
+            .log
+            .subscribe_case(case_id, from_version)
+            .await
+            .map_err(status)?;
+        let shutdown = self.shutdown.clone().cancelled_owned();
+        let out = stream
+            .map(|r| {
+                r.map(|e| pb::SubscribeCaseResponse {
+                    event: Some((&e).into()),
+                })
+                .map_err(status)
+            })
+            .take_until(shutdown);
+        Ok(Response::new(out.boxed()))
+    }
+
     async fn save_checkpoint(
         &self,
         req: Request<pb::SaveCheckpointRequest>,

@@ -49,6 +49,7 @@ use async_nats::jetstream::stream::{self};
 use async_nats::jetstream::{self as js};
 use async_nats::HeaderMap;
 use bytes::Bytes;
+use futures::StreamExt as _;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -56,7 +57,7 @@ use uuid::Uuid;
 
 use onecity_eventlog::{
     check_consumer, clamp_limit, Appended, Error, EventLog, EventStream, Expected, Filter, Limits,
-    NewEvent, RecordedEvent, Result,
+    NewEvent, RecordedEvent, Result, MAX_READ_LIMIT,
 };
 
 mod read;
@@ -126,6 +127,8 @@ impl fmt::Debug for JetStreamLog {
 
 struct Inner {
     js: js::Context,
+    /// The core connection under `js`, for the case subscriptions' wake-ups.
+    client: async_nats::Client,
     names: Names,
     url: String,
     log: stream::Stream,
@@ -163,6 +166,10 @@ impl fmt::Debug for Inner {
             .finish_non_exhaustive()
     }
 }
+
+/// How often a case subscription re-reads its case without a wake-up (see
+/// [`JetStreamLog::subscribe_case`](EventLog::subscribe_case)).
+const CASE_REPOLL: Duration = Duration::from_secs(2);
 
 /// Longest time a subscription keeps retrying a failing server before it ends with
 /// an error (long enough for a cluster to elect a new stream leader).
@@ -245,6 +252,7 @@ impl JetStreamLog {
             ensure_stream(&ctx, kv_stream_config(&names.checkpoints_bucket(), 1, r)).await?;
         let inner = Arc::new(Inner {
             js: ctx,
+            client,
             names,
             url: config.url.clone(),
             log,
@@ -368,6 +376,39 @@ impl EventLog for JetStreamLog {
             }
         });
         Ok(Box::pin(ReceiverStream::new(rx)))
+    }
+
+    async fn subscribe_case(&self, case_id: Uuid, from_version: u64) -> Result<EventStream> {
+        if self.inner.closed.is_cancelled() {
+            return Err(shut_down());
+        }
+        // The wake-up is a core subscription to the case's subject: every publish to the
+        // case (even one the stream then refuses) rings it, and the read that follows sees
+        // only what the stream stored. A core subscription misses what is published while
+        // the connection is down, hence the periodic re-read.
+        let subject = self.inner.names.case_subject(case_id);
+        let ringer = self
+            .inner
+            .client
+            .subscribe(subject)
+            .await
+            .map_err(|e| Error::Unavailable(format!("subscribe to case {case_id}: {e}")))?;
+        let closed = self.inner.closed.clone();
+        let wake = ringer
+            .map(|_| ())
+            .take_until(async move { closed.cancelled().await });
+        let inner = Arc::clone(&self.inner);
+        let read = move |from: u64| {
+            let inner = Arc::clone(&inner);
+            async move { inner.read_case(case_id, from, MAX_READ_LIMIT).await }
+        };
+        Ok(onecity_eventlog::follow::case(
+            case_id,
+            from_version,
+            read,
+            wake,
+            Some(CASE_REPOLL),
+        ))
     }
 
     async fn save_checkpoint(&self, consumer: &str, position: u64) -> Result<()> {

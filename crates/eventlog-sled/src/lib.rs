@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 
 use onecity_eventlog::{
     check_consumer, clamp_limit, Appended, Error, EventLog, EventStream, Expected, Filter, Limits,
-    NewEvent, RecordedEvent, Result,
+    NewEvent, RecordedEvent, Result, MAX_READ_LIMIT,
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
@@ -344,6 +344,41 @@ impl EventLog for SledLog {
                 .await
         });
         Ok(Box::pin(ReceiverStream::new(rx)))
+    }
+
+    async fn subscribe_case(&self, case_id: Uuid, from_version: u64) -> Result<EventStream> {
+        // Armed before the first read: the writer publishes each group commit after making
+        // it durable, so a commit the first read misses is announced here.
+        let live = self.shared.live.subscribe();
+        let closed = self.shared.closed.clone();
+        let wake = futures::stream::unfold((live, closed), move |(mut live, closed)| async move {
+            loop {
+                let received = tokio::select! {
+                    r = live.recv() => r,
+                    () = closed.cancelled() => return None,
+                };
+                match received {
+                    Ok(batch) if !batch.iter().any(|e| e.case_id == case_id) => continue,
+                    // A lagged receiver may have missed the case's commit: read to find out.
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        return Some(((), (live, closed)))
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        });
+        let shared = Arc::clone(&self.shared);
+        let read = move |from: u64| {
+            let read = shared.read_case(case_id, from, MAX_READ_LIMIT);
+            async move { read }
+        };
+        Ok(onecity_eventlog::follow::case(
+            case_id,
+            from_version,
+            read,
+            wake,
+            None,
+        ))
     }
 
     async fn save_checkpoint(&self, consumer: &str, position: u64) -> Result<()> {

@@ -505,6 +505,71 @@ pub async fn subscribe_on_empty_log_follows_first_appends(b: &dyn Backend) {
     assert_eq!(take(&mut all, 1).await[0].position, 3);
 }
 
+/// Asserts that `events` are versions `first..` of `case`, in order, without a gap.
+fn assert_case_versions(events: &[RecordedEvent], case: Uuid, first: u64) {
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e.case_id, case, "another case's event at index {i}");
+        assert_eq!(
+            e.version,
+            first + i as u64,
+            "version gap or duplicate at index {i}"
+        );
+    }
+}
+
+/// A case subscription delivers that case's stored events from the version asked for,
+/// then its live appends, and never another case's events, even while both grow at once.
+pub async fn subscribe_case_follows_its_case_only(b: &dyn Backend) {
+    let log = b.fresh().await;
+    let (a, other) = (Uuid::now_v7(), Uuid::now_v7());
+    log.append(a, Expected::NoStream, evs(3), Uuid::now_v7())
+        .await
+        .unwrap();
+    log.append(other, Expected::NoStream, evs(2), Uuid::now_v7())
+        .await
+        .unwrap();
+    let mut from_two = log.subscribe_case(a, 2).await.unwrap();
+    let mut from_start = log.subscribe_case(a, 1).await.unwrap();
+    assert_case_versions(&take(&mut from_two, 2).await, a, 2);
+    assert_case_versions(&take(&mut from_start, 3).await, a, 1);
+    // Both cases grow concurrently; the subscriptions see exactly the 40 appends to `a`.
+    let writer = {
+        let log = Arc::clone(&log);
+        tokio::spawn(async move {
+            for _ in 0..40 {
+                log.append(other, Expected::Any, evs(1), Uuid::now_v7())
+                    .await
+                    .unwrap();
+                log.append(a, Expected::Any, evs(1), Uuid::now_v7())
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    assert_case_versions(&take(&mut from_two, 40).await, a, 4);
+    assert_case_versions(&take(&mut from_start, 40).await, a, 4);
+    writer.await.unwrap();
+    // Nothing of `other` is pending in between: the next delivery is `a`'s next version.
+    log.append(a, Expected::Exact(43), evs(1), Uuid::now_v7())
+        .await
+        .unwrap();
+    assert_case_versions(&take(&mut from_two, 1).await, a, 44);
+}
+
+/// A case subscription opened before the case has any event waits for its first one.
+pub async fn subscribe_case_waits_for_a_new_case(b: &dyn Backend) {
+    let log = b.fresh().await;
+    let case = Uuid::now_v7();
+    let mut sub = log.subscribe_case(case, 1).await.unwrap();
+    log.append(Uuid::now_v7(), Expected::NoStream, evs(1), Uuid::now_v7())
+        .await
+        .unwrap();
+    log.append(case, Expected::NoStream, evs(2), Uuid::now_v7())
+        .await
+        .unwrap();
+    assert_case_versions(&take(&mut sub, 2).await, case, 1);
+}
+
 /// Only events whose type starts with a prefix are delivered, still in order.
 pub async fn subscribe_filters_by_prefix(b: &dyn Backend) {
     let log = b.fresh().await;
@@ -812,6 +877,8 @@ macro_rules! conformance_suite {
             subscribe_filters_by_prefix,
             subscribe_races_appends_without_gap_or_duplicate,
             slow_subscriber_does_not_block_writers,
+            subscribe_case_follows_its_case_only,
+            subscribe_case_waits_for_a_new_case,
             checkpoints_roundtrip
         );
 
@@ -882,6 +949,9 @@ impl<G: Send + Sync + 'static> EventLog for Owning<G> {
     }
     async fn subscribe(&self, from_position: u64, filter: Filter) -> crate::Result<EventStream> {
         self.log.subscribe(from_position, filter).await
+    }
+    async fn subscribe_case(&self, case_id: Uuid, from_version: u64) -> crate::Result<EventStream> {
+        self.log.subscribe_case(case_id, from_version).await
     }
     async fn save_checkpoint(&self, consumer: &str, position: u64) -> crate::Result<()> {
         self.log.save_checkpoint(consumer, position).await

@@ -447,6 +447,14 @@ mod tests {
             }
             self.inner.subscribe(from, filter).await
         }
+        async fn subscribe_case(
+            &self,
+            case_id: Uuid,
+            from_version: u64,
+        ) -> crate::Result<crate::EventStream> {
+            self.inner.subscribe_case(case_id, from_version).await
+        }
+
         async fn save_checkpoint(&self, consumer: &str, position: u64) -> crate::Result<()> {
             self.inner.save_checkpoint(consumer, position).await
         }

@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 pub mod codec;
 pub mod consumer;
+pub mod follow;
 pub mod memory;
 pub mod quarantine;
 pub mod retry;
@@ -362,6 +363,8 @@ fn check_name(field: &str, value: &str, may_be_empty: bool) -> Result<()> {
 ///   without a gap at the switch. A slow subscriber never blocks writers or other
 ///   subscribers; it falls back to reading storage. The stream ends (without error)
 ///   when the log shuts down, and with an error if the backend fails.
+///   [`subscribe_case`](EventLog::subscribe_case) does the same for one case's stream,
+///   in version order, and reads nothing else.
 /// - **Checkpoints** are durable on `Ok`; [`load_checkpoint`](EventLog::load_checkpoint)
 ///   returns the last saved position, or 0 for a consumer that never saved.
 ///
@@ -392,6 +395,13 @@ pub trait EventLog: Send + Sync + fmt::Debug + 'static {
 
     /// Catch-up-then-live stream of events with position ≥ `from_position` that pass `filter`.
     async fn subscribe(&self, from_position: u64, filter: Filter) -> Result<EventStream>;
+
+    /// Catch-up-then-live stream of the events of `case_id` with version ≥ `from_version`,
+    /// in version order, each exactly once, reading only that case's stream (never the
+    /// rest of the log). A case with no events yet is not an error: the stream waits for
+    /// its first event. It ends (without error) when the log shuts down, with an error if
+    /// the backend fails, and when the receiver is dropped.
+    async fn subscribe_case(&self, case_id: Uuid, from_version: u64) -> Result<EventStream>;
 
     /// Durably records that `consumer` has processed everything up to `position`.
     async fn save_checkpoint(&self, consumer: &str, position: u64) -> Result<()>;

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::codec::now_micros;
 use crate::{
     check_consumer, clamp_limit, Appended, Error, EventLog, EventStream, Expected, Filter, Limits,
-    NewEvent, RecordedEvent, Result,
+    NewEvent, RecordedEvent, Result, MAX_READ_LIMIT,
 };
 
 /// Most events a subscription copies out per lock, so a subscriber catching up on a long
@@ -181,6 +181,27 @@ impl EventLog for MemoryLog {
             ready: VecDeque::new(),
         };
         Ok(Box::pin(futures::stream::unfold(follow, Follow::next)))
+    }
+
+    async fn subscribe_case(&self, case_id: Uuid, from_version: u64) -> Result<EventStream> {
+        // Weak, like `Follow`: dropping the log ends the subscription.
+        let log = Arc::downgrade(&self.inner);
+        let read = move |from: u64| {
+            let log = log.upgrade().map(|inner| MemoryLog { inner });
+            async move {
+                match log {
+                    Some(log) => log.read_case(case_id, from, MAX_READ_LIMIT).await,
+                    None => Ok(Vec::new()),
+                }
+            }
+        };
+        // Armed now, before the first read; `changed` fails once the log is dropped.
+        let head = self.inner.head.subscribe();
+        let wake = futures::stream::unfold(head, |mut head| async move {
+            head.changed().await.ok()?;
+            Some(((), head))
+        });
+        Ok(crate::follow::case(case_id, from_version, read, wake, None))
     }
 
     async fn save_checkpoint(&self, consumer: &str, position: u64) -> Result<()> {

@@ -13,7 +13,7 @@ use onecity_domain::events::CaseEvent;
 use onecity_domain::text::{check_request_id, check_text, TextKind};
 use onecity_domain::{ids, validate_application, Principal};
 use onecity_eligibility::{Catalogue, PolicyBook};
-use onecity_eventlog::{Appended, EventLog, Expected, Filter, NewEvent};
+use onecity_eventlog::{Appended, EventLog, Expected, NewEvent};
 use onecity_proto::v1 as pb;
 use onecity_service::case::{
     append_case_commit, commit_events, decode_or_skip, denied, load_case, meta, recorded_commit,
@@ -314,7 +314,7 @@ impl Intake {
             statuses.push(state.status);
         }
         self.view(principal, case_id, &state)?;
-        let from = events.last().map_or(1, |e| e.position + 1);
+        let from = events.last().map_or(1, |e| e.version + 1);
         let backlog: Vec<_> = state
             .history
             .iter()
@@ -331,12 +331,12 @@ impl Intake {
         let live = if finished {
             None
         } else {
-            Some(self.log.subscribe(from, Filter::all()).await?)
+            // The case's own stream: a watch held open for days reads nothing else.
+            Some(self.log.subscribe_case(case_id, from).await?)
         };
         let live = futures::stream::iter(live).flatten();
         let principal = principal.clone();
         let live = live
-            .filter(move |r| futures::future::ready(!matches!(r, Ok(e) if e.case_id != case_id)))
             .scan(state, move |state, r| {
                 let item = match r {
                     Err(e) => Some(Err(Error::from(e))),

@@ -524,3 +524,109 @@ async fn a_retried_withdrawal_is_answered_once() {
         "{err}"
     );
 }
+
+/// A log whose global subscription is refused: what still works on it reads case streams.
+#[derive(Debug)]
+struct CaseStreamsOnly(MemoryLog);
+
+#[async_trait::async_trait]
+impl EventLog for CaseStreamsOnly {
+    async fn append(
+        &self,
+        case_id: Uuid,
+        expected: Expected,
+        events: Vec<NewEvent>,
+        commit_id: Uuid,
+    ) -> onecity_eventlog::Result<onecity_eventlog::Appended> {
+        self.0.append(case_id, expected, events, commit_id).await
+    }
+    async fn read_case(
+        &self,
+        case_id: Uuid,
+        from: u64,
+        limit: usize,
+    ) -> onecity_eventlog::Result<Vec<onecity_eventlog::RecordedEvent>> {
+        self.0.read_case(case_id, from, limit).await
+    }
+    async fn read_all(
+        &self,
+        from: u64,
+        limit: usize,
+    ) -> onecity_eventlog::Result<Vec<onecity_eventlog::RecordedEvent>> {
+        self.0.read_all(from, limit).await
+    }
+    async fn subscribe(
+        &self,
+        _from: u64,
+        _filter: onecity_eventlog::Filter,
+    ) -> onecity_eventlog::Result<onecity_eventlog::EventStream> {
+        Err(onecity_eventlog::Error::Unavailable(
+            "a case view must not follow the whole log".into(),
+        ))
+    }
+    async fn subscribe_case(
+        &self,
+        case_id: Uuid,
+        from: u64,
+    ) -> onecity_eventlog::Result<onecity_eventlog::EventStream> {
+        self.0.subscribe_case(case_id, from).await
+    }
+    async fn save_checkpoint(&self, consumer: &str, position: u64) -> onecity_eventlog::Result<()> {
+        self.0.save_checkpoint(consumer, position).await
+    }
+    async fn load_checkpoint(&self, consumer: &str) -> onecity_eventlog::Result<u64> {
+        self.0.load_checkpoint(consumer).await
+    }
+    async fn head(&self) -> onecity_eventlog::Result<u64> {
+        self.0.head().await
+    }
+}
+
+/// `WatchCase` follows the case's own stream (issue 13 item 8): it works on a log that
+/// refuses every global subscription, and shows the case's later events, none of another
+/// case's.
+#[tokio::test]
+async fn watching_a_case_reads_only_its_own_stream() {
+    use futures::StreamExt as _;
+    let log: Arc<dyn EventLog> = Arc::new(CaseStreamsOnly(MemoryLog::new()));
+    let intake = intake(&log);
+    let s = intake
+        .submit(&terminal(), "req-watch", Some(sample_application()))
+        .await
+        .unwrap();
+    let other = intake
+        .submit(&terminal(), "req-other", Some(sample_application()))
+        .await
+        .unwrap();
+    let mut watch = Box::pin(
+        intake
+            .watch_case(&terminal(), &s.case_id.to_string())
+            .await
+            .unwrap(),
+    );
+    let first = watch.next().await.unwrap().unwrap();
+    assert_eq!(first.event.unwrap().version, 1);
+    refer(
+        log.as_ref(),
+        other.case_id,
+        Programme::Dibao,
+        "civil-affairs@120103",
+    )
+    .await;
+    refer(
+        log.as_ref(),
+        s.case_id,
+        Programme::Medical,
+        "medical-security@120103",
+    )
+    .await;
+    let next = tokio::time::timeout(std::time::Duration::from_secs(20), watch.next())
+        .await
+        .expect("the watch delivers the case's next event")
+        .unwrap()
+        .unwrap()
+        .event
+        .unwrap();
+    assert_eq!(next.version, 2);
+    assert_eq!(next.event_type, "onecity.v1.ReferralIssued");
+}
