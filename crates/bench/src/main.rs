@@ -93,6 +93,9 @@ enum Scenario {
     Route,
     /// Cold start over a log of N cases.
     Rebuild,
+    /// `GetCase` at concurrency 64 with every read recorded (`get-case`), against a
+    /// second in-process server with `record_reads = false` (`get-case-unrecorded`).
+    GetCase,
 }
 
 const CONCURRENCIES: [usize; 3] = [1, 64, 256];
@@ -100,6 +103,7 @@ const CONCURRENCIES: [usize; 3] = [1, 64, 256];
 const HOUSEHOLD_SEED: u64 = 0x006f_6e65_6369_7479;
 const SCREEN_CONCURRENCY: usize = 64;
 const SUBMIT_INTAKE_CONCURRENCY: usize = 64;
+const GET_CASE_CONCURRENCY: usize = 64;
 const ROUTE_RATES: [f64; 2] = [200.0, 1000.0];
 const SATURATION_CONCURRENCY: usize = 256;
 /// The `durable-noop` cell whose appends per second route saturation's routed cases per
@@ -125,6 +129,9 @@ enum Step {
     RouteOpen(f64),
     RouteSaturation(usize),
     Rebuild,
+    /// `GetCase` against the main server (reads recorded) or, with `false`, against a
+    /// second in-process server whose reads are not recorded.
+    GetCase(usize, bool),
 }
 
 impl Step {
@@ -139,6 +146,8 @@ impl Step {
             Step::RouteOpen(r) => format!("route {r:.0}/s"),
             Step::RouteSaturation(c) => format!("route saturation c={c}"),
             Step::Rebuild => "rebuild".into(),
+            Step::GetCase(c, true) => format!("get-case c={c}"),
+            Step::GetCase(c, false) => format!("get-case-unrecorded c={c}"),
         }
     }
 }
@@ -168,6 +177,10 @@ fn plan(selected: &[Scenario], in_process: bool, sled: bool) -> Vec<Step> {
         if has(Scenario::Screen) && c == SCREEN_CONCURRENCY {
             steps.push(Step::Screen(c, false));
             steps.push(Step::Screen(c, true));
+        }
+        if has(Scenario::GetCase) && in_process && c == GET_CASE_CONCURRENCY {
+            steps.push(Step::GetCase(c, false));
+            steps.push(Step::GetCase(c, true));
         }
     }
     if has(Scenario::Route) {
@@ -305,14 +318,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     } else {
         None
     };
+    let unrecorded_url = if steps.iter().any(|s| matches!(s, Step::GetCase(_, false))) {
+        let (s, url) = InProcess::start_with(
+            |config| config.record_reads = false,
+            |dir: &Path| log_for("unrecorded", dir),
+        )?;
+        servers.push(s);
+        Some(url)
+    } else {
+        None
+    };
     // Spawned rather than run by `block_on`, so that even the top-level loop runs on the
     // client's named threads and its CPU is counted as the client's.
     let result = client_rt.block_on(async {
         let cli = Arc::new(cli);
         let (s, steps, url) = (s.clone(), steps.clone(), url.clone());
-        tokio::spawn(async move { run_steps(&cli, &s, &steps, &url, intake_url.as_deref()).await })
-            .await
-            .context("bench task")?
+        tokio::spawn(async move {
+            let others = Others {
+                intake: intake_url,
+                unrecorded: unrecorded_url,
+            };
+            run_steps(&cli, &s, &steps, &url, &others).await
+        })
+        .await
+        .context("bench task")?
     });
     for s in servers {
         s.stop()?;
@@ -336,6 +365,22 @@ impl InProcess {
         intake_only: bool,
         log: impl FnOnce(&Path) -> onecity::config::LogSpec,
     ) -> anyhow::Result<(InProcess, String)> {
+        InProcess::start_with(
+            |config| {
+                if intake_only {
+                    config.roles = vec![onecity::config::Role::Intake, onecity::config::Role::Log];
+                    config.max_routing_lag = 0;
+                }
+            },
+            log,
+        )
+    }
+
+    /// A server with the default config as `edit` changes it.
+    fn start_with(
+        edit: impl FnOnce(&mut onecity::config::Config),
+        log: impl FnOnce(&Path) -> onecity::config::LogSpec,
+    ) -> anyhow::Result<(InProcess, String)> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads())
             .thread_name(cpu::SERVER_THREADS)
@@ -349,10 +394,7 @@ impl InProcess {
             log: Some(log(data.path())),
             ..onecity::config::Config::default()
         };
-        if intake_only {
-            config.roles = vec![onecity::config::Role::Intake, onecity::config::Role::Log];
-            config.max_routing_lag = 0;
-        }
+        edit(&mut config);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = rt.spawn(onecity::server::run(listener, config, async move {
             let _ = stopped.await;
@@ -407,7 +449,7 @@ async fn run_steps(
     s: &Settings,
     steps: &[Step],
     url: &str,
-    intake_url: Option<&str>,
+    others: &Others,
 ) -> anyhow::Result<()> {
     let machine_before = machine();
     let progress = Progress::new(steps.len());
@@ -439,7 +481,11 @@ async fn run_steps(
             Step::Submit(c) => scenarios::submit(&ctx, c).await,
             Step::SubmitIntake(c) => {
                 let ctx = Ctx {
-                    url: intake_url.context("no intake-only server")?.to_owned(),
+                    url: others
+                        .intake
+                        .as_deref()
+                        .context("no intake-only server")?
+                        .to_owned(),
                     ..ctx.clone()
                 };
                 scenarios::submit(&ctx, c).await.map(|mut cell| {
@@ -448,6 +494,18 @@ async fn run_steps(
                 })
             }
             Step::Screen(c, full) => scenarios::screen(&ctx, c, full).await,
+            Step::GetCase(c, true) => scenarios::get_case(&ctx, c, "get-case").await,
+            Step::GetCase(c, false) => {
+                let ctx = Ctx {
+                    url: others
+                        .unrecorded
+                        .as_deref()
+                        .context("no server with record_reads off")?
+                        .to_owned(),
+                    ..ctx.clone()
+                };
+                scenarios::get_case(&ctx, c, "get-case-unrecorded").await
+            }
             Step::RouteOpen(r) => scenarios::route_open(&ctx, r).await,
             Step::RouteSaturation(c) => scenarios::route_saturation(&ctx, c).await,
             Step::Rebuild => {
@@ -487,6 +545,14 @@ async fn run_steps(
     Ok(())
 }
 
+/// The in-process servers besides the one under test, by the cells that use them.
+struct Others {
+    /// Intake and log roles only (`submit-intake`).
+    intake: Option<String>,
+    /// Every role, reads not recorded (`get-case-unrecorded`).
+    unrecorded: Option<String>,
+}
+
 fn find<'a>(cells: &'a [Cell], scenario: &str, c: usize) -> Option<&'a Cell> {
     cells
         .iter()
@@ -510,7 +576,11 @@ fn attach_ceiling(cell: &mut Cell, step: &Step, earlier: &[Cell]) {
                     .and_then(|v| v.as_f64())
                     .map(|v| ("intake in the same cell".into(), v))
             }),
-        Step::Noop(_) | Step::DurableNoop(_) | Step::Rebuild => cell.ceiling.clone(),
+        Step::GetCase(c, true) => find(earlier, "get-case-unrecorded", c)
+            .map(|d| (format!("get-case-unrecorded c={c}"), d.ops_per_s)),
+        Step::Noop(_) | Step::DurableNoop(_) | Step::Rebuild | Step::GetCase(_, false) => {
+            cell.ceiling.clone()
+        }
     };
 }
 
@@ -731,6 +801,12 @@ fn targets(cells: &[Cell]) -> Vec<Target> {
         find(cells, "durable-noop", c),
         0.3,
     )));
+    let c = GET_CASE_CONCURRENCY;
+    out.push(ratio_target(
+        &format!("get-case c={c} (reads recorded) >= 70% of get-case-unrecorded c={c}"),
+        find(cells, "get-case", c),
+        0.7,
+    ));
     let c = SCREEN_CONCURRENCY;
     out.push(ratio_target(
         &format!("screen c={c} (BASIC) >= 50% of noop c={c}"),

@@ -172,6 +172,44 @@ pub async fn submit(ctx: &Ctx, c: usize) -> anyhow::Result<Cell> {
     Ok(closed_cell("submit", c, ctx.window, run))
 }
 
+/// How many cases the `get-case` cells read, submitted before the window.
+const GET_CASE_CASES: u64 = 256;
+
+/// `IntakeService.GetCase` by the Hexi terminal, cycling over cases submitted before the
+/// window: the fold of a case stream, the view, and (when the server records reads, as it
+/// does by default) one durable access record per call. Named `scenario`, so the same cell
+/// against a server with `record_reads = false` can stand beside it.
+pub async fn get_case(ctx: &Ctx, c: usize, scenario: &str) -> anyhow::Result<Cell> {
+    let conns = Conns::connect(&ctx.url, connections_for(c)).await?;
+    let mut intake = IntakeServiceClient::new(conns.authed(0, tokens::TERMINAL));
+    let mut cases = Vec::new();
+    for n in 0..GET_CASE_CASES {
+        let r = intake
+            .submit_application(submission(&ctx.pool, n))
+            .await
+            .map_err(|s| anyhow::anyhow!("submit a case to read: {s}"))?;
+        cases.push(r.into_inner().case_id);
+    }
+    let cases = Arc::new(cases);
+    let clients: Arc<Vec<_>> = Arc::new(
+        (0..c)
+            .map(|t| IntakeServiceClient::new(conns.authed(t, tokens::TERMINAL)))
+            .collect(),
+    );
+    let run = closed_loop(c, ctx.window, move |t, i| {
+        let mut client = clients[t].clone();
+        let case_id = cases[(nth(t, i) % cases.len() as u64) as usize].clone();
+        async move {
+            client
+                .get_case(pb::GetCaseRequest { case_id })
+                .await
+                .map(|_| ())
+        }
+    })
+    .await;
+    Ok(closed_cell(scenario, c, ctx.window, run))
+}
+
 /// `EligibilityService.Screen`: validation and all twelve rules, nothing written; in the
 /// default view (BASIC: outcomes, amounts, summaries) or, with `full`, every rule's
 /// explanation too (cell `screen-full`).

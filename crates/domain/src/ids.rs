@@ -65,6 +65,12 @@ pub fn quarantine_stream() -> Uuid {
     derive(&["quarantine"])
 }
 
+/// Id of the access stream of the principal recorded as `actor`: its
+/// `PersonalDataRead` records, one stream per reader, never a case.
+pub fn access_stream(actor: &str) -> Uuid {
+    derive(&["access", actor])
+}
+
 /// Commit id of `consumer`'s quarantine record of the event at `position`: a replay
 /// quarantines the event once.
 pub fn quarantine_commit(consumer: &str, position: u64) -> Uuid {
@@ -115,6 +121,10 @@ mod tests {
                 "cbdc29df-0ceb-5a88-8ec2-c30d0ddee7eb",
             ),
             (quarantine_stream(), "91875d07-5df4-5032-bb91-c6c1e5908f6f"),
+            (
+                access_stream("terminal:t-1"),
+                "a94ba312-7ed6-5c28-8de7-fe787a7a7c2d",
+            ),
             (
                 quarantine_commit("assessment", 42),
                 "6096c362-63bc-58be-a1ad-a38e11dc7625",

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use onecity_eventlog::codec::{self, parse_uuid};
-use onecity_eventlog::{EventLog, Filter};
+use onecity_eventlog::{access, EventLog, Filter};
 
 use crate::status;
 
@@ -19,6 +19,13 @@ use crate::status;
 /// trusts with writes. See [`EventLogGrpc::writers_only`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Writer;
+
+/// Marks a request whose reads leave access records, naming the reader as recorded for
+/// actors (e.g. `admin:ops-1`): the embedding's authentication puts it in the request's
+/// extensions for the principals whose raw-log reads are reads of residents' data by a
+/// person. Each read is recorded (`onecity_eventlog::access`) before it is answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Audited(pub String);
 
 /// Serves any [`EventLog`] over gRPC.
 #[derive(Debug, Clone)]
@@ -62,6 +69,30 @@ impl EventLogGrpc {
             .max_decoding_message_size(64 * 1024 * 1024)
             .max_encoding_message_size(64 * 1024 * 1024)
     }
+}
+
+/// Records the read of `subject` through `method` when the request is [`Audited`].
+async fn audit<T>(
+    log: &dyn EventLog,
+    req: &Request<T>,
+    method: &str,
+    subject: access::Subject,
+) -> Result<(), Status> {
+    let Some(Audited(principal)) = req.extensions().get::<Audited>() else {
+        return Ok(());
+    };
+    let purpose = crate::purpose(req.metadata())?;
+    access::record(
+        log,
+        access::Read {
+            principal,
+            method,
+            subject,
+            purpose: &purpose,
+        },
+    )
+    .await
+    .map_err(status)
 }
 
 fn limit(n: u32) -> usize {
@@ -108,13 +139,21 @@ impl EventLogService for EventLogGrpc {
             case_id,
             from_version,
             limit: n,
-        } = req.into_inner();
+        } = req.get_ref().clone();
         let case_id = parse_uuid("case_id", &case_id).map_err(status)?;
         let events = self
             .log
             .read_case(case_id, from_version, limit(n))
             .await
             .map_err(status)?;
+        let read = access::Subject::Cases(vec![case_id]);
+        audit(
+            self.log.as_ref(),
+            &req,
+            "onecity.v1.EventLogService/ReadCase",
+            read,
+        )
+        .await?;
         Ok(Response::new(pb::ReadCaseResponse {
             events: events.iter().map(Into::into).collect(),
         }))
@@ -124,15 +163,28 @@ impl EventLogService for EventLogGrpc {
         &self,
         req: Request<pb::ReadAllRequest>,
     ) -> Result<Response<pb::ReadAllResponse>, Status> {
-        let pb::ReadAllRequest {
+        let &pb::ReadAllRequest {
             from_position,
             limit: n,
-        } = req.into_inner();
+        } = req.get_ref();
         let events = self
             .log
             .read_all(from_position, limit(n))
             .await
             .map_err(status)?;
+        if let (Some(first), Some(last)) = (events.first(), events.last()) {
+            let read = access::Subject::Range {
+                from: first.position,
+                to: Some(last.position),
+            };
+            audit(
+                self.log.as_ref(),
+                &req,
+                "onecity.v1.EventLogService/ReadAll",
+                read,
+            )
+            .await?;
+        }
         Ok(Response::new(pb::ReadAllResponse {
             events: events.iter().map(Into::into).collect(),
         }))
@@ -145,6 +197,17 @@ impl EventLogService for EventLogGrpc {
         &self,
         req: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let read = access::Subject::Range {
+            from: req.get_ref().from_position,
+            to: None,
+        };
+        audit(
+            self.log.as_ref(),
+            &req,
+            "onecity.v1.EventLogService/Subscribe",
+            read,
+        )
+        .await?;
         let pb::SubscribeRequest {
             from_position,
             event_type_prefixes,
@@ -177,8 +240,16 @@ impl EventLogService for EventLogGrpc {
         let pb::SubscribeCaseRequest {
             case_id,
             from_version,
-        } = req.into_inner();
+        } = req.get_ref().clone();
         let case_id = parse_uuid("case_id", &case_id).map_err(status)?;
+        let read = access::Subject::Cases(vec![case_id]);
+        audit(
+            self.log.as_ref(),
+            &req,
+            "onecity.v1.EventLogService/SubscribeCase",
+            read,
+        )
+        .await?;
         let stream = self
             .log
             .subscribe_case(case_id, from_version)

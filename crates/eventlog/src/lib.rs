@@ -19,6 +19,7 @@ use std::time::SystemTime;
 use futures::Stream;
 use uuid::Uuid;
 
+pub mod access;
 pub mod codec;
 pub mod consumer;
 pub mod follow;

@@ -4,8 +4,8 @@
 use futures::StreamExt;
 use onecity_proto::v1 as pb;
 use onecity_proto::v1::handoff_service_server::{HandoffService, HandoffServiceServer};
-use onecity_service::grpc::principal;
 use onecity_service::grpc::StreamLimit;
+use onecity_service::grpc::{principal, reader};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
@@ -61,7 +61,7 @@ impl HandoffService for HandoffGrpc {
         &self,
         req: Request<pb::ListReferralsRequest>,
     ) -> Result<Response<pb::ListReferralsResponse>, Status> {
-        let who = principal(&req)?;
+        let who = reader(&req)?;
         let pb::ListReferralsRequest {
             state,
             page_size,
@@ -84,8 +84,8 @@ impl HandoffService for HandoffGrpc {
         &self,
         req: Request<pb::StreamReferralsRequest>,
     ) -> Result<Response<Self::StreamReferralsStream>, Status> {
-        let who = principal(&req)?;
-        let permit = self.streams.acquire(&who)?;
+        let who = reader(&req)?;
+        let permit = self.streams.acquire(&who.principal)?;
         let pb::StreamReferralsRequest { after_cursor } = req.into_inner();
         let stream = self.handoff.stream(&who, &after_cursor).await?;
         let stop = self.shutdown.clone().cancelled_owned();

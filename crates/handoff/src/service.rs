@@ -10,6 +10,7 @@ use onecity_domain::text::{check_request_id, check_text, TextKind};
 use onecity_domain::{ids, Principal};
 use onecity_eventlog::{Appended, EventLog, Filter, NewEvent};
 use onecity_proto::v1 as pb;
+use onecity_service::access::{Access, Reader};
 use onecity_service::case::{
     append_case_commit, commit_events, decode_or_skip, denied, recorded_commit, Commit, Outcome,
     Step, Subject,
@@ -23,6 +24,24 @@ use crate::{invalid, Error, Inbox, Result, MAX_NOTE_CHARS, MAX_PAGE_SIZE};
 pub struct Handoff {
     log: Arc<dyn EventLog>,
     inbox: Arc<Inbox>,
+    access: Access,
+}
+
+/// The methods whose reads are recorded, as access records name them.
+const LIST_REFERRALS: &str = "onecity.v1.HandoffService/ListReferrals";
+const STREAM_REFERRALS: &str = "onecity.v1.HandoffService/StreamReferrals";
+
+/// The distinct cases of `referrals`, in order of first appearance.
+fn cases_of(referrals: &[pb::Referral]) -> Vec<Uuid> {
+    let mut cases: Vec<Uuid> = Vec::new();
+    for r in referrals {
+        if let Ok(id) = r.case_id.parse::<Uuid>() {
+            if !cases.contains(&id) {
+                cases.push(id);
+            }
+        }
+    }
+    cases
 }
 
 /// A referral state given by a client: 0 means "any".
@@ -48,7 +67,17 @@ pub struct DecisionInput {
 impl Handoff {
     /// The API over `log`, answering lists from `inbox`.
     pub fn new(log: Arc<dyn EventLog>, inbox: Arc<Inbox>) -> Self {
-        Handoff { log, inbox }
+        Handoff {
+            access: Access::new(Arc::clone(&log)),
+            log,
+            inbox,
+        }
+    }
+
+    /// Records reads through `access` (by default every read is recorded in the log).
+    pub fn with_access(mut self, access: Access) -> Self {
+        self.access = access;
+        self
     }
 
     /// The unit a principal may see: a department its own, an admin every unit.
@@ -63,12 +92,12 @@ impl Handoff {
     /// A page of the caller's referrals (all states when `state` is 0), in issue order.
     pub async fn list(
         &self,
-        principal: &Principal,
+        reader: &Reader,
         state: i32,
         page_size: u32,
         page_token: &str,
     ) -> Result<(Vec<pb::Referral>, String)> {
-        let unit = Self::scope(principal, "list referrals")?;
+        let unit = Self::scope(&reader.principal, "list referrals")?;
         let state = state_filter(state)?;
         let limit = match page_size {
             0 => 100,
@@ -91,17 +120,23 @@ impl Handoff {
         for p in latest {
             page.push(self.referral_at(p).await?);
         }
+        self.access
+            .record(reader, LIST_REFERRALS, cases_of(&page))
+            .await?;
         Ok((page, next.map(|n| n.to_string()).unwrap_or_default()))
     }
 
     /// The caller's referrals as they are issued and change: the log after `after_cursor`,
     /// then live. Each item carries the cursor to resume after it.
+    ///
+    /// Each referral is recorded as read (an access record naming its case) before it is
+    /// delivered: the stream's reads are not known when it opens.
     pub async fn stream(
         &self,
-        principal: &Principal,
+        reader: &Reader,
         after_cursor: &str,
     ) -> Result<impl Stream<Item = Result<(pb::Referral, String)>> + Send + 'static> {
-        let unit = Self::scope(principal, "stream referrals")?;
+        let unit = Self::scope(&reader.principal, "stream referrals")?;
         let after: u64 = if after_cursor.is_empty() {
             0
         } else {
@@ -113,18 +148,34 @@ impl Handoff {
             .log
             .subscribe(after + 1, Filter::prefixes([REFERRAL_PREFIX]))
             .await?;
-        Ok(stream.filter_map(move |r| {
-            let out = match r {
-                Err(e) => Some(Err(Error::from(e))),
-                Ok(e) => decode_or_skip(&e)
-                    .flatten()
-                    .as_ref()
-                    .and_then(CaseEvent::referral)
-                    .filter(|r| unit.as_ref().is_none_or(|u| &r.department_unit == u))
-                    .map(|r| Ok((r.clone(), e.position.to_string()))),
-            };
-            futures::future::ready(out)
-        }))
+        let (access, reader) = (self.access.clone(), reader.clone());
+        Ok(stream
+            .filter_map(move |r| {
+                let out = match r {
+                    Err(e) => Some(Err(Error::from(e))),
+                    Ok(e) => decode_or_skip(&e)
+                        .flatten()
+                        .as_ref()
+                        .and_then(CaseEvent::referral)
+                        .filter(|r| unit.as_ref().is_none_or(|u| &r.department_unit == u))
+                        .map(|r| Ok((r.clone(), e.position.to_string()))),
+                };
+                futures::future::ready(out)
+            })
+            .then(move |item| {
+                let (access, reader) = (access.clone(), reader.clone());
+                async move {
+                    let (referral, cursor) = item?;
+                    access
+                        .record(
+                            &reader,
+                            STREAM_REFERRALS,
+                            cases_of(std::slice::from_ref(&referral)),
+                        )
+                        .await?;
+                    Ok((referral, cursor))
+                }
+            }))
     }
 
     /// The referral as written by the event at `position`.

@@ -394,23 +394,32 @@ async fn listing_is_scoped_to_the_unit() {
     let log = log();
     let handoff = handoff(&log);
     let (_, dibao, medical) = referred_case(&log).await;
-    let (mine, next) = handoff.list(&department(CIVIL), 0, 0, "").await.unwrap();
+    let (mine, next) = handoff
+        .list(&department(CIVIL).into(), 0, 0, "")
+        .await
+        .unwrap();
     assert_eq!(next, "");
     assert_eq!(
         mine.iter().map(|r| &r.referral_id).collect::<Vec<_>>(),
         [&dibao]
     );
     let admin = Principal::Admin { id: "a".into() };
-    let (first, next) = handoff.list(&admin, 0, 1, "").await.unwrap();
+    let (first, next) = handoff.list(&admin.clone().into(), 0, 1, "").await.unwrap();
     assert_eq!(first[0].referral_id, dibao);
-    let (second, last) = handoff.list(&admin, 0, 1, &next).await.unwrap();
+    let (second, last) = handoff
+        .list(&admin.clone().into(), 0, 1, &next)
+        .await
+        .unwrap();
     assert_eq!(second[0].referral_id, medical);
     assert_eq!(last, "");
     let acknowledged = pb::ReferralState::Acknowledged as i32;
-    let (none, _) = handoff.list(&admin, acknowledged, 0, "").await.unwrap();
+    let (none, _) = handoff
+        .list(&admin.clone().into(), acknowledged, 0, "")
+        .await
+        .unwrap();
     assert!(none.is_empty());
     let err = handoff
-        .list(&Principal::Service { id: "s".into() }, 0, 0, "")
+        .list(&Principal::Service { id: "s".into() }.into(), 0, 0, "")
         .await
         .unwrap_err();
     assert_eq!(status(err).code(), Code::PermissionDenied);

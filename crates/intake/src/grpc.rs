@@ -4,8 +4,8 @@
 use futures::StreamExt;
 use onecity_proto::v1 as pb;
 use onecity_proto::v1::intake_service_server::{IntakeService, IntakeServiceServer};
-use onecity_service::grpc::principal;
 use onecity_service::grpc::StreamLimit;
+use onecity_service::grpc::{principal, reader};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
@@ -72,7 +72,7 @@ impl IntakeService for IntakeGrpc {
         &self,
         req: Request<pb::GetCaseRequest>,
     ) -> Result<Response<pb::GetCaseResponse>, Status> {
-        let who = principal(&req)?;
+        let who = reader(&req)?;
         let pb::GetCaseRequest { case_id } = req.into_inner();
         let case = self.intake.get_case(&who, &case_id).await?;
         Ok(Response::new(pb::GetCaseResponse { case: Some(case) }))
@@ -85,8 +85,8 @@ impl IntakeService for IntakeGrpc {
         &self,
         req: Request<pb::WatchCaseRequest>,
     ) -> Result<Response<Self::WatchCaseStream>, Status> {
-        let who = principal(&req)?;
-        let permit = self.streams.acquire(&who)?;
+        let who = reader(&req)?;
+        let permit = self.streams.acquire(&who.principal)?;
         let pb::WatchCaseRequest { case_id } = req.into_inner();
         let stream = self.intake.watch_case(&who, &case_id).await?;
         let stop = self.shutdown.clone().cancelled_owned();

@@ -15,6 +15,7 @@ use onecity_domain::{ids, validate_application, Principal};
 use onecity_eligibility::{Catalogue, PolicyBook};
 use onecity_eventlog::{Appended, EventLog, Expected, NewEvent};
 use onecity_proto::v1 as pb;
+use onecity_service::access::{Access, Reader};
 use onecity_service::case::{
     append_case_commit, commit_events, decode_or_skip, denied, load_case, meta, recorded_commit,
     Commit, Outcome, Step, Subject,
@@ -123,7 +124,12 @@ pub struct Intake {
     policies: Arc<PolicyBook>,
     catalogue: Arc<Catalogue>,
     backpressure: Option<Arc<backpressure::Gauge>>,
+    access: Access,
 }
+
+/// The methods whose reads are recorded, as access records name them.
+const GET_CASE: &str = "onecity.v1.IntakeService/GetCase";
+const WATCH_CASE: &str = "onecity.v1.IntakeService/WatchCase";
 
 fn parse_case_id(s: &str) -> Result<Uuid> {
     let id = Uuid::parse_str(s).map_err(|_| Error::invalid("case_id", "not a uuid"))?;
@@ -141,11 +147,18 @@ impl Intake {
     /// Intake over `log`, checking that a policy is in force on each application date.
     pub fn new(log: Arc<dyn EventLog>, policies: Arc<PolicyBook>) -> Self {
         Intake {
+            access: Access::new(Arc::clone(&log)),
             log,
             policies,
             catalogue: Arc::new(Catalogue::embedded()),
             backpressure: None,
         }
+    }
+
+    /// Records reads through `access` (by default every read is recorded in the log).
+    pub fn with_access(mut self, access: Access) -> Self {
+        self.access = access;
+        self
     }
 
     /// Shows departments the facts `catalogue` lists for their programmes (see
@@ -282,19 +295,28 @@ impl Intake {
     }
 
     /// The case as the principal may see it.
-    pub async fn get_case(&self, principal: &Principal, case_id: &str) -> Result<pb::Case> {
+    ///
+    /// The read is recorded (who, the case, the stated purpose) before the view is
+    /// returned; a read that cannot be recorded is not answered.
+    pub async fn get_case(&self, reader: &Reader, case_id: &str) -> Result<pb::Case> {
         let case_id = parse_case_id(case_id)?;
         let state = load_case(self.log.as_ref(), case_id).await?;
-        self.view(principal, case_id, &state)
+        let view = self.view(&reader.principal, case_id, &state)?;
+        self.access.record(reader, GET_CASE, vec![case_id]).await?;
+        Ok(view)
     }
 
     /// The case's events so far, then new ones as they are recorded. Ends after the case
     /// reaches a final state (closed or withdrawn) or when `shutdown` fires.
+    ///
+    /// One access record per watch, written before the first response: the watch shows
+    /// one case, whatever it streams later.
     pub async fn watch_case(
         &self,
-        principal: &Principal,
+        reader: &Reader,
         case_id: &str,
     ) -> Result<impl Stream<Item = Result<pb::WatchCaseResponse>> + Send + 'static> {
+        let principal = &reader.principal;
         let case_id = parse_case_id(case_id)?;
         let events = match self.log.read_case_all(case_id).await {
             Err(onecity_eventlog::Error::NotFound(_)) => {
@@ -314,6 +336,9 @@ impl Intake {
             statuses.push(state.status);
         }
         self.view(principal, case_id, &state)?;
+        self.access
+            .record(reader, WATCH_CASE, vec![case_id])
+            .await?;
         let from = events.last().map_or(1, |e| e.version + 1);
         let backlog: Vec<_> = state
             .history

@@ -87,7 +87,7 @@ async fn a_terminal_opens_a_case_with_one_submission_event() {
         ids::submit_commit("T-120103-01", "req-1")
     );
     let case = intake
-        .get_case(&terminal(), &s.case_id.to_string())
+        .get_case(&terminal().into(), &s.case_id.to_string())
         .await
         .unwrap();
     assert_eq!(case.status, pb::CaseStatus::Open as i32);
@@ -233,7 +233,10 @@ async fn case_views_per_principal() {
         .map(|m| m.id_number.clone())
         .collect();
     for who in [terminal(), admin()] {
-        let case = intake.get_case(&who, &case_id).await.unwrap();
+        let case = intake
+            .get_case(&who.clone().into(), &case_id)
+            .await
+            .unwrap();
         assert_eq!(case.referrals.len(), 2);
         let ids: Vec<_> = case
             .application
@@ -246,7 +249,7 @@ async fn case_views_per_principal() {
     }
 
     let case = intake
-        .get_case(&department("civil-affairs@120103"), &case_id)
+        .get_case(&department("civil-affairs@120103").into(), &case_id)
         .await
         .unwrap();
     assert_eq!(case.referrals.len(), 1);
@@ -264,7 +267,10 @@ async fn case_views_per_principal() {
         department("civil-affairs@120104"),
         Principal::Service { id: "s".into() },
     ] {
-        let err = intake.get_case(&who, &case_id).await.unwrap_err();
+        let err = intake
+            .get_case(&who.clone().into(), &case_id)
+            .await
+            .unwrap_err();
         assert_eq!(status(err).code(), Code::PermissionDenied);
     }
 }
@@ -275,7 +281,7 @@ async fn unknown_and_malformed_case_ids() {
     let intake = intake(&log);
     let missing = Uuid::now_v7();
     let err = intake
-        .get_case(&terminal(), &missing.to_string())
+        .get_case(&terminal().into(), &missing.to_string())
         .await
         .unwrap_err();
     let not_found = status(err);
@@ -286,7 +292,7 @@ async fn unknown_and_malformed_case_ids() {
         ("nope", "not a uuid"),
         (&nil[..], "must not be the nil uuid"),
     ] {
-        let err = intake.get_case(&terminal(), bad).await.unwrap_err();
+        let err = intake.get_case(&terminal().into(), bad).await.unwrap_err();
         assert!(
             matches!(&err, Error::Invalid { field, reason } if field == "case_id" && reason == why),
             "{err}"
@@ -600,7 +606,7 @@ async fn watching_a_case_reads_only_its_own_stream() {
         .unwrap();
     let mut watch = Box::pin(
         intake
-            .watch_case(&terminal(), &s.case_id.to_string())
+            .watch_case(&terminal().into(), &s.case_id.to_string())
             .await
             .unwrap(),
     );

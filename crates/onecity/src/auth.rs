@@ -16,7 +16,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use onecity_domain::Principal;
-use onecity_eventlog_grpc::Writer;
+use onecity_eventlog_grpc::{Audited, Writer};
 use tonic::metadata::MetadataMap;
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
@@ -161,7 +161,13 @@ impl EventLogAuth {
                 req.extensions_mut().insert(Writer);
                 Ok(req)
             }
-            Principal::Admin { .. } => Ok(req),
+            // A person reading the raw log reads residents' data: each read is recorded.
+            // Service principals are the roles themselves, whose reads serve callers
+            // whose reads are recorded where they are answered.
+            Principal::Admin { .. } => {
+                req.extensions_mut().insert(Audited(principal.actor()));
+                Ok(req)
+            }
             Principal::Terminal { .. } | Principal::Department { .. } => {
                 tracing::warn!(
                     principal = %principal,

@@ -41,6 +41,7 @@ proto_names!(
     RecordedEvent,
     ListQuarantinedResponse,
     RetryQuarantinedResponse,
+    ListAccessResponse,
 );
 
 /// Every `onecity.v1` descriptor (decoded once).

@@ -19,6 +19,7 @@ use onecity_handoff::grpc::HandoffGrpc;
 use onecity_handoff::{Handoff, HandoffWorker, Inbox};
 use onecity_intake::grpc::IntakeGrpc;
 use onecity_intake::{Backpressure, Intake, Watched};
+use onecity_service::access::Access;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt as _;
@@ -183,6 +184,15 @@ pub async fn run_with_log(
     let stop = CancellationToken::new();
     // One count per principal across both streaming services.
     let streams = onecity_service::grpc::StreamLimit::new(config.max_streams_per_principal);
+    let access = if config.record_reads {
+        Access::new(Arc::clone(&log))
+    } else {
+        tracing::warn!(
+            "record_reads is off: reads of residents' data leave no access record; \
+             for measurements only, never in service"
+        );
+        Access::off(Arc::clone(&log))
+    };
 
     let mut workers = Vec::new();
     // The handlers of this process's workers, for the admin's retry of a quarantined event.
@@ -199,7 +209,8 @@ pub async fn run_with_log(
     let intake = if config.runs(Role::Intake) {
         let intake = Intake::new(Arc::clone(&log), Arc::clone(&policies))
             .with_catalogue(Arc::clone(&catalogue))
-            .with_backpressure(backpressure(&config));
+            .with_backpressure(backpressure(&config))
+            .with_access(access.clone());
         let svc = IntakeGrpc::new(intake, stop.clone())
             .with_stream_limit(streams.clone())
             .into_server();
@@ -251,7 +262,8 @@ pub async fn run_with_log(
             move || worker.clone().run(worker_stop.clone()),
         ));
         let inbox = Inbox::start(Arc::clone(&log), stop.clone());
-        let svc = HandoffGrpc::new(Handoff::new(Arc::clone(&log), inbox), stop.clone())
+        let handoff = Handoff::new(Arc::clone(&log), inbox).with_access(access.clone());
+        let svc = HandoffGrpc::new(handoff, stop.clone())
             .with_stream_limit(streams.clone())
             .into_server();
         vitals

@@ -26,6 +26,18 @@ pub fn principal<T>(req: &Request<T>) -> Result<Principal, Status> {
         .ok_or_else(|| Status::unauthenticated("missing bearer token"))
 }
 
+/// The caller of a read: the principal and the `onecity-purpose` it stated.
+///
+/// # Errors
+/// `UNAUTHENTICATED` without a principal; `INVALID_ARGUMENT` naming `onecity-purpose`
+/// for a purpose that is not acceptable free text.
+pub fn reader<T>(req: &Request<T>) -> Result<crate::access::Reader, Status> {
+    Ok(crate::access::Reader {
+        principal: principal(req)?,
+        purpose: onecity_eventlog_grpc::purpose(req.metadata())?,
+    })
+}
+
 /// The status a service error answers with: its kind's code and its message. Bad input
 /// also carries a `BadRequest` field violation naming the request field
 /// (`google.rpc.BadRequest` in the status details); log errors are answered the way the

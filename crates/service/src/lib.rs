@@ -8,6 +8,7 @@
 
 use uuid::Uuid;
 
+pub mod access;
 pub mod case;
 pub mod grpc;
 

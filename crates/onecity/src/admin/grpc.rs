@@ -4,7 +4,9 @@ use onecity_proto::v1 as pb;
 use pb::admin_service_server::{AdminService, AdminServiceServer};
 use tonic::{Request, Response, Status};
 
-use super::{Admin, Error};
+use onecity_eventlog::access;
+
+use super::{AccessQuery, AccessSubject, Admin, Error};
 
 /// `AdminService` over an [`Admin`].
 #[derive(Debug, Clone)]
@@ -55,8 +57,98 @@ fn to_proto(q: onecity_eventlog::quarantine::Quarantined) -> pb::QuarantinedEven
     }
 }
 
+fn access_to_proto(r: onecity_eventlog::access::AccessRecord) -> pb::AccessRecord {
+    let pb::PersonalDataRead {
+        principal,
+        method,
+        case_ids,
+        from_position,
+        to_position,
+        purpose,
+    } = r.read;
+    pb::AccessRecord {
+        principal,
+        method,
+        case_ids,
+        from_position,
+        to_position,
+        purpose,
+        accessed_at: r.accessed_at,
+        position: r.position,
+    }
+}
+
+/// An optional RFC 3339 time of the request.
+fn time(field: &'static str, value: &str) -> Result<Option<std::time::SystemTime>, Error> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    chrono::DateTime::parse_from_rfc3339(value)
+        .map(|t| Some(t.into()))
+        .map_err(|e| Error::Invalid {
+            field,
+            reason: format!("not an RFC 3339 time: {e}"),
+        })
+}
+
+impl TryFrom<pb::ListAccessRequest> for AccessQuery {
+    type Error = Error;
+
+    fn try_from(req: pb::ListAccessRequest) -> Result<Self, Error> {
+        let pb::ListAccessRequest {
+            subject,
+            since,
+            until,
+            limit,
+        } = req;
+        let subject = match subject {
+            Some(pb::list_access_request::Subject::CaseId(id)) => {
+                AccessSubject::Case(id.parse().map_err(|_| Error::Invalid {
+                    field: "case_id",
+                    reason: "not a uuid".into(),
+                })?)
+            }
+            Some(pb::list_access_request::Subject::Principal(p)) if !p.trim().is_empty() => {
+                AccessSubject::Principal(p)
+            }
+            Some(pb::list_access_request::Subject::Principal(_)) => {
+                return Err(Error::Invalid {
+                    field: "principal",
+                    reason: "must not be empty".into(),
+                })
+            }
+            None => {
+                return Err(Error::Invalid {
+                    field: "subject",
+                    reason: "name a case_id or a principal".into(),
+                })
+            }
+        };
+        let window = access::Window {
+            since: time("since", &since)?,
+            until: time("until", &until)?,
+        };
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        Ok(AccessQuery {
+            subject,
+            window,
+            limit,
+        })
+    }
+}
+
 #[tonic::async_trait]
 impl AdminService for AdminGrpc {
+    async fn list_access(
+        &self,
+        req: Request<pb::ListAccessRequest>,
+    ) -> Result<Response<pb::ListAccessResponse>, Status> {
+        let query = req.into_inner().try_into()?;
+        let records = self.0.access(query).await?;
+        let records = records.into_iter().map(access_to_proto).collect();
+        Ok(Response::new(pb::ListAccessResponse { records }))
+    }
+
     async fn list_quarantined(
         &self,
         _req: Request<pb::ListQuarantinedRequest>,

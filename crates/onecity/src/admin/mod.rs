@@ -1,4 +1,5 @@
-//! Operating the workers: the events they quarantined, and their retry after a fix.
+//! Operating the workers: the events they quarantined, and their retry after a fix; and
+//! the audit of reads: who looked at a household.
 //!
 //! [`Admin`] is the core of `onecity.v1.AdminService` (its gRPC face is [`grpc`]; who may
 //! call it is decided in [`crate::auth`]). The quarantine records are in the log, so any
@@ -8,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use onecity_eventlog::access;
 use onecity_eventlog::quarantine::{self, Failure, Quarantined, Redo};
 use onecity_eventlog::EventLog;
 
@@ -41,6 +43,26 @@ pub enum Error {
     Unavailable(String),
 }
 
+/// Whose access records to list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessSubject {
+    /// Reads of this case's data.
+    Case(uuid::Uuid),
+    /// Reads by this principal, as recorded for actors.
+    Principal(String),
+}
+
+/// A query of access records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessQuery {
+    /// Whose.
+    pub subject: AccessSubject,
+    /// When.
+    pub window: access::Window,
+    /// Most records (0 means 1,000).
+    pub limit: usize,
+}
+
 /// The admin operations.
 #[derive(Clone)]
 pub struct Admin {
@@ -68,6 +90,21 @@ impl Admin {
     /// Every event quarantined and not released since.
     pub async fn quarantined(&self) -> Result<Vec<Quarantined>, Error> {
         Ok(quarantine::list(self.log.as_ref()).await?)
+    }
+
+    /// The recorded reads the query selects, oldest first.
+    pub async fn access(&self, query: AccessQuery) -> Result<Vec<access::AccessRecord>, Error> {
+        let AccessQuery {
+            subject,
+            window,
+            limit,
+        } = query;
+        let limit = onecity_eventlog::clamp_limit(limit);
+        let log = self.log.as_ref();
+        Ok(match subject {
+            AccessSubject::Case(case_id) => access::by_case(log, case_id, window, limit).await?,
+            AccessSubject::Principal(p) => access::by_principal(log, &p, window, limit).await?,
+        })
     }
 
     /// Retries the event quarantined at `position` by `consumer` (or by the one worker

@@ -13,6 +13,7 @@ use onecity_proto::v1::event_log_service_client::EventLogServiceClient;
 use onecity_proto::v1::handoff_service_client::HandoffServiceClient;
 use onecity_proto::v1::intake_service_client::IntakeServiceClient;
 use prost::Message as _;
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use tonic::Request;
 
@@ -25,6 +26,7 @@ use crate::json;
 pub struct Client {
     channel: Channel,
     bearer: Bearer,
+    purpose: Option<MetadataValue<Ascii>>,
 }
 
 impl Client {
@@ -44,13 +46,30 @@ impl Client {
                     args.server
                 ))
             })?;
-        Ok(Client { channel, bearer })
+        let purpose = args
+            .purpose
+            .as_deref()
+            .map(|p| {
+                p.parse().map_err(|_| {
+                    anyhow::anyhow!("--purpose must be printable ASCII (it travels in a header)")
+                })
+            })
+            .transpose()?;
+        Ok(Client {
+            channel,
+            bearer,
+            purpose,
+        })
     }
 
     /// `msg` with the `authorization` metadata.
     pub fn request<T>(&self, msg: T) -> Request<T> {
         let mut req = Request::new(msg);
         self.bearer.apply(&mut req);
+        if let Some(purpose) = &self.purpose {
+            req.metadata_mut()
+                .insert(onecity_eventlog_grpc::PURPOSE_HEADER, purpose.clone());
+        }
         req
     }
 
@@ -276,6 +295,32 @@ async fn admin(command: AdminCommand) -> anyhow::Result<()> {
                 .retry_quarantined(c.request(pb::RetryQuarantinedRequest {
                     position,
                     consumer: consumer.unwrap_or_default(),
+                }))
+                .await?;
+            print(resp.get_ref())
+        }
+        AdminCommand::Access {
+            client,
+            case_id,
+            principal,
+            since,
+            until,
+            limit,
+        } => {
+            use pb::list_access_request::Subject;
+            let subject = match (case_id, principal) {
+                (Some(case_id), _) => Subject::CaseId(case_id),
+                (None, Some(p)) => Subject::Principal(p),
+                (None, None) => anyhow::bail!("name --case or --principal"),
+            };
+            let c = Client::connect(&client).await?;
+            let resp = c
+                .admin()
+                .list_access(c.request(pb::ListAccessRequest {
+                    subject: Some(subject),
+                    since: since.unwrap_or_default(),
+                    until: until.unwrap_or_default(),
+                    limit,
                 }))
                 .await?;
             print(resp.get_ref())

@@ -202,6 +202,32 @@ pub enum AdminCommand {
         #[arg(long)]
         consumer: Option<String>,
     },
+    /// Who looked at a household: the recorded reads of a case's data, or by a principal.
+    Access {
+        /// Server and token.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Reads of this case's data.
+        #[arg(
+            long = "case",
+            value_name = "CASE_ID",
+            conflicts_with = "principal",
+            required_unless_present = "principal"
+        )]
+        case_id: Option<String>,
+        /// Reads by this principal, e.g. `department:housing@120103`.
+        #[arg(long)]
+        principal: Option<String>,
+        /// Earliest read (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        /// Latest read (RFC 3339).
+        #[arg(long)]
+        until: Option<String>,
+        /// Most records, oldest first (default 1,000).
+        #[arg(long, default_value_t = 0, hide_default_value = true)]
+        limit: u32,
+    },
 }
 
 /// `onecity log ...`.
@@ -329,6 +355,9 @@ pub struct ClientArgs {
     /// Bearer token [default: the demo terminal token demo-terminal-120103].
     #[arg(long, env = "ONECITY_TOKEN", hide_env_values = true, default_value = config::DEMO_TERMINAL_TOKEN, hide_default_value = true)]
     pub token: String,
+    /// Why you read residents' data (sent as `onecity-purpose`, recorded with each read).
+    #[arg(long, env = "ONECITY_PURPOSE")]
+    pub purpose: Option<String>,
 }
 
 /// `--state` values.

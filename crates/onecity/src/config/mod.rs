@@ -116,6 +116,10 @@ pub struct Config {
     /// Most `WatchCase` and `StreamReferrals` streams one principal may hold open at once
     /// (beyond it `RESOURCE_EXHAUSTED`); 0 turns the bound off.
     pub max_streams_per_principal: usize,
+    /// Whether every read of residents' data leaves an access record in the log (see
+    /// docs/security.md). On by default; off only to measure what recording costs, and
+    /// the server says so loudly at start-up.
+    pub record_reads: bool,
 }
 
 /// A service role of `onecity serve`.
@@ -195,6 +199,7 @@ impl Default for Config {
             max_routing_lag: onecity_intake::DEFAULT_MAX_ROUTING_LAG,
             worker_partitions: None,
             max_streams_per_principal: onecity_service::grpc::DEFAULT_MAX_STREAMS_PER_PRINCIPAL,
+            record_reads: true,
         }
     }
 }
@@ -215,6 +220,7 @@ impl fmt::Debug for Config {
             .field("max_routing_lag", &self.max_routing_lag)
             .field("worker_partitions", &self.worker_partitions)
             .field("max_streams_per_principal", &self.max_streams_per_principal)
+            .field("record_reads", &self.record_reads)
             .finish()
     }
 }
