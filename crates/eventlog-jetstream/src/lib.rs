@@ -94,6 +94,138 @@ pub struct JetStreamConfig {
     pub request_timeout: Duration,
     /// Events buffered per subscriber.
     pub live_buffer: usize,
+    /// How to authenticate to the servers, and TLS.
+    pub auth: NatsAuth,
+}
+
+/// How the log authenticates to NATS and secures the connection. Every secret is read
+/// from a file or given here, never logged: [`fmt::Debug`] shows which kinds are set,
+/// and URLs in messages have their user information removed ([`redact_url`]).
+///
+/// Credentials in the URL (`nats://user:password@host:4222`) work too; a setting here
+/// wins over them.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct NatsAuth {
+    /// User name and password.
+    pub user_password: Option<(String, String)>,
+    /// An authentication token.
+    pub token: Option<String>,
+    /// A file holding an nkey seed (`SU…`).
+    pub nkey_seed_file: Option<std::path::PathBuf>,
+    /// A `.creds` file (user JWT and nkey seed), as `nsc` writes it.
+    pub creds_file: Option<std::path::PathBuf>,
+    /// PEM file of the CA that signed the servers' certificates; setting it requires TLS.
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// PEM files of this client's certificate and key, for servers that verify clients.
+    pub tls_client: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// Require TLS even without a CA of our own (the system's roots are used then).
+    pub require_tls: bool,
+}
+
+impl fmt::Debug for NatsAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsAuth")
+            .field("user", &self.user_password.as_ref().map(|(u, _)| u))
+            .field("password", &self.user_password.as_ref().map(|_| "****"))
+            .field("token", &self.token.as_ref().map(|_| "****"))
+            .field("nkey_seed_file", &self.nkey_seed_file)
+            .field("creds_file", &self.creds_file)
+            .field("tls_ca", &self.tls_ca)
+            .field("tls_client", &self.tls_client)
+            .field("require_tls", &self.require_tls)
+            .finish()
+    }
+}
+
+impl NatsAuth {
+    /// The connect options with these credentials and TLS settings.
+    async fn apply(
+        &self,
+        mut options: async_nats::ConnectOptions,
+    ) -> Result<async_nats::ConnectOptions> {
+        if let Some((user, password)) = &self.user_password {
+            options = options.user_and_password(user.clone(), password.clone());
+        }
+        if let Some(token) = &self.token {
+            options = options.token(token.clone());
+        }
+        if let Some(path) = &self.nkey_seed_file {
+            let seed = std::fs::read_to_string(path).map_err(|e| {
+                Error::invalid("nkey_seed_file", format!("read {}: {e}", path.display()))
+            })?;
+            options = options.nkey(seed.trim().to_owned());
+        }
+        if let Some(path) = &self.creds_file {
+            options = options.credentials_file(path).await.map_err(|e| {
+                Error::invalid("creds_file", format!("read {}: {e}", path.display()))
+            })?;
+        }
+        if let Some(ca) = &self.tls_ca {
+            if !ca.is_file() {
+                return Err(Error::invalid(
+                    "tls_ca",
+                    format!("no file {}", ca.display()),
+                ));
+            }
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        if let Some((cert, key)) = &self.tls_client {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+        if self.require_tls {
+            options = options.require_tls(true);
+        }
+        Ok(options)
+    }
+}
+
+/// The URLs of `urls` (comma-separated) without their user information, and the
+/// credentials it held (`user:password@` or `token@`; the first URL holding any wins).
+/// async-nats ignores credentials in a URL, so they are taken out and set explicitly.
+fn split_credentials(urls: &str) -> Result<(Vec<String>, NatsAuth)> {
+    let mut found = NatsAuth::default();
+    let mut out = Vec::new();
+    for u in urls.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+        let mut parsed = url::Url::parse(u).map_err(|e| {
+            Error::invalid("url", format!("{} is not a nats url: {e}", redact_url(u)))
+        })?;
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        let user = decode(parsed.username());
+        let password = parsed.password().map(decode);
+        if !user.is_empty() && found.user_password.is_none() && found.token.is_none() {
+            match password {
+                Some(password) => found.user_password = Some((user, password)),
+                None => found.token = Some(user),
+            }
+        }
+        // Only fails for URLs that cannot have user information at all.
+        let _ = parsed.set_username("");
+        let _ = parsed.set_password(None);
+        out.push(parsed.to_string());
+    }
+    Ok((out, found))
+}
+
+/// `urls` (comma-separated) with any user information (`user:password@`, `token@`)
+/// removed, for messages and logs.
+pub fn redact_url(urls: &str) -> String {
+    urls.split(',')
+        .map(|u| {
+            let u = u.trim();
+            match (u.find("://"), u.rfind('@')) {
+                (Some(scheme), Some(at)) if at > scheme => {
+                    format!("{}****@{}", &u[..scheme + 3], &u[at + 1..])
+                }
+                (None, Some(at)) => format!("****@{}", &u[at + 1..]),
+                _ => u.to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 impl Default for JetStreamConfig {
@@ -105,6 +237,7 @@ impl Default for JetStreamConfig {
             limits: Limits::default(),
             request_timeout: Duration::from_secs(10),
             live_buffer: 256,
+            auth: NatsAuth::default(),
         }
     }
 }
@@ -171,6 +304,41 @@ impl fmt::Debug for Inner {
 /// [`JetStreamLog::subscribe_case`](EventLog::subscribe_case)).
 const CASE_REPOLL: Duration = Duration::from_secs(2);
 
+/// What a failed connect means: credentials the servers refuse (or TLS that cannot be
+/// set up) cannot be fixed by waiting, so they are [`Error::Invalid`] (naming what to fix);
+/// anything else may pass ([`Error::Unavailable`]). The URL is shown without its secrets.
+fn connect_failed(shown: &str, e: &async_nats::ConnectError) -> Error {
+    use async_nats::ConnectErrorKind as K;
+    let certificate = || {
+        let mut source: Option<&dyn std::error::Error> = Some(e);
+        while let Some(s) = source {
+            if s.to_string().contains("certificate") {
+                return true;
+            }
+            source = s.source();
+        }
+        false
+    };
+    match e.kind() {
+        K::Tls => Error::invalid(
+            "tls",
+            format!("tls with the nats server at {shown} failed: {e}"),
+        ),
+        // rustls reports a certificate it does not trust as an I/O error.
+        K::Io if certificate() => Error::invalid(
+            "tls",
+            format!(
+                "the nats server at {shown} presented a certificate this log does not trust: {e}"
+            ),
+        ),
+        K::AuthorizationViolation | K::Authentication => Error::invalid(
+            "credentials",
+            format!("the nats server at {shown} refused this log's credentials: {e}"),
+        ),
+        _ => Error::Unavailable(format!("connect to nats at {shown}: {e}")),
+    }
+}
+
 /// Longest time a subscription keeps retrying a failing server before it ends with
 /// an error (long enough for a cluster to elect a new stream leader).
 const SUBSCRIPTION_PATIENCE: Duration = Duration::from_secs(30);
@@ -206,26 +374,29 @@ impl JetStreamLog {
         if config.replicas == 0 || config.replicas > 5 {
             return Err(Error::invalid("replicas", "must be 1 to 5"));
         }
-        let client = async_nats::ConnectOptions::new()
+        let shown = redact_url(&config.url);
+        let (urls, from_url) = split_credentials(&config.url)?;
+        let options = async_nats::ConnectOptions::new()
             .name("onecity-eventlog")
             .connection_timeout(config.request_timeout)
-            .request_timeout(Some(config.request_timeout))
-            .connect(
-                config
-                    .url
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|u| !u.is_empty())
-                    .collect::<Vec<_>>(),
-            )
+            .request_timeout(Some(config.request_timeout));
+        // Settings win over credentials in the URL.
+        let auth = NatsAuth {
+            user_password: config.auth.user_password.clone().or(from_url.user_password),
+            token: config.auth.token.clone().or(from_url.token),
+            ..config.auth.clone()
+        };
+        let client = auth
+            .apply(options)
+            .await?
+            .connect(urls)
             .await
-            .map_err(|e| Error::Unavailable(format!("connect to nats at {}: {e}", config.url)))?;
+            .map_err(|e| connect_failed(&shown, &e))?;
         let info = client.server_info();
         wire::check_server_version(&info.version)?;
         if !info.jetstream {
             return Err(Error::Unavailable(format!(
-                "jetstream is not enabled on the nats server at {} (start it with -js)",
-                config.url
+                "jetstream is not enabled on the nats server at {shown} (start it with -js)"
             )));
         }
         // One event of the largest allowed payload must fit in a message, or the log
@@ -236,7 +407,7 @@ impl JetStreamLog {
                 "the nats server at {} has max_payload {} bytes, but an event may carry {} bytes: \
                  set max_payload to at least {needed} (8MB is recommended) in its configuration, \
                  or lower limits.max_payload_bytes",
-                config.url, info.max_payload, config.limits.max_payload_bytes
+                shown, info.max_payload, config.limits.max_payload_bytes
             )));
         }
         let mut ctx = js::new(client.clone());
@@ -254,7 +425,7 @@ impl JetStreamLog {
             js: ctx,
             client,
             names,
-            url: config.url.clone(),
+            url: shown,
             log,
             commits,
             checkpoints,
@@ -503,4 +674,31 @@ fn corrupt(seq: u64, why: &str) -> Error {
 
 fn shut_down() -> Error {
     Error::Unavailable("event log is shutting down".into())
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::*;
+
+    #[test]
+    fn credentials_leave_the_url_and_never_show() {
+        let (urls, auth) =
+            split_credentials("nats://log:pa%40ss@10.0.0.1:4222, nats://10.0.0.2:4222").unwrap();
+        assert_eq!(urls, ["nats://10.0.0.1:4222", "nats://10.0.0.2:4222"]);
+        assert_eq!(auth.user_password, Some(("log".into(), "pa@ss".into())));
+        let (_, auth) = split_credentials("tls://tok3n@nats.internal:4222").unwrap();
+        assert_eq!(auth.token.as_deref(), Some("tok3n"));
+        assert_eq!(
+            redact_url("nats://log:secret@10.0.0.1:4222,nats://10.0.0.2:4222"),
+            "nats://****@10.0.0.1:4222,nats://10.0.0.2:4222"
+        );
+        let err = split_credentials("not a url with secret@host").unwrap_err();
+        assert!(!err.to_string().contains("secret"), "{err}");
+        let auth = NatsAuth {
+            user_password: Some(("log".into(), "secret".into())),
+            token: Some("secret".into()),
+            ..NatsAuth::default()
+        };
+        assert!(!format!("{auth:?}").contains("secret"));
+    }
 }

@@ -45,12 +45,18 @@ impl NatsServer {
     /// JetStream storing into a fresh temporary directory, and waits (bounded) until it
     /// accepts clients. The error says how to install nats-server when it is missing.
     pub fn start() -> Result<Self, String> {
+        NatsServer::start_with("")
+    }
+
+    /// [`NatsServer::start`] with `extra` lines in the server's configuration file (an
+    /// `authorization` block, a `tls` block).
+    pub fn start_with(extra: &str) -> Result<Self, String> {
         let binary = find_binary()?;
         let mut last_error = String::new();
         // The port is free when we pick it but another process may take it before the
         // server binds; a few tries with fresh ports make that harmless.
         for _ in 0..5 {
-            let mut server = NatsServer::launch(&binary, free_port()?, "")?;
+            let mut server = NatsServer::launch(&binary, free_port()?, extra)?;
             match server.wait_ready() {
                 Ok(()) => return Ok(server),
                 Err(e) => last_error = e,
