@@ -28,14 +28,19 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to `args.server` (eagerly, so a wrong address fails before any work).
+    /// Connects to `args.server` (eagerly, so a wrong address fails before any work), over
+    /// TLS for `https://`.
     pub async fn connect(args: &ClientArgs) -> anyhow::Result<Self> {
-        let bearer = Bearer::new(&args.token).map_err(|_| {
+        let bearer = Bearer::new(&args.token()?).map_err(|_| {
             anyhow::anyhow!("the token contains characters not allowed in a header")
         })?;
-        let channel = Endpoint::from_shared(args.server.clone())
+        let mut endpoint = Endpoint::from_shared(args.server.clone())
             .with_context(|| format!("bad server address {:?}", args.server))?
-            .connect_timeout(Duration::from_secs(5))
+            .connect_timeout(Duration::from_secs(5));
+        if let Some(tls) = args.tls.files().for_url(&args.server)? {
+            endpoint = endpoint.tls_config(tls)?;
+        }
+        let channel = endpoint
             .connect()
             .await
             .map_err(|e| {
@@ -98,7 +103,10 @@ pub fn default_request_id(app: &pb::Application) -> String {
 /// Runs one client command (`serve` and `config` are [`super::run`]'s).
 pub(super) async fn client_command(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve(_) | Command::Config(_) => unreachable!("handled by run"),
+        Command::Serve(_)
+        | Command::Config(_)
+        | Command::Token { .. }
+        | Command::Cert { .. } => unreachable!("handled by run"),
         Command::Submit {
             client,
             file,
