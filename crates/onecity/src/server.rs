@@ -168,6 +168,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate()?;
+    // Refused before the log is opened (the warnings of `--insecure` are run_with_log's).
+    config.check_exposure(listener.local_addr()?)?;
     let (log, direct_log) = open_log(&config).await?;
     run_with_log(listener, config, log, direct_log, shutdown).await
 }
