@@ -193,6 +193,17 @@ async fn a_deployment_made_with_onecity_serves_tls_and_the_cli_reaches_it() {
     assert!(ok, "{err}");
     assert!(out.contains("dibao") || out.contains("DIBAO"), "{out}");
 
+    // The probe of a TLS listener (no token).
+    let (ok, out, err) = run(vec![
+        "health".into(),
+        "--addr".into(),
+        url.clone(),
+        "--ca-cert".into(),
+        s(d("pki/ca.pem")),
+    ])
+    .await;
+    assert!(ok && out.trim() == "SERVING", "{out} {err}");
+
     // https without the CA: refused before any call, saying what is missing.
     let (ok, _, err) = policy(vec!["--token-file".into(), s(d("admin.token"))]).await;
     assert!(!ok && err.contains("--ca-cert"), "{err}");

@@ -74,6 +74,11 @@ impl Client {
         HandoffServiceClient::new(self.channel.clone())
     }
 
+    /// Health client (no token needed).
+    pub fn health(&self) -> tonic_health::pb::health_client::HealthClient<Channel> {
+        tonic_health::pb::health_client::HealthClient::new(self.channel.clone())
+    }
+
     /// Admin service client.
     pub fn admin(&self) -> AdminServiceClient<Channel> {
         AdminServiceClient::new(self.channel.clone())
@@ -258,6 +263,22 @@ pub(super) async fn client_command(command: Command) -> anyhow::Result<()> {
             print(resp.get_ref())
         }
         Command::Log { command } => super::log::run(command).await,
+        Command::Health { client, service } => {
+            use tonic_health::pb::health_check_response::ServingStatus;
+            let c = Client::connect(&client).await?;
+            let status = c
+                .health()
+                .check(tonic_health::pb::HealthCheckRequest { service })
+                .await?
+                .into_inner()
+                .status;
+            let status = ServingStatus::try_from(status).unwrap_or(ServingStatus::Unknown);
+            emit(status.as_str_name())?;
+            if status != ServingStatus::Serving {
+                anyhow::bail!("not serving");
+            }
+            Ok(())
+        }
         Command::Admin { command } => admin(command).await,
     }
 }

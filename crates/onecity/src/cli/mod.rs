@@ -181,6 +181,16 @@ pub enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Check a server's health (grpc.health.v1, no token needed); exits 0 when SERVING.
+    /// For probes of a TLS listener, which the kubelet's own gRPC probe cannot reach.
+    Health {
+        /// Server and TLS.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The service to check, e.g. onecity.v1.IntakeService; default the whole server.
+        #[arg(long, default_value = "")]
+        service: String,
+    },
     /// Make bearer tokens for the config file.
     Token {
         /// Token command.
