@@ -77,7 +77,8 @@ impl Pki {
     /// A client trusting this CA, presenting `identity` if given.
     pub fn client(&self, identity: Option<&CertFiles>) -> ClientTlsConfig {
         let read = |p: &Path| std::fs::read(p).expect("read pem");
-        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(&self.ca())));
+        let mut tls =
+            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(&self.ca())));
         if let Some(id) = identity {
             tls = tls.identity(Identity::from_pem(read(&id.cert), read(&id.key)));
         }

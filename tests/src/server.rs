@@ -61,7 +61,11 @@ impl TestServer {
             ..Config::default()
         };
         edit(&mut config);
-        let scheme = if config.tls.enabled() { "https" } else { "http" };
+        let scheme = if config.tls.enabled() {
+            "https"
+        } else {
+            "http"
+        };
         let url = format!("{scheme}://{}", listener.local_addr().expect("addr"));
         let (stop, stopped) = oneshot::channel::<()>();
         let shutdown = async move {

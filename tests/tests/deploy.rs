@@ -102,7 +102,11 @@ fn secret_is_not_usable_as_is(path: &Path, secret: &serde_norway::Value) {
         );
         let config = onecity::config::Config::from_toml_str(text)
             .unwrap_or_else(|e| panic!("{}: {name:?}: {e}", path.display()));
-        assert!(config.tls.enabled(), "{}: {name:?} without tls", path.display());
+        assert!(
+            config.tls.enabled(),
+            "{}: {name:?} without tls",
+            path.display()
+        );
         let err = config
             .validate()
             .expect_err("a shipped Secret's config must not start as is");

@@ -62,7 +62,10 @@ async fn a_tls_server_serves_tls_clients_of_its_ca_only() {
     assert!(server.url.starts_with("https://"), "{}", server.url);
     // `head` waits until the server is up, over TLS.
     assert_eq!(server.head().await, 0);
-    assert_eq!(head_over(&server, Some(pki.client(None))).await, Some(Code::Ok));
+    assert_eq!(
+        head_over(&server, Some(pki.client(None))).await,
+        Some(Code::Ok)
+    );
 
     // Plaintext to a TLS listener: no call gets through.
     let http_url = server.url.replacen("https://", "http://", 1);
@@ -169,7 +172,9 @@ async fn a_remote_worker_over_https_with_a_client_certificate_routes_cases() {
     // Everything went through the TLS log server.
     let events = log_server.whole_log().await;
     assert!(
-        events.iter().any(|e| e.event_type == "onecity.v1.ReferralIssued"),
+        events
+            .iter()
+            .any(|e| e.event_type == "onecity.v1.ReferralIssued"),
         "{events:?}"
     );
 }

@@ -333,7 +333,9 @@ pub async fn run_with_log(
         Some(tls) => {
             reload_on_sighup(tls.clone(), stop.clone())?;
             let incoming = tls.incoming(listener, stop.clone());
-            router.serve_with_incoming_shutdown(incoming, shutdown).await?;
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await?;
         }
         None => {
             // TCP_NODELAY on every accepted connection. With an incoming stream of our
@@ -346,7 +348,9 @@ pub async fn run_with_log(
                     Ok(stream)
                 })
             });
-            router.serve_with_incoming_shutdown(incoming, shutdown).await?;
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await?;
         }
     }
     stop.cancel();

@@ -146,9 +146,12 @@ fn server_config(files: &TlsConfig) -> anyhow::Result<ServerConfig> {
         }
         None => builder.with_no_client_auth(),
     };
-    let mut config = builder
-        .with_single_cert(chain, key)
-        .with_context(|| format!("tls: {} and its key do not make a certificate", cert.display()))?;
+    let mut config = builder.with_single_cert(chain, key).with_context(|| {
+        format!(
+            "tls: {} and its key do not make a certificate",
+            cert.display()
+        )
+    })?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
 }
@@ -293,7 +296,9 @@ impl Ca {
     pub fn new(name: &str) -> anyhow::Result<Ca> {
         let key = rcgen::KeyPair::generate()?;
         let mut params = rcgen::CertificateParams::default();
-        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         params.key_usages = vec![
             rcgen::KeyUsagePurpose::KeyCertSign,
@@ -332,8 +337,13 @@ impl Ca {
                 .subject_alt_names
                 .push(rcgen::SanType::URI(uri.as_str().try_into()?));
         }
-        let name = hosts.first().or(uris.first()).map_or("onecity", String::as_str);
-        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        let name = hosts
+            .first()
+            .or(uris.first())
+            .map_or("onecity", String::as_str);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
         params.extended_key_usages = vec![
             rcgen::ExtendedKeyUsagePurpose::ServerAuth,
             rcgen::ExtendedKeyUsagePurpose::ClientAuth,

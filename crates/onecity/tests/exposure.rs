@@ -100,7 +100,10 @@ async fn serve_off_loopback_refuses_what_is_unsafe_naming_the_setting() {
     let err = refused(dir.path(), &["--config", clear.to_str().unwrap()]).await;
     assert!(err.contains("store `token_sha256`"), "{err}");
     assert!(err.contains("tls: no certificate"), "{err}");
-    assert!(!err.contains("s3cret-admin-token"), "the token was echoed: {err}");
+    assert!(
+        !err.contains("s3cret-admin-token"),
+        "the token was echoed: {err}"
+    );
 }
 
 #[tokio::test]
@@ -125,7 +128,13 @@ async fn a_deployment_made_with_onecity_serves_tls_and_the_cli_reaches_it() {
     let s = |p: std::path::PathBuf| p.to_string_lossy().into_owned();
 
     // The certificates.
-    let (ok, _, err) = run(vec!["cert".into(), "ca".into(), "--out".into(), s(d("pki"))]).await;
+    let (ok, _, err) = run(vec![
+        "cert".into(),
+        "ca".into(),
+        "--out".into(),
+        s(d("pki")),
+    ])
+    .await;
     assert!(ok, "{err}");
     let (ok, _, err) = run(vec![
         "cert".into(),
@@ -158,7 +167,10 @@ async fn a_deployment_made_with_onecity_serves_tls_and_the_cli_reaches_it() {
     let token = std::fs::read_to_string(d("admin.token")).unwrap();
     let token = token.trim();
     assert_eq!(token.len(), 64, "256 bits in hex");
-    assert!(!stanza.contains(token), "the token is in the stanza: {stanza}");
+    assert!(
+        !stanza.contains(token),
+        "the token is in the stanza: {stanza}"
+    );
     assert!(stanza.contains("token_sha256 = "), "{stanza}");
 
     let config = d("onecity.toml");

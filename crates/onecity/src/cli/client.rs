@@ -40,15 +40,12 @@ impl Client {
         if let Some(tls) = args.tls.files().for_url(&args.server)? {
             endpoint = endpoint.tls_config(tls)?;
         }
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|e| {
-                anyhow::Error::new(e).context(format!(
-                    "cannot connect to {} (is `onecity serve` running?)",
-                    args.server
-                ))
-            })?;
+        let channel = endpoint.connect().await.map_err(|e| {
+            anyhow::Error::new(e).context(format!(
+                "cannot connect to {} (is `onecity serve` running?)",
+                args.server
+            ))
+        })?;
         Ok(Client { channel, bearer })
     }
 
@@ -108,10 +105,9 @@ pub fn default_request_id(app: &pb::Application) -> String {
 /// Runs one client command (`serve` and `config` are [`super::run`]'s).
 pub(super) async fn client_command(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve(_)
-        | Command::Config(_)
-        | Command::Token { .. }
-        | Command::Cert { .. } => unreachable!("handled by run"),
+        Command::Serve(_) | Command::Config(_) | Command::Token { .. } | Command::Cert { .. } => {
+            unreachable!("handled by run")
+        }
         Command::Submit {
             client,
             file,

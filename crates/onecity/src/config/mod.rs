@@ -383,9 +383,10 @@ impl Config {
             self.tls.ca = Some(v);
         }
         if let Some(v) = get(ENV_INSECURE) {
-            self.insecure = v.trim().parse().with_context(|| {
-                format!("{ENV_INSECURE}: {v:?} is not true or false")
-            })?;
+            self.insecure = v
+                .trim()
+                .parse()
+                .with_context(|| format!("{ENV_INSECURE}: {v:?} is not true or false"))?;
         }
         if let Some(v) = get(ENV_WORKER_PARTITIONS) {
             self.worker_partitions = Some(v.trim().parse().with_context(|| {

@@ -64,8 +64,14 @@ fn demo_tokens_cover_the_walkthrough() {
             unit: "civil-affairs@120101".parse().unwrap()
         }
     );
-    assert!(matches!(*p.token("demo-admin").unwrap(), Principal::Admin { .. }));
-    assert!(matches!(*p.token("demo-service").unwrap(), Principal::Service { .. }));
+    assert!(matches!(
+        *p.token("demo-admin").unwrap(),
+        Principal::Admin { .. }
+    ));
+    assert!(matches!(
+        *p.token("demo-service").unwrap(),
+        Principal::Service { .. }
+    ));
     assert_eq!(p.tokens(), 13);
 }
 
@@ -106,8 +112,14 @@ fn file_overrides_defaults_and_replaces_tokens() {
     assert!(!c.uses_demo_tokens());
     let p = c.principals().unwrap();
     assert_eq!(p.tokens(), 2);
-    assert_eq!(p.token("s3cret-terminal").unwrap().actor(), "terminal:T-120104-02");
-    assert_eq!(p.token("s3cret-dept").unwrap().actor(), "department:housing@120104");
+    assert_eq!(
+        p.token("s3cret-terminal").unwrap().actor(),
+        "terminal:T-120104-02"
+    );
+    assert_eq!(
+        p.token("s3cret-dept").unwrap().actor(),
+        "department:housing@120104"
+    );
 }
 
 #[test]
@@ -526,7 +538,10 @@ fn a_non_loopback_address_refuses_what_is_unsafe_naming_the_setting() {
         .check_exposure(loopback)
         .unwrap()
         .is_empty());
-    let err = format!("{:#}", Config::default().check_exposure(exposed).unwrap_err());
+    let err = format!(
+        "{:#}",
+        Config::default().check_exposure(exposed).unwrap_err()
+    );
     assert!(err.contains("demo tokens") && err.contains("tls:"), "{err}");
     assert!(err.contains("--insecure"), "{err}");
 
@@ -542,7 +557,10 @@ fn a_non_loopback_address_refuses_what_is_unsafe_naming_the_setting() {
         ..Config::default()
     };
     let err = format!("{:#}", clear.check_exposure(exposed).unwrap_err());
-    assert!(err.contains("token_sha256") && !err.contains("s3cret"), "{err}");
+    assert!(
+        err.contains("token_sha256") && !err.contains("s3cret"),
+        "{err}"
+    );
 
     let safe = Config {
         tokens: vec![TokenConfig::named("s3cret", PrincipalKind::Admin, "ops").hashed()],

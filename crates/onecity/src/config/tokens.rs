@@ -86,7 +86,10 @@ impl Config {
             let principal = entry
                 .to_principal()
                 .map_err(|reason| anyhow::anyhow!("{}: {reason}", label()))?;
-            match entry.credential().map_err(|reason| anyhow::anyhow!("{}: {reason}", label()))? {
+            match entry
+                .credential()
+                .map_err(|reason| anyhow::anyhow!("{}: {reason}", label()))?
+            {
                 Credential::Hash(hash) => {
                     if let Some(first) = seen.insert(hash, i) {
                         bail!(
@@ -134,7 +137,11 @@ impl Config {
 }
 
 pub(super) fn redact(token: &str) -> String {
-    if token.starts_with("demo-") && demo_tokens().iter().any(|t| t.token.as_deref() == Some(token)) {
+    if token.starts_with("demo-")
+        && demo_tokens()
+            .iter()
+            .any(|t| t.token.as_deref() == Some(token))
+    {
         "demo-…".to_owned()
     } else {
         "****".to_owned()
