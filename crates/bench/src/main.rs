@@ -57,6 +57,12 @@ struct Cli {
     /// streams at one replica; needs `nats-server` on PATH). `rebuild` is sled only.
     #[arg(long, value_enum, default_value_t = Backend::Sled)]
     backend: Backend,
+    /// Every cell over TLS: the in-process servers get a certificate of a CA made for the
+    /// run, and the clients trust it. `submit` c=64 is also run against a plaintext server
+    /// of the same run (`submit-plaintext`), and a new connection's cost is measured over
+    /// TLS and plaintext (`connect-tls`, `connect-plaintext`).
+    #[arg(long, conflicts_with = "addr")]
+    tls: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -101,6 +107,8 @@ const HOUSEHOLD_SEED: u64 = 0x006f_6e65_6369_7479;
 const SCREEN_CONCURRENCY: usize = 64;
 const SUBMIT_INTAKE_CONCURRENCY: usize = 64;
 const ROUTE_RATES: [f64; 2] = [200.0, 1000.0];
+/// `--tls`: the `submit` concurrency compared with plaintext.
+const TLS_SUBMIT_CONCURRENCY: usize = 64;
 const SATURATION_CONCURRENCY: usize = 256;
 /// The `durable-noop` cell whose appends per second route saturation's routed cases per
 /// second are judged against. Not the saturation's own concurrency: a routed case is three
@@ -125,7 +133,14 @@ enum Step {
     RouteOpen(f64),
     RouteSaturation(usize),
     Rebuild,
+    /// `--tls`: `SubmitApplication` against the run's plaintext server.
+    SubmitPlaintext(usize),
+    /// `--tls`: a new connection and its first call, over TLS (`true`) or plaintext.
+    Connect(bool),
 }
+
+/// New connections measured per `connect` cell.
+const CONNECTS: usize = 200;
 
 impl Step {
     fn label(&self) -> String {
@@ -139,13 +154,16 @@ impl Step {
             Step::RouteOpen(r) => format!("route {r:.0}/s"),
             Step::RouteSaturation(c) => format!("route saturation c={c}"),
             Step::Rebuild => "rebuild".into(),
+            Step::SubmitPlaintext(c) => format!("submit-plaintext c={c}"),
+            Step::Connect(true) => "connect-tls".into(),
+            Step::Connect(false) => "connect-plaintext".into(),
         }
     }
 }
 
 /// The cells to run, in order: each concurrency's ceilings right before the scenario
 /// compared with them, so drift between a figure and its ceiling is as small as possible.
-fn plan(selected: &[Scenario], in_process: bool, sled: bool) -> Vec<Step> {
+fn plan(selected: &[Scenario], in_process: bool, sled: bool, tls: bool) -> Vec<Step> {
     let all = selected.is_empty();
     let has = |s: Scenario| all || selected.contains(&s);
     let mut steps = Vec::new();
@@ -161,6 +179,9 @@ fn plan(selected: &[Scenario], in_process: bool, sled: bool) -> Vec<Step> {
         }
         if has(Scenario::Submit) {
             steps.push(Step::Submit(c));
+            if tls && c == TLS_SUBMIT_CONCURRENCY {
+                steps.push(Step::SubmitPlaintext(c));
+            }
             if in_process && c == SUBMIT_INTAKE_CONCURRENCY {
                 steps.push(Step::SubmitIntake(c));
             }
@@ -173,6 +194,10 @@ fn plan(selected: &[Scenario], in_process: bool, sled: bool) -> Vec<Step> {
     if has(Scenario::Route) {
         steps.extend(ROUTE_RATES.iter().map(|r| Step::RouteOpen(*r)));
         steps.push(Step::RouteSaturation(SATURATION_CONCURRENCY));
+    }
+    if tls {
+        steps.push(Step::Connect(true));
+        steps.push(Step::Connect(false));
     }
     // The rebuild writes its log with `SledLog` directly and starts a sled child.
     if has(Scenario::Rebuild) && sled && (in_process || selected.contains(&Scenario::Rebuild)) {
@@ -262,7 +287,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         &cli.scenarios,
         cli.addr.is_none(),
         cli.backend == Backend::Sled,
+        cli.tls,
     );
+    // `--tls`: a CA for the run; its certificate for 127.0.0.1 serves every in-process
+    // server, and the clients trust it.
+    let pki = tempfile::tempdir().context("temp dir for certificates")?;
+    let tls = if cli.tls {
+        let ca = onecity::tls::Ca::new("onecity-bench CA")?;
+        let server = ca.issue(&["127.0.0.1".to_owned()], &[], 1)?;
+        let (cert, key) = (pki.path().join("server.pem"), pki.path().join("server.key"));
+        std::fs::write(&cert, &server.cert_pem)?;
+        std::fs::write(&key, &server.key_pem)?;
+        client::use_tls(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(&ca.cert_pem)),
+        );
+        Some(onecity::config::TlsConfig {
+            cert: Some(cert),
+            key: Some(key),
+            ..onecity::config::TlsConfig::default()
+        })
+    } else {
+        None
+    };
     // Client and server on separate runtimes with named threads, so each cell can say how
     // much CPU went to generating load and how much to serving it.
     let client_rt = tokio::runtime::Builder::new_multi_thread()
@@ -293,13 +340,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let url = match &cli.addr {
         Some(url) => url.trim_end_matches('/').to_owned(),
         None => {
-            let (s, url) = InProcess::start(false, |dir: &Path| log_for("onecity", dir))?;
+            let (s, url) =
+                InProcess::start(false, |dir: &Path| log_for("onecity", dir), tls.clone())?;
             servers.push(s);
             url
         }
     };
     let intake_url = if steps.iter().any(|s| matches!(s, Step::SubmitIntake(_))) {
-        let (s, url) = InProcess::start(true, |dir: &Path| log_for("intake", dir))?;
+        let (s, url) = InProcess::start(true, |dir: &Path| log_for("intake", dir), tls.clone())?;
+        servers.push(s);
+        Some(url)
+    } else {
+        None
+    };
+    let plaintext_url = if cli.tls {
+        let (s, url) = InProcess::start(false, |dir: &Path| log_for("plaintext", dir), None)?;
         servers.push(s);
         Some(url)
     } else {
@@ -310,7 +365,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let result = client_rt.block_on(async {
         let cli = Arc::new(cli);
         let (s, steps, url) = (s.clone(), steps.clone(), url.clone());
-        tokio::spawn(async move { run_steps(&cli, &s, &steps, &url, intake_url.as_deref()).await })
+        tokio::spawn(async move {
+            let urls = Urls {
+                main: &url,
+                intake: intake_url.as_deref(),
+                plaintext: plaintext_url.as_deref(),
+            };
+            run_steps(&cli, &s, &steps, urls).await
+        })
             .await
             .context("bench task")?
     });
@@ -335,6 +397,7 @@ impl InProcess {
     fn start(
         intake_only: bool,
         log: impl FnOnce(&Path) -> onecity::config::LogSpec,
+        tls: Option<onecity::config::TlsConfig>,
     ) -> anyhow::Result<(InProcess, String)> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads())
@@ -343,10 +406,12 @@ impl InProcess {
             .build()?;
         let data = tempfile::tempdir().context("temp data dir")?;
         let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
-        let url = format!("http://{}", listener.local_addr()?);
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{}", listener.local_addr()?);
         let mut config = onecity::config::Config {
             data_dir: data.path().to_path_buf(),
             log: Some(log(data.path())),
+            tls: tls.unwrap_or_default(),
             ..onecity::config::Config::default()
         };
         if intake_only {
@@ -402,13 +467,19 @@ fn loadavg() -> String {
     )
 }
 
-async fn run_steps(
-    cli: &Cli,
-    s: &Settings,
-    steps: &[Step],
-    url: &str,
-    intake_url: Option<&str>,
-) -> anyhow::Result<()> {
+/// The servers of a run.
+#[derive(Debug, Clone, Copy)]
+struct Urls<'a> {
+    /// The server under test.
+    main: &'a str,
+    /// The intake-only server (`submit-intake`).
+    intake: Option<&'a str>,
+    /// `--tls`: the plaintext server compared with.
+    plaintext: Option<&'a str>,
+}
+
+async fn run_steps(cli: &Cli, s: &Settings, steps: &[Step], urls: Urls<'_>) -> anyhow::Result<()> {
+    let (url, intake_url) = (urls.main, urls.intake);
     let machine_before = machine();
     let progress = Progress::new(steps.len());
     progress.message("generating households");
@@ -446,6 +517,28 @@ async fn run_steps(
                     cell.scenario = "submit-intake".into();
                     cell
                 })
+            }
+            Step::SubmitPlaintext(c) => {
+                let plaintext = urls.plaintext.context("no plaintext server")?;
+                let ctx = Ctx {
+                    url: plaintext.to_owned(),
+                    ..ctx.clone()
+                };
+                let cell = scenarios::submit(&ctx, c).await.map(|mut cell| {
+                    cell.scenario = "submit-plaintext".into();
+                    cell
+                });
+                // Its own routing backlog must not weigh on the next cells.
+                scenarios::quiesce(plaintext, s.quiesce_limit).await?;
+                cell
+            }
+            Step::Connect(tls) => {
+                let target = if tls {
+                    url
+                } else {
+                    urls.plaintext.context("no plaintext server")?
+                };
+                scenarios::connect(target, CONNECTS).await
             }
             Step::Screen(c, full) => scenarios::screen(&ctx, c, full).await,
             Step::RouteOpen(r) => scenarios::route_open(&ctx, r).await,
@@ -510,7 +603,12 @@ fn attach_ceiling(cell: &mut Cell, step: &Step, earlier: &[Cell]) {
                     .and_then(|v| v.as_f64())
                     .map(|v| ("intake in the same cell".into(), v))
             }),
-        Step::Noop(_) | Step::DurableNoop(_) | Step::Rebuild => cell.ceiling.clone(),
+        Step::SubmitPlaintext(c) => {
+            find(earlier, "durable-noop", c).map(|d| (format!("durable-noop c={c}"), d.ops_per_s))
+        }
+        Step::Noop(_) | Step::DurableNoop(_) | Step::Rebuild | Step::Connect(_) => {
+            cell.ceiling.clone()
+        }
     };
 }
 
@@ -703,6 +801,15 @@ fn info(t: Target) -> Target {
 
 fn targets(cells: &[Cell]) -> Vec<Target> {
     let mut out = Vec::new();
+    if let Some(plaintext) = find(cells, "submit-plaintext", TLS_SUBMIT_CONCURRENCY) {
+        let c = TLS_SUBMIT_CONCURRENCY;
+        out.push(versus(
+            &format!("--tls: submit c={c} over tls >= 85% of submit-plaintext c={c}"),
+            find(cells, "submit", c),
+            Some(plaintext),
+            0.85,
+        ));
+    }
     let c = SUBMIT_INTAKE_CONCURRENCY;
     out.push(ratio_target(
         &format!("submit-intake c={c} >= 80% of durable-noop c={c}"),
