@@ -373,8 +373,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             run_steps(&cli, &s, &steps, urls).await
         })
-            .await
-            .context("bench task")?
+        .await
+        .context("bench task")?
     });
     for s in servers {
         s.stop()?;
@@ -587,29 +587,28 @@ fn find<'a>(cells: &'a [Cell], scenario: &str, c: usize) -> Option<&'a Cell> {
 }
 
 fn attach_ceiling(cell: &mut Cell, step: &Step, earlier: &[Cell]) {
-    cell.ceiling = match *step {
-        Step::Submit(c) | Step::SubmitIntake(c) => {
-            find(earlier, "durable-noop", c).map(|d| (format!("durable-noop c={c}"), d.ops_per_s))
-        }
-        Step::Screen(c, _) => {
-            find(earlier, "noop", c).map(|d| (format!("noop c={c}"), d.ops_per_s))
-        }
-        Step::RouteOpen(r) => Some(("offered load".into(), r)),
-        Step::RouteSaturation(_) => best_submit(earlier)
-            .map(|b| (format!("best submit ({})", b.load()), b.ops_per_s))
-            .or_else(|| {
-                cell.extra
-                    .get("submitted_per_s")
-                    .and_then(|v| v.as_f64())
-                    .map(|v| ("intake in the same cell".into(), v))
-            }),
-        Step::SubmitPlaintext(c) => {
-            find(earlier, "durable-noop", c).map(|d| (format!("durable-noop c={c}"), d.ops_per_s))
-        }
-        Step::Noop(_) | Step::DurableNoop(_) | Step::Rebuild | Step::Connect(_) => {
-            cell.ceiling.clone()
-        }
-    };
+    cell.ceiling =
+        match *step {
+            Step::Submit(c) | Step::SubmitIntake(c) => find(earlier, "durable-noop", c)
+                .map(|d| (format!("durable-noop c={c}"), d.ops_per_s)),
+            Step::Screen(c, _) => {
+                find(earlier, "noop", c).map(|d| (format!("noop c={c}"), d.ops_per_s))
+            }
+            Step::RouteOpen(r) => Some(("offered load".into(), r)),
+            Step::RouteSaturation(_) => best_submit(earlier)
+                .map(|b| (format!("best submit ({})", b.load()), b.ops_per_s))
+                .or_else(|| {
+                    cell.extra
+                        .get("submitted_per_s")
+                        .and_then(|v| v.as_f64())
+                        .map(|v| ("intake in the same cell".into(), v))
+                }),
+            Step::SubmitPlaintext(c) => find(earlier, "durable-noop", c)
+                .map(|d| (format!("durable-noop c={c}"), d.ops_per_s)),
+            Step::Noop(_) | Step::DurableNoop(_) | Step::Rebuild | Step::Connect(_) => {
+                cell.ceiling.clone()
+            }
+        };
 }
 
 fn best_submit(cells: &[Cell]) -> Option<&Cell> {
@@ -652,7 +651,7 @@ fn report(cells: &[Cell], command: &str, s: &Settings, cli: &Cli, pool: String) 
     }
     let _ = writeln!(
         out,
-        "{:<13} {:>9} {:>10} {:>8} {:>8} {:>8} {:>8} {:>7} {:>24} {:>6}  cpu cores client/server/writer/other",
+        "{:<17} {:>9} {:>10} {:>8} {:>8} {:>8} {:>8} {:>7} {:>24} {:>6}  cpu cores client/server/writer/other",
         "scenario",
         "load",
         "ops/s",
@@ -672,7 +671,7 @@ fn report(cells: &[Cell], command: &str, s: &Settings, cli: &Cli, pool: String) 
             .map_or_else(|| "-".into(), |(n, v)| format!("{n} {v:.0}"));
         let _ = writeln!(
             out,
-            "{:<13} {:>9} {:>10.1} {:>8} {:>8} {:>8} {:>8} {:>7} {:>24} {:>6}  {}",
+            "{:<17} {:>9} {:>10.1} {:>8} {:>8} {:>8} {:>8} {:>7} {:>24} {:>6}  {}",
             c.scenario,
             c.load(),
             c.ops_per_s,
@@ -689,7 +688,7 @@ fn report(cells: &[Cell], command: &str, s: &Settings, cli: &Cli, pool: String) 
         if c.scenario == "route" {
             let _ = writeln!(
                 out,
-                "{:<13} {:>9} submitted {}/s, drained {} s after the window, errors {:?}",
+                "{:<17} {:>9} submitted {}/s, drained {} s after the window, errors {:?}",
                 "",
                 "",
                 e("submitted_per_s"),
@@ -700,7 +699,7 @@ fn report(cells: &[Cell], command: &str, s: &Settings, cli: &Cli, pool: String) 
         if c.scenario == "submit-intake" {
             let _ = writeln!(
                 out,
-                "{:<13} {:>9} intake and log roles alone, routing-lag bound off: an intake node's own cost, the judged submit figure",
+                "{:<17} {:>9} intake and log roles alone, routing-lag bound off: an intake node's own cost, the judged submit figure",
                 "",
                 ""
             );
@@ -708,7 +707,7 @@ fn report(cells: &[Cell], command: &str, s: &Settings, cli: &Cli, pool: String) 
         if c.scenario == "submit" {
             let _ = writeln!(
                 out,
-                "{:<13} {:>9} the workers routed this cell's cases {} s after it ended",
+                "{:<17} {:>9} the workers routed this cell's cases {} s after it ended",
                 "",
                 "",
                 e("settle_s")
@@ -717,7 +716,7 @@ fn report(cells: &[Cell], command: &str, s: &Settings, cli: &Cli, pool: String) 
         if c.scenario == "rebuild" {
             let _ = writeln!(
                 out,
-                "{:<13} {:>9} {} cases / {} events / {} MiB log written in {} s; ready in {} s (GetCase {} s, ListReferrals {} s) using {} s of child CPU; peak RSS {} MiB ({} MiB when GetCase answered); ceiling: read every event once in {} s",
+                "{:<17} {:>9} {} cases / {} events / {} MiB log written in {} s; ready in {} s (GetCase {} s, ListReferrals {} s) using {} s of child CPU; peak RSS {} MiB ({} MiB when GetCase answered); ceiling: read every event once in {} s",
                 "",
                 "",
                 e("cases"),
@@ -733,7 +732,7 @@ fn report(cells: &[Cell], command: &str, s: &Settings, cli: &Cli, pool: String) 
                 e("scan_s"),
             );
         } else if !c.errors.is_empty() {
-            let _ = writeln!(out, "{:<13} {:>9} errors {:?}", "", "", c.errors);
+            let _ = writeln!(out, "{:<17} {:>9} errors {:?}", "", "", c.errors);
         }
     }
     let _ = writeln!(out);
