@@ -6,6 +6,7 @@
 mod client;
 mod faulty;
 mod fixtures;
+mod pki;
 mod routed;
 mod server;
 
@@ -16,5 +17,6 @@ pub use client::{
 };
 pub use faulty::FaultyLog;
 pub use fixtures::{application, sample_application, submission, today, tokens, valid_id_number};
+pub use pki::{CertFiles, Pki};
 pub use routed::Routed;
 pub use server::TestServer;

@@ -8,7 +8,7 @@ use onecity::config::{Config, LogSpec};
 use onecity_eventlog::EventLog;
 use onecity_proto::v1 as pb;
 use tokio::sync::oneshot;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, ClientTlsConfig};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
@@ -19,12 +19,13 @@ use crate::fixtures::{submission, tokens};
 /// A running server; stops (gracefully) when dropped or with [`TestServer::stop`].
 #[derive(Debug)]
 pub struct TestServer {
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT`, or `https://` when the server has TLS.
     pub url: String,
     /// The data dir (kept by the caller so a restart reuses it).
     pub data_dir: PathBuf,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    tls: Option<ClientTlsConfig>,
 }
 
 impl TestServer {
@@ -54,13 +55,18 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
         let mut config = Config {
             data_dir: data_dir.to_path_buf(),
             log: Some(LogSpec::Sled(data_dir.join("log"))),
             ..Config::default()
         };
         edit(&mut config);
+        let scheme = if config.tls.enabled() {
+            "https"
+        } else {
+            "http"
+        };
+        let url = format!("{scheme}://{}", listener.local_addr().expect("addr"));
         let (stop, stopped) = oneshot::channel::<()>();
         let shutdown = async move {
             let _ = stopped.await;
@@ -76,7 +82,27 @@ impl TestServer {
             data_dir: data_dir.to_path_buf(),
             stop: Some(stop),
             task: Some(task),
+            tls: None,
         }
+    }
+
+    /// The TLS of this server's clients from now on (the CA to trust, a client
+    /// certificate).
+    pub fn with_client_tls(mut self, tls: ClientTlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// A channel to the server with `tls` (or in plaintext), or why it cannot connect.
+    pub async fn try_channel(
+        &self,
+        tls: Option<ClientTlsConfig>,
+    ) -> Result<Channel, tonic::transport::Error> {
+        let mut endpoint = Channel::from_shared(self.url.clone()).expect("url");
+        if let Some(tls) = tls {
+            endpoint = endpoint.tls_config(tls)?;
+        }
+        endpoint.connect().await
     }
 
     /// Stops the server and waits until it has released the data dir.
@@ -98,11 +124,7 @@ impl TestServer {
         // by a deadline, not a fixed sleep.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
-            match Channel::from_shared(self.url.clone())
-                .expect("url")
-                .connect()
-                .await
-            {
+            match self.try_channel(self.tls.clone()).await {
                 Ok(c) => return c,
                 Err(e) if tokio::time::Instant::now() > deadline => {
                     panic!("server did not come up: {e}")

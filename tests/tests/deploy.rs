@@ -50,16 +50,17 @@ fn kubernetes_manifests_parse_and_probe_grpc_health() {
                 for c in containers {
                     let image = c["image"].as_str().unwrap();
                     if image.starts_with("onecity") {
-                        assert!(
-                            c["readinessProbe"]["grpc"]["port"].is_number(),
-                            "{}: onecity pods probe grpc health",
-                            path.display()
-                        );
-                        assert!(
-                            c["livenessProbe"]["grpc"]["port"].is_number(),
-                            "{}",
-                            path.display()
-                        );
+                        // The kubelet's gRPC probe speaks no TLS: `onecity health` over
+                        // the pod's TLS listener.
+                        for probe in ["readinessProbe", "livenessProbe"] {
+                            let command =
+                                serde_norway::to_string(&c[probe]["exec"]["command"]).unwrap();
+                            assert!(
+                                command.contains("health") && command.contains("https://"),
+                                "{}: {probe} checks health over tls: {command}",
+                                path.display()
+                            );
+                        }
                         let args = serde_norway::to_string(&c["args"]).unwrap();
                         assert!(
                             args.contains("--role"),
@@ -68,6 +69,9 @@ fn kubernetes_manifests_parse_and_probe_grpc_health() {
                         );
                     }
                 }
+            }
+            if kind == "Secret" {
+                secret_is_not_usable_as_is(&path, &value);
             }
             kinds.push(kind);
         }
@@ -80,6 +84,37 @@ fn kubernetes_manifests_parse_and_probe_grpc_health() {
         "Secret",
     ] {
         assert!(kinds.iter().any(|x| x == k), "no {k} among {kinds:?}");
+    }
+}
+
+/// Every config file a shipped Secret holds is refused by onecity as it is: its token
+/// entries hold no usable token (no token in clear, no hash that is one), and it asks for TLS.
+fn secret_is_not_usable_as_is(path: &Path, secret: &serde_norway::Value) {
+    let data = secret["stringData"]
+        .as_mapping()
+        .unwrap_or_else(|| panic!("{}: a Secret with stringData", path.display()));
+    for (name, value) in data {
+        let text = value.as_str().unwrap();
+        assert!(
+            !text.lines().any(|l| l.trim_start().starts_with("token =")),
+            "{}: {name:?} holds a token in clear",
+            path.display()
+        );
+        let config = onecity::config::Config::from_toml_str(text)
+            .unwrap_or_else(|e| panic!("{}: {name:?}: {e}", path.display()));
+        assert!(
+            config.tls.enabled(),
+            "{}: {name:?} without tls",
+            path.display()
+        );
+        let err = config
+            .validate()
+            .expect_err("a shipped Secret's config must not start as is");
+        assert!(
+            format!("{err:#}").contains("token_sha256"),
+            "{}: {name:?}: {err:#}",
+            path.display()
+        );
     }
 }
 

@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::time::Instant;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::cpu::{CpuShare, Snapshot};
 use crate::stats::{code_name, Samples};
@@ -36,14 +36,35 @@ pub struct Conns {
     channels: Vec<Channel>,
 }
 
+/// The TLS of every `https://` connection of this run (`--tls`), set once at start.
+static CLIENT_TLS: std::sync::OnceLock<ClientTlsConfig> = std::sync::OnceLock::new();
+
+/// Sets the TLS of the run's `https://` connections (the CA of the in-process servers).
+pub fn use_tls(tls: ClientTlsConfig) {
+    let _ = CLIENT_TLS.set(tls);
+}
+
+/// The endpoint of `url`, with the run's TLS for `https://`.
+pub fn endpoint(url: &str) -> anyhow::Result<Endpoint> {
+    let mut endpoint = Endpoint::from_shared(url.to_owned())
+        .with_context(|| format!("bad server url {url}"))?
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(5));
+    if url.starts_with("https://") {
+        let tls = CLIENT_TLS
+            .get()
+            .cloned()
+            .context("an https:// server needs --tls")?;
+        endpoint = endpoint.tls_config(tls)?;
+    }
+    Ok(endpoint)
+}
+
 impl Conns {
     /// Opens `n` connections (each `connect` of an endpoint is its own TCP connection),
     /// retrying for a while: an in-process server may not be accepting yet.
     pub async fn connect(url: &str, n: usize) -> anyhow::Result<Conns> {
-        let endpoint = Endpoint::from_shared(url.to_owned())
-            .with_context(|| format!("bad server url {url}"))?
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(5));
+        let endpoint = endpoint(url)?;
         let mut channels = Vec::with_capacity(n);
         for _ in 0..n.max(1) {
             channels.push(connect_retrying(&endpoint).await?);

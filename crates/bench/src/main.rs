@@ -57,6 +57,12 @@ struct Cli {
     /// streams at one replica; needs `nats-server` on PATH). `rebuild` is sled only.
     #[arg(long, value_enum, default_value_t = Backend::Sled)]
     backend: Backend,
+    /// Every cell over TLS: the in-process servers get a certificate of a CA made for the
+    /// run, and the clients trust it. `submit` c=64 is also run against a plaintext server
+    /// of the same run (`submit-plaintext`), and a new connection's cost is measured over
+    /// TLS and plaintext (`connect-tls`, `connect-plaintext`).
+    #[arg(long, conflicts_with = "addr")]
+    tls: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -105,6 +111,8 @@ const SCREEN_CONCURRENCY: usize = 64;
 const SUBMIT_INTAKE_CONCURRENCY: usize = 64;
 const GET_CASE_CONCURRENCY: usize = 64;
 const ROUTE_RATES: [f64; 2] = [200.0, 1000.0];
+/// `--tls`: the `submit` concurrency compared with plaintext.
+const TLS_SUBMIT_CONCURRENCY: usize = 64;
 const SATURATION_CONCURRENCY: usize = 256;
 /// The `durable-noop` cell whose appends per second route saturation's routed cases per
 /// second are judged against. Not the saturation's own concurrency: a routed case is three
@@ -132,7 +140,14 @@ enum Step {
     /// `GetCase` against the main server (reads recorded) or, with `false`, against a
     /// second in-process server whose reads are not recorded.
     GetCase(usize, bool),
+    /// `--tls`: `SubmitApplication` against the run's plaintext server.
+    SubmitPlaintext(usize),
+    /// `--tls`: a new connection and its first call, over TLS (`true`) or plaintext.
+    Connect(bool),
 }
+
+/// New connections measured per `connect` cell.
+const CONNECTS: usize = 200;
 
 impl Step {
     fn label(&self) -> String {
@@ -148,13 +163,16 @@ impl Step {
             Step::Rebuild => "rebuild".into(),
             Step::GetCase(c, true) => format!("get-case c={c}"),
             Step::GetCase(c, false) => format!("get-case-unrecorded c={c}"),
+            Step::SubmitPlaintext(c) => format!("submit-plaintext c={c}"),
+            Step::Connect(true) => "connect-tls".into(),
+            Step::Connect(false) => "connect-plaintext".into(),
         }
     }
 }
 
 /// The cells to run, in order: each concurrency's ceilings right before the scenario
 /// compared with them, so drift between a figure and its ceiling is as small as possible.
-fn plan(selected: &[Scenario], in_process: bool, sled: bool) -> Vec<Step> {
+fn plan(selected: &[Scenario], in_process: bool, sled: bool, tls: bool) -> Vec<Step> {
     let all = selected.is_empty();
     let has = |s: Scenario| all || selected.contains(&s);
     let mut steps = Vec::new();
@@ -170,6 +188,9 @@ fn plan(selected: &[Scenario], in_process: bool, sled: bool) -> Vec<Step> {
         }
         if has(Scenario::Submit) {
             steps.push(Step::Submit(c));
+            if tls && c == TLS_SUBMIT_CONCURRENCY {
+                steps.push(Step::SubmitPlaintext(c));
+            }
             if in_process && c == SUBMIT_INTAKE_CONCURRENCY {
                 steps.push(Step::SubmitIntake(c));
             }
@@ -186,6 +207,10 @@ fn plan(selected: &[Scenario], in_process: bool, sled: bool) -> Vec<Step> {
     if has(Scenario::Route) {
         steps.extend(ROUTE_RATES.iter().map(|r| Step::RouteOpen(*r)));
         steps.push(Step::RouteSaturation(SATURATION_CONCURRENCY));
+    }
+    if tls {
+        steps.push(Step::Connect(true));
+        steps.push(Step::Connect(false));
     }
     // The rebuild writes its log with `SledLog` directly and starts a sled child.
     if has(Scenario::Rebuild) && sled && (in_process || selected.contains(&Scenario::Rebuild)) {
@@ -275,7 +300,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         &cli.scenarios,
         cli.addr.is_none(),
         cli.backend == Backend::Sled,
+        cli.tls,
     );
+    // `--tls`: a CA for the run; its certificate for 127.0.0.1 serves every in-process
+    // server, and the clients trust it.
+    let pki = tempfile::tempdir().context("temp dir for certificates")?;
+    let tls = if cli.tls {
+        let ca = onecity::tls::Ca::new("onecity-bench CA")?;
+        let server = ca.issue(&["127.0.0.1".to_owned()], &[], 1)?;
+        let (cert, key) = (pki.path().join("server.pem"), pki.path().join("server.key"));
+        std::fs::write(&cert, &server.cert_pem)?;
+        std::fs::write(&key, &server.key_pem)?;
+        client::use_tls(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(&ca.cert_pem)),
+        );
+        Some(onecity::config::TlsConfig {
+            cert: Some(cert),
+            key: Some(key),
+            ..onecity::config::TlsConfig::default()
+        })
+    } else {
+        None
+    };
     // Client and server on separate runtimes with named threads, so each cell can say how
     // much CPU went to generating load and how much to serving it.
     let client_rt = tokio::runtime::Builder::new_multi_thread()
@@ -306,13 +353,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let url = match &cli.addr {
         Some(url) => url.trim_end_matches('/').to_owned(),
         None => {
-            let (s, url) = InProcess::start(false, |dir: &Path| log_for("onecity", dir))?;
+            let (s, url) =
+                InProcess::start(false, |dir: &Path| log_for("onecity", dir), tls.clone())?;
             servers.push(s);
             url
         }
     };
     let intake_url = if steps.iter().any(|s| matches!(s, Step::SubmitIntake(_))) {
-        let (s, url) = InProcess::start(true, |dir: &Path| log_for("intake", dir))?;
+        let (s, url) = InProcess::start(true, |dir: &Path| log_for("intake", dir), tls.clone())?;
+        servers.push(s);
+        Some(url)
+    } else {
+        None
+    };
+    let plaintext_url = if cli.tls {
+        let (s, url) = InProcess::start(false, |dir: &Path| log_for("plaintext", dir), None)?;
         servers.push(s);
         Some(url)
     } else {
@@ -322,6 +377,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         let (s, url) = InProcess::start_with(
             |config| config.record_reads = false,
             |dir: &Path| log_for("unrecorded", dir),
+            tls.clone(),
         )?;
         servers.push(s);
         Some(url)
@@ -334,11 +390,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         let cli = Arc::new(cli);
         let (s, steps, url) = (s.clone(), steps.clone(), url.clone());
         tokio::spawn(async move {
-            let others = Others {
-                intake: intake_url,
-                unrecorded: unrecorded_url,
+            let urls = Urls {
+                main: &url,
+                intake: intake_url.as_deref(),
+                plaintext: plaintext_url.as_deref(),
+                unrecorded: unrecorded_url.as_deref(),
             };
-            run_steps(&cli, &s, &steps, &url, &others).await
+            run_steps(&cli, &s, &steps, urls).await
         })
         .await
         .context("bench task")?
@@ -364,6 +422,7 @@ impl InProcess {
     fn start(
         intake_only: bool,
         log: impl FnOnce(&Path) -> onecity::config::LogSpec,
+        tls: Option<onecity::config::TlsConfig>,
     ) -> anyhow::Result<(InProcess, String)> {
         InProcess::start_with(
             |config| {
@@ -373,13 +432,15 @@ impl InProcess {
                 }
             },
             log,
+            tls,
         )
     }
 
-    /// A server with the default config as `edit` changes it.
+    /// A server with the default config as `edit` changes it, over TLS with `tls`.
     fn start_with(
         edit: impl FnOnce(&mut onecity::config::Config),
         log: impl FnOnce(&Path) -> onecity::config::LogSpec,
+        tls: Option<onecity::config::TlsConfig>,
     ) -> anyhow::Result<(InProcess, String)> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads())
@@ -388,10 +449,12 @@ impl InProcess {
             .build()?;
         let data = tempfile::tempdir().context("temp data dir")?;
         let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
-        let url = format!("http://{}", listener.local_addr()?);
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{}", listener.local_addr()?);
         let mut config = onecity::config::Config {
             data_dir: data.path().to_path_buf(),
             log: Some(log(data.path())),
+            tls: tls.unwrap_or_default(),
             ..onecity::config::Config::default()
         };
         edit(&mut config);
@@ -444,13 +507,21 @@ fn loadavg() -> String {
     )
 }
 
-async fn run_steps(
-    cli: &Cli,
-    s: &Settings,
-    steps: &[Step],
-    url: &str,
-    others: &Others,
-) -> anyhow::Result<()> {
+/// The servers of a run.
+#[derive(Debug, Clone, Copy)]
+struct Urls<'a> {
+    /// The server under test.
+    main: &'a str,
+    /// The intake-only server (`submit-intake`).
+    intake: Option<&'a str>,
+    /// `--tls`: the plaintext server compared with.
+    plaintext: Option<&'a str>,
+    /// Every role, reads not recorded (`get-case-unrecorded`).
+    unrecorded: Option<&'a str>,
+}
+
+async fn run_steps(cli: &Cli, s: &Settings, steps: &[Step], urls: Urls<'_>) -> anyhow::Result<()> {
+    let (url, intake_url) = (urls.main, urls.intake);
     let machine_before = machine();
     let progress = Progress::new(steps.len());
     progress.message("generating households");
@@ -481,11 +552,7 @@ async fn run_steps(
             Step::Submit(c) => scenarios::submit(&ctx, c).await,
             Step::SubmitIntake(c) => {
                 let ctx = Ctx {
-                    url: others
-                        .intake
-                        .as_deref()
-                        .context("no intake-only server")?
-                        .to_owned(),
+                    url: intake_url.context("no intake-only server")?.to_owned(),
                     ..ctx.clone()
                 };
                 scenarios::submit(&ctx, c).await.map(|mut cell| {
@@ -493,13 +560,34 @@ async fn run_steps(
                     cell
                 })
             }
+            Step::SubmitPlaintext(c) => {
+                let plaintext = urls.plaintext.context("no plaintext server")?;
+                let ctx = Ctx {
+                    url: plaintext.to_owned(),
+                    ..ctx.clone()
+                };
+                let cell = scenarios::submit(&ctx, c).await.map(|mut cell| {
+                    cell.scenario = "submit-plaintext".into();
+                    cell
+                });
+                // Its own routing backlog must not weigh on the next cells.
+                scenarios::quiesce(plaintext, s.quiesce_limit).await?;
+                cell
+            }
+            Step::Connect(tls) => {
+                let target = if tls {
+                    url
+                } else {
+                    urls.plaintext.context("no plaintext server")?
+                };
+                scenarios::connect(target, CONNECTS).await
+            }
             Step::Screen(c, full) => scenarios::screen(&ctx, c, full).await,
             Step::GetCase(c, true) => scenarios::get_case(&ctx, c, "get-case").await,
             Step::GetCase(c, false) => {
                 let ctx = Ctx {
-                    url: others
+                    url: urls
                         .unrecorded
-                        .as_deref()
                         .context("no server with record_reads off")?
                         .to_owned(),
                     ..ctx.clone()
@@ -545,14 +633,6 @@ async fn run_steps(
     Ok(())
 }
 
-/// The in-process servers besides the one under test, by the cells that use them.
-struct Others {
-    /// Intake and log roles only (`submit-intake`).
-    intake: Option<String>,
-    /// Every role, reads not recorded (`get-case-unrecorded`).
-    unrecorded: Option<String>,
-}
-
 fn find<'a>(cells: &'a [Cell], scenario: &str, c: usize) -> Option<&'a Cell> {
     cells
         .iter()
@@ -560,28 +640,32 @@ fn find<'a>(cells: &'a [Cell], scenario: &str, c: usize) -> Option<&'a Cell> {
 }
 
 fn attach_ceiling(cell: &mut Cell, step: &Step, earlier: &[Cell]) {
-    cell.ceiling = match *step {
-        Step::Submit(c) | Step::SubmitIntake(c) => {
-            find(earlier, "durable-noop", c).map(|d| (format!("durable-noop c={c}"), d.ops_per_s))
-        }
-        Step::Screen(c, _) => {
-            find(earlier, "noop", c).map(|d| (format!("noop c={c}"), d.ops_per_s))
-        }
-        Step::RouteOpen(r) => Some(("offered load".into(), r)),
-        Step::RouteSaturation(_) => best_submit(earlier)
-            .map(|b| (format!("best submit ({})", b.load()), b.ops_per_s))
-            .or_else(|| {
-                cell.extra
-                    .get("submitted_per_s")
-                    .and_then(|v| v.as_f64())
-                    .map(|v| ("intake in the same cell".into(), v))
-            }),
-        Step::GetCase(c, true) => find(earlier, "get-case-unrecorded", c)
-            .map(|d| (format!("get-case-unrecorded c={c}"), d.ops_per_s)),
-        Step::Noop(_) | Step::DurableNoop(_) | Step::Rebuild | Step::GetCase(_, false) => {
-            cell.ceiling.clone()
-        }
-    };
+    cell.ceiling =
+        match *step {
+            Step::Submit(c) | Step::SubmitIntake(c) => find(earlier, "durable-noop", c)
+                .map(|d| (format!("durable-noop c={c}"), d.ops_per_s)),
+            Step::Screen(c, _) => {
+                find(earlier, "noop", c).map(|d| (format!("noop c={c}"), d.ops_per_s))
+            }
+            Step::RouteOpen(r) => Some(("offered load".into(), r)),
+            Step::RouteSaturation(_) => best_submit(earlier)
+                .map(|b| (format!("best submit ({})", b.load()), b.ops_per_s))
+                .or_else(|| {
+                    cell.extra
+                        .get("submitted_per_s")
+                        .and_then(|v| v.as_f64())
+                        .map(|v| ("intake in the same cell".into(), v))
+                }),
+            Step::SubmitPlaintext(c) => find(earlier, "durable-noop", c)
+                .map(|d| (format!("durable-noop c={c}"), d.ops_per_s)),
+            Step::GetCase(c, true) => find(earlier, "get-case-unrecorded", c)
+                .map(|d| (format!("get-case-unrecorded c={c}"), d.ops_per_s)),
+            Step::Noop(_)
+            | Step::DurableNoop(_)
+            | Step::Rebuild
+            | Step::Connect(_)
+            | Step::GetCase(_, false) => cell.ceiling.clone(),
+        };
 }
 
 fn best_submit(cells: &[Cell]) -> Option<&Cell> {
@@ -624,7 +708,7 @@ fn report(cells: &[Cell], command: &str, s: &Settings, cli: &Cli, pool: String) 
     }
     let _ = writeln!(
         out,
-        "{:<13} {:>9} {:>10} {:>8} {:>8} {:>8} {:>8} {:>7} {:>24} {:>6}  cpu cores client/server/writer/other",
+        "{:<17} {:>9} {:>10} {:>8} {:>8} {:>8} {:>8} {:>7} {:>24} {:>6}  cpu cores client/server/writer/other",
         "scenario",
         "load",
         "ops/s",
@@ -644,7 +728,7 @@ fn report(cells: &[Cell], command: &str, s: &Settings, cli: &Cli, pool: String) 
             .map_or_else(|| "-".into(), |(n, v)| format!("{n} {v:.0}"));
         let _ = writeln!(
             out,
-            "{:<13} {:>9} {:>10.1} {:>8} {:>8} {:>8} {:>8} {:>7} {:>24} {:>6}  {}",
+            "{:<17} {:>9} {:>10.1} {:>8} {:>8} {:>8} {:>8} {:>7} {:>24} {:>6}  {}",
             c.scenario,
             c.load(),
             c.ops_per_s,
@@ -661,7 +745,7 @@ fn report(cells: &[Cell], command: &str, s: &Settings, cli: &Cli, pool: String) 
         if c.scenario == "route" {
             let _ = writeln!(
                 out,
-                "{:<13} {:>9} submitted {}/s, drained {} s after the window, errors {:?}",
+                "{:<17} {:>9} submitted {}/s, drained {} s after the window, errors {:?}",
                 "",
                 "",
                 e("submitted_per_s"),
@@ -672,7 +756,7 @@ fn report(cells: &[Cell], command: &str, s: &Settings, cli: &Cli, pool: String) 
         if c.scenario == "submit-intake" {
             let _ = writeln!(
                 out,
-                "{:<13} {:>9} intake and log roles alone, routing-lag bound off: an intake node's own cost, the judged submit figure",
+                "{:<17} {:>9} intake and log roles alone, routing-lag bound off: an intake node's own cost, the judged submit figure",
                 "",
                 ""
             );
@@ -680,7 +764,7 @@ fn report(cells: &[Cell], command: &str, s: &Settings, cli: &Cli, pool: String) 
         if c.scenario == "submit" {
             let _ = writeln!(
                 out,
-                "{:<13} {:>9} the workers routed this cell's cases {} s after it ended",
+                "{:<17} {:>9} the workers routed this cell's cases {} s after it ended",
                 "",
                 "",
                 e("settle_s")
@@ -689,7 +773,7 @@ fn report(cells: &[Cell], command: &str, s: &Settings, cli: &Cli, pool: String) 
         if c.scenario == "rebuild" {
             let _ = writeln!(
                 out,
-                "{:<13} {:>9} {} cases / {} events / {} MiB log written in {} s; ready in {} s (GetCase {} s, ListReferrals {} s) using {} s of child CPU; peak RSS {} MiB ({} MiB when GetCase answered); ceiling: read every event once in {} s",
+                "{:<17} {:>9} {} cases / {} events / {} MiB log written in {} s; ready in {} s (GetCase {} s, ListReferrals {} s) using {} s of child CPU; peak RSS {} MiB ({} MiB when GetCase answered); ceiling: read every event once in {} s",
                 "",
                 "",
                 e("cases"),
@@ -705,7 +789,7 @@ fn report(cells: &[Cell], command: &str, s: &Settings, cli: &Cli, pool: String) 
                 e("scan_s"),
             );
         } else if !c.errors.is_empty() {
-            let _ = writeln!(out, "{:<13} {:>9} errors {:?}", "", "", c.errors);
+            let _ = writeln!(out, "{:<17} {:>9} errors {:?}", "", "", c.errors);
         }
     }
     let _ = writeln!(out);
@@ -773,6 +857,15 @@ fn info(t: Target) -> Target {
 
 fn targets(cells: &[Cell]) -> Vec<Target> {
     let mut out = Vec::new();
+    if let Some(plaintext) = find(cells, "submit-plaintext", TLS_SUBMIT_CONCURRENCY) {
+        let c = TLS_SUBMIT_CONCURRENCY;
+        out.push(versus(
+            &format!("--tls: submit c={c} over tls >= 85% of submit-plaintext c={c}"),
+            find(cells, "submit", c),
+            Some(plaintext),
+            0.85,
+        ));
+    }
     let c = SUBMIT_INTAKE_CONCURRENCY;
     out.push(ratio_target(
         &format!("submit-intake c={c} >= 80% of durable-noop c={c}"),

@@ -77,6 +77,41 @@ fn closed_cell(scenario: &str, c: usize, window: Window, run: Run) -> Cell {
     cell
 }
 
+/// What a new client pays before its first answer: a new connection (TCP, and the TLS
+/// handshake over `https://`) and one `Health/Check` on it, `n` times in sequence. The
+/// latencies are the cell's figure; ops/s is just their inverse.
+pub async fn connect(url: &str, n: usize) -> anyhow::Result<Cell> {
+    let endpoint = crate::client::endpoint(url)?;
+    // The server is up (the first connection may wait for it, and is not measured).
+    drop(Conns::connect(url, 1).await?);
+    let mut samples = Samples::default();
+    let started = Instant::now();
+    for _ in 0..n {
+        let t = Instant::now();
+        let result = async {
+            let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+            HealthClient::new(channel)
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .map_err(|s| code_name(s.code()))
+        }
+        .await;
+        match result {
+            Ok(_) => samples.latencies.push(t.elapsed()),
+            Err(e) => samples.error(e),
+        }
+    }
+    let scenario = if url.starts_with("https://") {
+        "connect-tls"
+    } else {
+        "connect-plaintext"
+    };
+    let ok = samples.latencies.len();
+    Ok(Cell::new(scenario, Some(1), ok, started.elapsed(), samples))
+}
+
 /// `grpc.health.v1.Health/Check`: the cheapest unary call the server answers. The token
 /// is sent too (and ignored), so requests are the same size as the other scenarios' headers.
 pub async fn noop(ctx: &Ctx, c: usize) -> anyhow::Result<Cell> {

@@ -9,7 +9,7 @@ use onecity_eventlog::{
 };
 use onecity_proto::v1 as pb;
 use onecity_proto::v1::event_log_service_client::EventLogServiceClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use uuid::Uuid;
 
 use crate::{from_status as error, Bearer};
@@ -26,11 +26,22 @@ pub struct RemoteLog {
 }
 
 impl RemoteLog {
-    /// Connects lazily to `addr` (e.g. `http://127.0.0.1:50051`).
+    /// Connects lazily to `addr` (e.g. `http://127.0.0.1:50051`), in plaintext.
     pub fn connect_lazy(addr: &str) -> Result<Self> {
-        let endpoint = Endpoint::from_shared(addr.to_owned())
+        RemoteLog::connect_lazy_tls(addr, None)
+    }
+
+    /// Connects lazily to `addr`, over TLS with `tls` (the CA to trust, and the client
+    /// certificate for a server that requires one); `addr` is then `https://…`.
+    pub fn connect_lazy_tls(addr: &str, tls: Option<ClientTlsConfig>) -> Result<Self> {
+        let mut endpoint = Endpoint::from_shared(addr.to_owned())
             .map_err(|e| Error::invalid("addr", e.to_string()))?
             .tcp_nodelay(true);
+        if let Some(tls) = tls {
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| Error::invalid("tls", e.to_string()))?;
+        }
         let client = EventLogServiceClient::new(endpoint.connect_lazy())
             .max_decoding_message_size(64 * 1024 * 1024)
             .max_encoding_message_size(64 * 1024 * 1024);

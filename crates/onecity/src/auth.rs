@@ -1,4 +1,5 @@
-//! Authentication: `authorization: Bearer <token>` → [`Principal`].
+//! Authentication: `authorization: Bearer <token>` → [`Principal`], or, for a call without
+//! a token over mTLS, the URI SAN of the client certificate → [`Principal`].
 //!
 //! [`Auth`] is a tonic interceptor put in front of the onecity services (not health or
 //! reflection, which need no token). It only establishes *who* calls and stores the
@@ -11,37 +12,38 @@
 //! Tokens are never echoed in errors or logs: a mistyped token is often one character away from
 //! a real one.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
 use onecity_domain::Principal;
 use onecity_eventlog_grpc::{Audited, Writer};
+use rustls_pki_types::CertificateDer;
 use tonic::metadata::MetadataMap;
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
-use crate::config::Config;
+use crate::config::{Config, Credentials};
 
-/// The bearer-token interceptor.
+/// The authenticating interceptor.
 #[derive(Clone)]
 pub struct Auth {
-    tokens: Arc<HashMap<String, Principal>>,
+    credentials: Arc<Credentials>,
 }
 
 impl fmt::Debug for Auth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Auth")
-            .field("tokens", &self.tokens.len())
+            .field("tokens", &self.credentials.tokens())
+            .field("client_uris", &self.credentials.client_uris())
             .finish()
     }
 }
 
 impl Auth {
-    /// An interceptor accepting exactly these tokens.
-    pub fn new(tokens: HashMap<String, Principal>) -> Self {
+    /// An interceptor accepting exactly these credentials.
+    pub fn new(credentials: Credentials) -> Self {
         Auth {
-            tokens: Arc::new(tokens),
+            credentials: Arc::new(credentials),
         }
     }
 
@@ -52,11 +54,18 @@ impl Auth {
 
     /// Authenticates a call and stores its [`Principal`] in the request extensions.
     ///
+    /// A call with a bearer token is its token's principal (the client certificate, if
+    /// any, only admitted the connection); a call without one is the principal its client
+    /// certificate's URI SAN is mapped to.
+    ///
     /// # Errors
-    /// `UNAUTHENTICATED` when the `authorization` metadata is missing, is not `Bearer <token>`,
-    /// or names an unknown token.
+    /// `UNAUTHENTICATED` when the `authorization` metadata is not `Bearer <token>` or names
+    /// an unknown token, or when it is missing and there is no client certificate or the
+    /// certificate is not mapped to a principal.
     pub fn intercept(&self, mut req: Request<()>) -> Result<Request<()>, Status> {
-        match self.authenticate(req.metadata()) {
+        let certs = req.peer_certs();
+        let cert = certs.as_ref().and_then(|c| c.first());
+        match self.authenticate(req.metadata(), cert) {
             Ok(principal) => {
                 req.extensions_mut().insert(principal);
                 Ok(req)
@@ -72,9 +81,21 @@ impl Auth {
         }
     }
 
-    /// The principal of a bearer token in `metadata`.
-    pub fn authenticate(&self, metadata: &MetadataMap) -> Result<Principal, Refusal> {
-        let value = metadata.get("authorization").ok_or(Refusal::MissingToken)?;
+    /// The principal of a bearer token in `metadata`, else of the client certificate
+    /// `cert` (the leaf the peer presented, verified by the handshake).
+    pub fn authenticate(
+        &self,
+        metadata: &MetadataMap,
+        cert: Option<&CertificateDer<'_>>,
+    ) -> Result<Principal, Refusal> {
+        let Some(value) = metadata.get("authorization") else {
+            let cert = cert.ok_or(Refusal::MissingToken)?;
+            return crate::tls::uri_sans(cert)
+                .iter()
+                .find_map(|uri| self.credentials.client_uri(uri))
+                .cloned()
+                .ok_or(Refusal::UnmappedCertificate);
+        };
         let value = value.to_str().map_err(|_| Refusal::MalformedToken)?;
         // The scheme is case-insensitive (RFC 9110 §11.1); the token is taken verbatim.
         let (scheme, token) = value.split_once(' ').ok_or(Refusal::MalformedToken)?;
@@ -82,9 +103,10 @@ impl Auth {
         if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() || token.contains(' ') {
             return Err(Refusal::MalformedToken);
         }
-        // A hash lookup rather than a constant-time scan: SipHash with per-process random keys
-        // leaves no usable timing signal about how close a guess is.
-        self.tokens.get(token).cloned().ok_or(Refusal::UnknownToken)
+        self.credentials
+            .token(token)
+            .cloned()
+            .ok_or(Refusal::UnknownToken)
     }
 
     /// An interceptor for the `EventLogService`: authenticated, and only `service` or `admin`.
@@ -113,6 +135,8 @@ pub enum Refusal {
     MalformedToken,
     /// The token is not configured.
     UnknownToken,
+    /// No token, and the client certificate's URI is not mapped to a principal.
+    UnmappedCertificate,
 }
 
 impl Refusal {
@@ -122,6 +146,7 @@ impl Refusal {
             Refusal::MissingToken => "missing_token",
             Refusal::MalformedToken => "malformed_token",
             Refusal::UnknownToken => "unknown_token",
+            Refusal::UnmappedCertificate => "unmapped_certificate",
         }
     }
 
@@ -135,6 +160,9 @@ impl Refusal {
                 "malformed authorization metadata: expected `Bearer <token>`"
             }
             Refusal::UnknownToken => "unknown bearer token",
+            Refusal::UnmappedCertificate => {
+                "the client certificate is not mapped to a principal: send `authorization: Bearer <token>` or map its URI SAN (`client_uri`)"
+            }
         }
     }
 }
@@ -351,12 +379,59 @@ mod tests {
     }
 
     #[test]
+    fn a_client_certificate_stands_for_its_mapped_principal_only_without_a_token() {
+        use crate::config::{PrincipalKind, TlsConfig, TokenConfig};
+        let ca = crate::tls::Ca::new("test").unwrap();
+        let der = |pem: &str| {
+            use rustls_pki_types::pem::PemObject as _;
+            CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()
+        };
+        let mapped = ca
+            .issue(&[], &["spiffe://onecity/service/intake-1".to_owned()], 1)
+            .unwrap();
+        let unmapped = ca
+            .issue(&[], &["spiffe://onecity/service/other".to_owned()], 1)
+            .unwrap();
+        let mut entry = TokenConfig::named("x", PrincipalKind::Service, "intake-1");
+        entry.token = None;
+        entry.client_uri = Some("spiffe://onecity/service/intake-1".to_owned());
+        let config = Config {
+            tokens: vec![entry, TokenConfig::named("t", PrincipalKind::Admin, "ops")],
+            tls: TlsConfig {
+                cert: Some("c".into()),
+                key: Some("k".into()),
+                client_ca: Some("ca".into()),
+                ..TlsConfig::default()
+            },
+            ..Config::default()
+        };
+        let auth = Auth::from_config(&config).unwrap();
+        let none = MetadataMap::new();
+        let p = auth
+            .authenticate(&none, Some(&der(&mapped.cert_pem)))
+            .unwrap();
+        assert_eq!(p.actor(), "service:intake-1");
+        assert_eq!(
+            auth.authenticate(&none, Some(&der(&unmapped.cert_pem))),
+            Err(Refusal::UnmappedCertificate)
+        );
+        assert_eq!(auth.authenticate(&none, None), Err(Refusal::MissingToken));
+        // A token decides over the certificate.
+        let mut with_token = MetadataMap::new();
+        with_token.insert("authorization", "Bearer t".parse().unwrap());
+        let p = auth
+            .authenticate(&with_token, Some(&der(&mapped.cert_pem)))
+            .unwrap();
+        assert_eq!(p.actor(), "admin:ops");
+    }
+
+    #[test]
     fn works_as_a_tonic_interceptor() {
         fn assert_interceptor<I: Interceptor + Clone + Send + Sync + 'static>(_: &I) {}
         let a = auth();
         assert_interceptor(&a);
         assert_interceptor(&a.event_log());
         assert_interceptor(&a.admin());
-        assert_eq!(format!("{a:?}"), "Auth { tokens: 13 }");
+        assert_eq!(format!("{a:?}"), "Auth { tokens: 13, client_uris: 0 }");
     }
 }

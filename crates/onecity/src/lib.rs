@@ -18,3 +18,4 @@ pub mod health;
 pub mod json;
 pub mod migrate;
 pub mod server;
+pub mod tls;

@@ -32,6 +32,7 @@ use crate::admin::{Admin, Workers};
 use crate::auth::Auth;
 use crate::config::{Config, LogSpec, Role};
 use crate::health::{supervise, Vitals, WatchedLog};
+use crate::tls::{ClientTlsFiles, ServerTls};
 use onecity_proto::v1::admin_service_server::AdminServiceServer;
 use onecity_proto::v1::eligibility_service_server::EligibilityServiceServer;
 use onecity_proto::v1::event_log_service_server::EventLogServiceServer;
@@ -55,13 +56,20 @@ const JETSTREAM_STARTUP_PATIENCE: std::time::Duration = std::time::Duration::fro
 /// `EventLogService`: only then may it serve that service, so a `remote:` log is never
 /// re-served (a proxy of a proxy).
 async fn open_log(config: &Config) -> anyhow::Result<(Arc<dyn EventLog>, bool)> {
-    open_log_spec(&config.log_spec(), config.log_token.as_deref()).await
+    open_log_spec(
+        &config.log_spec(),
+        config.log_token.as_deref(),
+        &ClientTlsFiles::of(&config.tls),
+    )
+    .await
 }
 
-/// Opens a log backend from its spec; `token` is presented to a `remote:` log.
+/// Opens a log backend from its spec; `token` is presented to a `remote:` log, over TLS
+/// with `tls` for `remote:https://`.
 pub async fn open_log_spec(
     spec: &LogSpec,
     token: Option<&str>,
+    tls: &ClientTlsFiles,
 ) -> anyhow::Result<(Arc<dyn EventLog>, bool)> {
     match spec.clone() {
         LogSpec::Sled(path) => {
@@ -70,8 +78,11 @@ pub async fn open_log_spec(
             Ok((Arc::new(log), true))
         }
         LogSpec::Remote(addr) => {
-            let mut log =
-                RemoteLog::connect_lazy(&addr).with_context(|| format!("log backend {addr}"))?;
+            let tls = tls
+                .for_url(&addr)
+                .with_context(|| format!("log backend {addr}"))?;
+            let mut log = RemoteLog::connect_lazy_tls(&addr, tls)
+                .with_context(|| format!("log backend {addr}"))?;
             if let Some(t) = token {
                 log = log.with_token(t)?;
             }
@@ -158,6 +169,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate()?;
+    // Refused before the log is opened (the warnings of `--insecure` are run_with_log's).
+    config.check_exposure(listener.local_addr()?)?;
     let (log, direct_log) = open_log(&config).await?;
     run_with_log(listener, config, log, direct_log, shutdown).await
 }
@@ -173,6 +186,17 @@ pub async fn run_with_log(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate()?;
+    let addr = listener.local_addr()?;
+    for finding in config.check_exposure(addr)? {
+        tracing::warn!(
+            %addr,
+            "INSECURE: serving on a non-loopback address with --insecure: {finding}"
+        );
+    }
+    let tls = ServerTls::load(&config.tls)?;
+    if tls.is_none() {
+        tracing::warn!(%addr, "serving without TLS: calls and tokens travel in clear");
+    }
     let auth = Auth::from_config(&config)?;
     if config.uses_demo_tokens() {
         tracing::warn!(
@@ -291,21 +315,10 @@ pub async fn run_with_log(
     vitals.serve(AdminServiceServer::<AdminGrpc>::NAME).await;
     let admin = InterceptedService::new(admin, auth.admin());
 
-    let addr = listener.local_addr()?;
-    tracing::info!(%addr, roles = ?config.roles, partition = %config.partition, direct_log, "onecity serving");
+    tracing::info!(%addr, tls = tls.is_some(), mtls = tls.as_ref().is_some_and(ServerTls::requires_client_certificates), roles = ?config.roles, partition = %config.partition, direct_log, "onecity serving");
     let server_stop = stop.clone();
     let server_vitals = vitals.clone();
-    // TCP_NODELAY on every accepted connection. With an incoming stream of our own, tonic's
-    // `tcp_nodelay` setting does not apply, and with Nagle on, a response written in
-    // several small pieces (headers, message, trailers) waits for the client's delayed ACK
-    // on every call.
-    let incoming = TcpListenerStream::new(listener).map(|accepted| {
-        accepted.and_then(|stream| {
-            stream.set_nodelay(true)?;
-            Ok(stream)
-        })
-    });
-    tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         // Limits for a public service: a unary call that takes longer is cut (streams are
         // not: the limit ends at the response headers), a peer that stops answering pings
         // is dropped, and one connection cannot open unbounded concurrent calls.
@@ -319,20 +332,72 @@ pub async fn run_with_log(
         .add_optional_service(eligibility)
         .add_optional_service(handoff)
         .add_optional_service(log_service)
-        .add_service(admin)
-        .serve_with_incoming_shutdown(incoming, async move {
-            shutdown.await;
-            tracing::info!("shutting down");
-            // Balancers stop sending new calls before the open ones end.
-            server_vitals.stopping().await;
-            // Ends open streams first: a graceful shutdown waits for every response.
-            server_stop.cancel();
-        })
-        .await?;
+        .add_service(admin);
+    let shutdown = async move {
+        shutdown.await;
+        tracing::info!("shutting down");
+        // Balancers stop sending new calls before the open ones end.
+        server_vitals.stopping().await;
+        // Ends open streams first: a graceful shutdown waits for every response.
+        server_stop.cancel();
+    };
+    match tls {
+        Some(tls) => {
+            reload_on_sighup(tls.clone(), stop.clone())?;
+            let incoming = tls.incoming(listener, stop.clone());
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await?;
+        }
+        None => {
+            // TCP_NODELAY on every accepted connection. With an incoming stream of our
+            // own, tonic's `tcp_nodelay` setting does not apply, and with Nagle on, a
+            // response written in several small pieces (headers, message, trailers) waits
+            // for the client's delayed ACK on every call.
+            let incoming = TcpListenerStream::new(listener).map(|accepted| {
+                accepted.and_then(|stream| {
+                    stream.set_nodelay(true)?;
+                    Ok(stream)
+                })
+            });
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await?;
+        }
+    }
     stop.cancel();
     for w in workers {
         let _ = w.await;
     }
     tracing::info!("onecity stopped");
+    Ok(())
+}
+
+/// Re-reads the certificates on every SIGHUP until `stop`: new connections get the new ones,
+/// open connections keep theirs. A file that does not load leaves the old ones in use.
+#[cfg(unix)]
+fn reload_on_sighup(tls: ServerTls, stop: CancellationToken) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangup = signal(SignalKind::hangup()).context("install SIGHUP handler")?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                got = hangup.recv() => if got.is_none() { return },
+            }
+            match tls.reload() {
+                Ok(()) => tracing::info!("tls certificates reloaded"),
+                Err(e) => tracing::error!(
+                    error = format!("{e:#}"),
+                    "tls certificates not reloaded, the previous ones stay in use"
+                ),
+            }
+        }
+    });
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn reload_on_sighup(_tls: ServerTls, _stop: CancellationToken) -> anyhow::Result<()> {
     Ok(())
 }

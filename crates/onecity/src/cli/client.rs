@@ -30,22 +30,24 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to `args.server` (eagerly, so a wrong address fails before any work).
+    /// Connects to `args.server` (eagerly, so a wrong address fails before any work), over
+    /// TLS for `https://`.
     pub async fn connect(args: &ClientArgs) -> anyhow::Result<Self> {
-        let bearer = Bearer::new(&args.token).map_err(|_| {
+        let bearer = Bearer::new(&args.token()?).map_err(|_| {
             anyhow::anyhow!("the token contains characters not allowed in a header")
         })?;
-        let channel = Endpoint::from_shared(args.server.clone())
+        let mut endpoint = Endpoint::from_shared(args.server.clone())
             .with_context(|| format!("bad server address {:?}", args.server))?
-            .connect_timeout(Duration::from_secs(5))
-            .connect()
-            .await
-            .map_err(|e| {
-                anyhow::Error::new(e).context(format!(
-                    "cannot connect to {} (is `onecity serve` running?)",
-                    args.server
-                ))
-            })?;
+            .connect_timeout(Duration::from_secs(5));
+        if let Some(tls) = args.tls.files().for_url(&args.server)? {
+            endpoint = endpoint.tls_config(tls)?;
+        }
+        let channel = endpoint.connect().await.map_err(|e| {
+            anyhow::Error::new(e).context(format!(
+                "cannot connect to {} (is `onecity serve` running?)",
+                args.server
+            ))
+        })?;
         let purpose = args
             .purpose
             .as_deref()
@@ -88,6 +90,11 @@ impl Client {
         HandoffServiceClient::new(self.channel.clone())
     }
 
+    /// Health client (no token needed).
+    pub fn health(&self) -> tonic_health::pb::health_client::HealthClient<Channel> {
+        tonic_health::pb::health_client::HealthClient::new(self.channel.clone())
+    }
+
     /// Admin service client.
     pub fn admin(&self) -> AdminServiceClient<Channel> {
         AdminServiceClient::new(self.channel.clone())
@@ -117,7 +124,9 @@ pub fn default_request_id(app: &pb::Application) -> String {
 /// Runs one client command (`serve` and `config` are [`super::run`]'s).
 pub(super) async fn client_command(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve(_) | Command::Config(_) => unreachable!("handled by run"),
+        Command::Serve(_) | Command::Config(_) | Command::Token { .. } | Command::Cert { .. } => {
+            unreachable!("handled by run")
+        }
         Command::Submit {
             client,
             file,
@@ -269,6 +278,22 @@ pub(super) async fn client_command(command: Command) -> anyhow::Result<()> {
             print(resp.get_ref())
         }
         Command::Log { command } => super::log::run(command).await,
+        Command::Health { client, service } => {
+            use tonic_health::pb::health_check_response::ServingStatus;
+            let c = Client::connect(&client).await?;
+            let status = c
+                .health()
+                .check(tonic_health::pb::HealthCheckRequest { service })
+                .await?
+                .into_inner()
+                .status;
+            let status = ServingStatus::try_from(status).unwrap_or(ServingStatus::Unknown);
+            emit(status.as_str_name())?;
+            if status != ServingStatus::Serving {
+                anyhow::bail!("not serving");
+            }
+            Ok(())
+        }
         Command::Admin { command } => admin(command).await,
     }
 }

@@ -23,9 +23,11 @@ pub(super) async fn run(command: LogCommand) -> anyhow::Result<()> {
         LogCommand::Export {
             log,
             log_token,
+            tls,
             file,
         } => {
-            let (log, _) = crate::server::open_log_spec(&log, log_token.as_deref()).await?;
+            let (log, _) =
+                crate::server::open_log_spec(&log, log_token.as_deref(), &tls.files()).await?;
             let sum = crate::migrate::export(log.as_ref(), &file).await?;
             emit(&format!(
                 "exported {} events to {}\nchecksum {}",
@@ -37,9 +39,11 @@ pub(super) async fn run(command: LogCommand) -> anyhow::Result<()> {
         LogCommand::Import {
             log,
             log_token,
+            tls,
             file,
         } => {
-            let (log, _) = crate::server::open_log_spec(&log, log_token.as_deref()).await?;
+            let (log, _) =
+                crate::server::open_log_spec(&log, log_token.as_deref(), &tls.files()).await?;
             let sum = crate::migrate::import(log.as_ref(), &file).await?;
             emit(&format!(
                 "imported {} events from {}\nchecksum {} (verified)",
@@ -48,8 +52,13 @@ pub(super) async fn run(command: LogCommand) -> anyhow::Result<()> {
                 sum.hex()
             ))
         }
-        LogCommand::Checksum { log, log_token } => {
-            let (log, _) = crate::server::open_log_spec(&log, log_token.as_deref()).await?;
+        LogCommand::Checksum {
+            log,
+            log_token,
+            tls,
+        } => {
+            let (log, _) =
+                crate::server::open_log_spec(&log, log_token.as_deref(), &tls.files()).await?;
             let sum = crate::migrate::checksum(log.as_ref()).await?;
             emit(&format!("{} events\nchecksum {}", sum.events, sum.hex()))
         }

@@ -10,6 +10,7 @@
 //! the `log` commands in [`log`], and what they print in [`output`].
 
 mod client;
+mod keys;
 mod log;
 mod output;
 mod serve;
@@ -180,6 +181,106 @@ pub enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Check a server's health (grpc.health.v1, no token needed); exits 0 when SERVING.
+    /// For probes of a TLS listener, which the kubelet's own gRPC probe cannot reach.
+    Health {
+        /// Server and TLS.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The service to check, e.g. onecity.v1.IntakeService; default the whole server.
+        #[arg(long, default_value = "")]
+        service: String,
+    },
+    /// Make bearer tokens for the config file.
+    Token {
+        /// Token command.
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Make TLS certificates (a CA, and certificates it signs) for small deployments and
+    /// trials; see docs/operations.md.
+    Cert {
+        /// Certificate command.
+        #[command(subcommand)]
+        command: CertCommand,
+    },
+}
+
+/// `onecity token ...`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a fresh random 256-bit token once, then the `[[tokens]]` entry holding its
+    /// SHA-256 for the server's config file.
+    New {
+        /// Kind of principal.
+        #[arg(long, value_enum)]
+        principal: PrincipalArg,
+        /// Terminal, admin or service id (e.g. T-120103-07).
+        #[arg(long)]
+        id: Option<String>,
+        /// Terminal: district code of its street office.
+        #[arg(long)]
+        district: Option<String>,
+        /// Terminal: name of its street office.
+        #[arg(long)]
+        street_office: Option<String>,
+        /// Department: the unit, <department>@<district code>.
+        #[arg(long)]
+        unit: Option<String>,
+        /// Write the token to this new file (mode 0600) instead of printing it.
+        #[arg(long)]
+        token_out: Option<PathBuf>,
+    },
+}
+
+/// `--principal` values of `token new`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PrincipalArg {
+    /// A street-office terminal.
+    Terminal,
+    /// A department unit.
+    Department,
+    /// An administrator.
+    Admin,
+    /// Another onecity process.
+    Service,
+}
+
+/// `onecity cert ...`.
+#[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// Make a CA: DIR/ca.pem (give it to every client and server) and DIR/ca.key (keep it
+    /// offline).
+    Ca {
+        /// Directory to write to (created).
+        #[arg(long)]
+        out: PathBuf,
+        /// The CA's common name.
+        #[arg(long, default_value = "onecity CA")]
+        name: String,
+    },
+    /// Make a certificate signed by the CA in --ca: DIR/NAME.pem and DIR/NAME.key, usable
+    /// by a server (for --host names) and as a client certificate (for --uri identities).
+    Issue {
+        /// Directory holding ca.pem and ca.key.
+        #[arg(long)]
+        ca: PathBuf,
+        /// Directory to write to (created).
+        #[arg(long)]
+        out: PathBuf,
+        /// File name stem of the certificate and key.
+        #[arg(long)]
+        name: String,
+        /// DNS name or IP address the server is reached at (repeatable).
+        #[arg(long)]
+        host: Vec<String>,
+        /// URI identity of a client, e.g. spiffe://onecity/service/intake-1 (repeatable).
+        #[arg(long)]
+        uri: Vec<String>,
+        /// Validity in days.
+        #[arg(long, default_value_t = 90)]
+        days: u32,
+    },
 }
 
 /// `onecity admin ...`.
@@ -256,8 +357,11 @@ pub enum LogCommand {
         #[arg(long, value_parser = parse_log_spec, long_help = config::log_spec_help("Log backend to read"))]
         log: LogSpec,
         /// Token for a remote log.
-        #[arg(long, env = config::ENV_LOG_TOKEN)]
+        #[arg(long, env = config::ENV_LOG_TOKEN, hide_env_values = true)]
         log_token: Option<String>,
+        /// TLS of a remote:https:// log.
+        #[command(flatten)]
+        tls: TlsArgs,
         /// Output file.
         file: PathBuf,
     },
@@ -269,8 +373,11 @@ pub enum LogCommand {
         #[arg(long, value_parser = parse_log_spec, long_help = config::log_spec_help("Log backend to write"))]
         log: LogSpec,
         /// Token for a remote log.
-        #[arg(long, env = config::ENV_LOG_TOKEN)]
+        #[arg(long, env = config::ENV_LOG_TOKEN, hide_env_values = true)]
         log_token: Option<String>,
+        /// TLS of a remote:https:// log.
+        #[command(flatten)]
+        tls: TlsArgs,
         /// Export file.
         file: PathBuf,
     },
@@ -281,8 +388,11 @@ pub enum LogCommand {
         #[arg(long, value_parser = parse_log_spec, long_help = config::log_spec_help("Log backend"))]
         log: LogSpec,
         /// Token for a remote log.
-        #[arg(long, env = config::ENV_LOG_TOKEN)]
+        #[arg(long, env = config::ENV_LOG_TOKEN, hide_env_values = true)]
         log_token: Option<String>,
+        /// TLS of a remote:https:// log.
+        #[command(flatten)]
+        tls: TlsArgs,
     },
 }
 
@@ -314,6 +424,11 @@ pub struct ServeArgs {
     /// [env: ONECITY_PARTITION] [default: 0/1].
     #[arg(long, value_parser = parse_partition)]
     pub partition: Option<onecity_domain::Partition>,
+    /// Serve on a non-loopback address even with demo tokens, no tokens, tokens in
+    /// clear or without TLS (for a trusted network only; the server warns)
+    /// [env: ONECITY_INSECURE].
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 fn parse_role(s: &str) -> Result<config::Role, String> {
@@ -341,23 +456,79 @@ impl ServeArgs {
                 log: self.log.clone(),
                 roles: self.roles.clone(),
                 partition: self.partition,
+                insecure: self.insecure,
             },
         )
     }
 }
 
-/// Server address and token of the client commands.
+/// Server address, token and TLS of the client commands.
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
-    /// Server URL.
+    /// Server URL (https://HOST:PORT for a server with TLS).
     #[arg(long = "addr", value_name = "URL", env = "ONECITY_SERVER", default_value = DEFAULT_SERVER)]
     pub server: String,
-    /// Bearer token [default: the demo terminal token demo-terminal-120103].
+    /// Bearer token; it shows in `ps`, so prefer --token-file [default: the demo
+    /// terminal token demo-terminal-120103].
     #[arg(long, env = "ONECITY_TOKEN", hide_env_values = true, default_value = config::DEMO_TERMINAL_TOKEN, hide_default_value = true)]
     pub token: String,
     /// Why you read residents' data (sent as `onecity-purpose`, recorded with each read).
     #[arg(long, env = "ONECITY_PURPOSE")]
     pub purpose: Option<String>,
+    /// File holding the bearer token (surrounding whitespace ignored); wins over --token.
+    #[arg(long, env = "ONECITY_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// TLS.
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+impl ClientArgs {
+    /// The bearer token: the --token-file's content, else --token.
+    pub fn token(&self) -> anyhow::Result<String> {
+        match &self.token_file {
+            Some(path) => read_token_file(path),
+            None => Ok(self.token.clone()),
+        }
+    }
+}
+
+/// Reads a token file: its content without surrounding whitespace, which must not be empty.
+pub fn read_token_file(path: &std::path::Path) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("read token file {}", path.display()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        anyhow::bail!("token file {} is empty", path.display());
+    }
+    Ok(token.to_owned())
+}
+
+/// The TLS files of a client: the CA that signed the server's certificate, and a client
+/// certificate for a server that requires one (mTLS).
+#[derive(Debug, Clone, Default, Args)]
+pub struct TlsArgs {
+    /// CA certificate(s), PEM, that signed the server's certificate (needed for https://).
+    #[arg(long, env = "ONECITY_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// Client certificate, PEM, for a server that requires one.
+    #[arg(long, env = "ONECITY_CERT", value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// Private key of --cert, PEM.
+    #[arg(long, env = "ONECITY_KEY", value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// As [`crate::tls::ClientTlsFiles`].
+    pub fn files(&self) -> crate::tls::ClientTlsFiles {
+        crate::tls::ClientTlsFiles {
+            ca: self.ca_cert.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        }
+    }
 }
 
 /// `--state` values.
@@ -456,6 +627,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 text.trim_end()
             ))
         }
+        Command::Token { command } => keys::token(command),
+        Command::Cert { command } => keys::cert(command),
         command => {
             init_tracing("warn");
             client_command(command).await

@@ -29,7 +29,9 @@ use serde::{Deserialize, Serialize};
 
 pub use log_spec::{log_spec_help, LogSpec};
 use tokens::redact;
-pub use tokens::{demo_tokens, PrincipalKind, TokenConfig, DEMO_TERMINAL_TOKEN};
+pub use tokens::{
+    demo_tokens, sha256, Credentials, PrincipalKind, TokenConfig, DEMO_TERMINAL_TOKEN,
+};
 
 /// Default listen address.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:50051";
@@ -57,6 +59,16 @@ pub const ENV_PARTITION: &str = "ONECITY_PARTITION";
 pub const ENV_MAX_ROUTING_LAG: &str = "ONECITY_MAX_ROUTING_LAG";
 /// Environment variable overriding [`Config::worker_partitions`].
 pub const ENV_WORKER_PARTITIONS: &str = "ONECITY_WORKER_PARTITIONS";
+/// Environment variable overriding [`TlsConfig::cert`].
+pub const ENV_TLS_CERT: &str = "ONECITY_TLS_CERT";
+/// Environment variable overriding [`TlsConfig::key`].
+pub const ENV_TLS_KEY: &str = "ONECITY_TLS_KEY";
+/// Environment variable overriding [`TlsConfig::client_ca`].
+pub const ENV_TLS_CLIENT_CA: &str = "ONECITY_TLS_CLIENT_CA";
+/// Environment variable overriding [`TlsConfig::ca`].
+pub const ENV_TLS_CA: &str = "ONECITY_TLS_CA";
+/// Environment variable overriding [`Config::insecure`] (`true`/`false`).
+pub const ENV_INSECURE: &str = "ONECITY_INSECURE";
 /// Environment variable naming the configuration file (`--config`); the command line reads
 /// it, since it picks the file before the layers are applied.
 pub const ENV_CONFIG: &str = "ONECITY_CONFIG";
@@ -120,6 +132,46 @@ pub struct Config {
     /// docs/security.md). On by default; off only to measure what recording costs, and
     /// the server says so loudly at start-up.
     pub record_reads: bool,
+    /// TLS of the listener and of the calls to a `remote:https://` log.
+    pub tls: TlsConfig,
+    /// Serve on a non-loopback address even with demo tokens, no tokens, tokens in clear
+    /// or without TLS (each is refused otherwise). For a trial behind a trusted network
+    /// only: the server warns loudly.
+    pub insecure: bool,
+}
+
+/// `[tls]`: certificates in PEM files. Every file is read at start-up and again on SIGHUP.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// This server's certificate chain (leaf first). With `key`, the listener speaks TLS
+    /// only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    /// The private key of `cert` (PKCS#8, PKCS#1 or SEC1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+    /// CA certificates that sign client certificates: when set, every client must present
+    /// a certificate it signed (mTLS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<PathBuf>,
+    /// CA certificates this process trusts when it calls a `remote:https://` log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+    /// The client certificate presented to a `remote:https://` log that asks for one;
+    /// default `cert`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<PathBuf>,
+    /// The key of `client_cert`; default `key`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// Whether the listener speaks TLS.
+    pub fn enabled(&self) -> bool {
+        self.cert.is_some() || self.key.is_some()
+    }
 }
 
 /// A service role of `onecity serve`.
@@ -200,6 +252,8 @@ impl Default for Config {
             worker_partitions: None,
             max_streams_per_principal: onecity_service::grpc::DEFAULT_MAX_STREAMS_PER_PRINCIPAL,
             record_reads: true,
+            tls: TlsConfig::default(),
+            insecure: false,
         }
     }
 }
@@ -221,6 +275,8 @@ impl fmt::Debug for Config {
             .field("worker_partitions", &self.worker_partitions)
             .field("max_streams_per_principal", &self.max_streams_per_principal)
             .field("record_reads", &self.record_reads)
+            .field("tls", &self.tls)
+            .field("insecure", &self.insecure)
             .finish()
     }
 }
@@ -238,6 +294,8 @@ pub struct Overrides {
     pub roles: Vec<Role>,
     /// `--partition`.
     pub partition: Option<Partition>,
+    /// `--insecure` (only ever turns it on).
+    pub insecure: bool,
 }
 
 impl Config {
@@ -317,6 +375,25 @@ impl Config {
                 format!("{ENV_MAX_ROUTING_LAG}: {v:?} is not a number of events (0 = no bound)")
             })?;
         }
+        let path = |name: &str| get(name).map(|v| PathBuf::from(v.trim()));
+        if let Some(v) = path(ENV_TLS_CERT) {
+            self.tls.cert = Some(v);
+        }
+        if let Some(v) = path(ENV_TLS_KEY) {
+            self.tls.key = Some(v);
+        }
+        if let Some(v) = path(ENV_TLS_CLIENT_CA) {
+            self.tls.client_ca = Some(v);
+        }
+        if let Some(v) = path(ENV_TLS_CA) {
+            self.tls.ca = Some(v);
+        }
+        if let Some(v) = get(ENV_INSECURE) {
+            self.insecure = v
+                .trim()
+                .parse()
+                .with_context(|| format!("{ENV_INSECURE}: {v:?} is not true or false"))?;
+        }
         if let Some(v) = get(ENV_WORKER_PARTITIONS) {
             self.worker_partitions = Some(v.trim().parse().with_context(|| {
                 format!("{ENV_WORKER_PARTITIONS}: {v:?} is not a partition count")
@@ -333,7 +410,11 @@ impl Config {
             log,
             roles,
             partition,
+            insecure,
         } = overrides;
+        if insecure {
+            self.insecure = true;
+        }
         if !roles.is_empty() {
             self.roles = roles;
         }
@@ -383,7 +464,62 @@ impl Config {
         if self.roles.contains(&Role::Log) && matches!(self.log_spec(), LogSpec::Remote(_)) {
             bail!("roles: the log role serves this process's own log (sled: or jetstream:), not a remote: one");
         }
-        self.principals().map(drop)
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            bail!("tls: `cert` and `key` go together ({ENV_TLS_CERT} and {ENV_TLS_KEY})");
+        }
+        if self.tls.client_ca.is_some() && !self.tls.enabled() {
+            bail!("tls: `client_ca` needs the server's own `cert` and `key`");
+        }
+        if self.tls.client_cert.is_some() != self.tls.client_key.is_some() {
+            bail!("tls: `client_cert` and `client_key` go together");
+        }
+        let creds = self.principals()?;
+        if creds.client_uris() > 0 && self.tls.client_ca.is_none() {
+            bail!("tokens: a `client_uri` entry needs `[tls] client_ca` (client certificates)");
+        }
+        Ok(())
+    }
+
+    /// Whether serving on `addr` is safe: on a loopback address anything goes (the
+    /// zero-setup demo); elsewhere demo tokens, no credentials, tokens in clear and a
+    /// listener without TLS are each refused, naming the setting, unless
+    /// [`Config::insecure`] — then the same findings come back as warnings for the caller
+    /// to log.
+    ///
+    /// # Errors
+    /// Every finding, one a line, when `addr` is not loopback and `insecure` is off.
+    pub fn check_exposure(&self, addr: SocketAddr) -> anyhow::Result<Vec<String>> {
+        if addr.ip().is_loopback() {
+            return Ok(Vec::new());
+        }
+        let mut findings = Vec::new();
+        if self.uses_demo_tokens() {
+            findings.push(
+                "tokens: the public demo tokens are configured; list your own [[tokens]] with token_sha256 (`onecity token new`)".to_owned(),
+            );
+        }
+        if self.tokens.is_empty() {
+            findings.push(
+                "tokens: none configured (the demo tokens apply only when the file names none, and only on loopback); add [[tokens]] with token_sha256 (`onecity token new`)".to_owned(),
+            );
+        }
+        for label in self.clear_tokens() {
+            findings.push(format!(
+                "{label}: `token` holds the token in clear; store `token_sha256` instead (`onecity token new`)"
+            ));
+        }
+        if !self.tls.enabled() {
+            findings.push(format!(
+                "tls: no certificate; set [tls] cert and key ({ENV_TLS_CERT}, {ENV_TLS_KEY})"
+            ));
+        }
+        if findings.is_empty() || self.insecure {
+            return Ok(findings);
+        }
+        bail!(
+            "refusing to serve on {addr}, which is not a loopback address:\n  {}\n(`--insecure` or `insecure = true` overrides, for a trusted network only)",
+            findings.join("\n  ")
+        )
     }
 
     /// A copy safe to print: tokens redacted (`demo-…` for demo tokens, `****` otherwise) and the
@@ -394,7 +530,7 @@ impl Config {
         c.worker_partitions = Some(self.worker_partition_count());
         c.log_token = c.log_token.as_deref().map(redact);
         for t in &mut c.tokens {
-            t.token = redact(&t.token);
+            t.token = t.token.as_deref().map(redact);
         }
         c
     }

@@ -44,29 +44,35 @@ fn defaults() {
 fn demo_tokens_cover_the_walkthrough() {
     let p = Config::default().principals().unwrap();
     assert!(matches!(
-        &p[DEMO_TERMINAL_TOKEN],
+        p.token(DEMO_TERMINAL_TOKEN).unwrap(),
         Principal::Terminal { district, .. } if district.code() == "120103"
     ));
     assert!(matches!(
-        &p["demo-terminal-120101"],
+        p.token("demo-terminal-120101").unwrap(),
         Principal::Terminal { district, .. } if district.code() == "120101"
     ));
     for d in Department::ALL {
         let unit: DepartmentUnit = format!("{d}@120103").parse().unwrap();
         assert_eq!(
-            p[&format!("demo-{d}-120103")],
+            *p.token(&format!("demo-{d}-120103")).unwrap(),
             Principal::Department { unit }
         );
     }
     assert_eq!(
-        p["demo-civil-affairs-120101"],
+        *p.token("demo-civil-affairs-120101").unwrap(),
         Principal::Department {
             unit: "civil-affairs@120101".parse().unwrap()
         }
     );
-    assert!(matches!(p["demo-admin"], Principal::Admin { .. }));
-    assert!(matches!(p["demo-service"], Principal::Service { .. }));
-    assert_eq!(p.len(), 13);
+    assert!(matches!(
+        *p.token("demo-admin").unwrap(),
+        Principal::Admin { .. }
+    ));
+    assert!(matches!(
+        *p.token("demo-service").unwrap(),
+        Principal::Service { .. }
+    ));
+    assert_eq!(p.tokens(), 13);
 }
 
 #[test]
@@ -105,9 +111,15 @@ fn file_overrides_defaults_and_replaces_tokens() {
     assert_eq!(c.catalogue_file, None);
     assert!(!c.uses_demo_tokens());
     let p = c.principals().unwrap();
-    assert_eq!(p.len(), 2);
-    assert_eq!(p["s3cret-terminal"].actor(), "terminal:T-120104-02");
-    assert_eq!(p["s3cret-dept"].actor(), "department:housing@120104");
+    assert_eq!(p.tokens(), 2);
+    assert_eq!(
+        p.token("s3cret-terminal").unwrap().actor(),
+        "terminal:T-120104-02"
+    );
+    assert_eq!(
+        p.token("s3cret-dept").unwrap().actor(),
+        "department:housing@120104"
+    );
 }
 
 #[test]
@@ -455,4 +467,135 @@ fn shipped_example_config_is_valid() {
         c.principals().unwrap(),
         Config::default().principals().unwrap()
     );
+}
+
+#[test]
+fn token_sha256_authenticates_and_the_plain_value_of_another_token_does_not() {
+    let hash = hex::encode(sha256("the-real-token"));
+    let c = load_str(&format!(
+        r#"
+        [[tokens]]
+        token_sha256 = "{hash}"
+        principal = "admin"
+        id = "ops"
+
+        [[tokens]]
+        token = "a-clear-token"
+        principal = "service"
+        id = "worker"
+        "#
+    ))
+    .unwrap();
+    let p = c.principals().unwrap();
+    assert_eq!(p.token("the-real-token").unwrap().actor(), "admin:ops");
+    assert_eq!(p.token("a-clear-token").unwrap().actor(), "service:worker");
+    // Neither the hash itself nor another token's value is a token.
+    assert!(p.token(&hash).is_none());
+    assert!(p.token("the-real-token ").is_none());
+    assert!(p.token("demo-admin").is_none());
+    assert_eq!(c.clear_tokens(), vec!["tokens[1] (service \"worker\")"]);
+    // The demo tokens are recognised hashed too.
+    let demo = TokenConfig::named("demo-admin", PrincipalKind::Admin, "x").hashed();
+    assert!(demo.token.is_none() && demo.token_sha256.is_some());
+    let c = Config {
+        tokens: vec![demo],
+        ..Config::default()
+    };
+    assert!(c.uses_demo_tokens());
+}
+
+#[test]
+fn a_token_entry_has_exactly_one_credential() {
+    for (entry, expected) in [
+        ("token_sha256 = \"abc\"", "64 hex digits"),
+        (
+            "token = \"x\"\ntoken_sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"",
+            "exactly one",
+        ),
+        ("client_uri = \"not a uri\"", "client_uri"),
+        ("", "exactly one"),
+    ] {
+        let err = load_str(&format!(
+            "[[tokens]]\n{entry}\nprincipal = \"admin\"\nid = \"ops\"\n"
+        ))
+        .unwrap_err();
+        assert!(format!("{err:#}").contains(expected), "{entry}: {err:#}");
+    }
+    // A client certificate mapping needs client certificates.
+    let err = load_str(
+        "[[tokens]]\nclient_uri = \"spiffe://onecity/service/a\"\nprincipal = \"service\"\nid = \"a\"\n",
+    )
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("client_ca"), "{err:#}");
+}
+
+#[test]
+fn a_non_loopback_address_refuses_what_is_unsafe_naming_the_setting() {
+    let exposed: SocketAddr = "0.0.0.0:50051".parse().unwrap();
+    let loopback: SocketAddr = "127.0.0.1:50051".parse().unwrap();
+    // The demo: anything goes on loopback.
+    assert!(Config::default()
+        .check_exposure(loopback)
+        .unwrap()
+        .is_empty());
+    let err = format!(
+        "{:#}",
+        Config::default().check_exposure(exposed).unwrap_err()
+    );
+    assert!(err.contains("demo tokens") && err.contains("tls:"), "{err}");
+    assert!(err.contains("--insecure"), "{err}");
+
+    let none = Config {
+        tokens: Vec::new(),
+        ..Config::default()
+    };
+    let err = format!("{:#}", none.check_exposure(exposed).unwrap_err());
+    assert!(err.contains("tokens: none configured"), "{err}");
+
+    let clear = Config {
+        tokens: vec![TokenConfig::named("s3cret", PrincipalKind::Admin, "ops")],
+        ..Config::default()
+    };
+    let err = format!("{:#}", clear.check_exposure(exposed).unwrap_err());
+    assert!(
+        err.contains("token_sha256") && !err.contains("s3cret"),
+        "{err}"
+    );
+
+    let safe = Config {
+        tokens: vec![TokenConfig::named("s3cret", PrincipalKind::Admin, "ops").hashed()],
+        tls: TlsConfig {
+            cert: Some("c.pem".into()),
+            key: Some("k.pem".into()),
+            ..TlsConfig::default()
+        },
+        ..Config::default()
+    };
+    assert!(safe.check_exposure(exposed).unwrap().is_empty());
+
+    // --insecure turns the refusals into warnings.
+    let insecure = Config {
+        insecure: true,
+        ..Config::default()
+    };
+    assert_eq!(insecure.check_exposure(exposed).unwrap().len(), 2);
+}
+
+#[test]
+fn tls_settings_come_from_the_file_and_the_environment() {
+    let c = load_str("[tls]\ncert = \"/etc/onecity/tls.pem\"\nkey = \"/etc/onecity/tls.key\"\n")
+        .unwrap();
+    assert!(c.tls.enabled());
+    let env = env_of(&[
+        ("ONECITY_TLS_CERT", "/env/c.pem"),
+        ("ONECITY_TLS_KEY", "/env/k.pem"),
+        ("ONECITY_TLS_CLIENT_CA", "/env/ca.pem"),
+        ("ONECITY_INSECURE", "true"),
+    ]);
+    let c = Config::load_with(None, &env, Overrides::default()).unwrap();
+    assert_eq!(c.tls.cert, Some(PathBuf::from("/env/c.pem")));
+    assert_eq!(c.tls.client_ca, Some(PathBuf::from("/env/ca.pem")));
+    assert!(c.insecure);
+    assert!(load_str("[tls]\ncert = \"/c.pem\"\n").is_err());
+    assert!(load_str("[tls]\nclient_ca = \"/ca.pem\"\n").is_err());
 }

@@ -7,6 +7,8 @@ use std::fmt;
 use anyhow::bail;
 use onecity_domain::{DepartmentUnit, DistrictCode, Principal};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use subtle::ConstantTimeEq as _;
 
 use super::Config;
 
@@ -17,38 +19,129 @@ pub const DEMO_TERMINAL_TOKEN: &str = "demo-terminal-120103";
 const MAX_TOKEN_CHARS: usize = 256;
 const MAX_ID_CHARS: usize = 64;
 
+/// What the server accepts as a caller's credentials: SHA-256 hashes of bearer tokens and
+/// the URI SANs of client certificates, each standing for a principal. Built from validated
+/// `[[tokens]]` entries ([`Config::principals`]); the plain tokens are not kept.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Credentials {
+    hashes: Vec<([u8; 32], Principal)>,
+    clients: HashMap<String, Principal>,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("tokens", &self.hashes.len())
+            .field("client_uris", &self.clients.len())
+            .finish()
+    }
+}
+
+impl Credentials {
+    /// The principal of a bearer token. Every configured hash is compared, in constant time
+    /// per hash and with no early exit, so the time taken says nothing about which entry,
+    /// if any, is close to the guess.
+    pub fn token(&self, token: &str) -> Option<&Principal> {
+        let hash = sha256(token);
+        let mut found = None;
+        for (h, principal) in &self.hashes {
+            if bool::from(h.ct_eq(&hash)) {
+                found = Some(principal);
+            }
+        }
+        found
+    }
+
+    /// The principal of a client certificate's URI SAN.
+    pub fn client_uri(&self, uri: &str) -> Option<&Principal> {
+        self.clients.get(uri)
+    }
+
+    /// How many bearer tokens are configured.
+    pub fn tokens(&self) -> usize {
+        self.hashes.len()
+    }
+
+    /// How many client certificate URIs are mapped.
+    pub fn client_uris(&self) -> usize {
+        self.clients.len()
+    }
+}
+
+/// SHA-256 of a token, the form `token_sha256` holds (in hex).
+pub fn sha256(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
 impl Config {
-    /// Token → principal, validated: each entry has exactly the fields its kind needs, districts
-    /// and units exist, and no token appears twice. Errors name the entry (index, kind, id or
-    /// unit), never the token.
-    pub fn principals(&self) -> anyhow::Result<HashMap<String, Principal>> {
-        let mut map: HashMap<String, Principal> = HashMap::with_capacity(self.tokens.len());
-        let mut seen: HashMap<&str, usize> = HashMap::with_capacity(self.tokens.len());
+    /// Credentials → principal, validated: each entry has exactly one credential (`token`,
+    /// `token_sha256` or `client_uri`) and exactly the fields its kind needs, districts and
+    /// units exist, and no credential appears twice. Errors name the entry (index, kind, id
+    /// or unit), never the token.
+    pub fn principals(&self) -> anyhow::Result<Credentials> {
+        let mut creds = Credentials::default();
+        let mut seen: HashMap<[u8; 32], usize> = HashMap::with_capacity(self.tokens.len());
         for (i, entry) in self.tokens.iter().enumerate() {
+            let label = || entry.label(i);
             let principal = entry
                 .to_principal()
-                .map_err(|reason| anyhow::anyhow!("{}: {reason}", entry.label(i)))?;
-            if let Some(first) = seen.insert(entry.token.as_str(), i) {
-                bail!(
-                    "{}: the same token is already given to tokens[{first}]",
-                    entry.label(i)
-                );
+                .map_err(|reason| anyhow::anyhow!("{}: {reason}", label()))?;
+            match entry
+                .credential()
+                .map_err(|reason| anyhow::anyhow!("{}: {reason}", label()))?
+            {
+                Credential::Hash(hash) => {
+                    if let Some(first) = seen.insert(hash, i) {
+                        bail!(
+                            "{}: the same token is already given to tokens[{first}]",
+                            label()
+                        );
+                    }
+                    creds.hashes.push((hash, principal));
+                }
+                Credential::ClientUri(uri) => {
+                    if creds.clients.insert(uri.to_owned(), principal).is_some() {
+                        bail!("{}: client_uri {uri:?} is mapped twice", label());
+                    }
+                }
             }
-            map.insert(entry.token.clone(), principal);
         }
-        Ok(map)
+        Ok(creds)
     }
 
     /// True when any configured token is one of the published demo tokens (also when they
-    /// were copied into a file), so the server must warn that anyone can call it.
+    /// were copied into a file, in clear or hashed), so the server must warn that anyone
+    /// can call it.
     pub fn uses_demo_tokens(&self) -> bool {
-        let demo: Vec<String> = demo_tokens().into_iter().map(|t| t.token).collect();
-        self.tokens.iter().any(|t| demo.contains(&t.token))
+        let demo: Vec<[u8; 32]> = demo_tokens()
+            .iter()
+            .filter_map(|t| t.token.as_deref().map(sha256))
+            .collect();
+        self.tokens.iter().any(|t| match t.credential() {
+            Ok(Credential::Hash(h)) => demo.contains(&h),
+            _ => false,
+        })
+    }
+
+    /// The entries that hold a token in clear (`token`, not `token_sha256`), by label;
+    /// demo tokens are not counted (they are public anyway: [`Config::uses_demo_tokens`]).
+    pub fn clear_tokens(&self) -> Vec<String> {
+        let demo = demo_tokens();
+        self.tokens
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.token.is_some() && !demo.iter().any(|d| d.token == t.token))
+            .map(|(i, t)| t.label(i))
+            .collect()
     }
 }
 
 pub(super) fn redact(token: &str) -> String {
-    if token.starts_with("demo-") && demo_tokens().iter().any(|t| t.token == token) {
+    if token.starts_with("demo-")
+        && demo_tokens()
+            .iter()
+            .any(|t| t.token.as_deref() == Some(token))
+    {
         "demo-…".to_owned()
     } else {
         "****".to_owned()
@@ -84,8 +177,19 @@ impl PrincipalKind {
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenConfig {
-    /// The bearer token, a secret: 1–256 visible ASCII characters, unique in the file.
-    pub token: String,
+    /// The bearer token in clear, a secret: 1–256 visible ASCII characters, unique in the
+    /// file. Accepted on a loopback address only (the demo); elsewhere use `token_sha256`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// The SHA-256 of the bearer token, 64 hex digits (`onecity token new` prints it): the
+    /// server never holds the token itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_sha256: Option<String>,
+    /// Instead of a token: the URI SAN of a client certificate (mTLS, `[tls] client_ca`),
+    /// e.g. `spiffe://onecity/service/intake-1`. A call with no bearer token over a
+    /// connection with this certificate is this principal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_uri: Option<String>,
     /// Kind of principal: `terminal`, `department`, `admin` or `service`.
     pub principal: PrincipalKind,
     /// Terminal, admin or service id (e.g. `T-120103-07`), recorded as the actor of events.
@@ -106,7 +210,9 @@ pub struct TokenConfig {
 impl fmt::Debug for TokenConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenConfig")
-            .field("token", &"****")
+            .field("token", &self.token.as_ref().map(|_| "****"))
+            .field("token_sha256", &self.token_sha256)
+            .field("client_uri", &self.client_uri)
             .field("principal", &self.principal)
             .field("id", &self.id)
             .field("district", &self.district)
@@ -120,7 +226,9 @@ impl TokenConfig {
     /// A terminal token.
     pub fn terminal(token: &str, id: &str, district: &str, street_office: &str) -> Self {
         TokenConfig {
-            token: token.to_owned(),
+            token: Some(token.to_owned()),
+            token_sha256: None,
+            client_uri: None,
             principal: PrincipalKind::Terminal,
             id: Some(id.to_owned()),
             district: Some(district.to_owned()),
@@ -132,7 +240,9 @@ impl TokenConfig {
     /// A department unit token.
     pub fn department(token: &str, unit: &str) -> Self {
         TokenConfig {
-            token: token.to_owned(),
+            token: Some(token.to_owned()),
+            token_sha256: None,
+            client_uri: None,
             principal: PrincipalKind::Department,
             id: None,
             district: None,
@@ -144,7 +254,9 @@ impl TokenConfig {
     /// An admin or service token.
     pub fn named(token: &str, kind: PrincipalKind, id: &str) -> Self {
         TokenConfig {
-            token: token.to_owned(),
+            token: Some(token.to_owned()),
+            token_sha256: None,
+            client_uri: None,
             principal: kind,
             id: Some(id.to_owned()),
             district: None,
@@ -154,7 +266,7 @@ impl TokenConfig {
     }
 
     /// How errors name this entry: position, kind and id or unit, never the token.
-    fn label(&self, index: usize) -> String {
+    pub(super) fn label(&self, index: usize) -> String {
         let name = self.id.as_deref().or(self.unit.as_deref());
         match name {
             Some(name) => format!("tokens[{index}] ({} {name:?})", self.principal.as_str()),
@@ -162,9 +274,46 @@ impl TokenConfig {
         }
     }
 
+    /// This entry with `token_sha256` in place of the token in clear.
+    pub fn hashed(mut self) -> Self {
+        if let Some(token) = self.token.take() {
+            self.token_sha256 = Some(hex::encode(sha256(&token)));
+        }
+        self
+    }
+
+    /// The entry's one credential, checked: the hash of its token, or its client URI.
+    fn credential(&self) -> Result<Credential<'_>, String> {
+        match (&self.token, &self.token_sha256, &self.client_uri) {
+            (Some(token), None, None) => {
+                check_token(token)?;
+                Ok(Credential::Hash(sha256(token)))
+            }
+            (None, Some(hex_hash), None) => {
+                let mut hash = [0u8; 32];
+                hex::decode_to_slice(hex_hash.trim(), &mut hash).map_err(|_| {
+                    "`token_sha256` must be 64 hex digits (the SHA-256 of the token)".to_owned()
+                })?;
+                Ok(Credential::Hash(hash))
+            }
+            (None, None, Some(uri)) => {
+                if uri.is_empty() || uri.len() > MAX_TOKEN_CHARS || !uri.contains(':') {
+                    return Err(format!(
+                        "`client_uri` must be a URI of at most {MAX_TOKEN_CHARS} characters (e.g. spiffe://onecity/service/ID)"
+                    ));
+                }
+                Ok(Credential::ClientUri(uri))
+            }
+            _ => Err(
+                "give exactly one of `token_sha256`, `token` (loopback only) or `client_uri`"
+                    .to_owned(),
+            ),
+        }
+    }
+
     /// The principal this entry stands for, or why the entry is invalid.
     pub fn to_principal(&self) -> Result<Principal, String> {
-        check_token(&self.token)?;
+        self.credential()?;
         let a_kind = match self.principal {
             PrincipalKind::Terminal => "a terminal",
             PrincipalKind::Department => "a department",
@@ -232,6 +381,12 @@ impl TokenConfig {
             },
         })
     }
+}
+
+/// The credential of one entry.
+enum Credential<'a> {
+    Hash([u8; 32]),
+    ClientUri(&'a str),
 }
 
 fn check_token(token: &str) -> Result<(), String> {
