@@ -16,9 +16,15 @@ use crate::status;
 
 /// Marks a request whose caller may write to the log (`Append`, `SaveCheckpoint`): the
 /// embedding's authentication puts it in the request's extensions for the principals it
-/// trusts with writes. See [`EventLogGrpc::writers_only`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Writer;
+/// trusts with writes, naming the principal it authenticated. See
+/// [`EventLogGrpc::writers_only`]. `Append` stamps each commit with that name
+/// (`appended_by`); a request without the mark (a log served without authentication)
+/// appends with an empty stamp.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Writer {
+    /// The authenticated principal, as recorded in `appended_by` (e.g. `service:intake`).
+    pub principal: String,
+}
 
 /// Serves any [`EventLog`] over gRPC.
 #[derive(Debug, Clone)]
@@ -75,6 +81,11 @@ impl EventLogService for EventLogGrpc {
         req: Request<pb::AppendRequest>,
     ) -> Result<Response<pb::AppendResponse>, Status> {
         self.check_writer(&req, "append to the event log")?;
+        let appended_by = req
+            .extensions()
+            .get::<Writer>()
+            .map(|w| w.principal.clone())
+            .unwrap_or_default();
         let pb::AppendRequest {
             case_id,
             expected,
@@ -87,7 +98,7 @@ impl EventLogService for EventLogGrpc {
         let commit_id = parse_uuid("commit_id", &commit_id).map_err(status)?;
         let a = self
             .log
-            .append(case_id, expected, events, commit_id)
+            .append_as(&appended_by, case_id, expected, events, commit_id)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::AppendResponse {

@@ -158,7 +158,8 @@ impl EventLogAuth {
         let principal = principal(&req)?;
         match principal {
             Principal::Service { .. } => {
-                req.extensions_mut().insert(Writer);
+                let principal = principal.actor();
+                req.extensions_mut().insert(Writer { principal });
                 Ok(req)
             }
             Principal::Admin { .. } => Ok(req),
