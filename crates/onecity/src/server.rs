@@ -11,7 +11,7 @@ use onecity_assessment::{Assessor, Screener};
 use onecity_domain::Partition;
 use onecity_eligibility::{Catalogue, PolicyBook};
 use onecity_eventlog::retry::Backoff;
-use onecity_eventlog::EventLog;
+use onecity_eventlog::{EventLog, Stamped};
 use onecity_eventlog_grpc::{EventLogGrpc, RemoteLog};
 use onecity_eventlog_jetstream::{JetStreamConfig, JetStreamLog};
 use onecity_eventlog_sled::{SledConfig, SledLog};
@@ -36,6 +36,18 @@ use onecity_proto::v1::eligibility_service_server::EligibilityServiceServer;
 use onecity_proto::v1::event_log_service_server::EventLogServiceServer;
 use onecity_proto::v1::handoff_service_server::HandoffServiceServer;
 use onecity_proto::v1::intake_service_server::IntakeServiceServer;
+
+/// The identity the intake role stamps on the commits it appends in-process
+/// (`appended_by`; the workers use their `ACTOR`).
+const INTAKE_APPENDS_AS: &str = "service:intake";
+/// The identity of the admin service's own appends (releasing a retried quarantine).
+const ADMIN_APPENDS_AS: &str = "service:admin";
+
+/// A handle on `log` that stamps its appends with `role` (see [`Stamped`]). Over a
+/// `remote:` log the serving process stamps this process's token instead.
+fn stamped(log: &Arc<dyn EventLog>, role: &str) -> Arc<dyn EventLog> {
+    Arc::new(Stamped::new(Arc::clone(log), role))
+}
 
 /// How long `serve` waits for a JetStream log to become reachable at start.
 /// Longest a unary call may take before the server answers `CANCELLED`/`DEADLINE_EXCEEDED`
@@ -197,7 +209,7 @@ pub async fn run_with_log(
         .build_v1()?;
 
     let intake = if config.runs(Role::Intake) {
-        let intake = Intake::new(Arc::clone(&log), Arc::clone(&policies))
+        let intake = Intake::new(stamped(&log, INTAKE_APPENDS_AS), Arc::clone(&policies))
             .with_catalogue(Arc::clone(&catalogue))
             .with_backpressure(backpressure(&config));
         let svc = IntakeGrpc::new(intake, stop.clone())
@@ -210,7 +222,7 @@ pub async fn run_with_log(
     };
     let eligibility = if config.runs(Role::Eligibility) {
         let assessor = Assessor::new(
-            Arc::clone(&log),
+            stamped(&log, onecity_assessment::ACTOR),
             Arc::clone(&policies),
             Arc::clone(&catalogue),
         )
@@ -237,8 +249,11 @@ pub async fn run_with_log(
         None
     };
     let handoff = if config.runs(Role::Handoff) {
-        let worker = HandoffWorker::new(Arc::clone(&log), Arc::clone(&catalogue))
-            .with_partition(config.partition);
+        let worker = HandoffWorker::new(
+            stamped(&log, onecity_handoff::ACTOR),
+            Arc::clone(&catalogue),
+        )
+        .with_partition(config.partition);
         handlers.insert(
             HandoffWorker::consumer_name(&config.partition),
             Arc::new(worker.clone()),
@@ -251,9 +266,12 @@ pub async fn run_with_log(
             move || worker.clone().run(worker_stop.clone()),
         ));
         let inbox = Inbox::start(Arc::clone(&log), stop.clone());
-        let svc = HandoffGrpc::new(Handoff::new(Arc::clone(&log), inbox), stop.clone())
-            .with_stream_limit(streams.clone())
-            .into_server();
+        let svc = HandoffGrpc::new(
+            Handoff::new(stamped(&log, onecity_handoff::ACTOR), inbox),
+            stop.clone(),
+        )
+        .with_stream_limit(streams.clone())
+        .into_server();
         vitals
             .serve(HandoffServiceServer::<HandoffGrpc>::NAME)
             .await;
@@ -275,7 +293,7 @@ pub async fn run_with_log(
     } else {
         None
     };
-    let admin = AdminGrpc::new(Admin::new(Arc::clone(&log), handlers)).into_server();
+    let admin = AdminGrpc::new(Admin::new(stamped(&log, ADMIN_APPENDS_AS), handlers)).into_server();
     vitals.serve(AdminServiceServer::<AdminGrpc>::NAME).await;
     let admin = InterceptedService::new(admin, auth.admin());
 
