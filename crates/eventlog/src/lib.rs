@@ -387,8 +387,8 @@ pub trait EventLog: Send + Sync + fmt::Debug + 'static {
     /// Who may name `appended_by` is the point: only code that authenticated the caller
     /// (the gRPC face of the log, with the principal of the bearer token) or the process
     /// itself (a [`Stamped`] handle naming its role) calls this. Storage backends record
-    /// the argument as given; [`RemoteLog`](../onecity_eventlog_grpc/struct.RemoteLog.html)
-    /// ignores it, because the serving process stamps the principal it authenticated.
+    /// the argument as given; `RemoteLog` (in `onecity-eventlog-grpc`) ignores it, because
+    /// the serving process stamps the principal it authenticated.
     async fn append_as(
         &self,
         appended_by: &str,
