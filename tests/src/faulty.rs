@@ -36,8 +36,9 @@ impl FaultyLog {
 
 #[async_trait::async_trait]
 impl EventLog for FaultyLog {
-    async fn append(
+    async fn append_as(
         &self,
+        appended_by: &str,
         case_id: Uuid,
         expected: Expected,
         events: Vec<NewEvent>,
@@ -47,7 +48,7 @@ impl EventLog for FaultyLog {
             return Err(Error::Storage("injected by the test".into()));
         }
         self.inner
-            .append(case_id, expected, events, commit_id)
+            .append_as(appended_by, case_id, expected, events, commit_id)
             .await
     }
 

@@ -133,6 +133,18 @@ async fn only_service_principals_write_the_raw_log() {
     let mut service = server.log(tokens::SERVICE).await;
     let written = service.append(append()).await.unwrap().into_inner();
     assert!(!written.deduplicated);
+    // The log stamps the principal it authenticated on the commit (the request has no
+    // field to name another).
+    let stored = service
+        .read_all(pb::ReadAllRequest {
+            from_position: written.first_position,
+            limit: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert_eq!(stored[0].appended_by, "service:demo-service");
     service.save_checkpoint(checkpoint).await.unwrap();
     assert_eq!(server.head().await, head + 1);
     server.stop().await;

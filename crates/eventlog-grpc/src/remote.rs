@@ -83,8 +83,11 @@ fn wire_limit(limit: usize) -> u32 {
 
 #[async_trait::async_trait]
 impl EventLog for RemoteLog {
-    async fn append(
+    /// `appended_by` is not sent: the serving process stamps the principal of this
+    /// client's token (see [`EventLog::append_as`]).
+    async fn append_as(
         &self,
+        _appended_by: &str,
         case_id: Uuid,
         expected: Expected,
         events: Vec<NewEvent>,

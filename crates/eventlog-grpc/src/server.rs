@@ -10,15 +10,21 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use onecity_eventlog::codec::{self, parse_uuid};
-use onecity_eventlog::{access, EventLog, Filter};
+use onecity_eventlog::{access, EventLog, Filter, Stamped};
 
 use crate::status;
 
 /// Marks a request whose caller may write to the log (`Append`, `SaveCheckpoint`): the
 /// embedding's authentication puts it in the request's extensions for the principals it
-/// trusts with writes. See [`EventLogGrpc::writers_only`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Writer;
+/// trusts with writes, naming the principal it authenticated. See
+/// [`EventLogGrpc::writers_only`]. `Append` stamps each commit with that name
+/// (`appended_by`); a request without the mark (a log served without authentication)
+/// appends with an empty stamp.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Writer {
+    /// The authenticated principal, as recorded in `appended_by` (e.g. `service:intake`).
+    pub principal: String,
+}
 
 /// Marks a request whose reads leave access records, naming the reader as recorded for
 /// actors (e.g. `admin:ops-1`): the embedding's authentication puts it in the request's
@@ -71,9 +77,12 @@ impl EventLogGrpc {
     }
 }
 
+/// The identity the log service stamps on the access records it writes itself.
+const LOG_APPENDS_AS: &str = "service:log";
+
 /// Records the read of `subject` through `method` when the request is [`Audited`].
 async fn audit<T>(
-    log: &dyn EventLog,
+    log: &Arc<dyn EventLog>,
     req: &Request<T>,
     method: &str,
     subject: access::Subject,
@@ -83,7 +92,7 @@ async fn audit<T>(
     };
     let purpose = crate::purpose(req.metadata())?;
     access::record(
-        log,
+        &Stamped::new(Arc::clone(log), LOG_APPENDS_AS),
         access::Read {
             principal,
             method,
@@ -106,6 +115,11 @@ impl EventLogService for EventLogGrpc {
         req: Request<pb::AppendRequest>,
     ) -> Result<Response<pb::AppendResponse>, Status> {
         self.check_writer(&req, "append to the event log")?;
+        let appended_by = req
+            .extensions()
+            .get::<Writer>()
+            .map(|w| w.principal.clone())
+            .unwrap_or_default();
         let pb::AppendRequest {
             case_id,
             expected,
@@ -118,7 +132,7 @@ impl EventLogService for EventLogGrpc {
         let commit_id = parse_uuid("commit_id", &commit_id).map_err(status)?;
         let a = self
             .log
-            .append(case_id, expected, events, commit_id)
+            .append_as(&appended_by, case_id, expected, events, commit_id)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::AppendResponse {
@@ -147,13 +161,7 @@ impl EventLogService for EventLogGrpc {
             .await
             .map_err(status)?;
         let read = access::Subject::Cases(vec![case_id]);
-        audit(
-            self.log.as_ref(),
-            &req,
-            "onecity.v1.EventLogService/ReadCase",
-            read,
-        )
-        .await?;
+        audit(&self.log, &req, "onecity.v1.EventLogService/ReadCase", read).await?;
         Ok(Response::new(pb::ReadCaseResponse {
             events: events.iter().map(Into::into).collect(),
         }))
@@ -177,13 +185,7 @@ impl EventLogService for EventLogGrpc {
                 from: first.position,
                 to: Some(last.position),
             };
-            audit(
-                self.log.as_ref(),
-                &req,
-                "onecity.v1.EventLogService/ReadAll",
-                read,
-            )
-            .await?;
+            audit(&self.log, &req, "onecity.v1.EventLogService/ReadAll", read).await?;
         }
         Ok(Response::new(pb::ReadAllResponse {
             events: events.iter().map(Into::into).collect(),
@@ -202,7 +204,7 @@ impl EventLogService for EventLogGrpc {
             to: None,
         };
         audit(
-            self.log.as_ref(),
+            &self.log,
             &req,
             "onecity.v1.EventLogService/Subscribe",
             read,
@@ -244,7 +246,7 @@ impl EventLogService for EventLogGrpc {
         let case_id = parse_uuid("case_id", &case_id).map_err(status)?;
         let read = access::Subject::Cases(vec![case_id]);
         audit(
-            self.log.as_ref(),
+            &self.log,
             &req,
             "onecity.v1.EventLogService/SubscribeCase",
             read,

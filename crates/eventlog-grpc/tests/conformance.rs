@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use onecity_eventlog::conformance::{Backend, BoxLog, Owning};
-use onecity_eventlog_grpc::{EventLogGrpc, RemoteLog};
+use onecity_eventlog_grpc::{EventLogGrpc, RemoteLog, Writer};
 use onecity_eventlog_sled::testing::SledBackend;
 use tokio_util::sync::CancellationToken;
 
@@ -12,8 +12,25 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Default)]
 struct RemoteBackend;
 
+/// What the embedding's authentication does for a service principal: mark the request a
+/// writer's, naming the principal the server authenticated.
+#[allow(clippy::result_large_err)]
+fn stamp_caller(mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    req.extensions_mut().insert(Writer {
+        principal: CALLER.into(),
+    });
+    Ok(req)
+}
+
+const CALLER: &str = "service:conformance";
+
 #[async_trait::async_trait]
 impl Backend for RemoteBackend {
+    /// The server stamps the principal it authenticated, whatever the client names.
+    fn stamps(&self, _asked: &str) -> String {
+        CALLER.into()
+    }
+
     async fn fresh(&self) -> BoxLog {
         let sled = SledBackend.fresh().await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -21,7 +38,10 @@ impl Backend for RemoteBackend {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let shutdown = CancellationToken::new();
-        let svc = EventLogGrpc::new(Arc::clone(&sled), shutdown.clone()).into_server();
+        let svc = tonic::service::interceptor::InterceptedService::new(
+            EventLogGrpc::new(Arc::clone(&sled), shutdown.clone()).into_server(),
+            stamp_caller,
+        );
         let stop = shutdown.clone();
         let server = tokio::spawn(async move {
             tonic::transport::Server::builder()

@@ -55,6 +55,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use onecity_eventlog::chain::{self, Hash};
 use onecity_eventlog::{
     check_consumer, clamp_limit, Appended, Error, EventLog, EventStream, Expected, Filter, Limits,
     NewEvent, RecordedEvent, Result, MAX_READ_LIMIT,
@@ -481,8 +482,9 @@ impl Drop for JetStreamLog {
 
 #[async_trait::async_trait]
 impl EventLog for JetStreamLog {
-    async fn append(
+    async fn append_as(
         &self,
+        appended_by: &str,
         case_id: Uuid,
         expected: Expected,
         events: Vec<NewEvent>,
@@ -494,11 +496,17 @@ impl EventLog for JetStreamLog {
         if self.inner.closed.is_cancelled() {
             return Err(shut_down());
         }
+        let digests = events
+            .iter()
+            .map(|e| chain::payload_digest(&e.payload))
+            .collect();
         let (reply, rx) = oneshot::channel();
         let op = AppendOp {
             case_id,
             expected,
             events,
+            digests,
+            appended_by: appended_by.to_owned(),
             commit_id,
             reply,
         };
@@ -619,6 +627,8 @@ impl EventLog for JetStreamLog {
 struct Tail {
     seq: u64,
     last_position: u64,
+    /// Hash of the last commit at or before `seq` (the next commit's `prev`).
+    chain: Hash,
 }
 
 /// A case as of some tail: the sequence of its last commit (0: none) and its version.
@@ -632,6 +642,8 @@ struct CaseHead {
 struct LogMsg {
     seq: u64,
     meta: CommitMeta,
+    /// The chain head as of this message (see `wire::H_CHAIN`).
+    chain: Hash,
     attempt: Option<String>,
     payload: Bytes,
 }
@@ -639,12 +651,14 @@ struct LogMsg {
 impl LogMsg {
     fn new(seq: u64, headers: Option<&HeaderMap>, payload: Bytes) -> Result<Self> {
         let meta = CommitMeta::from_headers(headers).map_err(|e| corrupt(seq, &e))?;
+        let chain = wire::chain_head(headers).map_err(|e| corrupt(seq, &e))?;
         let attempt = headers
             .and_then(|h| h.get(wire::H_ATTEMPT))
             .map(|v| v.as_str().to_owned());
         Ok(LogMsg {
             seq,
             meta,
+            chain,
             attempt,
             payload,
         })

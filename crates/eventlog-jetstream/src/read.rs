@@ -73,12 +73,14 @@ impl Inner {
             None => Ok(Tail {
                 seq: 0,
                 last_position: 0,
+                chain: onecity_eventlog::chain::GENESIS,
             }),
             Some(m) => {
                 let m = LogMsg::from_stream(m)?;
                 Ok(Tail {
                     seq: m.seq,
                     last_position: m.meta.last_position(),
+                    chain: m.chain,
                 })
             }
         }

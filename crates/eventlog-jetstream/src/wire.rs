@@ -9,6 +9,7 @@ use onecity_proto::v1 as pb;
 use prost::Message as _;
 use uuid::Uuid;
 
+use onecity_eventlog::chain::{self, Hash};
 use onecity_eventlog::codec::timestamp;
 use onecity_eventlog::{Appended, Error, NewEvent, RecordedEvent, Result};
 
@@ -25,6 +26,10 @@ pub(crate) const H_VERSION: &str = "Onecity-Version";
 pub(crate) const H_COUNT: &str = "Onecity-Count";
 /// Random id of one publish attempt, so a writer recognises its own message after a lost ack.
 pub(crate) const H_ATTEMPT: &str = "Onecity-Attempt";
+/// Hex of the chain head as of the message: a commit's own hash, or on a void the hash
+/// of the commit before it, so a writer learns the next `prev` from the tail message's
+/// headers alone. Absent on messages from before the chain (the chain starts after them).
+pub(crate) const H_CHAIN: &str = "Onecity-Chain";
 
 pub(crate) const NATS_MSG_ID: &str = "Nats-Msg-Id";
 pub(crate) const NATS_EXPECTED_LAST_SEQ: &str = "Nats-Expected-Last-Sequence";
@@ -223,6 +228,15 @@ impl CommitMeta {
     }
 }
 
+/// The chain head a message's headers name ([`H_CHAIN`]); [`chain::GENESIS`] for a
+/// message from before the chain.
+pub(crate) fn chain_head(h: Option<&HeaderMap>) -> std::result::Result<Hash, String> {
+    match h.and_then(|h| h.get(H_CHAIN)) {
+        None => Ok(chain::GENESIS),
+        Some(v) => chain::parse_hex(v.as_str()).ok_or(format!("bad {H_CHAIN} header")),
+    }
+}
+
 /// The body of a commit message: every event as the log's protobuf `RecordedEvent`,
 /// numbered, so the body alone is readable by any protobuf tool (wire-compatible with
 /// `onecity.v1.ReadCaseResponse`).
@@ -234,7 +248,7 @@ pub(crate) struct CommitBody {
 
 impl CommitBody {
     /// The body of a commit, not yet numbered.
-    pub fn new(case_id: Uuid, commit_id: Uuid, events: Vec<NewEvent>) -> Self {
+    pub fn new(case_id: Uuid, commit_id: Uuid, appended_by: &str, events: Vec<NewEvent>) -> Self {
         let (case, commit) = (case_id.to_string(), commit_id.to_string());
         CommitBody {
             events: events
@@ -250,6 +264,9 @@ impl CommitBody {
                     causation_id: e.causation_id,
                     payload: e.payload,
                     commit_id: commit.clone(),
+                    appended_by: appended_by.to_owned(),
+                    prev_hash: Vec::new(),
+                    commit_hash: Vec::new(),
                 })
                 .collect(),
         }
@@ -258,7 +275,27 @@ impl CommitBody {
     /// An upper bound of the encoded size whatever numbers the commit gets.
     pub fn max_encoded_len(&mut self) -> usize {
         self.number(u64::MAX / 2, u64::MAX / 2, SystemTime::now());
+        for e in &mut self.events {
+            e.prev_hash = chain::GENESIS.to_vec();
+            e.commit_hash = chain::GENESIS.to_vec();
+        }
         self.encoded_len()
+    }
+
+    /// Links the numbered commit onto `prev` (see [`chain`]) and returns its hash.
+    /// `digests[i]` is the payload digest of event `i`.
+    pub fn seal(&mut self, prev: &Hash, digests: &[Hash]) -> std::result::Result<Hash, String> {
+        let events = self
+            .events
+            .iter()
+            .map(|p| RecordedEvent::try_from(p.clone()).map_err(|e| e.to_string()))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let hash = chain::commit_hash_with(prev, &events, digests);
+        for e in &mut self.events {
+            e.prev_hash = prev.to_vec();
+            e.commit_hash = hash.to_vec();
+        }
+        Ok(hash)
     }
 
     /// Gives the events their versions, positions and time.
@@ -397,7 +434,7 @@ mod tests {
         let events: Vec<NewEvent> = (0..3)
             .map(|i| NewEvent::new("onecity.test.T", "a", vec![i]).caused_by("c"))
             .collect();
-        let mut body = CommitBody::new(case, commit, events.clone());
+        let mut body = CommitBody::new(case, commit, "service:test", events.clone());
         let bound = body.max_encoded_len();
         let at = UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456);
         body.number(41, 7, at);

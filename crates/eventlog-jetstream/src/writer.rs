@@ -6,6 +6,7 @@ use std::sync::Arc;
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::HeaderMap;
 use bytes::Bytes;
+use onecity_eventlog::chain::{self, Hash};
 use onecity_eventlog::codec::now_micros;
 use onecity_eventlog::{Appended, Error, Expected, NewEvent, Result};
 use prost::Message as _;
@@ -23,6 +24,9 @@ pub(crate) struct AppendOp {
     pub(crate) case_id: Uuid,
     pub(crate) expected: Expected,
     pub(crate) events: Vec<NewEvent>,
+    /// Each event's payload digest (`chain::payload_digest`), computed by the caller.
+    pub(crate) digests: Vec<Hash>,
+    pub(crate) appended_by: String,
     pub(crate) commit_id: Uuid,
     pub(crate) reply: oneshot::Sender<Result<Appended>>,
 }
@@ -56,10 +60,15 @@ impl Writer {
                 case_id,
                 expected,
                 events,
+                digests,
+                appended_by,
                 commit_id,
                 reply,
             } = op;
-            let result = self.append(case_id, expected, events, commit_id).await;
+            let body = CommitBody::new(case_id, commit_id, &appended_by, events);
+            let result = self
+                .append(case_id, expected, body, &digests, commit_id)
+                .await;
             let _ = reply.send(result);
         }
     }
@@ -114,11 +123,11 @@ impl Writer {
         &mut self,
         case_id: Uuid,
         expected: Expected,
-        events: Vec<NewEvent>,
+        mut body: CommitBody,
+        digests: &[Hash],
         commit_id: Uuid,
     ) -> Result<Appended> {
         let inner = Arc::clone(&self.inner);
-        let mut body = CommitBody::new(case_id, commit_id, events);
         let size = body.max_encoded_len() + wire::HEADER_ROOM;
         if size > inner.max_payload {
             return Err(Error::invalid(
@@ -192,9 +201,11 @@ impl Writer {
                 count: body.events.len() as u64,
             };
             body.number(meta.first_position, meta.first_version, now_micros());
+            let hash = body.seal(&tail.chain, digests).map_err(Error::Storage)?;
             let attempt = Uuid::now_v7().to_string();
             let mut headers = HeaderMap::new();
             meta.write_headers(&mut headers);
+            headers.insert(wire::H_CHAIN, chain::hex(&hash));
             headers.insert(wire::H_ATTEMPT, attempt.as_str());
             headers.insert(wire::NATS_MSG_ID, commit_id.to_string());
             headers.insert(wire::NATS_EXPECTED_LAST_SEQ, tail.seq.to_string());
@@ -229,6 +240,7 @@ impl Writer {
                     self.tail = Some(Tail {
                         seq: ack.sequence,
                         last_position: meta.last_position(),
+                        chain: hash,
                     });
                     self.cases.insert(
                         case_id,
@@ -348,6 +360,8 @@ impl Writer {
         let meta = CommitMeta::void(commit_id, tail.last_position + 1);
         let mut h = HeaderMap::new();
         meta.write_headers(&mut h);
+        // A void takes no position but may become the tail: it carries the chain on.
+        h.insert(wire::H_CHAIN, chain::hex(&tail.chain));
         h.insert(wire::NATS_EXPECTED_LAST_SEQ, tail.seq.to_string());
         tracing::warn!(%commit_id, seq = tail.seq + 1, "closing an unresolved attempt with a void message");
         match self
@@ -359,6 +373,7 @@ impl Writer {
                 self.tail = Some(Tail {
                     seq: ack.sequence,
                     last_position: tail.last_position,
+                    chain: tail.chain,
                 });
                 Ok(())
             }

@@ -32,6 +32,16 @@ mod jetstream_only {
             .collect()
     }
 
+    fn assert_chain_intact(all: Vec<onecity_eventlog::RecordedEvent>) {
+        let n = all.len() as u64;
+        let mut v = onecity_eventlog::chain::Verifier::new();
+        for e in all {
+            v.push(e).unwrap();
+        }
+        let intact = v.finish().unwrap();
+        assert_eq!((intact.head, intact.chained_from), (n, Some(1)));
+    }
+
     async fn url() -> String {
         tokio::task::spawn_blocking(|| shared_server().url())
             .await
@@ -224,6 +234,8 @@ mod jetstream_only {
             for (i, e) in all.iter().enumerate() {
                 assert_eq!(e.position, i as u64 + 1);
             }
+            // Writers in three processes' worth of handles chain onto each other.
+            assert_chain_intact(all);
             for case in &cases {
                 let stream = log.read_case(*case, 1, 10_000).await.unwrap();
                 for (i, e) in stream.iter().enumerate() {
@@ -312,6 +324,8 @@ mod jetstream_only {
             all.iter().map(|e| e.position).collect::<Vec<_>>(),
             vec![1, 2, 3, 4, 5]
         );
+        // The void carried the chain on: the commit after it links to the one before.
+        assert_chain_intact(all);
         assert_eq!(
             log.read_case(case, 1, 100)
                 .await

@@ -27,6 +27,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use onecity_eventlog::chain::{self, Hash};
 use onecity_eventlog::{
     check_consumer, clamp_limit, Appended, Error, EventLog, EventStream, Expected, Filter, Limits,
     NewEvent, RecordedEvent, Result, MAX_READ_LIMIT,
@@ -42,7 +43,7 @@ use crate::keys::{
     be_u64, checkpoint_key, event_key, COMMIT_DIR, META_COMMIT_RUNS, META_HEAD, META_INDEXED,
 };
 use crate::overlay::Overlay;
-use crate::record::compress_payload;
+use crate::record::{compress_payload, decode_event};
 use crate::sync::FileSyncer;
 use crate::writer::Writer;
 
@@ -127,6 +128,9 @@ enum Op {
         /// Each event's payload as stored when compressed (`compress_payload`), computed
         /// by the appending task rather than by the writer thread.
         compressed: Vec<Option<Vec<u8>>>,
+        /// Each event's [`chain::payload_digest`], also off the writer thread.
+        digests: Vec<Hash>,
+        appended_by: String,
         commit_id: Uuid,
         reply: oneshot::Sender<Result<Appended>>,
     },
@@ -159,6 +163,20 @@ impl SledLog {
                 "event after head {head}: store is damaged"
             )));
         }
+        // The next commit chains onto the last one written (GENESIS on a store whose
+        // last commit predates the chain: the chain starts there).
+        let chain_head = match head {
+            0 => chain::GENESIS,
+            _ => {
+                let last = db
+                    .get(event_key(head))
+                    .map_err(sled_err)?
+                    .ok_or_else(|| Error::Storage(format!("log head {head} has no event")))?;
+                decode_event(&last)?
+                    .chain
+                    .map_or(chain::GENESIS, |l| l.hash)
+            }
+        };
         let mut syncer = FileSyncer::new(&path)?;
         let indexed = match db.get(META_INDEXED).map_err(sled_err)? {
             Some(v) => be_u64(&v)?,
@@ -227,6 +245,7 @@ impl SledLog {
         let writer = Writer {
             shared: Arc::clone(&shared),
             head,
+            chain_head,
             syncer,
             to_indexer,
         };
@@ -294,8 +313,9 @@ impl Drop for SledLog {
 
 #[async_trait::async_trait]
 impl EventLog for SledLog {
-    async fn append(
+    async fn append_as(
         &self,
+        appended_by: &str,
         case_id: Uuid,
         expected: Expected,
         events: Vec<NewEvent>,
@@ -309,12 +329,18 @@ impl EventLog for SledLog {
             .iter()
             .map(|e| compress_payload(&e.payload))
             .collect();
+        let digests = events
+            .iter()
+            .map(|e| chain::payload_digest(&e.payload))
+            .collect();
         let (reply, rx) = oneshot::channel();
         let op = Op::Append {
             case_id,
             expected,
             events,
             compressed,
+            digests,
+            appended_by: appended_by.to_owned(),
             commit_id,
             reply,
         };

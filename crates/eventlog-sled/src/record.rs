@@ -141,6 +141,11 @@ mod tests {
             causation_id: String::new(),
             payload: vec![7; 100],
             commit_id: Uuid::now_v7(),
+            appended_by: "service:test".into(),
+            chain: Some(onecity_eventlog::chain::Link {
+                prev: [1; 32],
+                hash: [2; 32],
+            }),
         };
         let bytes = encode_event(&e);
         let f = |p: &[&str]| Filter::prefixes(p.iter().copied());
@@ -163,9 +168,25 @@ mod tests {
             ".{0,20}",
             proptest::collection::vec(any::<u8>(), 0..256),
             any::<u128>(),
+            (
+                ".{0,20}",
+                proptest::option::of(any::<([u8; 32], [u8; 32])>()),
+            ),
         )
             .prop_map(
-                |(id, case, version, position, micros, ty, actor, cause, payload, commit)| {
+                |(
+                    id,
+                    case,
+                    version,
+                    position,
+                    micros,
+                    ty,
+                    actor,
+                    cause,
+                    payload,
+                    commit,
+                    (by, link),
+                )| {
                     RecordedEvent {
                         event_id: Uuid::from_u128(id),
                         case_id: Uuid::from_u128(case),
@@ -177,6 +198,9 @@ mod tests {
                         causation_id: cause,
                         payload,
                         commit_id: Uuid::from_u128(commit),
+                        appended_by: by,
+                        chain: link
+                            .map(|(prev, hash)| onecity_eventlog::chain::Link { prev, hash }),
                     }
                 },
             )

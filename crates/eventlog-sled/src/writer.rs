@@ -4,6 +4,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use onecity_eventlog::chain::{self, Hash};
 use onecity_eventlog::codec::now_micros;
 use onecity_eventlog::{Appended, Error, Expected, NewEvent, RecordedEvent, Result};
 use tokio::sync::{mpsc, oneshot};
@@ -64,6 +65,8 @@ pub(crate) struct Writer {
     pub(crate) shared: Arc<Shared>,
     /// Last position written.
     pub(crate) head: u64,
+    /// Hash of the last commit written: the next commit's `prev`.
+    pub(crate) chain_head: Hash,
     pub(crate) syncer: FileSyncer,
     pub(crate) to_indexer: std::sync::mpsc::SyncSender<Vec<(Uuid, CommitRecord)>>,
 }
@@ -120,6 +123,8 @@ impl Writer {
                 expected,
                 events,
                 compressed,
+                digests,
+                appended_by,
                 commit_id,
                 reply,
             } => {
@@ -127,7 +132,7 @@ impl Writer {
                     staged,
                     recorded_at,
                     (case_id, expected, events, commit_id),
-                    compressed,
+                    (compressed, digests, appended_by),
                 );
                 staged.replies.push(Reply::Append(reply, result));
             }
@@ -150,7 +155,7 @@ impl Writer {
         staged: &mut Staged,
         recorded_at: SystemTime,
         (case_id, expected, events, commit_id): (Uuid, Expected, Vec<NewEvent>, Uuid),
-        compressed: Vec<Option<Vec<u8>>>,
+        (compressed, digests, appended_by): (Vec<Option<Vec<u8>>>, Vec<Hash>, String),
     ) -> Result<Appended> {
         if self.shared.failed.load(Ordering::Acquire) {
             return Err(failed_error());
@@ -196,25 +201,31 @@ impl Writer {
             last_position: self.head + n,
             deduplicated: false,
         };
-        for (i, (e, compressed)) in events.into_iter().zip(compressed).enumerate() {
-            let i = i as u64;
-            let recorded = RecordedEvent {
+        let mut recorded: Vec<RecordedEvent> = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| RecordedEvent {
                 event_id: e.event_id,
                 case_id,
-                version: appended.first_version + i,
-                position: appended.first_position + i,
+                version: appended.first_version + i as u64,
+                position: appended.first_position + i as u64,
                 recorded_at,
                 event_type: e.event_type,
                 actor: e.actor,
                 causation_id: e.causation_id,
                 payload: e.payload,
                 commit_id,
-            };
+                appended_by: appended_by.clone(),
+                chain: None,
+            })
+            .collect();
+        self.chain_head = chain::seal(&self.chain_head, &mut recorded, &digests);
+        for (e, compressed) in recorded.into_iter().zip(compressed) {
             staged.writes.push((
-                event_key(recorded.position).as_slice().into(),
-                encode_event_with(&recorded, compressed.as_deref()).into(),
+                event_key(e.position).as_slice().into(),
+                encode_event_with(&e, compressed.as_deref()).into(),
             ));
-            staged.events.push(recorded);
+            staged.events.push(e);
         }
         let rec = CommitRecord { case_id, appended };
         self.shared.overlay().insert(commit_id, rec);

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use onecity_proto::v1 as pb;
 use uuid::Uuid;
 
+use crate::chain::{Hash, Link};
 use crate::{Error, Expected, NewEvent, RecordedEvent, Result};
 
 /// A protobuf timestamp of `t` (the epoch for times before it).
@@ -67,6 +68,9 @@ pub fn envelope(e: &RecordedEvent) -> pb::RecordedEvent {
         causation_id: e.causation_id.clone(),
         payload: Vec::new(),
         commit_id: e.commit_id.to_string(),
+        appended_by: e.appended_by.clone(),
+        prev_hash: e.chain.map(|l| l.prev.to_vec()).unwrap_or_default(),
+        commit_hash: e.chain.map(|l| l.hash.to_vec()).unwrap_or_default(),
     }
 }
 
@@ -85,7 +89,11 @@ impl TryFrom<pb::RecordedEvent> for RecordedEvent {
             causation_id,
             payload,
             commit_id,
+            appended_by,
+            prev_hash,
+            commit_hash,
         } = p;
+        let chain = link(&prev_hash, &commit_hash)?;
         Ok(RecordedEvent {
             event_id: parse_uuid("event_id", &event_id)?,
             case_id: parse_uuid("case_id", &case_id)?,
@@ -97,8 +105,30 @@ impl TryFrom<pb::RecordedEvent> for RecordedEvent {
             causation_id,
             payload,
             commit_id: parse_uuid("commit_id", &commit_id)?,
+            appended_by,
+            chain,
         })
     }
+}
+
+/// The chain link of a protobuf event: both hashes empty (a commit from before the
+/// chain) or both 32 bytes.
+fn link(prev: &[u8], hash: &[u8]) -> Result<Option<Link>> {
+    if prev.is_empty() && hash.is_empty() {
+        return Ok(None);
+    }
+    let digest = |field: &str, b: &[u8]| {
+        Hash::try_from(b).map_err(|_| {
+            Error::invalid(
+                field,
+                format!("must be 32 bytes (or empty with the other), is {}", b.len()),
+            )
+        })
+    };
+    Ok(Some(Link {
+        prev: digest("prev_hash", prev)?,
+        hash: digest("commit_hash", hash)?,
+    }))
 }
 
 impl From<&NewEvent> for pb::NewEvent {

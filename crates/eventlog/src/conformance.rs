@@ -20,6 +20,13 @@ pub type BoxLog = Arc<dyn EventLog>;
 pub trait Backend: Send + Sync {
     /// A new empty log, independent of every other one this backend produced.
     async fn fresh(&self) -> BoxLog;
+
+    /// What the backend stores as `appended_by` for an [`EventLog::append_as`] that names
+    /// `asked`: `asked` itself for a storage backend; the authenticated caller for one
+    /// behind a server that stamps it.
+    fn stamps(&self, asked: &str) -> String {
+        asked.to_owned()
+    }
 }
 
 /// Generous bound for a subscription to deliver what is already durable. A timeout here
@@ -158,6 +165,85 @@ pub async fn envelope_roundtrips(b: &dyn Backend) {
     assert_eq!(log.read_all(1, 10).await.unwrap(), read);
     let mut sub = log.subscribe(1, Filter::all()).await.unwrap();
     assert_eq!(take(&mut sub, 2).await, read);
+}
+
+/// Every commit is stored with the `appended_by` of its append, and reads return it.
+pub async fn appended_by_is_stored(b: &dyn Backend) {
+    let log = b.fresh().await;
+    let case = Uuid::now_v7();
+    log.append_as(
+        "service:alpha",
+        case,
+        Expected::NoStream,
+        evs(2),
+        Uuid::now_v7(),
+    )
+    .await
+    .unwrap();
+    let stamped = crate::Stamped::new(Arc::clone(&log), "service:beta");
+    stamped
+        .append(case, Expected::Exact(2), evs(1), Uuid::now_v7())
+        .await
+        .unwrap();
+    let want = [
+        b.stamps("service:alpha"),
+        b.stamps("service:alpha"),
+        b.stamps("service:beta"),
+    ];
+    let read = log.read_case(case, 1, 10).await.unwrap();
+    let got: Vec<&str> = read.iter().map(|e| e.appended_by.as_str()).collect();
+    assert_eq!(got, want);
+    assert_eq!(log.read_all(1, 10).await.unwrap(), read);
+    let mut sub = log.subscribe(1, Filter::all()).await.unwrap();
+    assert_eq!(take(&mut sub, 3).await, read);
+}
+
+/// Consecutive commits chain: each one's `prev` is the hash of the commit before it in
+/// global order, every hash recomputes, and reads and subscriptions return the links.
+pub async fn commits_chain(b: &dyn Backend) {
+    let log = b.fresh().await;
+    let (a, c) = (Uuid::now_v7(), Uuid::now_v7());
+    log.append(a, Expected::NoStream, evs(2), Uuid::now_v7())
+        .await
+        .unwrap();
+    log.append(c, Expected::NoStream, evs(1), Uuid::now_v7())
+        .await
+        .unwrap();
+    // Concurrent commits chain in the order they were given positions.
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let log = Arc::clone(&log);
+            tokio::spawn(async move {
+                log.append(Uuid::now_v7(), Expected::NoStream, evs(2), Uuid::now_v7())
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let all = log.read_all(1, 100).await.unwrap();
+    assert_eq!(all.len(), 19);
+    let mut prev = crate::chain::GENESIS;
+    let mut verifier = crate::chain::Verifier::new();
+    for (i, e) in all.iter().enumerate() {
+        let link = e.chain.expect("every commit is chained");
+        let starts_commit = i == 0 || all[i - 1].commit_id != e.commit_id;
+        if starts_commit {
+            assert_eq!(link.prev, prev, "commit at {} does not chain", e.position);
+            prev = link.hash;
+        } else {
+            assert_eq!(Some(link), all[i - 1].chain, "one link per commit");
+        }
+        verifier.push(e.clone()).unwrap();
+    }
+    let intact = verifier.finish().unwrap();
+    assert_eq!((intact.head, intact.chained_from), (19, Some(1)));
+    assert_eq!(intact.head_hash, prev);
+    let mut sub = log.subscribe(1, Filter::all()).await.unwrap();
+    assert_eq!(take(&mut sub, 19).await, all);
+    assert_eq!(log.read_case(a, 1, 10).await.unwrap()[..], all[..2]);
 }
 
 /// A wrong expected version fails with the actual version and writes nothing.
@@ -864,6 +950,8 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!(@each $backend;
             append_assigns_versions_and_positions,
             envelope_roundtrips,
+            appended_by_is_stored,
+            commits_chain,
             expected_version_conflicts_write_nothing,
             retried_commit_is_deduplicated,
             commit_id_names_one_commit_across_cases,
@@ -923,14 +1011,17 @@ impl<G: Send + Sync + 'static> std::fmt::Debug for Owning<G> {
 
 #[async_trait::async_trait]
 impl<G: Send + Sync + 'static> EventLog for Owning<G> {
-    async fn append(
+    async fn append_as(
         &self,
+        appended_by: &str,
         case_id: Uuid,
         expected: Expected,
         events: Vec<NewEvent>,
         commit_id: Uuid,
     ) -> crate::Result<crate::Appended> {
-        self.log.append(case_id, expected, events, commit_id).await
+        self.log
+            .append_as(appended_by, case_id, expected, events, commit_id)
+            .await
     }
     async fn read_case(
         &self,

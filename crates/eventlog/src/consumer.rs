@@ -416,15 +416,16 @@ mod tests {
 
     #[async_trait::async_trait]
     impl EventLog for EndsOnce {
-        async fn append(
+        async fn append_as(
             &self,
+            appended_by: &str,
             case_id: Uuid,
             expected: Expected,
             events: Vec<NewEvent>,
             commit_id: Uuid,
         ) -> crate::Result<crate::Appended> {
             self.inner
-                .append(case_id, expected, events, commit_id)
+                .append_as(appended_by, case_id, expected, events, commit_id)
                 .await
         }
         async fn read_case(

@@ -20,6 +20,7 @@ use futures::Stream;
 use uuid::Uuid;
 
 pub mod access;
+pub mod chain;
 pub mod codec;
 pub mod consumer;
 pub mod follow;
@@ -166,6 +167,13 @@ pub struct RecordedEvent {
     pub payload: Vec<u8>,
     /// The commit that wrote it.
     pub commit_id: Uuid,
+    /// The authenticated principal that appended the commit, stamped by the log (never
+    /// taken from a client); empty for commits written before the stamp existed or
+    /// through an unnamed handle (see [`EventLog::append_as`]).
+    pub appended_by: String,
+    /// The commit's place in the hash chain (the same on every event of the commit);
+    /// `None` for commits written before the chain existed. See [`chain`].
+    pub chain: Option<chain::Link>,
 }
 
 impl RecordedEvent {
@@ -366,6 +374,9 @@ fn check_name(field: &str, value: &str, may_be_empty: bool) -> Result<()> {
 ///   when the log shuts down, and with an error if the backend fails.
 ///   [`subscribe_case`](EventLog::subscribe_case) does the same for one case's stream,
 ///   in version order, and reads nothing else.
+/// - **Stamp and chain.** Every commit is stored with the `appended_by` of its append and
+///   a [`chain::Link`]: its hash over its events and the hash of the commit before it in
+///   global order ([`chain`] has the canonical encoding). Reads return both unchanged.
 /// - **Checkpoints** are durable on `Ok`; [`load_checkpoint`](EventLog::load_checkpoint)
 ///   returns the last saved position, or 0 for a consumer that never saved.
 ///
@@ -374,14 +385,36 @@ fn check_name(field: &str, value: &str, may_be_empty: bool) -> Result<()> {
 /// them effectively-once.
 #[async_trait::async_trait]
 pub trait EventLog: Send + Sync + fmt::Debug + 'static {
-    /// Appends `events` to the stream of `case_id` as one commit.
+    /// Appends `events` to the stream of `case_id` as one commit stamped with
+    /// `appended_by`, the authenticated principal (or process role) doing the append.
+    ///
+    /// Who may name `appended_by` is the point: only code that authenticated the caller
+    /// (the gRPC face of the log, with the principal of the bearer token) or the process
+    /// itself (a [`Stamped`] handle naming its role) calls this. Storage backends record
+    /// the argument as given; `RemoteLog` (in `onecity-eventlog-grpc`) ignores it, because
+    /// the serving process stamps the principal it authenticated.
+    async fn append_as(
+        &self,
+        appended_by: &str,
+        case_id: Uuid,
+        expected: Expected,
+        events: Vec<NewEvent>,
+        commit_id: Uuid,
+    ) -> Result<Appended>;
+
+    /// Appends `events` to the stream of `case_id` as one commit, stamped with this
+    /// handle's identity: a [`Stamped`] handle's role; nothing (empty `appended_by`) for
+    /// a bare backend, which only tests and offline tools use directly.
     async fn append(
         &self,
         case_id: Uuid,
         expected: Expected,
         events: Vec<NewEvent>,
         commit_id: Uuid,
-    ) -> Result<Appended>;
+    ) -> Result<Appended> {
+        self.append_as("", case_id, expected, events, commit_id)
+            .await
+    }
 
     /// Events of one case with version ≥ `from_version`, in version order.
     async fn read_case(
@@ -425,6 +458,91 @@ pub trait EventLog: Send + Sync + fmt::Debug + 'static {
             out.extend(more);
         }
         Ok(out)
+    }
+}
+
+/// A handle on a log that stamps its appends with one identity: how a process names the
+/// role that writes (`service:intake`, `service:assessment`, …) when it appends in-process.
+/// Everything else passes through; [`EventLog::append_as`] keeps the name it is given.
+#[derive(Debug, Clone)]
+pub struct Stamped {
+    log: std::sync::Arc<dyn EventLog>,
+    appended_by: String,
+}
+
+impl Stamped {
+    /// `log`, appending as `appended_by`.
+    pub fn new(log: std::sync::Arc<dyn EventLog>, appended_by: impl Into<String>) -> Self {
+        Stamped {
+            log,
+            appended_by: appended_by.into(),
+        }
+    }
+
+    /// The identity this handle stamps.
+    pub fn appended_by(&self) -> &str {
+        &self.appended_by
+    }
+}
+
+#[async_trait::async_trait]
+impl EventLog for Stamped {
+    async fn append_as(
+        &self,
+        appended_by: &str,
+        case_id: Uuid,
+        expected: Expected,
+        events: Vec<NewEvent>,
+        commit_id: Uuid,
+    ) -> Result<Appended> {
+        self.log
+            .append_as(appended_by, case_id, expected, events, commit_id)
+            .await
+    }
+
+    async fn append(
+        &self,
+        case_id: Uuid,
+        expected: Expected,
+        events: Vec<NewEvent>,
+        commit_id: Uuid,
+    ) -> Result<Appended> {
+        self.log
+            .append_as(&self.appended_by, case_id, expected, events, commit_id)
+            .await
+    }
+
+    async fn read_case(
+        &self,
+        case_id: Uuid,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        self.log.read_case(case_id, from_version, limit).await
+    }
+
+    async fn read_all(&self, from_position: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
+        self.log.read_all(from_position, limit).await
+    }
+
+    async fn subscribe(&self, from_position: u64, filter: Filter) -> Result<EventStream> {
+        self.log.subscribe(from_position, filter).await
+    }
+
+    async fn subscribe_case(&self, case_id: Uuid, from_version: u64) -> Result<EventStream> {
+        self.log.subscribe_case(case_id, from_version).await
+    }
+
+    async fn save_checkpoint(&self, consumer: &str, position: u64) -> Result<()> {
+        self.log.save_checkpoint(consumer, position).await
+    }
+
+    async fn load_checkpoint(&self, consumer: &str) -> Result<u64> {
+        self.log.load_checkpoint(consumer).await
+    }
+
+    async fn head(&self) -> Result<u64> {
+        self.log.head().await
     }
 }
 
@@ -503,6 +621,8 @@ mod tests {
             causation_id: String::new(),
             payload: vec![],
             commit_id: Uuid::now_v7(),
+            appended_by: String::new(),
+            chain: None,
         };
         assert!(Filter::all().matches(&e));
         assert!(Filter::prefixes(["onecity.v1.Referral"]).matches(&e));

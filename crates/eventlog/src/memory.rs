@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use crate::chain::{self, Hash};
 use crate::codec::now_micros;
 use crate::{
     check_consumer, clamp_limit, Appended, Error, EventLog, EventStream, Expected, Filter, Limits,
@@ -53,6 +54,8 @@ struct State {
     cases: HashMap<Uuid, Vec<u64>>,
     commits: HashMap<Uuid, Appended>,
     checkpoints: HashMap<String, u64>,
+    /// Hash of the last commit: the next commit's `prev`.
+    chain_head: Hash,
 }
 
 impl MemoryLog {
@@ -82,8 +85,9 @@ impl Inner {
 
 #[async_trait::async_trait]
 impl EventLog for MemoryLog {
-    async fn append(
+    async fn append_as(
         &self,
+        appended_by: &str,
         case_id: Uuid,
         expected: Expected,
         events: Vec<NewEvent>,
@@ -110,21 +114,30 @@ impl EventLog for MemoryLog {
         let recorded_at = now_micros();
         let first_position = state.events.len() as u64 + 1;
         let n = events.len() as u64;
-        for (i, e) in events.into_iter().enumerate() {
-            let i = i as u64;
-            state.events.push(RecordedEvent {
+        let digests: Vec<Hash> = events
+            .iter()
+            .map(|e| chain::payload_digest(&e.payload))
+            .collect();
+        let mut recorded: Vec<RecordedEvent> = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| RecordedEvent {
                 event_id: e.event_id,
                 case_id,
-                version: actual + 1 + i,
-                position: first_position + i,
+                version: actual + 1 + i as u64,
+                position: first_position + i as u64,
                 recorded_at,
                 event_type: e.event_type,
                 actor: e.actor,
                 causation_id: e.causation_id,
                 payload: e.payload,
                 commit_id,
-            });
-        }
+                appended_by: appended_by.to_owned(),
+                chain: None,
+            })
+            .collect();
+        state.chain_head = chain::seal(&state.chain_head, &mut recorded, &digests);
+        state.events.extend(recorded);
         state
             .cases
             .entry(case_id)

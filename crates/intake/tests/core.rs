@@ -537,14 +537,17 @@ struct CaseStreamsOnly(MemoryLog);
 
 #[async_trait::async_trait]
 impl EventLog for CaseStreamsOnly {
-    async fn append(
+    async fn append_as(
         &self,
+        appended_by: &str,
         case_id: Uuid,
         expected: Expected,
         events: Vec<NewEvent>,
         commit_id: Uuid,
     ) -> onecity_eventlog::Result<onecity_eventlog::Appended> {
-        self.0.append(case_id, expected, events, commit_id).await
+        self.0
+            .append_as(appended_by, case_id, expected, events, commit_id)
+            .await
     }
     async fn read_case(
         &self,

@@ -186,7 +186,8 @@ impl EventLogAuth {
         let principal = principal(&req)?;
         match principal {
             Principal::Service { .. } => {
-                req.extensions_mut().insert(Writer);
+                let principal = principal.actor();
+                req.extensions_mut().insert(Writer { principal });
                 Ok(req)
             }
             // A person reading the raw log reads residents' data: each read is recorded.

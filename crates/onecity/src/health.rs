@@ -146,8 +146,9 @@ impl WatchedLog {
 
 #[async_trait::async_trait]
 impl EventLog for WatchedLog {
-    async fn append(
+    async fn append_as(
         &self,
+        appended_by: &str,
         case_id: Uuid,
         expected: Expected,
         events: Vec<NewEvent>,
@@ -155,7 +156,7 @@ impl EventLog for WatchedLog {
     ) -> Result<Appended> {
         let result = self
             .inner
-            .append(case_id, expected, events, commit_id)
+            .append_as(appended_by, case_id, expected, events, commit_id)
             .await;
         match &result {
             Ok(_) => {

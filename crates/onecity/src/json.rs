@@ -285,10 +285,13 @@ mod tests {
             event_type: "onecity.v1.ApplicationWithdrawn".to_owned(),
             position: 7,
             payload,
+            appended_by: "service:intake".to_owned(),
             ..Default::default()
         };
         let v = recorded_event_to_value(&event).unwrap();
         assert_eq!(v["event"]["reason"], "moved away");
+        // `onecity log tail` shows who appended the commit.
+        assert_eq!(v["appendedBy"], "service:intake");
         assert_eq!(v["position"], 7);
         assert!(v.get("payload").is_none());
 

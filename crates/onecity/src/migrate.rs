@@ -9,9 +9,19 @@
 //! Import reads the whole file once before writing anything, with every length prefix
 //! bounded, so a corrupt or hostile file is refused with the target log untouched.
 //!
-//! The checksum is SHA-256 over every event's protobuf encoding *without* `recorded_at`
-//! (position, ids, case, version, type, actor, causation, payload, commit id): the target
-//! log stamps its own commit time, everything else must be identical.
+//! The file carries each event's `appended_by` and hash-chain link as stored. Import
+//! recomputes the file's chain ([`onecity_eventlog::chain::Verifier`]) while it reads the
+//! file through, so a file with a broken link is refused before anything is written.
+//! The target then builds its own chain: it stamps its own commit time, which the chain
+//! covers, so the target's hashes differ from the file's.
+//!
+//! The checksum is SHA-256 over every event's protobuf encoding *without* `recorded_at`,
+//! `appended_by` and the chain (position, ids, case, version, type, actor, causation,
+//! payload, commit id): the target log stamps its own commit time and chain, everything
+//! else must be identical. Import keeps each commit's `appended_by` on a sled or
+//! JetStream target ([`EventLog::append_as`]); through a `remote:` target the serving
+//! process stamps the importing token's principal instead, which is why the checksum
+//! leaves the stamp out.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -19,6 +29,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context as _};
 use indicatif::{ProgressBar, ProgressStyle};
+use onecity_eventlog::chain::{self, Intact, Verifier};
 use onecity_eventlog::{EventLog, Expected, NewEvent, RecordedEvent};
 use onecity_proto::prost::Message;
 use onecity_proto::v1 as pb;
@@ -44,6 +55,9 @@ impl LogChecksum {
     pub fn add(&mut self, e: &RecordedEvent) {
         let mut p = pb::RecordedEvent::from(e);
         p.recorded_at = None;
+        p.appended_by.clear();
+        p.prev_hash.clear();
+        p.commit_hash.clear();
         let bytes = p.encode_to_vec();
         self.hasher.update((bytes.len() as u64).to_be_bytes());
         self.hasher.update(&bytes);
@@ -195,29 +209,58 @@ fn open_export(path: &Path) -> anyhow::Result<(BufReader<File>, u64)> {
     Ok((input, total))
 }
 
-/// Reads every event of the export at `path` once, in order, and returns its checksum:
-/// every length prefix bounded, every event decoded, positions gap-free from 1.
-pub fn verify_export(path: &Path) -> anyhow::Result<LogChecksum> {
+/// Reads every event of the export at `path` once, in order, and returns its checksum
+/// and its chain: every length prefix bounded, every event decoded, positions gap-free
+/// from 1, every chain link recomputed.
+pub fn verify_export(path: &Path) -> anyhow::Result<(LogChecksum, Intact)> {
     let (mut input, _) = open_export(path)?;
     let mut sum = LogChecksum::default();
+    let mut chain = Verifier::new();
     while let Some(e) = read_event(&mut input)? {
         if e.position != sum.events + 1 {
             bail!("export file is out of order at position {}", e.position);
         }
         sum.add(&e);
+        chain
+            .push(e)
+            .context("the export file's hash chain is broken")?;
     }
-    Ok(sum)
+    let intact = chain
+        .finish()
+        .context("the export file's hash chain is broken")?;
+    Ok((sum, intact))
+}
+
+/// One line for an intact chain, as `log verify` and `log import` print it.
+pub fn describe_intact(intact: &Intact) -> String {
+    match intact.chained_from {
+        None if intact.head == 0 => "intact: the log is empty".to_owned(),
+        None => format!(
+            "intact up to position {}: no commit is chained (all predate the hash chain)",
+            intact.head
+        ),
+        Some(1) => format!(
+            "intact up to position {}\nhead hash {}",
+            intact.head,
+            chain::hex(&intact.head_hash)
+        ),
+        Some(from) => format!(
+            "intact up to position {} (chained from position {from}; the commits before predate the hash chain)\nhead hash {}",
+            intact.head,
+            chain::hex(&intact.head_hash)
+        ),
+    }
 }
 
 /// Appends every event of the export at `path` to the empty log `log`, commit by commit
 /// in the original order, so positions and versions come out the same; then checks the
 /// target's checksum against the file's. The file is read through once first
 /// ([`verify_export`]), so a corrupt file is refused before anything is written.
-pub async fn import(log: &dyn EventLog, path: &Path) -> anyhow::Result<LogChecksum> {
+pub async fn import(log: &dyn EventLog, path: &Path) -> anyhow::Result<(LogChecksum, Intact)> {
     if log.head().await? != 0 {
         bail!("the target log is not empty: import preserves positions, so it needs an empty log");
     }
-    let verified = verify_export(path)?;
+    let (verified, file_chain) = verify_export(path)?;
     let (mut input, total) = open_export(path)?;
     let bar = ProgressBar::new(total);
     bar.set_style(
@@ -265,7 +308,7 @@ pub async fn import(log: &dyn EventLog, path: &Path) -> anyhow::Result<LogChecks
             target.events
         );
     }
-    Ok(sum)
+    Ok((sum, file_chain))
 }
 
 async fn append_commit(log: &dyn EventLog, events: &[RecordedEvent]) -> anyhow::Result<()> {
@@ -281,7 +324,8 @@ async fn append_commit(log: &dyn EventLog, events: &[RecordedEvent]) -> anyhow::
         })
         .collect();
     let a = log
-        .append(
+        .append_as(
+            &first.appended_by,
             first.case_id,
             Expected::Exact(first.version - 1),
             new,
@@ -326,7 +370,12 @@ mod tests {
             (b, vec![ev("t.two"), ev("t.three")]),
             (a, vec![ev("t.four")]),
         ] {
-            log.append(case, Expected::Any, events, Uuid::now_v7())
+            let by = if case == a {
+                "service:one"
+            } else {
+                "service:two"
+            };
+            log.append_as(by, case, Expected::Any, events, Uuid::now_v7())
                 .await
                 .unwrap();
         }
@@ -343,11 +392,24 @@ mod tests {
         let exported = export(&source().await, &path).await.unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        assert_eq!(verify_export(&path).unwrap().hex(), exported.hex());
+        assert_eq!(verify_export(&path).unwrap().0.hex(), exported.hex());
         let target = MemoryLog::new();
-        let imported = import(&target, &path).await.unwrap();
+        let (imported, chain) = import(&target, &path).await.unwrap();
         assert_eq!(imported.hex(), exported.hex());
+        assert_eq!((chain.head, chain.chained_from), (4, Some(1)));
         assert_eq!(target.head().await.unwrap(), 4);
+        // The stamp travels with the commits.
+        let stamps: Vec<String> = target
+            .read_all(1, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.appended_by)
+            .collect();
+        assert_eq!(
+            stamps,
+            ["service:one", "service:two", "service:two", "service:one"]
+        );
     }
 
     /// A corrupt file is refused before anything is written: the target stays empty.
@@ -367,7 +429,21 @@ mod tests {
         b.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x7f]);
         std::fs::write(&huge, &b).unwrap();
 
-        for (path, want) in [(&truncated, "truncated"), (&huge, "length prefix")] {
+        // One byte of a payload changed (the file still decodes): the chain names it.
+        let edited = dir.path().join("edited");
+        let mut b = bytes.clone();
+        let at = b
+            .windows(3)
+            .rposition(|w| w == [1, 2, 3])
+            .expect("a payload in the file");
+        b[at + 2] ^= 0x01;
+        std::fs::write(&edited, &b).unwrap();
+
+        for (path, want) in [
+            (&truncated, "truncated"),
+            (&huge, "length prefix"),
+            (&edited, "chain broken at position 4"),
+        ] {
             let target = MemoryLog::new();
             let err = import(&target, path).await.unwrap_err();
             assert!(format!("{err:#}").contains(want), "{err:#}");

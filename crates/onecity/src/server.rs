@@ -11,7 +11,7 @@ use onecity_assessment::{Assessor, Screener};
 use onecity_domain::Partition;
 use onecity_eligibility::{Catalogue, PolicyBook};
 use onecity_eventlog::retry::Backoff;
-use onecity_eventlog::EventLog;
+use onecity_eventlog::{EventLog, Stamped};
 use onecity_eventlog_grpc::{EventLogGrpc, RemoteLog};
 use onecity_eventlog_jetstream::{JetStreamConfig, JetStreamLog};
 use onecity_eventlog_sled::{SledConfig, SledLog};
@@ -38,6 +38,18 @@ use onecity_proto::v1::eligibility_service_server::EligibilityServiceServer;
 use onecity_proto::v1::event_log_service_server::EventLogServiceServer;
 use onecity_proto::v1::handoff_service_server::HandoffServiceServer;
 use onecity_proto::v1::intake_service_server::IntakeServiceServer;
+
+/// The identity the intake role stamps on the commits it appends in-process
+/// (`appended_by`; the workers use their `ACTOR`).
+const INTAKE_APPENDS_AS: &str = "service:intake";
+/// The identity of the admin service's own appends (releasing a retried quarantine).
+const ADMIN_APPENDS_AS: &str = "service:admin";
+
+/// A handle on `log` that stamps its appends with `role` (see [`Stamped`]). Over a
+/// `remote:` log the serving process stamps this process's token instead.
+fn stamped(log: &Arc<dyn EventLog>, role: &str) -> Arc<dyn EventLog> {
+    Arc::new(Stamped::new(Arc::clone(log), role))
+}
 
 /// How long `serve` waits for a JetStream log to become reachable at start.
 /// Longest a unary call may take before the server answers `CANCELLED`/`DEADLINE_EXCEEDED`
@@ -208,15 +220,12 @@ pub async fn run_with_log(
     let stop = CancellationToken::new();
     // One count per principal across both streaming services.
     let streams = onecity_service::grpc::StreamLimit::new(config.max_streams_per_principal);
-    let access = if config.record_reads {
-        Access::new(Arc::clone(&log))
-    } else {
+    if !config.record_reads {
         tracing::warn!(
             "record_reads is off: reads of residents' data leave no access record; \
              for measurements only, never in service"
         );
-        Access::off(Arc::clone(&log))
-    };
+    }
 
     let mut workers = Vec::new();
     // The handlers of this process's workers, for the admin's retry of a quarantined event.
@@ -225,16 +234,25 @@ pub async fn run_with_log(
     let vitals = Vitals::new(health_reporter);
     // Every service writes through it, so a log that refuses writes shows in the health.
     let log: Arc<dyn EventLog> = Arc::new(WatchedLog::new(log, vitals.clone()));
+    // Each role records the reads it answers under its own name.
+    let access = |role: &str| {
+        let log = stamped(&log, role);
+        if config.record_reads {
+            Access::new(log)
+        } else {
+            Access::off(log)
+        }
+    };
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(onecity_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
 
     let intake = if config.runs(Role::Intake) {
-        let intake = Intake::new(Arc::clone(&log), Arc::clone(&policies))
+        let intake = Intake::new(stamped(&log, INTAKE_APPENDS_AS), Arc::clone(&policies))
             .with_catalogue(Arc::clone(&catalogue))
             .with_backpressure(backpressure(&config))
-            .with_access(access.clone());
+            .with_access(access(INTAKE_APPENDS_AS));
         let svc = IntakeGrpc::new(intake, stop.clone())
             .with_stream_limit(streams.clone())
             .into_server();
@@ -245,7 +263,7 @@ pub async fn run_with_log(
     };
     let eligibility = if config.runs(Role::Eligibility) {
         let assessor = Assessor::new(
-            Arc::clone(&log),
+            stamped(&log, onecity_assessment::ACTOR),
             Arc::clone(&policies),
             Arc::clone(&catalogue),
         )
@@ -272,8 +290,11 @@ pub async fn run_with_log(
         None
     };
     let handoff = if config.runs(Role::Handoff) {
-        let worker = HandoffWorker::new(Arc::clone(&log), Arc::clone(&catalogue))
-            .with_partition(config.partition);
+        let worker = HandoffWorker::new(
+            stamped(&log, onecity_handoff::ACTOR),
+            Arc::clone(&catalogue),
+        )
+        .with_partition(config.partition);
         handlers.insert(
             HandoffWorker::consumer_name(&config.partition),
             Arc::new(worker.clone()),
@@ -286,7 +307,8 @@ pub async fn run_with_log(
             move || worker.clone().run(worker_stop.clone()),
         ));
         let inbox = Inbox::start(Arc::clone(&log), stop.clone());
-        let handoff = Handoff::new(Arc::clone(&log), inbox).with_access(access.clone());
+        let handoff = Handoff::new(stamped(&log, onecity_handoff::ACTOR), inbox)
+            .with_access(access(onecity_handoff::ACTOR));
         let svc = HandoffGrpc::new(handoff, stop.clone())
             .with_stream_limit(streams.clone())
             .into_server();
@@ -311,7 +333,7 @@ pub async fn run_with_log(
     } else {
         None
     };
-    let admin = AdminGrpc::new(Admin::new(Arc::clone(&log), handlers)).into_server();
+    let admin = AdminGrpc::new(Admin::new(stamped(&log, ADMIN_APPENDS_AS), handlers)).into_server();
     vitals.serve(AdminServiceServer::<AdminGrpc>::NAME).await;
     let admin = InterceptedService::new(admin, auth.admin());
 

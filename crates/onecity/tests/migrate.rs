@@ -40,7 +40,7 @@ async fn export_then_import_preserves_the_log() {
     assert_eq!(exported.events, source.head().await.unwrap());
 
     let target = SledLog::open(dir.path().join("b"), SledConfig::default()).unwrap();
-    let imported = migrate::import(&target, &file).await.unwrap();
+    let (imported, _) = migrate::import(&target, &file).await.unwrap();
     assert_eq!(imported.hex(), exported.hex());
     let a = source.read_all(1, 10_000).await.unwrap();
     let b = target.read_all(1, 10_000).await.unwrap();

@@ -1,6 +1,9 @@
-//! `onecity log ...`: read the log over gRPC (`tail`), or move a whole log between
+//! `onecity log ...`: read the log over gRPC (`tail`, `verify`), or move a whole log between
 //! backends (`export`, `import`, `checksum`, see [`crate::migrate`]).
 
+use anyhow::{bail, Context as _};
+use onecity_eventlog::chain::{Intact, Verifier};
+use onecity_eventlog::RecordedEvent;
 use onecity_proto::v1 as pb;
 
 use super::client::Client;
@@ -19,6 +22,11 @@ pub(super) async fn run(command: LogCommand) -> anyhow::Result<()> {
         } => {
             let c = Client::connect(&client).await?;
             log_tail(&c, from, lines, follow).await
+        }
+        LogCommand::Verify { client } => {
+            let c = Client::connect(&client).await?;
+            let intact = log_verify(&c).await?;
+            emit(&crate::migrate::describe_intact(&intact))
         }
         LogCommand::Export {
             log,
@@ -44,12 +52,13 @@ pub(super) async fn run(command: LogCommand) -> anyhow::Result<()> {
         } => {
             let (log, _) =
                 crate::server::open_log_spec(&log, log_token.as_deref(), &tls.files()).await?;
-            let sum = crate::migrate::import(log.as_ref(), &file).await?;
+            let (sum, chain) = crate::migrate::import(log.as_ref(), &file).await?;
             emit(&format!(
-                "imported {} events from {}\nchecksum {} (verified)",
+                "imported {} events from {}\nchecksum {} (verified)\nfile's hash chain {}",
                 sum.events,
                 file.display(),
-                sum.hex()
+                sum.hex(),
+                crate::migrate::describe_intact(&chain)
             ))
         }
         LogCommand::Checksum {
@@ -111,4 +120,45 @@ async fn log_tail(c: &Client, from: Option<u64>, lines: u64, follow: bool) -> an
         next = last + 1;
     }
     Ok(())
+}
+
+/// Reads the log from position 1 up to the head at the start and recomputes its chain.
+async fn log_verify(c: &Client) -> anyhow::Result<Intact> {
+    let mut log = c.event_log();
+    let head = log
+        .get_head(c.request(pb::GetHeadRequest {}))
+        .await?
+        .into_inner()
+        .position;
+    let mut verifier = Verifier::new();
+    let mut next = 1;
+    while next <= head {
+        let events = log
+            .read_all(c.request(pb::ReadAllRequest {
+                from_position: next,
+                limit: 0,
+            }))
+            .await?
+            .into_inner()
+            .events;
+        let Some(last) = events.last().map(|e| e.position) else {
+            break;
+        };
+        for event in events.into_iter().filter(|e| e.position <= head) {
+            let position = event.position;
+            let event = RecordedEvent::try_from(event).with_context(|| {
+                format!("chain broken at position {position}: undecodable event")
+            })?;
+            verifier.push(event)?;
+        }
+        next = last + 1;
+    }
+    let intact = verifier.finish()?;
+    if intact.head != head {
+        bail!(
+            "chain broken at position {}: the log's head is {head} but reading stopped there",
+            intact.head + 1
+        );
+    }
+    Ok(intact)
 }

@@ -349,6 +349,14 @@ pub enum LogCommand {
         #[arg(long)]
         follow: bool,
     },
+    /// Recompute the log's hash chain from position 1 through the log's read API (any
+    /// principal that may read the raw log). Prints "intact up to position N" or the first
+    /// broken link (position, case, what differs) and exits non-zero.
+    Verify {
+        /// Server and token.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Write the whole log to a file (stop the server first for a sled log: sled is
     /// opened by one process at a time). Prints the log's checksum.
     Export {
