@@ -78,16 +78,18 @@ struct Record {
 
 impl JetStreamLeases {
     async fn record(&self, subject: &str) -> Result<Record> {
-        Ok(match self.inner.get(&self.bucket, Get::Last(subject)).await? {
-            None => Record {
-                revision: 0,
-                holder: String::new(),
+        Ok(
+            match self.inner.get(&self.bucket, Get::Last(subject)).await? {
+                None => Record {
+                    revision: 0,
+                    holder: String::new(),
+                },
+                Some(m) => Record {
+                    revision: m.sequence,
+                    holder: String::from_utf8_lossy(&m.payload).into_owned(),
+                },
             },
-            Some(m) => Record {
-                revision: m.sequence,
-                holder: String::from_utf8_lossy(&m.payload).into_owned(),
-            },
-        })
+        )
     }
 
     /// Writes `holder` to the record at `subject` if it is at `expected`: the new revision,
@@ -177,7 +179,11 @@ impl Leases for JetStreamLeases {
         // The bucket keeps one message per record, so walking the group's subject in
         // sequence order visits each record once.
         let mut next = 1;
-        while let Some(m) = self.inner.get(&self.bucket, Get::Next(&filter, next)).await? {
+        while let Some(m) = self
+            .inner
+            .get(&self.bucket, Get::Next(&filter, next))
+            .await?
+        {
             next = m.sequence + 1;
             let subject = m.subject.to_string();
             let holder = String::from_utf8_lossy(&m.payload).into_owned();

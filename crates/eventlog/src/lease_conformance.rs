@@ -48,7 +48,10 @@ pub async fn a_free_lease_is_taken_and_a_held_one_refused(b: &dyn LeaseBackend) 
     assert!(v[0].renew(&mut again).await.unwrap());
     let live = v[1].holders(&g).await.unwrap();
     assert_eq!(live.len(), 1, "{live:?}");
-    assert_eq!((live[0].name.as_str(), live[0].holder.as_str()), ("p0", "a"));
+    assert_eq!(
+        (live[0].name.as_str(), live[0].holder.as_str()),
+        ("p0", "a")
+    );
     assert!(v[0].acquire(&g, "p0", "").await.is_err(), "empty holder");
 }
 
@@ -91,7 +94,10 @@ pub async fn an_unrenewed_lease_is_taken_over_after_the_lease_time(b: &dyn Lease
         "taken over only after {after:?}"
     );
     assert_eq!(taken.holder, "b");
-    assert!(!v[0].renew(&mut old).await.unwrap(), "old holder still renews");
+    assert!(
+        !v[0].renew(&mut old).await.unwrap(),
+        "old holder still renews"
+    );
     let live = v[0].holders(&g).await.unwrap();
     assert_eq!(live.len(), 1, "{live:?}");
     assert_eq!(live[0].holder, "b");
@@ -178,7 +184,9 @@ fn start(
         leases,
         group: group.to_owned(),
         holder: holder.to_owned(),
-        partitions: (0..partitions).map(|i| format!("w-{i}of{partitions}")).collect(),
+        partitions: (0..partitions)
+            .map(|i| format!("w-{i}of{partitions}"))
+            .collect(),
     };
     let stop = CancellationToken::new();
     let running = Arc::clone(running);
@@ -187,9 +195,19 @@ fn start(
         let running = Arc::clone(&running);
         let holder = holder.clone();
         async move {
-            running.lock().unwrap().entry(i).or_default().insert(holder.clone());
+            running
+                .lock()
+                .unwrap()
+                .entry(i)
+                .or_default()
+                .insert(holder.clone());
             stop.cancelled().await;
-            running.lock().unwrap().entry(i).or_default().remove(&holder);
+            running
+                .lock()
+                .unwrap()
+                .entry(i)
+                .or_default()
+                .remove(&holder);
         }
     }));
     (stop, task)
@@ -237,7 +255,10 @@ pub async fn hold_shares_partitions_and_takes_over(b: &dyn LeaseBackend) {
         counts(&running, "a") == 4 && each_once(&running)
     })
     .await;
-    assert!(took < TIMING.lease, "released partitions taken after {took:?}");
+    assert!(
+        took < TIMING.lease,
+        "released partitions taken after {took:?}"
+    );
     // A third instance joins and gets its share back from a.
     let (_stop_c, c) = start(Arc::clone(&v[2]), &g, "c", 4, &running);
     until("a and c hold two each", || {
@@ -248,13 +269,9 @@ pub async fn hold_shares_partitions_and_takes_over(b: &dyn LeaseBackend) {
     // forget them); a takes its partitions over once their leases expire.
     c.abort();
     let _ = c.await;
-    running
-        .lock()
-        .unwrap()
-        .values_mut()
-        .for_each(|h| {
-            h.remove("c");
-        });
+    running.lock().unwrap().values_mut().for_each(|h| {
+        h.remove("c");
+    });
     let took = until("a holds all four again", || counts(&running, "a") == 4).await;
     assert!(
         took <= TIMING.lease * 2 + TIMING.renew * 4 + Duration::from_secs(2),

@@ -246,9 +246,7 @@ impl Leases for MemoryLeases {
             .records
             .iter()
             .filter(|((g, _), (holder, _, written))| {
-                g == group
-                    && !holder.is_empty()
-                    && now.duration_since(*written) < self.timing.lease
+                g == group && !holder.is_empty() && now.duration_since(*written) < self.timing.lease
             })
             .map(|((_, name), (holder, _, _))| Holding {
                 name: name.clone(),
@@ -370,11 +368,12 @@ where
             }
         }
         let members = match share.leases.holders(group).await {
-            Ok(live) => live
-                .iter()
-                .filter(|h| h.name.starts_with(MEMBER_PREFIX) && h.holder != share.holder)
-                .count()
-                + 1,
+            Ok(live) => {
+                live.iter()
+                    .filter(|h| h.name.starts_with(MEMBER_PREFIX) && h.holder != share.holder)
+                    .count()
+                    + 1
+            }
             Err(e) => {
                 tracing::warn!(group, error = %e, "cannot count the role's instances");
                 continue;
@@ -409,7 +408,9 @@ where
                     held.insert(i, Held { lease, stop, task });
                 }
                 Ok(None) => {}
-                Err(e) => tracing::warn!(group, partition = %name, error = %e, "cannot take partition lease"),
+                Err(e) => {
+                    tracing::warn!(group, partition = %name, error = %e, "cannot take partition lease")
+                }
             }
         }
         for (&i, h) in held.iter_mut() {
