@@ -42,13 +42,21 @@ impl EventLog for Refereed {
         events: Vec<NewEvent>,
         commit_id: Uuid,
     ) -> Result<Appended> {
-        let r = self.inner.append(case_id, expected, events, commit_id).await;
+        let r = self
+            .inner
+            .append(case_id, expected, events, commit_id)
+            .await;
         if matches!(&r, Ok(a) if a.deduplicated) || matches!(&r, Err(Error::Conflict { .. })) {
             self.turned_away.fetch_add(1, Ordering::Relaxed);
         }
         r
     }
-    async fn read_case(&self, case_id: Uuid, from: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
+    async fn read_case(
+        &self,
+        case_id: Uuid,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>> {
         self.inner.read_case(case_id, from, limit).await
     }
     async fn read_all(&self, from: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
@@ -131,7 +139,10 @@ fn instance(
     let hand_off = hold(
         share(
             onecity_handoff::CONSUMER,
-            partitions.iter().map(HandoffWorker::consumer_name).collect(),
+            partitions
+                .iter()
+                .map(HandoffWorker::consumer_name)
+                .collect(),
         ),
         stop.clone(),
         move |i, stop| handoff.clone().with_partition(parts[i]).run(stop),
