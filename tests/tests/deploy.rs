@@ -146,10 +146,7 @@ fn systemd_units_parse() {
         if name.contains('@') && name.starts_with("onecity") {
             // Instances share the partitions through leases: the instance name is no
             // partition index.
-            assert!(
-                !exec.contains("%i"),
-                "{name}: instances need no ordinal"
-            );
+            assert!(!exec.contains("%i"), "{name}: instances need no ordinal");
         }
     }
     assert!(

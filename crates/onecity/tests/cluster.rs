@@ -241,7 +241,7 @@ fn handed_off(event_type: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_survives_node_and_worker_kills_exactly_once() {
-    repeat_runs(0, |run, cases| scenario(run, cases)).await;
+    repeat_runs(0, scenario).await;
 }
 
 /// One eligibility and one handoff instance are killed and stay dead: the surviving
@@ -254,7 +254,7 @@ async fn cluster_takes_over_the_partitions_of_dead_workers() {
 }
 
 /// The two cluster tests share the machine's two cores: one cluster at a time.
-static ONE_CLUSTER: Mutex<()> = Mutex::new(());
+static ONE_CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Runs `scenario` `ONECITY_CLUSTER_REPEAT` times (default once), each on a fresh
 /// cluster (port slots from `slot`), and stops at the first failure with the report.
@@ -264,7 +264,7 @@ where
     Fut: std::future::Future<Output = String> + Send + 'static,
 {
     nats_available();
-    let _one = ONE_CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_CLUSTER.lock().await;
     let cases: usize = std::env::var("ONECITY_CLUSTER_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -551,10 +551,7 @@ async fn check_exactly_once(
     run.phase("reading the whole log");
     let events = timeout(
         DEADLINE,
-        read_whole(|from| {
-            let log = log;
-            async move { log.read_all(from, 5_000).await.unwrap() }
-        }),
+        read_whole(|from| async move { log.read_all(from, 5_000).await.unwrap() }),
     )
     .await
     .expect("reading the whole log timed out");
