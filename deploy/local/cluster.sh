@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # A laptop-sized onecity cluster: three nats-server nodes forming a JetStream cluster on
 # loopback, and the onecity roles as separate processes over it (two intake, two
-# eligibility and two handoff instances, workers partitioned by case, streams at R3).
+# eligibility and two handoff instances, streams at R3). The workers' cases are split into
+# two partitions; the instances of a role share them through leases, so either instance
+# of a role can be killed for good and the other takes its partition over.
 #
 #   deploy/local/cluster.sh start       start everything, print the addresses
 #   deploy/local/cluster.sh status      which processes are running
@@ -109,21 +111,16 @@ CONF
 }
 
 start_role() {
-    local name=$1 role partition port bin
+    local name=$1 role port bin
     running "$name" && return 0
     role="${name%-*}"
-    partition=""
-    case "$name" in
-        intake-*) role=intake ;;
-        *-0) partition="0/2" ;;
-        *-1) partition="1/2" ;;
-    esac
     port=$(role_port "$name")
     bin=$(onecity_bin)
     mkdir -p "$dir/$name"
-    # Intake backpressure watches both partitions of each worker role.
-    ONECITY_WORKER_PARTITIONS=2 ONECITY_LOG_LEVEL="${ONECITY_LOG_LEVEL:-info}" NO_COLOR=1 \
-        "$bin" serve --role "$role" ${partition:+--partition "$partition"} \
+    # Every process is told the partition count: the workers lease their share of the
+    # partitions, intake's backpressure watches each partition's checkpoint.
+    ONECITY_LOG_LEVEL="${ONECITY_LOG_LEVEL:-info}" NO_COLOR=1 \
+        "$bin" serve --role "$role" --partitions 2 \
         --addr "127.0.0.1:$port" --data-dir "$dir/$name" --log "$(log_spec)" \
         >>"$dir/logs/$name.log" 2>&1 &
     echo $! >"$dir/run/$name.pid"

@@ -67,6 +67,12 @@ fn kubernetes_manifests_parse_and_probe_grpc_health() {
                             "{}: each workload runs one role",
                             path.display()
                         );
+                        // Worker pods share partitions through leases: no ordinals, so
+                        // no StatefulSet and no --partition.
+                        if args.contains("eligibility") || args.contains("handoff") {
+                            assert_eq!(kind, "Deployment", "{}", path.display());
+                            assert!(!args.contains("--partition"), "{}", path.display());
+                        }
                     }
                 }
             }
@@ -173,10 +179,9 @@ fn systemd_units_parse() {
             assert!(exec.contains(" serve"), "{name}");
         }
         if name.contains('@') && name.starts_with("onecity") {
-            assert!(
-                exec.contains("--partition %i/"),
-                "{name}: an instance per partition"
-            );
+            // Instances share the partitions through leases: the instance name is no
+            // partition index.
+            assert!(!exec.contains("%i"), "{name}: instances need no ordinal");
         }
     }
     assert!(

@@ -31,6 +31,11 @@ impl Partition {
         Ok(Partition { index, count })
     }
 
+    /// Which partition this is, `0..count`.
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
     /// How many partitions there are.
     pub fn count(&self) -> u32 {
         self.count

@@ -9,6 +9,7 @@
 //! | void messages (close an abandoned attempt) | same stream, subject `onecity.void` |
 //! | commit records (idempotency) | KV bucket `onecity-commits`, key = commit id |
 //! | checkpoints | KV bucket `onecity-checkpoints`, key = hex of the consumer name |
+//! | partition leases (see [`JetStreamLeases`]) | KV bucket `onecity-leases`, key = hex of the group, hex of the name |
 //!
 //! **Numbering.** Every append is published with `Nats-Expected-Last-Sequence` set to
 //! the stream's last sequence as the writer saw it when it checked the expected version.
@@ -61,6 +62,7 @@ use onecity_eventlog::{
     NewEvent, RecordedEvent, Result, MAX_READ_LIMIT,
 };
 
+mod leases;
 mod read;
 mod streams;
 mod subscribe;
@@ -70,6 +72,7 @@ mod writer;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use leases::JetStreamLeases;
 use read::Get;
 use streams::{ensure_stream, kv_stream_config, log_stream_config};
 use subscribe::Subscription;

@@ -340,20 +340,24 @@ pub struct JetStreamBackend;
 #[async_trait::async_trait]
 impl Backend for JetStreamBackend {
     async fn fresh(&self) -> BoxLog {
-        // Starting the server blocks for a moment; keep that off the async workers.
-        let url = tokio::task::spawn_blocking(|| shared_server().url())
-            .await
-            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
-        let log = JetStreamLog::connect(JetStreamConfig {
-            url,
-            prefix: fresh_prefix(),
-            replicas: 1,
-            ..JetStreamConfig::default()
-        })
-        .await
-        .unwrap_or_else(|e| panic!("connect to the test nats-server: {e}"));
-        Arc::new(log)
+        Arc::new(connect_shared(&fresh_prefix()).await)
     }
+}
+
+/// A log under `prefix` on the [`shared_server`] (R1).
+pub async fn connect_shared(prefix: &str) -> JetStreamLog {
+    // Starting the server blocks for a moment; keep that off the async workers.
+    let url = tokio::task::spawn_blocking(|| shared_server().url())
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    JetStreamLog::connect(JetStreamConfig {
+        url,
+        prefix: prefix.to_owned(),
+        replicas: 1,
+        ..JetStreamConfig::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("connect to the test nats-server: {e}"))
 }
 
 /// Fresh JetStream logs with three replicas (the production setting), each under its
@@ -364,27 +368,67 @@ pub struct JetStreamClusterBackend;
 #[async_trait::async_trait]
 impl Backend for JetStreamClusterBackend {
     async fn fresh(&self) -> BoxLog {
-        let url = tokio::task::spawn_blocking(|| shared_cluster().url())
-            .await
-            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
-        let config = JetStreamConfig {
-            url,
-            prefix: fresh_prefix(),
-            replicas: 3,
-            ..JetStreamConfig::default()
-        };
-        // Right after start the cluster is still electing its JetStream leaders.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            match JetStreamLog::connect(config.clone()).await {
-                Ok(log) => return Arc::new(log),
-                Err(e) if Instant::now() < deadline => {
-                    tracing::debug!(error = %e, "cluster not ready yet");
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-                Err(e) => panic!("connect to the test nats cluster: {e}"),
+        Arc::new(connect_shared_cluster(&fresh_prefix()).await)
+    }
+}
+
+/// A log under `prefix` with three replicas on the [`shared_cluster`].
+pub async fn connect_shared_cluster(prefix: &str) -> JetStreamLog {
+    let url = tokio::task::spawn_blocking(|| shared_cluster().url())
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    let config = JetStreamConfig {
+        url,
+        prefix: prefix.to_owned(),
+        replicas: 3,
+        ..JetStreamConfig::default()
+    };
+    // Right after start the cluster is still electing its JetStream leaders.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match JetStreamLog::connect(config.clone()).await {
+            Ok(log) => return log,
+            Err(e) if Instant::now() < deadline => {
+                tracing::debug!(error = %e, "cluster not ready yet");
+                tokio::time::sleep(Duration::from_millis(250)).await;
             }
+            Err(e) => panic!("connect to the test nats cluster: {e}"),
         }
+    }
+}
+
+/// Fresh JetStream lease buckets: each view is its own `JetStreamLog` (its own
+/// connection, as another process would have), all under one fresh prefix, on the
+/// [`shared_server`] (R1) or, with `cluster`, the [`shared_cluster`] (R3).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct JetStreamLeaseBackend {
+    /// Three replicas on the shared cluster instead of one on the shared server.
+    pub cluster: bool,
+}
+
+#[async_trait::async_trait]
+impl onecity_eventlog::lease_conformance::LeaseBackend for JetStreamLeaseBackend {
+    async fn fresh(
+        &self,
+        timing: onecity_eventlog::leases::LeaseTiming,
+        views: usize,
+    ) -> Vec<Arc<dyn onecity_eventlog::leases::Leases>> {
+        let prefix = fresh_prefix();
+        let mut out: Vec<Arc<dyn onecity_eventlog::leases::Leases>> = Vec::new();
+        for _ in 0..views {
+            let log = if self.cluster {
+                connect_shared_cluster(&prefix).await
+            } else {
+                connect_shared(&prefix).await
+            };
+            // The leases hold what they need of the log; the log itself may go.
+            let leases = log
+                .leases(timing)
+                .await
+                .unwrap_or_else(|e| panic!("lease bucket: {e}"));
+            out.push(Arc::new(leases));
+        }
+        out
     }
 }
 

@@ -101,12 +101,40 @@ impl Names {
 
     /// Consumer names are free text; hex keeps any of them a valid KV key.
     pub fn checkpoint_subject(&self, consumer: &str) -> String {
-        let mut s = format!("$KV.{}.", self.checkpoints_bucket());
-        for b in consumer.bytes() {
-            s.push_str(&format!("{b:02x}"));
-        }
-        s
+        format!("$KV.{}.{}", self.checkpoints_bucket(), hex(consumer))
     }
+
+    pub fn leases_bucket(&self) -> String {
+        format!("{}-leases", self.prefix)
+    }
+
+    /// Every lease of one group (a worker role).
+    pub fn lease_group_filter(&self, group: &str) -> String {
+        format!("$KV.{}.{}.*", self.leases_bucket(), hex(group))
+    }
+
+    /// Group and name are free text, hex-encoded as two key tokens so a group can be
+    /// listed with a wildcard.
+    pub fn lease_subject(&self, group: &str, name: &str) -> String {
+        format!("$KV.{}.{}.{}", self.leases_bucket(), hex(group), hex(name))
+    }
+}
+
+fn hex(text: &str) -> String {
+    text.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The name of a lease from its subject (the inverse of [`Names::lease_subject`]).
+pub(crate) fn lease_name(subject: &str) -> Option<String> {
+    let token = subject.rsplit('.').next()?;
+    if token.len() % 2 != 0 {
+        return None;
+    }
+    let bytes = (0..token.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(token.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    String::from_utf8(bytes).ok()
 }
 
 /// The stream name of a KV bucket, as the NATS KV convention has it.
@@ -494,6 +522,19 @@ mod tests {
             assert!(e.contains("too old") && e.contains("2.9 or newer"), "{e}");
         }
         assert!(check_server_version("garbage").is_err());
+    }
+
+    #[test]
+    fn lease_subjects_roundtrip() {
+        let n = Names::new("onecity").unwrap();
+        let subject = n.lease_subject("assessment", "assessment-1of2");
+        assert!(subject.starts_with("$KV.onecity-leases."), "{subject}");
+        assert_eq!(lease_name(&subject).as_deref(), Some("assessment-1of2"));
+        assert_eq!(
+            n.lease_group_filter("assessment"),
+            format!("$KV.onecity-leases.{}.*", hex("assessment"))
+        );
+        assert_eq!(lease_name("$KV.b.zz"), None);
     }
 
     #[test]

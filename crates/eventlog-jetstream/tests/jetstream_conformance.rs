@@ -730,3 +730,17 @@ mod jetstream_only {
         println!("subscription catch-up of {got} events: {:?}", t.elapsed());
     }
 }
+
+/// The lease conformance suite on the log's KV bucket, one connection per view.
+mod leases {
+    onecity_eventlog::lease_conformance_suite!(
+        onecity_eventlog_jetstream::testing::JetStreamLeaseBackend { cluster: false }
+    );
+}
+
+/// The same with three replicas, where the compare-and-set must hold across the cluster.
+mod leases_r3 {
+    onecity_eventlog::lease_conformance_suite!(
+        onecity_eventlog_jetstream::testing::JetStreamLeaseBackend { cluster: true }
+    );
+}

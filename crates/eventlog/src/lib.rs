@@ -3,7 +3,8 @@
 //! The log is the source of truth: every service writes its decisions here and every view
 //! (case status, department inbox) is a projection that can be rebuilt from it. This crate
 //! is the contract only: the [`EventLog`] trait, its types and errors, the protobuf
-//! [`codec`], the checkpointed [`consumer`] loop, the [`retry`] backoff, the in-memory
+//! [`codec`], the checkpointed [`consumer`] loop, the [`retry`] backoff, the partition
+//! [`leases`] the instances of a worker role share, the in-memory
 //! [`memory::MemoryLog`] for tests, and the `conformance` suite (feature `conformance`)
 //! that holds every backend to the same promises. The backends live in their own crates
 //! (`onecity-eventlog-sled`, `onecity-eventlog-jetstream`, and `onecity-eventlog-grpc`
@@ -24,12 +25,15 @@ pub mod chain;
 pub mod codec;
 pub mod consumer;
 pub mod follow;
+pub mod leases;
 pub mod memory;
 pub mod quarantine;
 pub mod retry;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+#[cfg(feature = "conformance")]
+pub mod lease_conformance;
 
 pub use memory::MemoryLog;
 

@@ -10,6 +10,7 @@ use onecity_assessment::grpc::EligibilityGrpc;
 use onecity_assessment::{Assessor, Screener};
 use onecity_domain::Partition;
 use onecity_eligibility::{Catalogue, PolicyBook};
+use onecity_eventlog::leases::{hold, LeaseTiming, Leases, MemoryLeases, Share};
 use onecity_eventlog::retry::Backoff;
 use onecity_eventlog::{EventLog, Stamped};
 use onecity_eventlog_grpc::{EventLogGrpc, RemoteLog};
@@ -26,6 +27,7 @@ use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService as _;
 use tonic::service::interceptor::InterceptedService;
+use uuid::Uuid;
 
 use crate::admin::grpc::AdminGrpc;
 use crate::admin::{Admin, Workers};
@@ -51,7 +53,6 @@ fn stamped(log: &Arc<dyn EventLog>, role: &str) -> Arc<dyn EventLog> {
     Arc::new(Stamped::new(Arc::clone(log), role))
 }
 
-/// How long `serve` waits for a JetStream log to become reachable at start.
 /// Longest a unary call may take before the server answers `CANCELLED`/`DEADLINE_EXCEEDED`
 /// (a client's shorter `grpc-timeout` wins).
 const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -61,19 +62,37 @@ const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3
 const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Concurrent calls (HTTP/2 streams) one connection may have open.
 const MAX_CONCURRENT_STREAMS: u32 = 256;
+/// How long `serve` waits for a JetStream log to become reachable at start.
 const JETSTREAM_STARTUP_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Opens the configured log backend, and whether this process reaches the store itself
 /// (a sled store it owns, or JetStream) rather than through another onecity's
 /// `EventLogService`: only then may it serve that service, so a `remote:` log is never
-/// re-served (a proxy of a proxy).
-async fn open_log(config: &Config) -> anyhow::Result<(Arc<dyn EventLog>, bool)> {
-    open_log_spec(
-        &config.log_spec(),
-        config.log_token.as_deref(),
-        &ClientTlsFiles::of(&config.tls),
-    )
-    .await
+/// re-served (a proxy of a proxy). A JetStream log also gives the leases its worker
+/// instances share their partitions through; the other backends have none (see
+/// [`worker_partitions`]).
+async fn open_log(
+    config: &Config,
+) -> anyhow::Result<(Arc<dyn EventLog>, bool, Option<Arc<dyn Leases>>)> {
+    match config.log_spec() {
+        LogSpec::JetStream {
+            urls,
+            replicas,
+            prefix,
+        } => {
+            let (log, leases) = connect_jetstream(&urls, replicas, prefix, true).await?;
+            Ok((Arc::new(log), true, leases))
+        }
+        spec => {
+            let (log, direct) = open_log_spec(
+                &spec,
+                config.log_token.as_deref(),
+                &ClientTlsFiles::of(&config.tls),
+            )
+            .await?;
+            Ok((log, direct, None))
+        }
+    }
 }
 
 /// Opens a log backend from its spec; `token` is presented to a `remote:` log, over TLS
@@ -105,32 +124,51 @@ pub async fn open_log_spec(
             replicas,
             prefix,
         } => {
-            let config = JetStreamConfig {
-                url: urls.clone(),
-                prefix,
-                replicas,
-                ..JetStreamConfig::default()
+            let (log, _) = connect_jetstream(&urls, replicas, prefix, false).await?;
+            Ok((Arc::new(log), true))
+        }
+    }
+}
+
+/// Connects to a JetStream log, and with `leases` opens its partition leases too. A role
+/// often starts before its cluster is ready (a fresh R3 stream has no leader yet, a node
+/// is restarting): wait for it, bounded, and fail fast on what waiting cannot fix (an
+/// old server, a bad setting).
+async fn connect_jetstream(
+    urls: &str,
+    replicas: usize,
+    prefix: String,
+    leases: bool,
+) -> anyhow::Result<(JetStreamLog, Option<Arc<dyn Leases>>)> {
+    let config = JetStreamConfig {
+        url: urls.to_owned(),
+        prefix,
+        replicas,
+        ..JetStreamConfig::default()
+    };
+    let deadline = std::time::Instant::now() + JETSTREAM_STARTUP_PATIENCE;
+    let mut delays = Backoff::new();
+    loop {
+        let attempt = async {
+            let log = JetStreamLog::connect(config.clone()).await?;
+            let shared: Option<Arc<dyn Leases>> = if leases {
+                Some(Arc::new(log.leases(LeaseTiming::default()).await?))
+            } else {
+                None
             };
-            // A role often starts before its cluster is ready (a fresh R3 stream has no
-            // leader yet, a node is restarting): wait for it, bounded, and fail fast on what
-            // waiting cannot fix (an old server, a bad setting).
-            let deadline = std::time::Instant::now() + JETSTREAM_STARTUP_PATIENCE;
-            let mut delays = Backoff::new();
-            loop {
-                match JetStreamLog::connect(config.clone()).await {
-                    Ok(log) => return Ok((Arc::new(log), true)),
-                    Err(e @ onecity_eventlog::Error::Unavailable(_))
-                        if std::time::Instant::now() < deadline =>
-                    {
-                        let backoff = delays.next_delay();
-                        tracing::warn!(error = %e, ?backoff, "jetstream log not ready, retrying");
-                        tokio::time::sleep(backoff).await;
-                    }
-                    Err(e) => {
-                        return Err(e)
-                            .with_context(|| format!("connect to the JetStream log at {urls}"))
-                    }
-                }
+            Ok::<_, onecity_eventlog::Error>((log, shared))
+        };
+        match attempt.await {
+            Ok(opened) => return Ok(opened),
+            Err(e @ onecity_eventlog::Error::Unavailable(_))
+                if std::time::Instant::now() < deadline =>
+            {
+                let backoff = delays.next_delay();
+                tracing::warn!(error = %e, ?backoff, "jetstream log not ready, retrying");
+                tokio::time::sleep(backoff).await;
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("connect to the JetStream log at {urls}"))
             }
         }
     }
@@ -181,10 +219,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate()?;
-    // Refused before the log is opened (the warnings of `--insecure` are run_with_log's).
+    // Refused before the log is opened (the warnings of `--insecure` are serve's).
     config.check_exposure(listener.local_addr()?)?;
-    let (log, direct_log) = open_log(&config).await?;
-    run_with_log(listener, config, log, direct_log, shutdown).await
+    let (log, direct_log, leases) = open_log(&config).await?;
+    serve(listener, config, log, direct_log, leases, shutdown).await
 }
 
 /// [`run`] over a log opened by the caller (a test wraps a backend to inject failures);
@@ -195,6 +233,44 @@ pub async fn run_with_log(
     config: Config,
     log: Arc<dyn EventLog>,
     direct_log: bool,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    serve(listener, config, log, direct_log, None, shutdown).await
+}
+
+/// The partitions a worker role of this process may work, most preferred first, and the
+/// leases its instances share them through. With `shared` leases (a JetStream log) that
+/// is every partition, starting from `--partition`'s index when its COUNT matches and
+/// from a random one otherwise (so instances starting together do not all race for the
+/// same one). Without (sled, remote), exactly `--partition`, under leases of this process
+/// only, which always grant it: what a fixed partition did before leases.
+fn worker_partitions(
+    config: &Config,
+    shared: Option<&Arc<dyn Leases>>,
+    instance: Uuid,
+) -> (Arc<dyn Leases>, Vec<Partition>) {
+    let Some(leases) = shared else {
+        return (Arc::new(MemoryLeases::default()), vec![config.partition]);
+    };
+    let n = config.worker_partition_count();
+    let first = if config.partition.count() == n && n > 1 {
+        config.partition.index()
+    } else {
+        let low = u64::from_be_bytes(instance.as_bytes()[8..].try_into().expect("8 bytes"));
+        (low % u64::from(n)) as u32
+    };
+    let partitions = (0..n)
+        .map(|k| Partition::new((first + k) % n, n).expect("index < count"))
+        .collect();
+    (Arc::clone(leases), partitions)
+}
+
+async fn serve(
+    listener: TcpListener,
+    config: Config,
+    log: Arc<dyn EventLog>,
+    direct_log: bool,
+    shared_leases: Option<Arc<dyn Leases>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate()?;
@@ -209,6 +285,10 @@ pub async fn run_with_log(
     if tls.is_none() {
         tracing::warn!(%addr, "serving without TLS: calls and tokens travel in clear");
     }
+    // This process among the instances of its roles: a fresh id, so a
+    // restarted process never mistakes the leases of its previous life for its own.
+    let instance = Uuid::now_v7();
+    let (leases, partitions) = worker_partitions(&config, shared_leases.as_ref(), instance);
     let auth = Auth::from_config(&config)?;
     if config.uses_demo_tokens() {
         tracing::warn!(
@@ -266,18 +346,31 @@ pub async fn run_with_log(
             stamped(&log, onecity_assessment::ACTOR),
             Arc::clone(&policies),
             Arc::clone(&catalogue),
-        )
-        .with_partition(config.partition);
-        handlers.insert(
-            Assessor::consumer_name(&config.partition),
-            Arc::new(assessor.clone()),
         );
+        for p in &partitions {
+            handlers.insert(
+                Assessor::consumer_name(p),
+                Arc::new(assessor.clone().with_partition(*p)),
+            );
+        }
+        let share = Share {
+            leases: Arc::clone(&leases),
+            group: onecity_assessment::CONSUMER.to_owned(),
+            holder: instance.to_string(),
+            partitions: partitions.iter().map(Assessor::consumer_name).collect(),
+        };
         let worker_stop = stop.clone();
+        let parts = partitions.clone();
         workers.push(supervise(
             onecity_assessment::CONSUMER,
             vitals.clone(),
             stop.clone(),
-            move || assessor.clone().run(worker_stop.clone()),
+            move || {
+                let (assessor, parts) = (assessor.clone(), parts.clone());
+                hold(share.clone(), worker_stop.clone(), move |i, stop| {
+                    assessor.clone().with_partition(parts[i]).run(stop)
+                })
+            },
         ));
         let svc =
             EligibilityGrpc::new(Screener::new(Arc::clone(&policies), Arc::clone(&catalogue)))
@@ -293,18 +386,34 @@ pub async fn run_with_log(
         let worker = HandoffWorker::new(
             stamped(&log, onecity_handoff::ACTOR),
             Arc::clone(&catalogue),
-        )
-        .with_partition(config.partition);
-        handlers.insert(
-            HandoffWorker::consumer_name(&config.partition),
-            Arc::new(worker.clone()),
         );
+        for p in &partitions {
+            handlers.insert(
+                HandoffWorker::consumer_name(p),
+                Arc::new(worker.clone().with_partition(*p)),
+            );
+        }
+        let share = Share {
+            leases: Arc::clone(&leases),
+            group: onecity_handoff::CONSUMER.to_owned(),
+            holder: instance.to_string(),
+            partitions: partitions
+                .iter()
+                .map(HandoffWorker::consumer_name)
+                .collect(),
+        };
         let worker_stop = stop.clone();
+        let parts = partitions.clone();
         workers.push(supervise(
             onecity_handoff::CONSUMER,
             vitals.clone(),
             stop.clone(),
-            move || worker.clone().run(worker_stop.clone()),
+            move || {
+                let (worker, parts) = (worker.clone(), parts.clone());
+                hold(share.clone(), worker_stop.clone(), move |i, stop| {
+                    worker.clone().with_partition(parts[i]).run(stop)
+                })
+            },
         ));
         let inbox = Inbox::start(Arc::clone(&log), stop.clone());
         let handoff = Handoff::new(stamped(&log, onecity_handoff::ACTOR), inbox)
@@ -337,7 +446,17 @@ pub async fn run_with_log(
     vitals.serve(AdminServiceServer::<AdminGrpc>::NAME).await;
     let admin = InterceptedService::new(admin, auth.admin());
 
-    tracing::info!(%addr, tls = tls.is_some(), mtls = tls.as_ref().is_some_and(ServerTls::requires_client_certificates), roles = ?config.roles, partition = %config.partition, direct_log, "onecity serving");
+    tracing::info!(
+        %addr,
+        tls = tls.is_some(),
+        mtls = tls.as_ref().is_some_and(ServerTls::requires_client_certificates),
+        roles = ?config.roles,
+        %instance,
+        partitions = config.worker_partition_count(),
+        shared_leases = shared_leases.is_some(),
+        direct_log,
+        "onecity serving"
+    );
     let server_stop = stop.clone();
     let server_vitals = vitals.clone();
     let router = tonic::transport::Server::builder()

@@ -26,6 +26,7 @@ use onecity_domain::events::{
     APPLICATION_SUBMITTED, CASE_CLOSED, ELIGIBILITY_ASSESSED, REFERRAL_ISSUED,
 };
 use onecity_domain::Partition;
+use onecity_eventlog::leases::{LeaseTiming, Leases, MEMBER_PREFIX};
 use onecity_eventlog::{EventLog, Filter, RecordedEvent};
 use onecity_eventlog_jetstream::{JetStreamConfig, JetStreamLog};
 use onecity_proto::v1 as pb;
@@ -240,7 +241,30 @@ fn handed_off(event_type: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_survives_node_and_worker_kills_exactly_once() {
+    repeat_runs(0, scenario).await;
+}
+
+/// One eligibility and one handoff instance are killed and stay dead: the surviving
+/// instances take their partitions over through the leases, every acknowledged case is
+/// still assessed and handed off exactly once, and the time from the kill until each
+/// partition routes again is reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_takes_over_the_partitions_of_dead_workers() {
+    repeat_runs(200, |run, _| takeover(run)).await;
+}
+
+/// The two cluster tests share the machine's two cores: one cluster at a time.
+static ONE_CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Runs `scenario` `ONECITY_CLUSTER_REPEAT` times (default once), each on a fresh
+/// cluster (port slots from `slot`), and stops at the first failure with the report.
+async fn repeat_runs<F, Fut>(slot: usize, scenario: F)
+where
+    F: Fn(Arc<Run>, usize) -> Fut,
+    Fut: std::future::Future<Output = String> + Send + 'static,
+{
     nats_available();
+    let _one = ONE_CLUSTER.lock().await;
     let cases: usize = std::env::var("ONECITY_CLUSTER_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -254,7 +278,7 @@ async fn cluster_survives_node_and_worker_kills_exactly_once() {
         let run = Arc::new(Run {
             number,
             of: repeat,
-            cluster: Cluster::new(number),
+            cluster: Cluster::new(slot + number),
             progress: Mutex::new(Progress {
                 started: Instant::now(),
                 phase: "starting",
@@ -291,20 +315,178 @@ async fn cluster_survives_node_and_worker_kills_exactly_once() {
     }
 }
 
-/// One run: start, submit with chaos, wait for every hand-off, check exactly once.
-/// Returns a one-line summary.
-async fn scenario(run: Arc<Run>, cases: usize) -> String {
-    let cluster = &run.cluster;
-    cluster.run(&["start"]);
-    run.phase("submitting");
-    let channels: Vec<Channel> = [30, 31]
+fn intake_channels(cluster: &Cluster) -> Vec<Channel> {
+    [30, 31]
         .iter()
         .map(|o| {
             Channel::from_shared(cluster.url(*o))
                 .unwrap()
                 .connect_lazy()
         })
-        .collect();
+        .collect()
+}
+
+async fn connect_log(cluster: &Cluster) -> JetStreamLog {
+    JetStreamLog::connect(JetStreamConfig {
+        url: cluster.nats(),
+        replicas: 3,
+        ..JetStreamConfig::default()
+    })
+    .await
+    .expect("connect to the cluster's log")
+}
+
+/// Waits until `n` submissions are acknowledged.
+async fn wait_for_acks(run: &Run, n: usize) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let acked = run.progress().acked.len();
+        if acked >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {acked} of the {n} acknowledgements the scenario waits for within {DEADLINE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The takeover scenario (see [`cluster_takes_over_the_partitions_of_dead_workers`]).
+async fn takeover(run: Arc<Run>) -> String {
+    let cluster = &run.cluster;
+    cluster.run(&["start"]);
+    let log = connect_log(cluster).await;
+    let leases = log
+        .leases(LeaseTiming::default())
+        .await
+        .expect("the lease bucket");
+    run.phase("waiting for the partitions to be shared");
+    // Each role's two instances settle on one partition each (the fair share).
+    let deadline = Instant::now() + DEADLINE;
+    for group in ["assessment", "handoff"] {
+        loop {
+            let holders: BTreeSet<String> = leases
+                .holders(group)
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|h| !h.name.starts_with(MEMBER_PREFIX))
+                .map(|h| h.holder)
+                .collect();
+            if holders.len() == 2 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the {group} instances never shared the partitions: {holders:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    run.phase("submitting");
+    let channels = intake_channels(cluster);
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut clients = JoinSet::new();
+    for _ in 0..8 {
+        let (channels, run, next, done) = (
+            channels.clone(),
+            Arc::clone(&run),
+            Arc::clone(&next),
+            Arc::clone(&done),
+        );
+        clients.spawn(async move {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if let Some(case_id) = submit(&channels, i).await {
+                    run.progress().acked.insert(i, case_id);
+                }
+            }
+        });
+    }
+    wait_for_acks(&run, 50).await;
+    run.phase("killing for good");
+    let head = log.head().await.expect("head before the kill");
+    for victim in ["eligibility-0", "handoff-1"] {
+        cluster.run(&["kill", victim]);
+        run.note(format!("killed {victim}, not restarted"));
+    }
+    let killed = Instant::now();
+    // From the kill on: when each step first acts again on a case of each partition (only
+    // events after the head at the kill count, so none of the dead instances' own).
+    run.phase("waiting for every partition to route again");
+    let mut sub = log
+        .subscribe(
+            head + 1,
+            Filter::prefixes([ELIGIBILITY_ASSESSED, REFERRAL_ISSUED, CASE_CLOSED]),
+        )
+        .await
+        .expect("subscribe");
+    let mut resumed: BTreeMap<(&str, u32), f64> = BTreeMap::new();
+    let wait = timeout(DEADLINE, async {
+        while resumed.len() < 4 {
+            let e = sub
+                .next()
+                .await
+                .expect("the test's subscription ended")
+                .expect("the test's subscription failed");
+            let step = if e.event_type == ELIGIBILITY_ASSESSED {
+                "assessment"
+            } else {
+                "handoff"
+            };
+            resumed
+                .entry((step, partition_of(&e.case_id)))
+                .or_insert_with(|| killed.elapsed().as_secs_f64());
+        }
+    })
+    .await;
+    assert!(
+        wait.is_ok(),
+        "not every partition routed again within {DEADLINE:?} of the kill: {resumed:?}"
+    );
+    for ((step, p), t) in &resumed {
+        run.note(format!(
+            "{step} partition {p} routing {t:.1} s after the kill"
+        ));
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    run.phase("submitting the last requests");
+    while let Some(c) = clients.join_next().await {
+        c.unwrap();
+    }
+    let acked = run.acked();
+    let checked = check_exactly_once(&run, &log, &acked).await;
+    let takeover = |step: &str| {
+        resumed
+            .iter()
+            .filter(|((s, _), _)| *s == step)
+            .map(|(_, t)| *t)
+            .fold(0.0_f64, f64::max)
+    };
+    let report = format!(
+        "takeover (SIGKILL to every partition routing again): assessment {:.1} s, handoff {:.1} s \
+         (per partition: {}); {checked}",
+        takeover("assessment"),
+        takeover("handoff"),
+        resumed
+            .iter()
+            .map(|((s, p), t)| format!("{s} {p}: {t:.1} s"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    log.shutdown();
+    report
+}
+
+/// One run: start, submit with chaos, wait for every hand-off, check exactly once.
+/// Returns a one-line summary.
+async fn scenario(run: Arc<Run>, cases: usize) -> String {
+    let cluster = &run.cluster;
+    cluster.run(&["start"]);
+    run.phase("submitting");
+    let channels = intake_channels(cluster);
 
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     // A JoinSet: a failed run aborts its clients when it unwinds.
@@ -327,31 +509,14 @@ async fn scenario(run: Arc<Run>, cases: usize) -> String {
     }
 
     // Chaos while the clients run: one NATS node and one process of each role.
-    let wait_for = |n: usize| {
-        let run = Arc::clone(&run);
-        async move {
-            let deadline = Instant::now() + DEADLINE;
-            loop {
-                let acked = run.progress().acked.len();
-                if acked >= n {
-                    return;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "only {acked} of the {n} acknowledgements the chaos waits for within {DEADLINE:?}"
-                );
-                tokio::task::yield_now().await;
-            }
-        }
-    };
     let victims = ["nats-2", "eligibility-0", "handoff-1", "intake-1"];
-    wait_for(cases / 5).await;
+    wait_for_acks(&run, cases / 5).await;
     run.phase("killing");
     for victim in victims {
         cluster.run(&["kill", victim]);
         run.note(format!("killed {victim}"));
     }
-    wait_for(cases / 2).await;
+    wait_for_acks(&run, cases / 2).await;
     run.phase("restarting");
     for victim in victims {
         cluster.run(&["restart", victim]);
@@ -369,22 +534,24 @@ async fn scenario(run: Arc<Run>, cases: usize) -> String {
     );
 
     run.phase("waiting for hand-off");
-    let log = JetStreamLog::connect(JetStreamConfig {
-        url: cluster.nats(),
-        replicas: 3,
-        ..JetStreamConfig::default()
-    })
-    .await
-    .expect("connect to the cluster's log");
-    follow_hand_off(&run, &log, &acked).await;
+    let log = connect_log(cluster).await;
+    check_exactly_once(&run, &log, &acked).await
+}
+
+/// Waits until every acknowledged case is handed off, then reads the whole log and checks
+/// that each was submitted, assessed and referred exactly once. Returns a summary.
+async fn check_exactly_once(
+    run: &Run,
+    log: &JetStreamLog,
+    acked: &BTreeMap<usize, String>,
+) -> String {
+    run.phase("waiting for hand-off");
+    follow_hand_off(run, log, acked).await;
 
     run.phase("reading the whole log");
     let events = timeout(
         DEADLINE,
-        read_whole(|from| {
-            let log = &log;
-            async move { log.read_all(from, 5_000).await.unwrap() }
-        }),
+        read_whole(|from| async move { log.read_all(from, 5_000).await.unwrap() }),
     )
     .await
     .expect("reading the whole log timed out");
@@ -655,6 +822,7 @@ async fn diagnose(run: &Run, message: &str) -> String {
     match timeout(Duration::from_secs(30), connect).await {
         Ok(Ok(log)) => {
             diagnose_log(&mut r, &log, &acked).await;
+            diagnose_leases(&mut r, &log).await;
             log.shutdown();
         }
         Ok(Err(e)) => {
@@ -713,6 +881,40 @@ async fn diagnose(run: &Run, message: &str) -> String {
         }
     }
     r
+}
+
+/// Who holds which partition (the report's own observation: a record it sees for the first
+/// time counts as live).
+async fn diagnose_leases(r: &mut String, log: &JetStreamLog) {
+    let _ = writeln!(r, "-- partition leases");
+    let leases = match timeout(Duration::from_secs(10), log.leases(LeaseTiming::default())).await {
+        Ok(Ok(l)) => l,
+        Ok(Err(e)) => {
+            let _ = writeln!(r, "  unreadable: {e}");
+            return;
+        }
+        Err(_) => {
+            let _ = writeln!(r, "  unreadable: timed out");
+            return;
+        }
+    };
+    for group in ["assessment", "handoff"] {
+        match timeout(Duration::from_secs(10), leases.holders(group)).await {
+            Ok(Ok(h)) => {
+                let shown: Vec<String> = h
+                    .iter()
+                    .map(|h| format!("{} by {}", h.name, h.holder))
+                    .collect();
+                let _ = writeln!(r, "  {group}: {}", shown.join(", "));
+            }
+            Ok(Err(e)) => {
+                let _ = writeln!(r, "  {group}: unreadable: {e}");
+            }
+            Err(_) => {
+                let _ = writeln!(r, "  {group}: timed out");
+            }
+        }
+    }
 }
 
 /// The log's part of the report: head, stuck cases per step and partition, and each

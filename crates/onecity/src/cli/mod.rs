@@ -428,8 +428,13 @@ pub struct ServeArgs {
     /// or comma-separated) [env: ONECITY_ROLES] [default: all].
     #[arg(long = "role", value_delimiter = ',', value_parser = parse_role)]
     pub roles: Vec<config::Role>,
-    /// This instance's share of the cases for its workers, INDEX/COUNT
-    /// [env: ONECITY_PARTITION] [default: 0/1].
+    /// How many partitions the worker roles' work is split into; over a JetStream log
+    /// the instances of a role share them through leases
+    /// [env: ONECITY_WORKER_PARTITIONS] [default: the COUNT of --partition].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub partitions: Option<u32>,
+    /// A fixed partition for this instance's workers, INDEX/COUNT; over a JetStream log
+    /// only the partition tried first [env: ONECITY_PARTITION] [default: 0/1].
     #[arg(long, value_parser = parse_partition)]
     pub partition: Option<onecity_domain::Partition>,
     /// Serve on a non-loopback address even with demo tokens, no tokens, tokens in
@@ -465,6 +470,7 @@ impl ServeArgs {
                 roles: self.roles.clone(),
                 partition: self.partition,
                 insecure: self.insecure,
+                worker_partitions: self.partitions,
             },
         )
     }

@@ -107,9 +107,11 @@ pub struct Config {
     /// Default `["all"]`: every role in one process. `log` serves the embedded log to
     /// other processes and needs a `sled:` log.
     pub roles: Vec<Role>,
-    /// Which share of the cases this process's workers handle, `INDEX/COUNT` (default
-    /// `0/1`: all of them). Run COUNT instances of a worker role with INDEX 0..COUNT to
-    /// share the work; exactly one instance decides for each case.
+    /// A fixed partition for this process's workers, `INDEX/COUNT` (default `0/1`). Over
+    /// a JetStream log the workers lease their partitions instead (see
+    /// [`Config::worker_partitions`]) and this only says which partition to try first;
+    /// over a `sled:` or `remote:` log, which have no shared leases, the workers handle
+    /// exactly this partition, as before leases.
     #[serde(with = "as_string")]
     pub partition: Partition,
     /// Intake backpressure: the largest routing lag, in log events, at which intake still
@@ -119,10 +121,11 @@ pub struct Config {
     /// (retries of accepted requests still get their case). Default 10,000: a backlog the
     /// workers clear quickly (see docs/performance.md); 0 turns the bound off.
     pub max_routing_lag: u64,
-    /// How many partitions the worker roles run with (the COUNT of their `--partition`):
-    /// intake watches the checkpoint of each. `None` = the COUNT of [`Config::partition`],
-    /// which is right when intake and the workers run in one process; an intake-only
-    /// process in front of partitioned workers must set it (see docs/operations.md).
+    /// How many partitions the worker roles' work is split into (`--partitions`): over a
+    /// JetStream log every instance of a role leases its fair share of them, and takes
+    /// over those of an instance that died (see docs/operations.md); intake watches the
+    /// checkpoint of each. `None` = the COUNT of [`Config::partition`]. Every process of
+    /// a cluster, intake included, must be given the same count.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub worker_partitions: Option<u32>,
     /// Most `WatchCase` and `StreamReferrals` streams one principal may hold open at once
@@ -296,6 +299,8 @@ pub struct Overrides {
     pub partition: Option<Partition>,
     /// `--insecure` (only ever turns it on).
     pub insecure: bool,
+    /// `--partitions`.
+    pub worker_partitions: Option<u32>,
 }
 
 impl Config {
@@ -411,9 +416,13 @@ impl Config {
             roles,
             partition,
             insecure,
+            worker_partitions,
         } = overrides;
         if insecure {
             self.insecure = true;
+        }
+        if let Some(n) = worker_partitions {
+            self.worker_partitions = Some(n);
         }
         if !roles.is_empty() {
             self.roles = roles;
@@ -439,8 +448,8 @@ impl Config {
             .unwrap_or_else(|| LogSpec::Sled(self.data_dir.clone()))
     }
 
-    /// How many partitions the worker roles run with: [`Config::worker_partitions`], or
-    /// the COUNT of [`Config::partition`].
+    /// How many partitions the worker roles' work is split into:
+    /// [`Config::worker_partitions`], or the COUNT of [`Config::partition`].
     pub fn worker_partition_count(&self) -> u32 {
         self.worker_partitions.unwrap_or(self.partition.count())
     }
@@ -451,7 +460,10 @@ impl Config {
             bail!("worker_partitions: must be at least 1");
         }
         let runs_workers = self.runs(Role::Eligibility) || self.runs(Role::Handoff);
-        if runs_workers && self.worker_partition_count() != self.partition.count() {
+        if runs_workers
+            && self.partition.count() != 1
+            && self.worker_partition_count() != self.partition.count()
+        {
             bail!(
                 "worker_partitions: {} but this process's workers run partition {}; they must agree",
                 self.worker_partition_count(),

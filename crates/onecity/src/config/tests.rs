@@ -253,6 +253,14 @@ fn routing_lag_and_worker_partitions_layer_like_the_rest() {
     let err = load_str("partition = \"0/2\"\nworker_partitions = 3\n").unwrap_err();
     assert!(format!("{err:#}").contains("worker_partitions"), "{err:#}");
     assert!(load_str("roles = [\"intake\"]\nworker_partitions = 0\n").is_err());
+    // Leased workers need no partition of their own, only the count (`--partitions`).
+    let flags = Overrides {
+        roles: vec![Role::Eligibility],
+        worker_partitions: Some(4),
+        ..Overrides::default()
+    };
+    let c = Config::load_with(None, &no_env, flags).unwrap();
+    assert_eq!((c.worker_partition_count(), c.partition.count()), (4, 1));
     let err = Config::load_with(
         None,
         &env_of(&[("ONECITY_MAX_ROUTING_LAG", "lots")]),
