@@ -153,9 +153,11 @@ async fn readme_walkthrough() {
     assert!(masked.contains("120103********1352"), "{masked}");
     assert!(!masked.contains("120103198405121352"));
 
-    // The log, for admins and services.
-    let tail = ok(url, tokens::ADMIN, &["log", "tail", "-n", "1"]).await;
+    // The log, for admins and services: the case closed, then the reads that saw it closed
+    // (the terminal's and the department's) left their access records.
+    let tail = ok(url, tokens::ADMIN, &["log", "tail", "-n", "3"]).await;
     assert!(tail.contains("onecity.v1.CaseClosed"), "{tail}");
+    assert!(tail.contains("onecity.v1.PersonalDataRead"), "{tail}");
 
     // Errors: status code and message, non-zero exit.
     let missing = onecity(
