@@ -50,6 +50,8 @@ fn quick_run_prints_parseable_json_for_every_scenario() {
         scenarios,
         BTreeSet::from([
             "durable-noop",
+            "get-case",
+            "get-case-unrecorded",
             "noop",
             "rebuild",
             "route",
@@ -87,8 +89,15 @@ fn quick_run_prints_parseable_json_for_every_scenario() {
             ("durable-noop", 3),
             ("route", 3),
             ("submit-intake", 1),
+            ("get-case", 1),
+            ("get-case-unrecorded", 1),
         ],
     );
+    let get_case = lines
+        .iter()
+        .find(|j| j["scenario"] == "get-case")
+        .expect("get-case");
+    assert_eq!(get_case["ceiling_name"], "get-case-unrecorded c=64");
     // Every cell that has a ceiling reports its ratio to it.
     for j in lines.iter().filter(|j| !j["ceiling"].is_null()) {
         assert!(j["ratio"].is_number(), "{j}");
