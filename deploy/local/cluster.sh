@@ -3,7 +3,10 @@
 # loopback, and the onecity roles as separate processes over it (two intake, two
 # eligibility and two handoff instances, streams at R3). The workers' cases are split into
 # two partitions; the instances of a role share them through leases, so either instance
-# of a role can be killed for good and the other takes its partition over.
+# of a role can be killed for good and the other takes its partition over. The NATS
+# servers require a user and password of every client (`authorization`); the password is
+# made once into $ONECITY_LOCAL_DIR/nats.password and the roles read it from there
+# ([nats] user/password_file, here through ONECITY_NATS_USER/ONECITY_NATS_PASSWORD_FILE).
 #
 #   deploy/local/cluster.sh start       start everything, print the addresses
 #   deploy/local/cluster.sh status      which processes are running
@@ -84,6 +87,16 @@ running() {
     [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null
 }
 
+# The password of the `onecity` NATS user, made once per cluster directory (owner-only):
+# the servers require it of every client, the roles read it from the file.
+nats_password() {
+    local f="$dir/nats.password"
+    if [[ ! -s "$f" ]]; then
+        (umask 077 && head -c 24 /dev/urandom | base64 | tr -d '/+=\n' >"$f")
+    fi
+    cat "$f"
+}
+
 start_nats() {
     local i=$1 name="nats-$1"
     running "$name" && return 0
@@ -93,6 +106,10 @@ server_name: n$i
 listen: 127.0.0.1:$(nats_client "$i")
 http: 127.0.0.1:$(nats_monitor "$i")
 max_payload: 8MB
+authorization {
+  user: onecity
+  password: "$(nats_password)"
+}
 jetstream {
   store_dir: "$dir/nats-$i"
 }
@@ -119,7 +136,9 @@ start_role() {
     mkdir -p "$dir/$name"
     # Every process is told the partition count: the workers lease their share of the
     # partitions, intake's backpressure watches each partition's checkpoint.
+    nats_password >/dev/null
     ONECITY_LOG_LEVEL="${ONECITY_LOG_LEVEL:-info}" NO_COLOR=1 \
+        ONECITY_NATS_USER=onecity ONECITY_NATS_PASSWORD_FILE="$dir/nats.password" \
         "$bin" serve --role "$role" --partitions 2 \
         --addr "127.0.0.1:$port" --data-dir "$dir/$name" --log "$(log_spec)" \
         >>"$dir/logs/$name.log" 2>&1 &

@@ -79,6 +79,27 @@ fn kubernetes_manifests_parse_and_probe_grpc_health() {
             if kind == "Secret" {
                 secret_is_not_usable_as_is(&path, &value);
             }
+            if kind == "ConfigMap" && value["metadata"]["name"] == "nats-config" {
+                nats_requires_login_and_tls(&path, value["data"]["nats.conf"].as_str().unwrap());
+            }
+            if kind == "ConfigMap" && value["metadata"]["name"] == "onecity-env" {
+                let log = value["data"]["ONECITY_LOG"].as_str().unwrap();
+                assert!(
+                    log.starts_with("jetstream:tls://"),
+                    "{}: onecity reaches NATS over tls: {log}",
+                    path.display()
+                );
+            }
+            if kind == "NetworkPolicy" && value["metadata"]["name"] == "nats-admits-onecity-only" {
+                let from = serde_norway::to_string(&value["spec"]["ingress"]).unwrap();
+                assert!(
+                    value["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "nats"
+                        && from.contains("app.kubernetes.io/part-of: onecity")
+                        && !from.contains("namespaceSelector"),
+                    "{}: only onecity pods reach nats: {from}",
+                    path.display()
+                );
+            }
             kinds.push(kind);
         }
     }
@@ -88,9 +109,32 @@ fn kubernetes_manifests_parse_and_probe_grpc_health() {
         "Service",
         "ConfigMap",
         "Secret",
+        "NetworkPolicy",
     ] {
         assert!(kinds.iter().any(|x| x == k), "no {k} among {kinds:?}");
     }
+}
+
+/// A NATS server configuration that requires every client to log in (an `authorization`
+/// block with a user whose password is not written in it) and to speak TLS.
+fn nats_requires_login_and_tls(path: &Path, conf: &str) {
+    assert!(
+        conf.contains("authorization") && conf.contains("user:"),
+        "{}: nats requires a login: {conf}",
+        path.display()
+    );
+    assert!(
+        !conf
+            .lines()
+            .any(|l| l.trim_start().starts_with("password:") && !l.contains('$')),
+        "{}: the nats password is not written in the config",
+        path.display()
+    );
+    assert!(
+        conf.contains("tls {") && conf.contains("cert_file"),
+        "{}: nats requires tls: {conf}",
+        path.display()
+    );
 }
 
 /// Every config file a shipped Secret holds is refused by onecity as it is: its token
@@ -187,6 +231,17 @@ fn systemd_units_parse() {
     assert!(
         parse_unit("[Service]\nExecStart /bin/true\n").is_err(),
         "the parser rejects what systemd rejects"
+    );
+}
+
+#[test]
+fn nats_configs_of_systemd_and_the_local_cluster_require_a_login() {
+    let example = std::fs::read_to_string(deploy().join("systemd/nats-node.conf.example")).unwrap();
+    assert!(example.contains("authorization") && example.contains("tls {"));
+    let script = std::fs::read_to_string(deploy().join("local/cluster.sh")).unwrap();
+    assert!(
+        script.contains("authorization {") && script.contains("ONECITY_NATS_PASSWORD_FILE"),
+        "cluster.sh runs nats with a login and gives the roles the password file"
     );
 }
 

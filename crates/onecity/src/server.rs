@@ -14,7 +14,7 @@ use onecity_eventlog::leases::{hold, LeaseTiming, Leases, MemoryLeases, Share};
 use onecity_eventlog::retry::Backoff;
 use onecity_eventlog::{EventLog, Stamped};
 use onecity_eventlog_grpc::{EventLogGrpc, RemoteLog};
-use onecity_eventlog_jetstream::{JetStreamConfig, JetStreamLog};
+use onecity_eventlog_jetstream::{JetStreamConfig, JetStreamLog, NatsAuth};
 use onecity_eventlog_sled::{SledConfig, SledLog};
 use onecity_handoff::grpc::HandoffGrpc;
 use onecity_handoff::{Handoff, HandoffWorker, Inbox};
@@ -80,7 +80,8 @@ async fn open_log(
             replicas,
             prefix,
         } => {
-            let (log, leases) = connect_jetstream(&urls, replicas, prefix, true).await?;
+            let auth = config.nats.auth()?;
+            let (log, leases) = connect_jetstream(&urls, replicas, prefix, auth, true).await?;
             Ok((Arc::new(log), true, leases))
         }
         spec => {
@@ -124,7 +125,9 @@ pub async fn open_log_spec(
             replicas,
             prefix,
         } => {
-            let (log, _) = connect_jetstream(&urls, replicas, prefix, false).await?;
+            // Offline tools take their NATS credentials from the URL.
+            let auth = NatsAuth::default();
+            let (log, _) = connect_jetstream(&urls, replicas, prefix, auth, false).await?;
             Ok((Arc::new(log), true))
         }
     }
@@ -138,14 +141,18 @@ async fn connect_jetstream(
     urls: &str,
     replicas: usize,
     prefix: String,
+    auth: NatsAuth,
     leases: bool,
 ) -> anyhow::Result<(JetStreamLog, Option<Arc<dyn Leases>>)> {
     let config = JetStreamConfig {
         url: urls.to_owned(),
         prefix,
         replicas,
+        auth,
         ..JetStreamConfig::default()
     };
+    // The URL may hold credentials: messages name the servers without them.
+    let urls = onecity_eventlog_jetstream::redact_url(urls);
     let deadline = std::time::Instant::now() + JETSTREAM_STARTUP_PATIENCE;
     let mut delays = Backoff::new();
     loop {

@@ -122,9 +122,13 @@ impl Cluster {
         format!("http://127.0.0.1:{}", self.base + offset)
     }
 
+    /// The servers, with the credentials cluster.sh made for its NATS `authorization`.
     fn nats(&self) -> String {
+        let password = std::fs::read_to_string(self.dir.path().join("nats.password"))
+            .expect("cluster.sh writes the nats password");
+        let password = password.trim();
         (1..=3)
-            .map(|i| format!("nats://127.0.0.1:{}", self.base + i))
+            .map(|i| format!("nats://onecity:{password}@127.0.0.1:{}", self.base + i))
             .collect::<Vec<_>>()
             .join(",")
     }

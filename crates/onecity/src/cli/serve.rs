@@ -23,7 +23,7 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let local = listener.local_addr().context("local address")?;
     tracing::info!(
         addr = %local,
-        log = %config.log_spec(),
+        log = %config.log_spec().redacted(),
         policy_file = ?config.policy_file,
         catalogue_file = ?config.catalogue_file,
         tokens = config.tokens.len(),

@@ -17,7 +17,9 @@ Backends:
       called with the log token (ONECITY_LOG_TOKEN)
   jetstream:nats://HOST:PORT[,nats://HOST:PORT...][?replicas=N&prefix=NAME]
       a NATS JetStream cluster; replicas 1 to 5 (default 3, the production setting;
-      1 for development), NAME prefixes the log's streams and buckets (default onecity)";
+      1 for development), NAME prefixes the log's streams and buckets (default onecity);
+      tls://HOST:PORT requires TLS; credentials and the servers' CA come from [nats] in
+      the config (or user:password@ / token@ in the URL, for development)";
 
 /// The `--help` text of a `--log` option: `head` (what the option is for), then every
 /// backend with its options, so that each command lists them all alike.
@@ -49,32 +51,35 @@ impl FromStr for LogSpec {
 
     fn from_str(s: &str) -> anyhow::Result<Self> {
         let expected = "expected sled:PATH, remote:http://HOST:PORT or jetstream:nats://HOST:PORT[,...][?replicas=N&prefix=NAME]";
+        // Messages show the spec without the credentials a NATS URL may hold.
+        let shown = onecity_eventlog_jetstream::redact_url(s);
         let Some((scheme, rest)) = s.split_once(':') else {
-            bail!("log backend {s:?}: {expected}");
+            bail!("log backend {shown:?}: {expected}");
         };
         match scheme {
             "sled" if !rest.is_empty() => Ok(LogSpec::Sled(PathBuf::from(rest))),
-            "sled" => bail!("log backend {s:?}: empty path; {expected}"),
+            "sled" => bail!("log backend {shown:?}: empty path; {expected}"),
             "remote" => {
                 let uri: tonic::transport::Uri = rest
                     .parse()
-                    .map_err(|e| anyhow::anyhow!("log backend {s:?}: {e}; {expected}"))?;
+                    .map_err(|e| anyhow::anyhow!("log backend {shown:?}: {e}; {expected}"))?;
                 let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
                 let host_ok = uri.host().is_some_and(|h| !h.is_empty());
                 let path_ok = matches!(uri.path(), "" | "/") && uri.query().is_none();
                 if !(scheme_ok && host_ok && path_ok) {
-                    bail!("log backend {s:?}: {expected}");
+                    bail!("log backend {shown:?}: {expected}");
                 }
                 Ok(LogSpec::Remote(rest.trim_end_matches('/').to_owned()))
             }
             "jetstream" => {
                 let (urls, query) = rest.split_once('?').unwrap_or((rest, ""));
-                if urls.is_empty()
-                    || !urls
-                        .split(',')
-                        .all(|u| u.starts_with("nats://") && u.len() > "nats://".len())
-                {
-                    bail!("log backend {s:?}: {expected}");
+                let nats_url = |u: &str| {
+                    ["nats://", "tls://"]
+                        .iter()
+                        .any(|scheme| u.starts_with(scheme) && u.len() > scheme.len())
+                };
+                if urls.is_empty() || !urls.split(',').all(nats_url) {
+                    bail!("log backend {shown:?}: {expected}");
                 }
                 let mut replicas = 3;
                 let mut prefix = "onecity".to_owned();
@@ -82,11 +87,15 @@ impl FromStr for LogSpec {
                     match kv.split_once('=') {
                         Some(("replicas", n)) => {
                             replicas = n.parse().ok().filter(|n| (1..=5).contains(n)).ok_or_else(
-                                || anyhow::anyhow!("log backend {s:?}: replicas must be 1 to 5"),
+                                || {
+                                    anyhow::anyhow!(
+                                        "log backend {shown:?}: replicas must be 1 to 5"
+                                    )
+                                },
                             )?;
                         }
                         Some(("prefix", p)) if !p.is_empty() => prefix = p.to_owned(),
-                        _ => bail!("log backend {s:?}: unknown option {kv:?}; {expected}"),
+                        _ => bail!("log backend {shown:?}: unknown option {kv:?}; {expected}"),
                     }
                 }
                 Ok(LogSpec::JetStream {
@@ -95,7 +104,25 @@ impl FromStr for LogSpec {
                     prefix,
                 })
             }
-            _ => bail!("log backend {s:?}: unknown kind {scheme:?}; {expected}"),
+            _ => bail!("log backend {shown:?}: unknown kind {scheme:?}; {expected}"),
+        }
+    }
+}
+
+impl LogSpec {
+    /// The spec without the credentials a NATS URL may hold, for showing.
+    pub fn redacted(&self) -> LogSpec {
+        match self {
+            LogSpec::JetStream {
+                urls,
+                replicas,
+                prefix,
+            } => LogSpec::JetStream {
+                urls: onecity_eventlog_jetstream::redact_url(urls),
+                replicas: *replicas,
+                prefix: prefix.clone(),
+            },
+            other => other.clone(),
         }
     }
 }

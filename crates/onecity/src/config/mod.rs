@@ -16,6 +16,7 @@
 //! [`LogSpec`].
 
 mod log_spec;
+mod nats;
 mod tokens;
 
 use std::fmt;
@@ -28,6 +29,7 @@ use onecity_domain::Partition;
 use serde::{Deserialize, Serialize};
 
 pub use log_spec::{log_spec_help, LogSpec};
+pub use nats::NatsConfig;
 use tokens::redact;
 pub use tokens::{
     demo_tokens, sha256, Credentials, PrincipalKind, TokenConfig, DEMO_TERMINAL_TOKEN,
@@ -141,6 +143,8 @@ pub struct Config {
     /// or without TLS (each is refused otherwise). For a trial behind a trusted network
     /// only: the server warns loudly.
     pub insecure: bool,
+    /// `[nats]`: credentials and TLS towards a `jetstream:` log.
+    pub nats: NatsConfig,
 }
 
 /// `[tls]`: certificates in PEM files. Every file is read at start-up and again on SIGHUP.
@@ -257,6 +261,7 @@ impl Default for Config {
             record_reads: true,
             tls: TlsConfig::default(),
             insecure: false,
+            nats: NatsConfig::default(),
         }
     }
 }
@@ -267,7 +272,7 @@ impl fmt::Debug for Config {
         f.debug_struct("Config")
             .field("addr", &self.addr)
             .field("data_dir", &self.data_dir)
-            .field("log", &self.log)
+            .field("log", &self.log.as_ref().map(LogSpec::redacted))
             .field("log_token", &self.log_token.as_ref().map(|_| "****"))
             .field("policy_file", &self.policy_file)
             .field("catalogue_file", &self.catalogue_file)
@@ -280,6 +285,7 @@ impl fmt::Debug for Config {
             .field("record_reads", &self.record_reads)
             .field("tls", &self.tls)
             .field("insecure", &self.insecure)
+            .field("nats", &self.nats)
             .finish()
     }
 }
@@ -399,6 +405,7 @@ impl Config {
                 .parse()
                 .with_context(|| format!("{ENV_INSECURE}: {v:?} is not true or false"))?;
         }
+        self.nats.apply_env(&get);
         if let Some(v) = get(ENV_WORKER_PARTITIONS) {
             self.worker_partitions = Some(v.trim().parse().with_context(|| {
                 format!("{ENV_WORKER_PARTITIONS}: {v:?} is not a partition count")
@@ -456,6 +463,7 @@ impl Config {
 
     /// Checks every token entry (see [`Config::principals`]).
     pub fn validate(&self) -> anyhow::Result<()> {
+        self.nats.validate()?;
         if self.worker_partitions == Some(0) {
             bail!("worker_partitions: must be at least 1");
         }
@@ -538,7 +546,7 @@ impl Config {
     /// log backend resolved.
     pub fn redacted(&self) -> Config {
         let mut c = self.clone();
-        c.log = Some(self.log_spec());
+        c.log = Some(self.log_spec().redacted());
         c.worker_partitions = Some(self.worker_partition_count());
         c.log_token = c.log_token.as_deref().map(redact);
         for t in &mut c.tokens {
