@@ -52,8 +52,22 @@ pub struct Read<'a> {
 
 /// Records `read` durably. A read that showed nothing (no case) is not recorded.
 pub async fn record(log: &dyn EventLog, read: Read<'_>) -> Result<()> {
+    let Some((stream, event)) = event(read) else {
+        return Ok(());
+    };
+    // Every read is its own record, so the commit id is fresh: a retried read records
+    // again, which is what happened.
+    log.append(stream, Expected::Any, vec![event], Uuid::now_v7())
+        .await?;
+    Ok(())
+}
+
+/// The access record of `read` and the stream it belongs on (the reader's), or `None` for
+/// a read that showed nothing. For callers that commit several records at once (one
+/// reader's records may share a commit: they are one stream's events).
+pub fn event(read: Read<'_>) -> Option<(Uuid, NewEvent)> {
     let (case_ids, from_position, to_position) = match read.subject {
-        Subject::Cases(cases) if cases.is_empty() => return Ok(()),
+        Subject::Cases(cases) if cases.is_empty() => return None,
         Subject::Cases(cases) => (cases.iter().map(Uuid::to_string).collect(), 0, 0),
         Subject::Range { from, to } => (Vec::new(), from.max(1), to.unwrap_or(0)),
     };
@@ -67,16 +81,7 @@ pub async fn record(log: &dyn EventLog, read: Read<'_>) -> Result<()> {
     }
     .encode_to_vec();
     let event = NewEvent::new(PERSONAL_DATA_READ, read.principal, payload);
-    // Every read is its own record, so the commit id is fresh: a retried read records
-    // again, which is what happened.
-    log.append(
-        ids::access_stream(read.principal),
-        Expected::Any,
-        vec![event],
-        Uuid::now_v7(),
-    )
-    .await?;
-    Ok(())
+    Some((ids::access_stream(read.principal), event))
 }
 
 /// A recorded read.
