@@ -118,7 +118,7 @@ impl Access {
 }
 
 /// The recorder task: takes what is waiting, commits each stream's records at once, and
-/// answers each read. Ends when every [`Access`] handle is gone.
+/// answers each read when its commit is durable. Ends when every [`Access`] handle is gone.
 async fn commit_batches(log: Arc<dyn EventLog>, mut rx: mpsc::Receiver<Pending>) {
     let mut batch = Vec::new();
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
@@ -126,9 +126,12 @@ async fn commit_batches(log: Arc<dyn EventLog>, mut rx: mpsc::Receiver<Pending>)
         for p in batch.drain(..) {
             by_stream.entry(p.stream).or_default().push(p);
         }
-        let commits = by_stream.into_iter().map(|(stream, pending)| {
+        // Each commit runs on its own, so the next batch is taken while this one waits for
+        // its fsync: both then join the log's next group commit instead of queueing
+        // behind each other.
+        for (stream, pending) in by_stream {
             let log = Arc::clone(&log);
-            async move {
+            tokio::spawn(async move {
                 let (events, waiters): (Vec<_>, Vec<_>) =
                     pending.into_iter().map(|p| (p.event, p.done)).unzip();
                 let r = log
@@ -143,9 +146,8 @@ async fn commit_batches(log: Arc<dyn EventLog>, mut rx: mpsc::Receiver<Pending>)
                         Err(e) => Err(onecity_eventlog::Error::Storage(e.to_string())),
                     });
                 }
-            }
-        });
-        futures::future::join_all(commits).await;
+            });
+        }
     }
 }
 
