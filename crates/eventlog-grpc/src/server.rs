@@ -402,7 +402,13 @@ mod tests {
         for c in ["assessment", "assessment-0of2", "assessment-1of2"] {
             assert!(g.may_checkpoint(c), "{c}");
         }
-        for c in ["assessments", "assessmentx-1of2", "handoff", "handoff-0of2", ""] {
+        for c in [
+            "assessments",
+            "assessmentx-1of2",
+            "handoff",
+            "handoff-0of2",
+            "",
+        ] {
             assert!(!g.may_checkpoint(c), "{c}");
         }
         assert!(Grant::All.may_checkpoint("handoff"));
