@@ -16,4 +16,4 @@ pub use bearer::{Bearer, InvalidToken};
 pub use error_status::{from_status, status, CONFLICT_REASON, ERROR_DOMAIN};
 pub use purpose::{purpose, MAX_PURPOSE_CHARS, PURPOSE_HEADER};
 pub use remote::RemoteLog;
-pub use server::{Audited, EventLogGrpc, Writer};
+pub use server::{Audited, EventLogGrpc, Grant, Writer};

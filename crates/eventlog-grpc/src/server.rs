@@ -24,6 +24,57 @@ use crate::status;
 pub struct Writer {
     /// The authenticated principal, as recorded in `appended_by` (e.g. `service:intake`).
     pub principal: String,
+    /// What it may write.
+    pub grant: Arc<Grant>,
+}
+
+/// What a [`Writer`] may write: which event types it may append and which consumers'
+/// checkpoints it may save. The embedding builds it from its own table of who owns what;
+/// the log service only applies it, so a stolen writer's credential cannot write what its
+/// holder never writes (an intake node forging a department's decision).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Grant {
+    /// Every event type and every checkpoint.
+    All,
+    /// Only these.
+    Only {
+        /// How refusals name the holder, e.g. `roles [intake]`: no secret.
+        holder: String,
+        /// The event types it may append, exactly.
+        event_types: Vec<String>,
+        /// The consumers whose checkpoints it may save: each name itself, or the name
+        /// followed by `-` and anything (a partition's checkpoint, `assessment-1of2`).
+        consumers: Vec<String>,
+    },
+}
+
+impl Grant {
+    /// Whether an event of `event_type` may be appended.
+    pub fn may_append(&self, event_type: &str) -> bool {
+        match self {
+            Grant::All => true,
+            Grant::Only { event_types, .. } => event_types.iter().any(|t| t == event_type),
+        }
+    }
+
+    /// Whether the checkpoint of `consumer` may be saved.
+    pub fn may_checkpoint(&self, consumer: &str) -> bool {
+        match self {
+            Grant::All => true,
+            Grant::Only { consumers, .. } => consumers.iter().any(|c| {
+                consumer
+                    .strip_prefix(c.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('-'))
+            }),
+        }
+    }
+
+    fn holder(&self) -> &str {
+        match self {
+            Grant::All => "every role",
+            Grant::Only { holder, .. } => holder,
+        }
+    }
 }
 
 /// Marks a request whose reads leave access records, naming the reader as recorded for
@@ -104,6 +155,16 @@ async fn audit<T>(
     .map_err(status)
 }
 
+/// `PERMISSION_DENIED` for a write outside the writer's grant, logged with the principal.
+fn refused(w: &Writer, action: &str) -> Status {
+    let holder = w.grant.holder();
+    tracing::warn!(principal = %w.principal, holder, action, "event log write refused");
+    Status::permission_denied(format!(
+        "{} ({holder}) may not {action}: it belongs to another role",
+        w.principal
+    ))
+}
+
 fn limit(n: u32) -> usize {
     usize::try_from(n).unwrap_or(usize::MAX)
 }
@@ -115,11 +176,7 @@ impl EventLogService for EventLogGrpc {
         req: Request<pb::AppendRequest>,
     ) -> Result<Response<pb::AppendResponse>, Status> {
         self.check_writer(&req, "append to the event log")?;
-        let appended_by = req
-            .extensions()
-            .get::<Writer>()
-            .map(|w| w.principal.clone())
-            .unwrap_or_default();
+        let writer = req.extensions().get::<Writer>().cloned();
         let pb::AppendRequest {
             case_id,
             expected,
@@ -129,6 +186,12 @@ impl EventLogService for EventLogGrpc {
         let case_id = parse_uuid("case_id", &case_id).map_err(status)?;
         let expected = codec::expected(expected).map_err(status)?;
         let events = codec::new_events(events).map_err(status)?;
+        if let Some(w) = &writer {
+            if let Some(e) = events.iter().find(|e| !w.grant.may_append(&e.event_type)) {
+                return Err(refused(w, &format!("append {}", e.event_type)));
+            }
+        }
+        let appended_by = writer.map(|w| w.principal).unwrap_or_default();
         let commit_id = parse_uuid("commit_id", &commit_id).map_err(status)?;
         let a = self
             .log
@@ -274,6 +337,12 @@ impl EventLogService for EventLogGrpc {
         req: Request<pb::SaveCheckpointRequest>,
     ) -> Result<Response<pb::SaveCheckpointResponse>, Status> {
         self.check_writer(&req, "save checkpoints")?;
+        if let Some(w) = req.extensions().get::<Writer>() {
+            let consumer = &req.get_ref().consumer;
+            if !w.grant.may_checkpoint(consumer) {
+                return Err(refused(w, &format!("save the checkpoint of {consumer:?}")));
+            }
+        }
         let pb::SaveCheckpointRequest { consumer, position } = req.into_inner();
         self.log
             .save_checkpoint(&consumer, position)
@@ -297,5 +366,51 @@ impl EventLogService for EventLogGrpc {
     ) -> Result<Response<pb::GetHeadResponse>, Status> {
         let position = self.log.head().await.map_err(status)?;
         Ok(Response::new(pb::GetHeadResponse { position }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eligibility() -> Grant {
+        Grant::Only {
+            holder: "roles [eligibility]".into(),
+            event_types: vec!["onecity.v1.EligibilityAssessed".into()],
+            consumers: vec!["assessment".into()],
+        }
+    }
+
+    #[test]
+    fn a_grant_names_event_types_exactly() {
+        let g = eligibility();
+        assert!(g.may_append("onecity.v1.EligibilityAssessed"));
+        for t in [
+            "onecity.v1.EligibilityAssessedX",
+            "onecity.v1.Eligibility",
+            "onecity.v1.ReferralDecided",
+            "",
+        ] {
+            assert!(!g.may_append(t), "{t}");
+        }
+        assert!(Grant::All.may_append("onecity.test.Anything"));
+    }
+
+    #[test]
+    fn a_grant_covers_its_consumers_and_their_partitions_only() {
+        let g = eligibility();
+        for c in ["assessment", "assessment-0of2", "assessment-1of2"] {
+            assert!(g.may_checkpoint(c), "{c}");
+        }
+        for c in [
+            "assessments",
+            "assessmentx-1of2",
+            "handoff",
+            "handoff-0of2",
+            "",
+        ] {
+            assert!(!g.may_checkpoint(c), "{c}");
+        }
+        assert!(Grant::All.may_checkpoint("handoff"));
     }
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use onecity_eventlog::conformance::{Backend, BoxLog, Owning};
-use onecity_eventlog_grpc::{EventLogGrpc, RemoteLog, Writer};
+use onecity_eventlog_grpc::{EventLogGrpc, Grant, RemoteLog, Writer};
 use onecity_eventlog_sled::testing::SledBackend;
 use tokio_util::sync::CancellationToken;
 
@@ -18,6 +18,7 @@ struct RemoteBackend;
 fn stamp_caller(mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
     req.extensions_mut().insert(Writer {
         principal: CALLER.into(),
+        grant: std::sync::Arc::new(Grant::All),
     });
     Ok(req)
 }

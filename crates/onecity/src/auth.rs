@@ -16,13 +16,13 @@ use std::fmt;
 use std::sync::Arc;
 
 use onecity_domain::Principal;
-use onecity_eventlog_grpc::{Audited, Writer};
+use onecity_eventlog_grpc::{Audited, Grant, Writer};
 use rustls_pki_types::CertificateDer;
 use tonic::metadata::MetadataMap;
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
-use crate::config::{Config, Credentials};
+use crate::config::{Config, Credentials, Identity};
 
 /// The authenticating interceptor.
 #[derive(Clone)]
@@ -65,9 +65,10 @@ impl Auth {
     pub fn intercept(&self, mut req: Request<()>) -> Result<Request<()>, Status> {
         let certs = req.peer_certs();
         let cert = certs.as_ref().and_then(|c| c.first());
-        match self.authenticate(req.metadata(), cert) {
-            Ok(principal) => {
+        match self.identify(req.metadata(), cert) {
+            Ok(Identity { principal, grant }) => {
                 req.extensions_mut().insert(principal);
+                req.extensions_mut().insert(grant);
                 Ok(req)
             }
             Err(reason) => {
@@ -88,11 +89,20 @@ impl Auth {
         metadata: &MetadataMap,
         cert: Option<&CertificateDer<'_>>,
     ) -> Result<Principal, Refusal> {
+        self.identify(metadata, cert).map(|i| i.principal)
+    }
+
+    /// [`Auth::authenticate`], with what the principal may write to the event log.
+    pub fn identify(
+        &self,
+        metadata: &MetadataMap,
+        cert: Option<&CertificateDer<'_>>,
+    ) -> Result<Identity, Refusal> {
         let Some(value) = metadata.get("authorization") else {
             let cert = cert.ok_or(Refusal::MissingToken)?;
             return crate::tls::uri_sans(cert)
                 .iter()
-                .find_map(|uri| self.credentials.client_uri(uri))
+                .find_map(|uri| self.credentials.client_identity(uri))
                 .cloned()
                 .ok_or(Refusal::UnmappedCertificate);
         };
@@ -104,7 +114,7 @@ impl Auth {
             return Err(Refusal::MalformedToken);
         }
         self.credentials
-            .token(token)
+            .token_identity(token)
             .cloned()
             .ok_or(Refusal::UnknownToken)
     }
@@ -174,7 +184,9 @@ pub struct EventLogAuth(Auth);
 impl EventLogAuth {
     /// Authenticates, then requires a `service` or `admin` principal; only a `service`
     /// principal is marked [`Writer`], so an admin reads the log and cannot change it (the
-    /// service must be built [`EventLogGrpc::writers_only`]).
+    /// service must be built [`EventLogGrpc::writers_only`]). The mark carries the grant of
+    /// the service's `roles`: the log service refuses the event types and checkpoints of
+    /// roles it does not hold ([`crate::ownership`]).
     ///
     /// # Errors
     /// `UNAUTHENTICATED` as for [`Auth::intercept`]; `PERMISSION_DENIED` for terminals and
@@ -187,7 +199,20 @@ impl EventLogAuth {
         match principal {
             Principal::Service { .. } => {
                 let principal = principal.actor();
-                req.extensions_mut().insert(Writer { principal });
+                // Fail closed: a request that reached here without the grant the
+                // authentication stored may write nothing.
+                let grant = req
+                    .extensions()
+                    .get::<Arc<Grant>>()
+                    .cloned()
+                    .unwrap_or_else(|| {
+                        Arc::new(Grant::Only {
+                            holder: "no roles".to_owned(),
+                            event_types: Vec::new(),
+                            consumers: Vec::new(),
+                        })
+                    });
+                req.extensions_mut().insert(Writer { principal, grant });
                 Ok(req)
             }
             // A person reading the raw log reads residents' data: each read is recorded.

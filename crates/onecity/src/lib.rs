@@ -17,5 +17,6 @@ pub mod config;
 pub mod health;
 pub mod json;
 pub mod migrate;
+pub mod ownership;
 pub mod server;
 pub mod tls;

@@ -29,6 +29,7 @@ pub(super) fn token(command: TokenCommand) -> anyhow::Result<()> {
         district,
         street_office,
         unit,
+        roles,
         token_out,
     } = command;
     let token = new_token()?;
@@ -46,6 +47,7 @@ pub(super) fn token(command: TokenCommand) -> anyhow::Result<()> {
         district,
         street_office,
         unit,
+        roles: (!roles.is_empty()).then_some(roles),
     };
     // The same validation as the server's, so a stanza that prints also loads.
     let check = Config {

@@ -227,6 +227,10 @@ pub enum TokenCommand {
         /// Department: the unit, <department>@<district code>.
         #[arg(long)]
         unit: Option<String>,
+        /// Service: a role it may act as, intake, eligibility, handoff or all (repeatable,
+        /// or comma-separated); it may append only its roles' event types. Default: all.
+        #[arg(long = "role", value_delimiter = ',', value_parser = parse_role)]
+        roles: Vec<config::Role>,
         /// Write the token to this new file (mode 0600) instead of printing it.
         #[arg(long)]
         token_out: Option<PathBuf>,

@@ -32,7 +32,7 @@ pub use log_spec::{log_spec_help, LogSpec};
 pub use nats::NatsConfig;
 use tokens::redact;
 pub use tokens::{
-    demo_tokens, sha256, Credentials, PrincipalKind, TokenConfig, DEMO_TERMINAL_TOKEN,
+    demo_tokens, sha256, Credentials, Identity, PrincipalKind, TokenConfig, DEMO_TERMINAL_TOKEN,
 };
 
 /// Default listen address.
@@ -210,6 +210,19 @@ impl FromStr for Role {
             "all" => Role::All,
             other => bail!("role {other:?}: expected intake, eligibility, handoff, log or all"),
         })
+    }
+}
+
+impl Role {
+    /// The role's name, as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Intake => "intake",
+            Role::Eligibility => "eligibility",
+            Role::Handoff => "handoff",
+            Role::Log => "log",
+            Role::All => "all",
+        }
     }
 }
 

@@ -607,3 +607,88 @@ fn tls_settings_come_from_the_file_and_the_environment() {
     assert!(load_str("[tls]\ncert = \"/c.pem\"\n").is_err());
     assert!(load_str("[tls]\nclient_ca = \"/ca.pem\"\n").is_err());
 }
+
+#[test]
+fn a_service_token_names_its_roles_and_gets_their_grant() {
+    use onecity_eventlog_grpc::Grant;
+    let c = load_str(
+        r#"
+        [[tokens]]
+        token = "intake-token"
+        principal = "service"
+        id = "intake-1"
+        roles = ["intake"]
+
+        [[tokens]]
+        token = "workers-token"
+        principal = "service"
+        id = "workers"
+        roles = ["eligibility", "handoff"]
+
+        [[tokens]]
+        token = "all-token"
+        principal = "service"
+        id = "everything"
+        roles = ["all"]
+
+        [[tokens]]
+        token = "old-token"
+        principal = "service"
+        id = "old"
+        "#,
+    )
+    .unwrap();
+    let p = c.principals().unwrap();
+    let intake = p.token_identity("intake-token").unwrap();
+    assert_eq!(intake.principal.actor(), "service:intake-1");
+    assert!(intake
+        .grant
+        .may_append(onecity_domain::events::APPLICATION_SUBMITTED));
+    assert!(!intake
+        .grant
+        .may_append(onecity_domain::events::REFERRAL_DECIDED));
+    let workers = p.token_identity("workers-token").unwrap();
+    assert!(workers
+        .grant
+        .may_append(onecity_domain::events::REFERRAL_DECIDED));
+    assert!(workers.grant.may_checkpoint("assessment-1of2"));
+    assert!(!workers
+        .grant
+        .may_append(onecity_domain::events::APPLICATION_SUBMITTED));
+    for token in ["all-token", "old-token"] {
+        assert_eq!(
+            *p.token_identity(token).unwrap().grant,
+            Grant::All,
+            "{token}"
+        );
+    }
+}
+
+#[test]
+fn bad_roles_are_refused_naming_the_entry() {
+    let cases = [
+        (
+            "principal = \"service\"\nid = \"s\"\nroles = []",
+            "tokens[0] (service \"s\"): `roles` is empty",
+        ),
+        (
+            "principal = \"service\"\nid = \"s\"\nroles = [\"log\"]",
+            "role \"log\" writes nothing to the log",
+        ),
+        (
+            "principal = \"admin\"\nid = \"a\"\nroles = [\"intake\"]",
+            "`roles` applies to a service token only",
+        ),
+    ];
+    for (entry, expected) in cases {
+        let err = load_str(&format!("[[tokens]]\ntoken = \"tok-x\"\n{entry}\n")).unwrap_err();
+        let err = format!("{err:#}");
+        assert!(err.contains(expected), "{entry}: {err}");
+        assert!(!err.contains("tok-x"), "token echoed: {err}");
+    }
+    let err = load_str(
+        "[[tokens]]\ntoken = \"tok-x\"\nprincipal = \"service\"\nid = \"s\"\nroles = [\"decider\"]\n",
+    )
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("decider"), "{err:#}");
+}

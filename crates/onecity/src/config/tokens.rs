@@ -3,14 +3,16 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 use anyhow::bail;
 use onecity_domain::{DepartmentUnit, DistrictCode, Principal};
+use onecity_eventlog_grpc::Grant;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
-use super::Config;
+use super::{Config, Role};
 
 /// The demo terminal token the CLI uses when no `--token` is given (terminal `T-120103-01`).
 pub const DEMO_TERMINAL_TOKEN: &str = "demo-terminal-120103";
@@ -24,8 +26,18 @@ const MAX_ID_CHARS: usize = 64;
 /// `[[tokens]]` entries ([`Config::principals`]); the plain tokens are not kept.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Credentials {
-    hashes: Vec<([u8; 32], Principal)>,
-    clients: HashMap<String, Principal>,
+    hashes: Vec<([u8; 32], Identity)>,
+    clients: HashMap<String, Identity>,
+}
+
+/// Who a credential stands for, and what it may write to the event log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The principal.
+    pub principal: Principal,
+    /// What it may write through the `EventLogService` (its `roles`, see
+    /// [`crate::ownership`]); only `service` principals write at all.
+    pub grant: Arc<Grant>,
 }
 
 impl fmt::Debug for Credentials {
@@ -42,11 +54,16 @@ impl Credentials {
     /// per hash and with no early exit, so the time taken says nothing about which entry,
     /// if any, is close to the guess.
     pub fn token(&self, token: &str) -> Option<&Principal> {
+        self.token_identity(token).map(|i| &i.principal)
+    }
+
+    /// The identity of a bearer token, compared as in [`Credentials::token`].
+    pub fn token_identity(&self, token: &str) -> Option<&Identity> {
         let hash = sha256(token);
         let mut found = None;
-        for (h, principal) in &self.hashes {
+        for (h, identity) in &self.hashes {
             if bool::from(h.ct_eq(&hash)) {
-                found = Some(principal);
+                found = Some(identity);
             }
         }
         found
@@ -54,6 +71,11 @@ impl Credentials {
 
     /// The principal of a client certificate's URI SAN.
     pub fn client_uri(&self, uri: &str) -> Option<&Principal> {
+        self.client_identity(uri).map(|i| &i.principal)
+    }
+
+    /// The identity of a client certificate's URI SAN.
+    pub fn client_identity(&self, uri: &str) -> Option<&Identity> {
         self.clients.get(uri)
     }
 
@@ -86,6 +108,10 @@ impl Config {
             let principal = entry
                 .to_principal()
                 .map_err(|reason| anyhow::anyhow!("{}: {reason}", label()))?;
+            let grant = entry
+                .grant()
+                .map_err(|reason| anyhow::anyhow!("{}: {reason}", label()))?;
+            let identity = Identity { principal, grant };
             match entry
                 .credential()
                 .map_err(|reason| anyhow::anyhow!("{}: {reason}", label()))?
@@ -97,10 +123,10 @@ impl Config {
                             label()
                         );
                     }
-                    creds.hashes.push((hash, principal));
+                    creds.hashes.push((hash, identity));
                 }
                 Credential::ClientUri(uri) => {
-                    if creds.clients.insert(uri.to_owned(), principal).is_some() {
+                    if creds.clients.insert(uri.to_owned(), identity).is_some() {
                         bail!("{}: client_uri {uri:?} is mapped twice", label());
                     }
                 }
@@ -204,6 +230,11 @@ pub struct TokenConfig {
     /// Department only: the unit, `<department>@<district code>` (e.g. `civil-affairs@120103`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unit: Option<String>,
+    /// Service only: the roles it may act as (`intake`, `eligibility`, `handoff`), which
+    /// decide the event types it may append and the checkpoints it may save
+    /// ([`crate::ownership`]). Omitted or `["all"]`: every role, and any event type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles: Option<Vec<Role>>,
 }
 
 // Hand-written so the token never reaches a log line.
@@ -218,6 +249,7 @@ impl fmt::Debug for TokenConfig {
             .field("district", &self.district)
             .field("street_office", &self.street_office)
             .field("unit", &self.unit)
+            .field("roles", &self.roles)
             .finish()
     }
 }
@@ -234,6 +266,7 @@ impl TokenConfig {
             district: Some(district.to_owned()),
             street_office: Some(street_office.to_owned()),
             unit: None,
+            roles: None,
         }
     }
 
@@ -248,6 +281,7 @@ impl TokenConfig {
             district: None,
             street_office: None,
             unit: Some(unit.to_owned()),
+            roles: None,
         }
     }
 
@@ -262,6 +296,7 @@ impl TokenConfig {
             district: None,
             street_office: None,
             unit: None,
+            roles: None,
         }
     }
 
@@ -309,6 +344,33 @@ impl TokenConfig {
                     .to_owned(),
             ),
         }
+    }
+
+    /// What this entry may write to the event log: its `roles`, checked (a service's
+    /// only, at least one, each owning something or `all`).
+    pub fn grant(&self) -> Result<Arc<Grant>, String> {
+        let Some(roles) = &self.roles else {
+            return Ok(crate::ownership::shared_grant(None));
+        };
+        if self.principal != PrincipalKind::Service {
+            return Err("`roles` applies to a service token only".to_owned());
+        }
+        if roles.is_empty() {
+            return Err(
+                "`roles` is empty: name the roles it acts as (intake, eligibility, handoff) or leave it out for all"
+                    .to_owned(),
+            );
+        }
+        if let Some(r) = roles
+            .iter()
+            .find(|r| **r != Role::All && !crate::ownership::GRANTABLE.contains(r))
+        {
+            return Err(format!(
+                "role {:?} writes nothing to the log: a service token's roles are intake, eligibility, handoff or all",
+                r.as_str()
+            ));
+        }
+        Ok(crate::ownership::shared_grant(Some(roles)))
     }
 
     /// The principal this entry stands for, or why the entry is invalid.
