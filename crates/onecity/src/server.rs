@@ -19,7 +19,7 @@ use onecity_eventlog_sled::{SledConfig, SledLog};
 use onecity_handoff::grpc::HandoffGrpc;
 use onecity_handoff::{Handoff, HandoffWorker, Inbox};
 use onecity_intake::grpc::IntakeGrpc;
-use onecity_intake::{Backpressure, Intake, Watched};
+use onecity_intake::{Backpressure, Gauge, Intake, Watched};
 use onecity_service::access::Access;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -632,7 +632,15 @@ fn start_roles(
             auth.event_log(),
         ));
     }
-    let admin = AdminGrpc::new(Admin::new(stamped(&log, ADMIN_APPENDS_AS), handlers)).into_server();
+    let admin = Admin::new(stamped(&log, ADMIN_APPENDS_AS), handlers).with_routing(
+        Gauge::new(backpressure(config)),
+        leases,
+        vec![
+            onecity_assessment::CONSUMER.to_owned(),
+            onecity_handoff::CONSUMER.to_owned(),
+        ],
+    );
+    let admin = AdminGrpc::new(admin).into_server();
     slots
         .admin
         .set(InterceptedService::new(admin, auth.admin()));
