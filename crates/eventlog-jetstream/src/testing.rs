@@ -65,6 +65,14 @@ impl NatsServer {
         Err(format!("nats-server did not start: {last_error}"))
     }
 
+    /// Starts `nats-server` on the loopback `port` (one the test picked, e.g. to start a
+    /// client before any server is up), and waits (bounded) until it accepts clients.
+    pub fn start_on(port: u16) -> Result<Self, String> {
+        let mut server = NatsServer::launch(&find_binary()?, port, "")?;
+        server.wait_ready()?;
+        Ok(server)
+    }
+
     /// Starts a server on `port` with `extra` configuration, without waiting for it.
     fn launch(binary: &Path, port: u16, extra: &str) -> Result<Self, String> {
         let dir = tempfile::Builder::new()
@@ -273,7 +281,8 @@ fn probe(port: u16) -> std::io::Result<bool> {
     Ok(line.contains("\"jetstream\":true"))
 }
 
-fn free_port() -> Result<u16, String> {
+/// A loopback port free when asked (another process may take it before it is bound).
+pub fn free_port() -> Result<u16, String> {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -59,24 +59,42 @@ struct Scan {
     pending: Option<u64>,
 }
 
+/// The routing lag of one watched worker checkpoint, as last measured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerLag {
+    /// The checkpoint's consumer name, e.g. `handoff-2of2`.
+    pub consumer: String,
+    /// The position the worker has handled up to.
+    pub checkpoint: u64,
+    /// The log's head when measured.
+    pub head: u64,
+    /// Events from the oldest event the worker has not handled yet to the head (0: it
+    /// has nothing to do, however far the head is past its checkpoint).
+    pub lag: u64,
+}
+
 #[derive(Debug)]
 struct State {
-    measured: Option<(Instant, u64)>,
+    /// When the lag was last measured, and its largest one.
+    measured: Option<(Instant, Option<ConsumerLag>)>,
     scans: Vec<Scan>,
     /// Whether the last measurement was over the bound (logged when it changes).
     refusing: bool,
 }
 
-/// The routing lag, measured at most every [`LAG_REFRESH`].
+/// The routing lag of the watched workers. Intake's bound measures at most every
+/// [`LAG_REFRESH`]; the scans for unhandled events are remembered, so measuring again
+/// reads only what was appended since.
 #[derive(Debug)]
-pub(crate) struct Gauge {
+pub struct Gauge {
     config: Backpressure,
     /// Held across the log reads, so concurrent submissions share one measurement.
     state: tokio::sync::Mutex<State>,
 }
 
 impl Gauge {
-    pub(crate) fn new(config: Backpressure) -> Self {
+    /// A gauge of the workers `config` watches.
+    pub fn new(config: Backpressure) -> Self {
         let scans = vec![Scan::default(); config.watched.len()];
         Gauge {
             config,
@@ -92,54 +110,93 @@ impl Gauge {
         self.config.max_lag
     }
 
-    /// The routing lag when it is over the bound, `None` when intake may accept.
-    pub(crate) async fn over(&self, log: &dyn EventLog) -> onecity_eventlog::Result<Option<u64>> {
+    /// The worker furthest behind when its lag is over the bound, `None` when intake may
+    /// accept.
+    pub(crate) async fn over(
+        &self,
+        log: &dyn EventLog,
+    ) -> onecity_eventlog::Result<Option<ConsumerLag>> {
         if self.config.max_lag == 0 || self.config.watched.is_empty() {
             return Ok(None);
         }
-        let lag = self.lag(log).await?;
-        Ok((lag > self.config.max_lag).then_some(lag))
+        let worst = self.worst(log).await?;
+        Ok(worst.filter(|w| w.lag > self.config.max_lag))
     }
 
-    async fn lag(&self, log: &dyn EventLog) -> onecity_eventlog::Result<u64> {
+    /// The lag of every watched worker, measured now. Unlike the bound's measurement,
+    /// every checkpoint behind the head is scanned for its oldest unhandled event, so
+    /// the lag of an idle worker is 0.
+    pub async fn report(&self, log: &dyn EventLog) -> onecity_eventlog::Result<Vec<ConsumerLag>> {
         let mut state = self.state.lock().await;
-        if let Some((at, lag)) = state.measured {
+        measure(&self.config.watched, &mut state.scans, log, 0).await
+    }
+
+    async fn worst(&self, log: &dyn EventLog) -> onecity_eventlog::Result<Option<ConsumerLag>> {
+        let mut state = self.state.lock().await;
+        if let Some((at, worst)) = &state.measured {
             if at.elapsed() < LAG_REFRESH {
-                return Ok(lag);
+                return Ok(worst.clone());
             }
         }
-        let head = log.head().await?;
-        let mut worst = 0;
-        for (watched, scan) in self.config.watched.iter().zip(state.scans.iter_mut()) {
-            let checkpoint = log.load_checkpoint(&watched.consumer).await?;
-            let behind = head.saturating_sub(checkpoint);
-            let lag = if behind <= self.config.max_lag {
-                behind
-            } else {
-                unhandled_lag(log, scan, &watched.event_type, checkpoint, head).await?
-            };
-            worst = worst.max(lag);
-        }
-        state.measured = Some((Instant::now(), worst));
-        let refusing = worst > self.config.max_lag;
+        let lags = measure(
+            &self.config.watched,
+            &mut state.scans,
+            log,
+            self.config.max_lag,
+        )
+        .await?;
+        let worst = lags.into_iter().max_by_key(|l| l.lag);
+        state.measured = Some((Instant::now(), worst.clone()));
+        let Some(worst) = worst else { return Ok(None) };
+        let refusing = worst.lag > self.config.max_lag;
         if refusing != state.refusing {
             state.refusing = refusing;
             if refusing {
                 tracing::warn!(
-                    lag = worst,
+                    consumer = %worst.consumer,
+                    lag = worst.lag,
                     max_lag = self.config.max_lag,
                     "routing is behind, refusing new cases"
                 );
             } else {
                 tracing::info!(
-                    lag = worst,
+                    lag = worst.lag,
                     max_lag = self.config.max_lag,
                     "routing caught up, accepting new cases"
                 );
             }
         }
-        Ok(worst)
+        Ok(Some(worst))
     }
+}
+
+/// The lag of every `watched` worker. A checkpoint at most `exact_over` behind the head
+/// counts as that far behind (cheap, and an upper bound); one further behind is scanned
+/// for its oldest unhandled event.
+async fn measure(
+    watched: &[Watched],
+    scans: &mut [Scan],
+    log: &dyn EventLog,
+    exact_over: u64,
+) -> onecity_eventlog::Result<Vec<ConsumerLag>> {
+    let head = log.head().await?;
+    let mut lags = Vec::with_capacity(watched.len());
+    for (watched, scan) in watched.iter().zip(scans.iter_mut()) {
+        let checkpoint = log.load_checkpoint(&watched.consumer).await?;
+        let behind = head.saturating_sub(checkpoint);
+        let lag = if behind <= exact_over {
+            behind
+        } else {
+            unhandled_lag(log, scan, &watched.event_type, checkpoint, head).await?
+        };
+        lags.push(ConsumerLag {
+            consumer: watched.consumer.clone(),
+            checkpoint,
+            head,
+            lag,
+        });
+    }
+    Ok(lags)
 }
 
 /// Events from the oldest event of `event_type` after `checkpoint` to `head` (0 when
@@ -231,12 +288,17 @@ mod tests {
         log.save_checkpoint("assessment", handled).await.unwrap();
         append(&log, "onecity.v1.ReferralDecided", 30).await;
         assert_eq!(gauge(10).over(&log).await.unwrap(), None);
+        let report = gauge(10).report(&log).await.unwrap();
+        assert_eq!(report.len(), 1);
+        assert_eq!((report[0].checkpoint, report[0].lag), (handled, 0));
 
         let pending = append(&log, WATCHED, 1).await;
         let head = append(&log, "onecity.v1.ReferralDecided", 12).await;
         assert_eq!(head - pending + 1, 13);
         let g = gauge(10);
-        assert_eq!(g.over(&log).await.unwrap(), Some(13));
+        let worst = g.over(&log).await.unwrap().expect("over the bound");
+        assert_eq!((worst.consumer.as_str(), worst.lag), ("assessment", 13));
+        assert_eq!(g.report(&log).await.unwrap()[0].lag, 13);
         // Bounds at or above the lag accept.
         assert_eq!(gauge(13).over(&log).await.unwrap(), None);
         assert_eq!(gauge(0).over(&log).await.unwrap(), None);
@@ -248,7 +310,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = SledLog::open(dir.path(), SledConfig::default()).unwrap();
         append(&log, WATCHED, 3).await;
-        assert_eq!(gauge(2).over(&log).await.unwrap(), Some(3));
+        assert_eq!(gauge(2).over(&log).await.unwrap().map(|w| w.lag), Some(3));
         assert_eq!(gauge(3).over(&log).await.unwrap(), None);
     }
 }

@@ -27,7 +27,9 @@ mod backpressure;
 pub mod grpc;
 mod view;
 
-pub use backpressure::{Backpressure, Watched, DEFAULT_MAX_ROUTING_LAG, LAG_REFRESH};
+pub use backpressure::{
+    Backpressure, ConsumerLag, Gauge, Watched, DEFAULT_MAX_ROUTING_LAG, LAG_REFRESH,
+};
 pub use view::view;
 
 /// Result alias of this crate.
@@ -59,11 +61,13 @@ pub enum Error {
     Corrupt(#[from] onecity_domain::events::DecodeError),
     /// The workers are too far behind to take new cases; nothing was written.
     #[error(
-        "routing is behind: {lag} events wait for the workers, over the bound of {max_lag}; \
+        "routing is behind: {consumer} has {lag} events waiting, over the bound of {max_lag}; \
          nothing was written: retry the same request id in a few seconds"
     )]
     Overloaded {
-        /// The routing lag, in log events.
+        /// The worker checkpoint (role and partition) furthest behind, e.g. `handoff-2of2`.
+        consumer: String,
+        /// Its routing lag, in log events.
         lag: u64,
         /// The configured bound.
         max_lag: u64,
@@ -228,7 +232,7 @@ impl Intake {
         let new = NewEvent::new(event.event_type(), principal.actor(), event.encode())
             .caused_by(request_id);
         if let Some(gauge) = &self.backpressure {
-            if let Some(lag) = gauge.over(self.log.as_ref()).await? {
+            if let Some(behind) = gauge.over(self.log.as_ref()).await? {
                 // Over the bound nothing new is written, but a terminal retrying a request
                 // that was accepted still gets its case back.
                 return match recorded_commit(self.log.as_ref(), commit_id, new).await? {
@@ -238,8 +242,18 @@ impl Intake {
                     }
                     None => {
                         let max_lag = gauge.max_lag();
-                        tracing::debug!(terminal = %terminal_id, lag, max_lag, "submission refused: routing is behind");
-                        Err(Error::Overloaded { lag, max_lag })
+                        tracing::debug!(
+                            terminal = %terminal_id,
+                            consumer = %behind.consumer,
+                            lag = behind.lag,
+                            max_lag,
+                            "submission refused: routing is behind"
+                        );
+                        Err(Error::Overloaded {
+                            consumer: behind.consumer,
+                            lag: behind.lag,
+                            max_lag,
+                        })
                     }
                 };
             }

@@ -382,6 +382,43 @@ async fn a_closed_case_cannot_be_withdrawn() {
 
 /// Over the routing-lag bound a new request is refused and writes nothing, while a retry
 /// of an accepted request still gets its case.
+/// The refusal names the partition that is behind, not just a number.
+#[tokio::test]
+async fn the_refusal_names_the_partition_that_is_behind() {
+    let log = log();
+    let watched = |consumer: &str| Watched {
+        consumer: consumer.into(),
+        event_type: onecity_domain::events::APPLICATION_SUBMITTED.into(),
+    };
+    let intake = intake(&log).with_backpressure(Backpressure {
+        max_lag: 1,
+        watched: vec![watched("assessment-1of2"), watched("assessment-2of2")],
+    });
+    for request in ["req-1", "req-2"] {
+        intake
+            .submit(&terminal(), request, Some(sample_application()))
+            .await
+            .unwrap();
+    }
+    log.save_checkpoint("assessment-1of2", log.head().await.unwrap())
+        .await
+        .unwrap();
+    tokio::time::sleep(onecity_intake::LAG_REFRESH * 2).await;
+    let err = intake
+        .submit(&terminal(), "req-3", Some(sample_application()))
+        .await
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.starts_with(
+            "routing is behind: assessment-2of2 has 2 events waiting, over the bound of 1;"
+        ),
+        "{message}"
+    );
+    assert!(message.contains("retry the same request id"), "{message}");
+    assert_eq!(status(err).code(), Code::ResourceExhausted);
+}
+
 #[tokio::test]
 async fn over_the_bound_only_retries_get_through() {
     let log = log();
@@ -407,7 +444,14 @@ async fn over_the_bound_only_retries_get_through() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, Error::Overloaded { lag: 2, max_lag: 1 }),
+        matches!(
+            err,
+            Error::Overloaded {
+                lag: 2,
+                max_lag: 1,
+                ..
+            }
+        ),
         "{err}"
     );
     assert_eq!(status(err).code(), Code::ResourceExhausted);

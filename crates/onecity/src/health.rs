@@ -1,5 +1,6 @@
 //! Health that tells the truth: every service this process serves, and the overall `""`,
-//! report `NOT_SERVING` while the log refuses writes, while one of the process's worker
+//! report `NOT_SERVING` until the log is open (start-up waits for it), while the log
+//! refuses writes, while one of the process's worker
 //! tasks is not running, and from the start of shutdown.
 //!
 //! [`Vitals`] holds those three facts and pushes the resulting status to the
@@ -34,6 +35,8 @@ struct Inner {
     /// The service names reported, `""` (the whole server) first.
     names: Mutex<Vec<String>>,
     log_failing: AtomicBool,
+    /// The log is not open yet (start-up waits for it).
+    waiting_for_log: AtomicBool,
     workers_down: AtomicUsize,
     stopping: AtomicBool,
     /// Serialises pushes, so two changes racing cannot leave an older status last; holds
@@ -48,6 +51,7 @@ impl Vitals {
             reporter,
             names: Mutex::new(vec![String::new()]),
             log_failing: AtomicBool::new(false),
+            waiting_for_log: AtomicBool::new(false),
             workers_down: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
             pushed: tokio::sync::Mutex::new(None),
@@ -69,6 +73,7 @@ impl Vitals {
     /// Whether everything this process does is working.
     pub fn serving(&self) -> bool {
         !self.0.log_failing.load(Ordering::SeqCst)
+            && !self.0.waiting_for_log.load(Ordering::SeqCst)
             && self.0.workers_down.load(Ordering::SeqCst) == 0
             && !self.0.stopping.load(Ordering::SeqCst)
     }
@@ -76,6 +81,12 @@ impl Vitals {
     /// Marks the start of shutdown: not serving from now on.
     pub async fn stopping(&self) {
         self.0.stopping.store(true, Ordering::SeqCst);
+        self.push().await;
+    }
+
+    /// Marks whether the process still waits for its log to open: not serving meanwhile.
+    pub async fn waiting_for_log(&self, waiting: bool) {
+        self.0.waiting_for_log.store(waiting, Ordering::SeqCst);
         self.push().await;
     }
 

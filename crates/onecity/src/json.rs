@@ -42,6 +42,7 @@ proto_names!(
     ListQuarantinedResponse,
     RetryQuarantinedResponse,
     ListAccessResponse,
+    GetRoutingLagResponse,
 );
 
 /// Every `onecity.v1` descriptor (decoded once).

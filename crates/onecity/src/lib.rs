@@ -5,6 +5,7 @@
 //! - [`admin`]: the `AdminService` (quarantined events and their retry).
 //! - [`auth`]: the bearer-token interceptor that turns a token into a `Principal`.
 //! - [`server`]: every service in one process (`onecity serve`).
+//! - [`late`]: a routed service set once the log is open (`UNAVAILABLE` until then).
 //! - [`health`]: the `grpc.health.v1` statuses that tell the truth, and worker supervision.
 //! - [`cli`]: the command line (`serve` and the client commands for people).
 //! - [`json`]: the proto3 JSON mapping used by the CLI.
@@ -16,6 +17,7 @@ pub mod cli;
 pub mod config;
 pub mod health;
 pub mod json;
+pub mod late;
 pub mod migrate;
 pub mod ownership;
 pub mod server;

@@ -19,7 +19,7 @@ use onecity_eventlog_sled::{SledConfig, SledLog};
 use onecity_handoff::grpc::HandoffGrpc;
 use onecity_handoff::{Handoff, HandoffWorker, Inbox};
 use onecity_intake::grpc::IntakeGrpc;
-use onecity_intake::{Backpressure, Intake, Watched};
+use onecity_intake::{Backpressure, Gauge, Intake, Watched};
 use onecity_service::access::Access;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -31,9 +31,10 @@ use uuid::Uuid;
 
 use crate::admin::grpc::AdminGrpc;
 use crate::admin::{Admin, Workers};
-use crate::auth::Auth;
+use crate::auth::{AdminAuth, Auth, EventLogAuth};
 use crate::config::{Config, LogSpec, Role};
 use crate::health::{supervise, Vitals, WatchedLog};
+use crate::late::Late;
 use crate::tls::{ClientTlsFiles, ServerTls};
 use onecity_proto::v1::admin_service_server::AdminServiceServer;
 use onecity_proto::v1::eligibility_service_server::EligibilityServiceServer;
@@ -62,18 +63,22 @@ const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3
 const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Concurrent calls (HTTP/2 streams) one connection may have open.
 const MAX_CONCURRENT_STREAMS: u32 = 256;
-/// How long `serve` waits for a JetStream log to become reachable at start.
-const JETSTREAM_STARTUP_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
+/// How long a command other than `serve` (`log export`, …) waits for a JetStream log to
+/// become reachable; `serve` waits as long as it takes.
+const JETSTREAM_COMMAND_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
 
-/// Opens the configured log backend, and whether this process reaches the store itself
-/// (a sled store it owns, or JetStream) rather than through another onecity's
-/// `EventLogService`: only then may it serve that service, so a `remote:` log is never
-/// re-served (a proxy of a proxy). A JetStream log also gives the leases its worker
-/// instances share their partitions through; the other backends have none (see
-/// [`worker_partitions`]).
-async fn open_log(
-    config: &Config,
-) -> anyhow::Result<(Arc<dyn EventLog>, bool, Option<Arc<dyn Leases>>)> {
+/// Whether a process with the log `spec` reaches the store itself (a sled store it owns,
+/// or JetStream) rather than through another onecity's `EventLogService`: only then may
+/// it serve that service, so a `remote:` log is never re-served (a proxy of a proxy).
+fn reaches_store(spec: &LogSpec) -> bool {
+    !matches!(spec, LogSpec::Remote(_))
+}
+
+/// Opens the configured log backend for `serve`. A JetStream log also gives the leases
+/// its worker instances share their partitions through; the other backends have none
+/// (see [`worker_partitions`]). A JetStream cluster out of reach is waited for as long as
+/// it takes (see [`connect_jetstream`]).
+async fn open_log(config: &Config) -> anyhow::Result<Opened> {
     match config.log_spec() {
         LogSpec::JetStream {
             urls,
@@ -81,17 +86,18 @@ async fn open_log(
             prefix,
         } => {
             let auth = config.nats.auth()?;
-            let (log, leases) = connect_jetstream(&urls, replicas, prefix, auth, true).await?;
-            Ok((Arc::new(log), true, leases))
+            let (log, leases) =
+                connect_jetstream(&urls, replicas, prefix, auth, true, None).await?;
+            Ok((Arc::new(log), leases))
         }
         spec => {
-            let (log, direct) = open_log_spec(
+            let (log, _) = open_log_spec(
                 &spec,
                 config.log_token.as_deref(),
                 &ClientTlsFiles::of(&config.tls),
             )
             .await?;
-            Ok((log, direct, None))
+            Ok((log, None))
         }
     }
 }
@@ -127,22 +133,34 @@ pub async fn open_log_spec(
         } => {
             // Offline tools take their NATS credentials from the URL.
             let auth = NatsAuth::default();
-            let (log, _) = connect_jetstream(&urls, replicas, prefix, auth, false).await?;
+            let (log, _) = connect_jetstream(
+                &urls,
+                replicas,
+                prefix,
+                auth,
+                false,
+                Some(JETSTREAM_COMMAND_PATIENCE),
+            )
+            .await?;
             Ok((Arc::new(log), true))
         }
     }
 }
 
 /// Connects to a JetStream log, and with `leases` opens its partition leases too. A role
-/// often starts before its cluster is ready (a fresh R3 stream has no leader yet, a node
-/// is restarting): wait for it, bounded, and fail fast on what waiting cannot fix (an
-/// old server, a bad setting).
+/// often starts before its cluster is ready (no node up yet, a fresh R3 stream without a
+/// leader, a node restarting): wait for it, with backoff, for `patience` or without end
+/// (`None`), and fail fast on what waiting cannot fix ([`Error::Invalid`]: credentials
+/// refused, an old server, a bad setting).
+///
+/// [`Error::Invalid`]: onecity_eventlog::Error::Invalid
 async fn connect_jetstream(
     urls: &str,
     replicas: usize,
     prefix: String,
     auth: NatsAuth,
     leases: bool,
+    patience: Option<std::time::Duration>,
 ) -> anyhow::Result<(JetStreamLog, Option<Arc<dyn Leases>>)> {
     let config = JetStreamConfig {
         url: urls.to_owned(),
@@ -153,8 +171,9 @@ async fn connect_jetstream(
     };
     // The URL may hold credentials: messages name the servers without them.
     let urls = onecity_eventlog_jetstream::redact_url(urls);
-    let deadline = std::time::Instant::now() + JETSTREAM_STARTUP_PATIENCE;
+    let deadline = patience.map(|p| std::time::Instant::now() + p);
     let mut delays = Backoff::new();
+    let mut attempts: u64 = 0;
     loop {
         let attempt = async {
             let log = JetStreamLog::connect(config.clone()).await?;
@@ -167,11 +186,17 @@ async fn connect_jetstream(
         };
         match attempt.await {
             Ok(opened) => return Ok(opened),
-            Err(e @ onecity_eventlog::Error::Unavailable(_))
-                if std::time::Instant::now() < deadline =>
-            {
+            Err(
+                e @ (onecity_eventlog::Error::Unavailable(_) | onecity_eventlog::Error::Storage(_)),
+            ) if deadline.is_none_or(|d| std::time::Instant::now() < d) => {
+                attempts += 1;
                 let backoff = delays.next_delay();
-                tracing::warn!(error = %e, ?backoff, "jetstream log not ready, retrying");
+                tracing::warn!(
+                    error = %e,
+                    attempts,
+                    ?backoff,
+                    "jetstream log not reachable, retrying"
+                );
                 tokio::time::sleep(backoff).await;
             }
             Err(e) => {
@@ -228,8 +253,12 @@ pub async fn run(
     config.validate()?;
     // Refused before the log is opened (the warnings of `--insecure` are serve's).
     config.check_exposure(listener.local_addr()?)?;
-    let (log, direct_log, leases) = open_log(&config).await?;
-    serve(listener, config, log, direct_log, leases, shutdown).await
+    let direct_log = reaches_store(&config.log_spec());
+    let open = {
+        let config = config.clone();
+        async move { open_log(&config).await }
+    };
+    serve(listener, config, open, direct_log, shutdown).await
 }
 
 /// [`run`] over a log opened by the caller (a test wraps a backend to inject failures);
@@ -242,7 +271,8 @@ pub async fn run_with_log(
     direct_log: bool,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    serve(listener, config, log, direct_log, None, shutdown).await
+    let open = async move { anyhow::Ok((log, None)) };
+    serve(listener, config, open, direct_log, shutdown).await
 }
 
 /// The partitions a worker role of this process may work, most preferred first, and the
@@ -272,12 +302,25 @@ fn worker_partitions(
     (Arc::clone(leases), partitions)
 }
 
+/// A log opened for [`serve`]: the log, and the leases its worker instances share their
+/// partitions through (JetStream only).
+type Opened = (Arc<dyn EventLog>, Option<Arc<dyn Leases>>);
+
+/// The role services, routed from the start and set once the log is open; `None` for a
+/// service this process does not serve.
+struct Slots {
+    intake: Option<Late<InterceptedService<IntakeServiceServer<IntakeGrpc>, Auth>>>,
+    eligibility: Option<Late<InterceptedService<EligibilityServiceServer<EligibilityGrpc>, Auth>>>,
+    handoff: Option<Late<InterceptedService<HandoffServiceServer<HandoffGrpc>, Auth>>>,
+    log: Option<Late<InterceptedService<EventLogServiceServer<EventLogGrpc>, EventLogAuth>>>,
+    admin: Late<InterceptedService<AdminServiceServer<AdminGrpc>, AdminAuth>>,
+}
+
 async fn serve(
     listener: TcpListener,
     config: Config,
-    log: Arc<dyn EventLog>,
+    open: impl Future<Output = anyhow::Result<Opened>> + Send,
     direct_log: bool,
-    shared_leases: Option<Arc<dyn Leases>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate()?;
@@ -295,7 +338,6 @@ async fn serve(
     // This process among the instances of its roles: a fresh id, so a
     // restarted process never mistakes the leases of its previous life for its own.
     let instance = Uuid::now_v7();
-    let (leases, partitions) = worker_partitions(&config, shared_leases.as_ref(), instance);
     let auth = Auth::from_config(&config)?;
     if config.uses_demo_tokens() {
         tracing::warn!(
@@ -305,8 +347,8 @@ async fn serve(
     }
     let (policies, catalogue) = load_rules(&config)?;
     let stop = CancellationToken::new();
-    // One count per principal across both streaming services.
-    let streams = onecity_service::grpc::StreamLimit::new(config.max_streams_per_principal);
+    // Ends the server on shutdown, or when the log cannot be opened at all.
+    let quit = CancellationToken::new();
     if !config.record_reads {
         tracing::warn!(
             "record_reads is off: reads of residents' data leave no access record; \
@@ -314,11 +356,185 @@ async fn serve(
         );
     }
 
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    let vitals = Vitals::new(health_reporter);
+    // Listening before the log is open: alive, not ready.
+    vitals.waiting_for_log(true).await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(onecity_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let slots = Slots {
+        intake: config.runs(Role::Intake).then(Late::new),
+        eligibility: config.runs(Role::Eligibility).then(Late::new),
+        handoff: config.runs(Role::Handoff).then(Late::new),
+        // Over the store itself only: a sled store this process owns, or JetStream.
+        log: (direct_log && config.runs(Role::Log)).then(Late::new),
+        admin: Late::new(),
+    };
+    for (runs, name) in [
+        (
+            slots.intake.is_some(),
+            IntakeServiceServer::<IntakeGrpc>::NAME,
+        ),
+        (
+            slots.eligibility.is_some(),
+            EligibilityServiceServer::<EligibilityGrpc>::NAME,
+        ),
+        (
+            slots.handoff.is_some(),
+            HandoffServiceServer::<HandoffGrpc>::NAME,
+        ),
+        (
+            slots.log.is_some(),
+            EventLogServiceServer::<EventLogGrpc>::NAME,
+        ),
+        (true, AdminServiceServer::<AdminGrpc>::NAME),
+    ] {
+        if runs {
+            vitals.serve(name).await;
+        }
+    }
+
+    let rules = (policies, catalogue);
+    let begin = |(log, shared_leases): Opened| async {
+        let workers = start_roles(
+            &config,
+            &slots,
+            log,
+            shared_leases,
+            instance,
+            &vitals,
+            &auth,
+            rules.clone(),
+            stop.clone(),
+        );
+        vitals.waiting_for_log(false).await;
+        tracing::info!(%addr, %instance, "event log open, onecity serving");
+        workers
+    };
+    // A log that opens at once (sled, a log the caller opened) is open before the first
+    // call is accepted; only one that has to be waited for is waited for while listening.
+    let mut open = std::pin::pin!(open);
+    let started_at_once = match futures::poll!(open.as_mut()) {
+        std::task::Poll::Ready(opened) => Some(begin(opened?).await),
+        std::task::Poll::Pending => None,
+    };
+    tracing::info!(
+        %addr,
+        tls = tls.is_some(),
+        mtls = tls.as_ref().is_some_and(ServerTls::requires_client_certificates),
+        roles = ?config.roles,
+        %instance,
+        partitions = config.worker_partition_count(),
+        direct_log,
+        log_open = started_at_once.is_some(),
+        "onecity listening"
+    );
+    let server_stop = stop.clone();
+    let server_quit = quit.clone();
+    let server_vitals = vitals.clone();
+    let router = tonic::transport::Server::builder()
+        // Limits for a public service: a unary call that takes longer is cut (streams are
+        // not: the limit ends at the response headers), a peer that stops answering pings
+        // is dropped, and one connection cannot open unbounded concurrent calls.
+        .timeout(REQUEST_TIMEOUT)
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .max_concurrent_streams(Some(MAX_CONCURRENT_STREAMS))
+        .add_service(health)
+        .add_service(reflection)
+        .add_optional_service(slots.intake.clone())
+        .add_optional_service(slots.eligibility.clone())
+        .add_optional_service(slots.handoff.clone())
+        .add_optional_service(slots.log.clone())
+        .add_service(slots.admin.clone());
+    let shutdown = async move {
+        tokio::select! {
+            () = shutdown => tracing::info!("shutting down"),
+            () = server_quit.cancelled() => {}
+        }
+        // Balancers stop sending new calls before the open ones end.
+        server_vitals.stopping().await;
+        // Ends open streams first: a graceful shutdown waits for every response.
+        server_stop.cancel();
+    };
+    let server = async {
+        match tls {
+            Some(tls) => {
+                reload_on_sighup(tls.clone(), stop.clone())?;
+                let incoming = tls.incoming(listener, stop.clone());
+                router
+                    .serve_with_incoming_shutdown(incoming, shutdown)
+                    .await?;
+            }
+            None => {
+                // TCP_NODELAY on every accepted connection. With an incoming stream of our
+                // own, tonic's `tcp_nodelay` setting does not apply, and with Nagle on, a
+                // response written in several small pieces (headers, message, trailers)
+                // waits for the client's delayed ACK on every call.
+                let incoming = TcpListenerStream::new(listener).map(|accepted| {
+                    accepted.and_then(|stream| {
+                        stream.set_nodelay(true)?;
+                        Ok(stream)
+                    })
+                });
+                router
+                    .serve_with_incoming_shutdown(incoming, shutdown)
+                    .await?;
+            }
+        }
+        anyhow::Ok(())
+    };
+    let started = async {
+        if let Some(workers) = started_at_once {
+            return anyhow::Ok(workers);
+        }
+        let opened = tokio::select! {
+            opened = open => opened,
+            () = stop.cancelled() => return Ok(Vec::new()),
+        };
+        match opened {
+            Ok(opened) => Ok(begin(opened).await),
+            Err(e) => {
+                quit.cancel();
+                Err(e)
+            }
+        }
+    };
+    let (served, started) = tokio::join!(server, started);
+    stop.cancel();
+    let workers = match (served, started) {
+        (Ok(()), Ok(workers)) => workers,
+        (Err(e), _) | (Ok(()), Err(e)) => return Err(e),
+    };
+    for w in workers {
+        let _ = w.await;
+    }
+    tracing::info!("onecity stopped");
+    Ok(())
+}
+
+/// Builds the roles this process runs over the open `log`, sets their services in
+/// `slots` and starts their workers (returned, to be awaited after `stop`).
+#[allow(clippy::too_many_arguments)]
+fn start_roles(
+    config: &Config,
+    slots: &Slots,
+    log: Arc<dyn EventLog>,
+    shared_leases: Option<Arc<dyn Leases>>,
+    instance: Uuid,
+    vitals: &Vitals,
+    auth: &Auth,
+    (policies, catalogue): (Arc<PolicyBook>, Arc<Catalogue>),
+    stop: CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let (leases, partitions) = worker_partitions(config, shared_leases.as_ref(), instance);
+    // One count per principal across both streaming services.
+    let streams = onecity_service::grpc::StreamLimit::new(config.max_streams_per_principal);
     let mut workers = Vec::new();
     // The handlers of this process's workers, for the admin's retry of a quarantined event.
     let mut handlers = Workers::new();
-    let (health_reporter, health) = tonic_health::server::health_reporter();
-    let vitals = Vitals::new(health_reporter);
     // Every service writes through it, so a log that refuses writes shows in the health.
     let log: Arc<dyn EventLog> = Arc::new(WatchedLog::new(log, vitals.clone()));
     // Each role records the reads it answers under its own name.
@@ -330,25 +546,17 @@ async fn serve(
             Access::off(log)
         }
     };
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(onecity_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-
-    let intake = if config.runs(Role::Intake) {
+    if let Some(slot) = &slots.intake {
         let intake = Intake::new(stamped(&log, INTAKE_APPENDS_AS), Arc::clone(&policies))
             .with_catalogue(Arc::clone(&catalogue))
-            .with_backpressure(backpressure(&config))
+            .with_backpressure(backpressure(config))
             .with_access(access(INTAKE_APPENDS_AS));
         let svc = IntakeGrpc::new(intake, stop.clone())
             .with_stream_limit(streams.clone())
             .into_server();
-        vitals.serve(IntakeServiceServer::<IntakeGrpc>::NAME).await;
-        Some(InterceptedService::new(svc, auth.clone()))
-    } else {
-        None
-    };
-    let eligibility = if config.runs(Role::Eligibility) {
+        slot.set(InterceptedService::new(svc, auth.clone()));
+    }
+    if let Some(slot) = &slots.eligibility {
         let assessor = Assessor::new(
             stamped(&log, onecity_assessment::ACTOR),
             Arc::clone(&policies),
@@ -382,14 +590,9 @@ async fn serve(
         let svc =
             EligibilityGrpc::new(Screener::new(Arc::clone(&policies), Arc::clone(&catalogue)))
                 .into_server();
-        vitals
-            .serve(EligibilityServiceServer::<EligibilityGrpc>::NAME)
-            .await;
-        Some(InterceptedService::new(svc, auth.clone()))
-    } else {
-        None
-    };
-    let handoff = if config.runs(Role::Handoff) {
+        slot.set(InterceptedService::new(svc, auth.clone()));
+    }
+    if let Some(slot) = &slots.handoff {
         let worker = HandoffWorker::new(
             stamped(&log, onecity_handoff::ACTOR),
             Arc::clone(&catalogue),
@@ -428,97 +631,30 @@ async fn serve(
         let svc = HandoffGrpc::new(handoff, stop.clone())
             .with_stream_limit(streams.clone())
             .into_server();
-        vitals
-            .serve(HandoffServiceServer::<HandoffGrpc>::NAME)
-            .await;
-        Some(InterceptedService::new(svc, auth.clone()))
-    } else {
-        None
-    };
-    // Over the store itself only: a sled store this process owns, or JetStream.
-    let log_service = if direct_log && config.runs(Role::Log) {
-        vitals
-            .serve(EventLogServiceServer::<EventLogGrpc>::NAME)
-            .await;
-        Some(InterceptedService::new(
+        slot.set(InterceptedService::new(svc, auth.clone()));
+    }
+    if let Some(slot) = &slots.log {
+        slot.set(InterceptedService::new(
             EventLogGrpc::new(Arc::clone(&log), stop.clone())
                 .writers_only()
                 .into_server(),
             auth.event_log(),
-        ))
-    } else {
-        None
-    };
-    let admin = AdminGrpc::new(Admin::new(stamped(&log, ADMIN_APPENDS_AS), handlers)).into_server();
-    vitals.serve(AdminServiceServer::<AdminGrpc>::NAME).await;
-    let admin = InterceptedService::new(admin, auth.admin());
-
-    tracing::info!(
-        %addr,
-        tls = tls.is_some(),
-        mtls = tls.as_ref().is_some_and(ServerTls::requires_client_certificates),
-        roles = ?config.roles,
-        %instance,
-        partitions = config.worker_partition_count(),
-        shared_leases = shared_leases.is_some(),
-        direct_log,
-        "onecity serving"
+        ));
+    }
+    let admin = Admin::new(stamped(&log, ADMIN_APPENDS_AS), handlers).with_routing(
+        Gauge::new(backpressure(config)),
+        leases,
+        vec![
+            onecity_assessment::CONSUMER.to_owned(),
+            onecity_handoff::CONSUMER.to_owned(),
+        ],
     );
-    let server_stop = stop.clone();
-    let server_vitals = vitals.clone();
-    let router = tonic::transport::Server::builder()
-        // Limits for a public service: a unary call that takes longer is cut (streams are
-        // not: the limit ends at the response headers), a peer that stops answering pings
-        // is dropped, and one connection cannot open unbounded concurrent calls.
-        .timeout(REQUEST_TIMEOUT)
-        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
-        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-        .max_concurrent_streams(Some(MAX_CONCURRENT_STREAMS))
-        .add_service(health)
-        .add_service(reflection)
-        .add_optional_service(intake)
-        .add_optional_service(eligibility)
-        .add_optional_service(handoff)
-        .add_optional_service(log_service)
-        .add_service(admin);
-    let shutdown = async move {
-        shutdown.await;
-        tracing::info!("shutting down");
-        // Balancers stop sending new calls before the open ones end.
-        server_vitals.stopping().await;
-        // Ends open streams first: a graceful shutdown waits for every response.
-        server_stop.cancel();
-    };
-    match tls {
-        Some(tls) => {
-            reload_on_sighup(tls.clone(), stop.clone())?;
-            let incoming = tls.incoming(listener, stop.clone());
-            router
-                .serve_with_incoming_shutdown(incoming, shutdown)
-                .await?;
-        }
-        None => {
-            // TCP_NODELAY on every accepted connection. With an incoming stream of our
-            // own, tonic's `tcp_nodelay` setting does not apply, and with Nagle on, a
-            // response written in several small pieces (headers, message, trailers) waits
-            // for the client's delayed ACK on every call.
-            let incoming = TcpListenerStream::new(listener).map(|accepted| {
-                accepted.and_then(|stream| {
-                    stream.set_nodelay(true)?;
-                    Ok(stream)
-                })
-            });
-            router
-                .serve_with_incoming_shutdown(incoming, shutdown)
-                .await?;
-        }
-    }
-    stop.cancel();
-    for w in workers {
-        let _ = w.await;
-    }
-    tracing::info!("onecity stopped");
-    Ok(())
+    let admin = AdminGrpc::new(admin).into_server();
+    slots
+        .admin
+        .set(InterceptedService::new(admin, auth.admin()));
+
+    workers
 }
 
 /// Re-reads the certificates on every SIGHUP until `stop`: new connections get the new ones,

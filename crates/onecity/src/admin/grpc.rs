@@ -57,6 +57,22 @@ fn to_proto(q: onecity_eventlog::quarantine::Quarantined) -> pb::QuarantinedEven
     }
 }
 
+fn lag_to_proto(r: super::RoutingLag) -> pb::ConsumerLag {
+    let onecity_intake::ConsumerLag {
+        consumer,
+        checkpoint,
+        head,
+        lag,
+    } = r.lag;
+    pb::ConsumerLag {
+        consumer,
+        checkpoint,
+        head,
+        lag,
+        holder: r.holder.unwrap_or_default(),
+    }
+}
+
 fn access_to_proto(r: onecity_eventlog::access::AccessRecord) -> pb::AccessRecord {
     let pb::PersonalDataRead {
         principal,
@@ -161,6 +177,20 @@ impl AdminService for AdminGrpc {
             .map(to_proto)
             .collect();
         Ok(Response::new(pb::ListQuarantinedResponse { events }))
+    }
+
+    async fn get_routing_lag(
+        &self,
+        _req: Request<pb::GetRoutingLagRequest>,
+    ) -> Result<Response<pb::GetRoutingLagResponse>, Status> {
+        let consumers = self
+            .0
+            .routing_lag()
+            .await?
+            .into_iter()
+            .map(lag_to_proto)
+            .collect();
+        Ok(Response::new(pb::GetRoutingLagResponse { consumers }))
     }
 
     async fn retry_quarantined(

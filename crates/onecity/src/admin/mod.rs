@@ -10,8 +10,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use onecity_eventlog::access;
+use onecity_eventlog::leases::Leases;
 use onecity_eventlog::quarantine::{self, Failure, Quarantined, Redo};
 use onecity_eventlog::EventLog;
+use onecity_intake::{ConsumerLag, Gauge};
 
 pub mod grpc;
 
@@ -63,11 +65,31 @@ pub struct AccessQuery {
     pub limit: usize,
 }
 
+/// The routing lag of one worker checkpoint, and who works its partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutingLag {
+    /// Checkpoint, head and lag.
+    pub lag: ConsumerLag,
+    /// The instance holding the partition's lease, when one does and it is known here.
+    pub holder: Option<String>,
+}
+
+/// What the routing lag is measured over: the routing workers' checkpoints, and the
+/// leases their instances share the partitions through.
+#[derive(Debug)]
+struct Routing {
+    gauge: Gauge,
+    leases: Arc<dyn Leases>,
+    /// The lease groups (worker roles) the watched checkpoints belong to.
+    groups: Vec<String>,
+}
+
 /// The admin operations.
 #[derive(Clone)]
 pub struct Admin {
     log: Arc<dyn EventLog>,
     workers: Arc<Workers>,
+    routing: Option<Arc<Routing>>,
 }
 
 impl std::fmt::Debug for Admin {
@@ -84,7 +106,49 @@ impl Admin {
         Admin {
             log,
             workers: Arc::new(workers),
+            routing: None,
         }
+    }
+
+    /// Reports the routing lag of the checkpoints `gauge` watches, with the holders of
+    /// their partitions' leases in `groups` of `leases`.
+    pub fn with_routing(
+        mut self,
+        gauge: Gauge,
+        leases: Arc<dyn Leases>,
+        groups: Vec<String>,
+    ) -> Self {
+        self.routing = Some(Arc::new(Routing {
+            gauge,
+            leases,
+            groups,
+        }));
+        self
+    }
+
+    /// The routing lag of every watched worker checkpoint, by consumer name.
+    pub async fn routing_lag(&self) -> Result<Vec<RoutingLag>, Error> {
+        let Some(routing) = &self.routing else {
+            return Ok(Vec::new());
+        };
+        let mut holders = BTreeMap::new();
+        for group in &routing.groups {
+            for h in routing.leases.holders(group).await? {
+                holders.insert(h.name, h.holder);
+            }
+        }
+        let mut lags: Vec<RoutingLag> = routing
+            .gauge
+            .report(self.log.as_ref())
+            .await?
+            .into_iter()
+            .map(|lag| RoutingLag {
+                holder: holders.get(&lag.consumer).cloned(),
+                lag,
+            })
+            .collect();
+        lags.sort_by(|a, b| a.lag.consumer.cmp(&b.lag.consumer));
+        Ok(lags)
     }
 
     /// Every event quarantined and not released since.

@@ -309,6 +309,14 @@ async fn admin(command: AdminCommand) -> anyhow::Result<()> {
                 .await?;
             print(resp.get_ref())
         }
+        AdminCommand::Lag { client } => {
+            let c = Client::connect(&client).await?;
+            let resp = c
+                .admin()
+                .get_routing_lag(c.request(pb::GetRoutingLagRequest {}))
+                .await?;
+            print(resp.get_ref())
+        }
         AdminCommand::Retry {
             client,
             position,

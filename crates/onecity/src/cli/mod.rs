@@ -296,6 +296,13 @@ pub enum AdminCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// How far behind each routing worker checkpoint (role and partition) is, and who
+    /// holds its partition.
+    Lag {
+        /// Server and token.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Re-run the owning worker on a quarantined event (after a fix); released on success.
     Retry {
         /// Server and token.
