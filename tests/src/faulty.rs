@@ -1,5 +1,5 @@
 //! A log backend wrapper that fails on demand, to see what the server makes of a log that
-//! refuses writes.
+//! refuses writes, or that cannot be reached.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -16,6 +16,7 @@ use uuid::Uuid;
 pub struct FaultyLog {
     inner: Arc<dyn EventLog>,
     failing: AtomicBool,
+    unreachable: AtomicBool,
 }
 
 impl FaultyLog {
@@ -25,12 +26,28 @@ impl FaultyLog {
         Arc::new(FaultyLog {
             inner: Arc::new(log),
             failing: AtomicBool::new(false),
+            unreachable: AtomicBool::new(false),
         })
     }
 
     /// Turns the append failures on or off.
     pub fn fail_appends(&self, on: bool) {
         self.failing.store(on, Ordering::SeqCst);
+    }
+
+    /// While on, every call but the subscriptions fails with [`Error::Unavailable`], as a
+    /// log whose servers are all down does.
+    pub fn unreachable(&self, on: bool) {
+        self.unreachable.store(on, Ordering::SeqCst);
+    }
+
+    fn reach(&self) -> Result<()> {
+        if self.unreachable.load(Ordering::SeqCst) {
+            return Err(Error::Unavailable(
+                "injected by the test: no server reachable".into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -44,6 +61,7 @@ impl EventLog for FaultyLog {
         events: Vec<NewEvent>,
         commit_id: Uuid,
     ) -> Result<Appended> {
+        self.reach()?;
         if self.failing.load(Ordering::SeqCst) {
             return Err(Error::Storage("injected by the test".into()));
         }
@@ -58,10 +76,12 @@ impl EventLog for FaultyLog {
         from: u64,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>> {
+        self.reach()?;
         self.inner.read_case(case_id, from, limit).await
     }
 
     async fn read_all(&self, from: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
+        self.reach()?;
         self.inner.read_all(from, limit).await
     }
 
@@ -74,14 +94,17 @@ impl EventLog for FaultyLog {
     }
 
     async fn save_checkpoint(&self, consumer: &str, position: u64) -> Result<()> {
+        self.reach()?;
         self.inner.save_checkpoint(consumer, position).await
     }
 
     async fn load_checkpoint(&self, consumer: &str) -> Result<u64> {
+        self.reach()?;
         self.inner.load_checkpoint(consumer).await
     }
 
     async fn head(&self) -> Result<u64> {
+        self.reach()?;
         self.inner.head().await
     }
 }

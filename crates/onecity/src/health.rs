@@ -6,7 +6,8 @@
 //! [`Vitals`] holds those three facts and pushes the resulting status to the
 //! `grpc.health.v1` reporter whenever it changes. [`WatchedLog`] is the log the services
 //! get: it observes append results (a storage failure marks the log failing until an
-//! append succeeds again). [`supervise`] runs a worker task and restarts it with backoff
+//! append succeeds again) and every answer's reach (an unreachable log makes the process
+//! not serving until a probe of it succeeds). [`supervise`] runs a worker task and restarts it with backoff
 //! when it ends without a shutdown (a panic is logged), the process being unhealthy
 //! until it runs again.
 
@@ -37,6 +38,11 @@ struct Inner {
     log_failing: AtomicBool,
     /// The log is not open yet (start-up waits for it).
     waiting_for_log: AtomicBool,
+    /// The open log answered `Unavailable` (no server reachable) and has not answered
+    /// since; a probe asks it until it does.
+    log_unreachable: AtomicBool,
+    /// Whether that probe runs.
+    probing: AtomicBool,
     workers_down: AtomicUsize,
     stopping: AtomicBool,
     /// Serialises pushes, so two changes racing cannot leave an older status last; holds
@@ -52,6 +58,8 @@ impl Vitals {
             names: Mutex::new(vec![String::new()]),
             log_failing: AtomicBool::new(false),
             waiting_for_log: AtomicBool::new(false),
+            log_unreachable: AtomicBool::new(false),
+            probing: AtomicBool::new(false),
             workers_down: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
             pushed: tokio::sync::Mutex::new(None),
@@ -74,6 +82,7 @@ impl Vitals {
     pub fn serving(&self) -> bool {
         !self.0.log_failing.load(Ordering::SeqCst)
             && !self.0.waiting_for_log.load(Ordering::SeqCst)
+            && !self.0.log_unreachable.load(Ordering::SeqCst)
             && self.0.workers_down.load(Ordering::SeqCst) == 0
             && !self.0.stopping.load(Ordering::SeqCst)
     }
@@ -88,6 +97,17 @@ impl Vitals {
     pub async fn waiting_for_log(&self, waiting: bool) {
         self.0.waiting_for_log.store(waiting, Ordering::SeqCst);
         self.push().await;
+    }
+
+    async fn log_unreachable(&self, unreachable: bool) {
+        if self.0.log_unreachable.swap(unreachable, Ordering::SeqCst) != unreachable {
+            if unreachable {
+                tracing::error!("the event log is not reachable, not serving until it answers");
+            } else {
+                tracing::info!("the event log answers again");
+            }
+            self.push().await;
+        }
     }
 
     async fn log_failing(&self, failing: bool) {
@@ -153,6 +173,42 @@ impl WatchedLog {
     pub fn new(inner: Arc<dyn EventLog>, vitals: Vitals) -> Self {
         WatchedLog { inner, vitals }
     }
+
+    /// Notes what an answer of the log says about its reach: `Unavailable` (no server
+    /// reachable: a JetStream cluster down, the log process gone) makes the process not
+    /// serving and starts a probe; any answer clears it. A process whose log is
+    /// unreachable gets no traffic, so the probe (the log's head, with backoff) is what
+    /// notices that it is back.
+    async fn observe<T>(&self, result: &Result<T>) {
+        let unreachable = matches!(result, Err(onecity_eventlog::Error::Unavailable(_)));
+        if !unreachable {
+            // One atomic load on the hot path; the state changes only on a transition.
+            if self.vitals.0.log_unreachable.load(Ordering::Relaxed) {
+                self.vitals.log_unreachable(false).await;
+            }
+            return;
+        }
+        if self.vitals.0.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        self.vitals.log_unreachable(true).await;
+        if self.vitals.0.probing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let (log, vitals) = (Arc::clone(&self.inner), self.vitals.clone());
+        tokio::spawn(async move {
+            let mut delays = Backoff::new();
+            while vitals.0.log_unreachable.load(Ordering::SeqCst)
+                && !vitals.0.stopping.load(Ordering::SeqCst)
+            {
+                tokio::time::sleep(delays.next_delay()).await;
+                if log.head().await.is_ok() {
+                    vitals.log_unreachable(false).await;
+                }
+            }
+            vitals.0.probing.store(false, Ordering::SeqCst);
+        });
+    }
 }
 
 #[async_trait::async_trait]
@@ -179,6 +235,7 @@ impl EventLog for WatchedLog {
             Err(onecity_eventlog::Error::Storage(_)) => self.vitals.log_failing(true).await,
             Err(_) => {}
         }
+        self.observe(&result).await;
         result
     }
 
@@ -188,11 +245,15 @@ impl EventLog for WatchedLog {
         from_version: u64,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>> {
-        self.inner.read_case(case_id, from_version, limit).await
+        let r = self.inner.read_case(case_id, from_version, limit).await;
+        self.observe(&r).await;
+        r
     }
 
     async fn read_all(&self, from_position: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
-        self.inner.read_all(from_position, limit).await
+        let r = self.inner.read_all(from_position, limit).await;
+        self.observe(&r).await;
+        r
     }
 
     async fn subscribe(&self, from_position: u64, filter: Filter) -> Result<EventStream> {
@@ -204,15 +265,21 @@ impl EventLog for WatchedLog {
     }
 
     async fn save_checkpoint(&self, consumer: &str, position: u64) -> Result<()> {
-        self.inner.save_checkpoint(consumer, position).await
+        let r = self.inner.save_checkpoint(consumer, position).await;
+        self.observe(&r).await;
+        r
     }
 
     async fn load_checkpoint(&self, consumer: &str) -> Result<u64> {
-        self.inner.load_checkpoint(consumer).await
+        let r = self.inner.load_checkpoint(consumer).await;
+        self.observe(&r).await;
+        r
     }
 
     async fn head(&self) -> Result<u64> {
-        self.inner.head().await
+        let r = self.inner.head().await;
+        self.observe(&r).await;
+        r
     }
 }
 
