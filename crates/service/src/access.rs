@@ -4,7 +4,7 @@
 //! transport (gRPC today, the browser console later) leaves the same record.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 
 use onecity_domain::Principal;
 use onecity_eventlog::access::{self, Subject};
@@ -108,7 +108,7 @@ impl Access {
         // The task starts with the first read, inside the runtime that serves it.
         let queue = self.queue.get_or_init(|| {
             let (tx, rx) = mpsc::channel(QUEUE);
-            tokio::spawn(commit_batches(Arc::clone(&self.log), rx));
+            tokio::spawn(commit_batches(Arc::downgrade(&self.log), rx));
             tx
         });
         let gone = || onecity_eventlog::Error::Unavailable("access recorder stopped".into());
@@ -119,9 +119,18 @@ impl Access {
 
 /// The recorder task: takes what is waiting, commits each stream's records at once, and
 /// answers each read when its commit is durable. Ends when every [`Access`] handle is gone.
-async fn commit_batches(log: Arc<dyn EventLog>, mut rx: mpsc::Receiver<Pending>) {
+/// It holds the log weakly: a server that stops drops its log at once (closing the
+/// store), not whenever this task next runs.
+async fn commit_batches(log: Weak<dyn EventLog>, mut rx: mpsc::Receiver<Pending>) {
     let mut batch = Vec::new();
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let Some(log) = log.upgrade() else {
+            for p in batch.drain(..) {
+                let closed = onecity_eventlog::Error::Unavailable("the event log is closed".into());
+                let _ = p.done.send(Err(closed));
+            }
+            continue;
+        };
         let mut by_stream: BTreeMap<Uuid, Vec<Pending>> = BTreeMap::new();
         for p in batch.drain(..) {
             by_stream.entry(p.stream).or_default().push(p);
