@@ -101,6 +101,18 @@ async fn log_tail(c: &Client, from: Option<u64>, lines: u64, follow: bool) -> an
         }
         return Ok(());
     }
+    read_up_to(c, from, head, |event| show(&event)).await
+}
+
+/// Hands `each` every event from position `from` up to `head` (a head read before, so a
+/// log that keeps growing still ends the read), page by page.
+async fn read_up_to(
+    c: &Client,
+    from: u64,
+    head: u64,
+    mut each: impl FnMut(pb::RecordedEvent) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut log = c.event_log();
     let mut next = from;
     while next <= head {
         let events = log
@@ -114,8 +126,8 @@ async fn log_tail(c: &Client, from: Option<u64>, lines: u64, follow: bool) -> an
         let Some(last) = events.last().map(|e| e.position) else {
             break;
         };
-        for event in events.iter().filter(|e| e.position <= head) {
-            show(event)?;
+        for event in events.into_iter().filter(|e| e.position <= head) {
+            each(event)?;
         }
         next = last + 1;
     }
@@ -131,28 +143,13 @@ async fn log_verify(c: &Client) -> anyhow::Result<Intact> {
         .into_inner()
         .position;
     let mut verifier = Verifier::new();
-    let mut next = 1;
-    while next <= head {
-        let events = log
-            .read_all(c.request(pb::ReadAllRequest {
-                from_position: next,
-                limit: 0,
-            }))
-            .await?
-            .into_inner()
-            .events;
-        let Some(last) = events.last().map(|e| e.position) else {
-            break;
-        };
-        for event in events.into_iter().filter(|e| e.position <= head) {
-            let position = event.position;
-            let event = RecordedEvent::try_from(event).with_context(|| {
-                format!("chain broken at position {position}: undecodable event")
-            })?;
-            verifier.push(event)?;
-        }
-        next = last + 1;
-    }
+    read_up_to(c, 1, head, |event| {
+        let position = event.position;
+        let event = RecordedEvent::try_from(event)
+            .with_context(|| format!("chain broken at position {position}: undecodable event"))?;
+        Ok(verifier.push(event)?)
+    })
+    .await?;
     let intact = verifier.finish()?;
     if intact.head != head {
         bail!(
