@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use uuid::Uuid;
 
 use crate::{Error, EventStream, RecordedEvent, Result, MAX_READ_LIMIT};
@@ -82,11 +83,5 @@ where
             }
         }
     });
-    Box::pin(tokio_stream_from(rx))
-}
-
-fn tokio_stream_from(
-    mut rx: mpsc::Receiver<Result<RecordedEvent>>,
-) -> impl Stream<Item = Result<RecordedEvent>> + Send {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+    Box::pin(ReceiverStream::new(rx))
 }
