@@ -540,6 +540,13 @@ async fn run_steps(cli: &Cli, s: &Settings, steps: &[Step], urls: Urls<'_>) -> a
         drain_limit: s.drain_limit,
         progress: progress.clone(),
     };
+    progress.message("waiting for the servers to be ready");
+    for u in [Some(url), intake_url, urls.plaintext, urls.unrecorded]
+        .into_iter()
+        .flatten()
+    {
+        scenarios::ready(u, s.quiesce_limit).await?;
+    }
     let mut cells: Vec<Cell> = Vec::new();
     for (i, step) in steps.iter().enumerate() {
         let _bar = progress.cell(i + 1, &step.label(), s.window.total());

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use anyhow::Context as _;
 use futures::StreamExt;
 use onecity_proto::v1 as pb;
 use pb::eligibility_service_client::EligibilityServiceClient;
@@ -14,6 +15,7 @@ use pb::intake_service_client::IntakeServiceClient;
 use serde_json::json;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 use uuid::Uuid;
@@ -288,6 +290,31 @@ pub async fn head(url: &str) -> anyhow::Result<u64> {
         .await?
         .into_inner()
         .position)
+}
+
+/// Waits until the server at `url` reports `SERVING` overall on `grpc.health.v1`: a
+/// server listens before its log is open (answering `UNAVAILABLE` meanwhile), and a
+/// JetStream log can take a while to reach.
+pub async fn ready(url: &str, limit: Duration) -> anyhow::Result<()> {
+    let conns = Conns::connect(url, 1).await?;
+    let mut health = HealthClient::new(conns.channel(0));
+    let watch = async {
+        let mut updates = health
+            .watch(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await?
+            .into_inner();
+        while let Some(update) = updates.message().await? {
+            if update.status() == ServingStatus::Serving {
+                return Ok(());
+            }
+        }
+        anyhow::bail!("health watch of {url} ended before SERVING")
+    };
+    tokio::time::timeout(limit, watch)
+        .await
+        .with_context(|| format!("{url} not SERVING within {limit:?}"))?
 }
 
 /// Waits until the log's head has not moved for a while, i.e. the workers have finished
