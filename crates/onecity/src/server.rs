@@ -11,6 +11,7 @@ use onecity_assessment::{Assessor, Screener};
 use onecity_domain::Partition;
 use onecity_eligibility::{Catalogue, PolicyBook};
 use onecity_eventlog::leases::{hold, LeaseTiming, Leases, MemoryLeases, Share};
+use onecity_eventlog::quarantine::Redo;
 use onecity_eventlog::retry::Backoff;
 use onecity_eventlog::{EventLog, Stamped};
 use onecity_eventlog_grpc::{EventLogGrpc, RemoteLog};
@@ -515,6 +516,87 @@ async fn serve(
     Ok(())
 }
 
+/// A worker role's consumer: one instance per partition, each with its own checkpoint,
+/// sharing the role's partitions with the role's other processes through leases. Every
+/// worker of `serve` starts through [`Crew::start`], so each gets the same supervision
+/// (restart after a panic, health NOT_SERVING while down), lease sharing and admin retry.
+trait Partitioned: Redo + Clone + Sized + 'static {
+    /// The role's consumer (checkpoint) name without a partition suffix: the lease group
+    /// and the worker's name in health and logs.
+    const CONSUMER: &'static str;
+    /// This worker, handling only `partition`'s cases.
+    fn with_partition(self, partition: Partition) -> Self;
+    /// The checkpoint name of `partition`'s instance.
+    fn consumer_name(partition: &Partition) -> String;
+    /// Follows the log until `stop`.
+    fn run(self, stop: CancellationToken) -> impl Future<Output = ()> + Send + 'static;
+}
+
+/// Implements [`Partitioned`] for a worker whose inherent methods already have its shape.
+macro_rules! partitioned {
+    ($worker:ty, $consumer:path) => {
+        impl Partitioned for $worker {
+            const CONSUMER: &'static str = $consumer;
+            fn with_partition(self, partition: Partition) -> Self {
+                <$worker>::with_partition(self, partition)
+            }
+            fn consumer_name(partition: &Partition) -> String {
+                <$worker>::consumer_name(partition)
+            }
+            fn run(self, stop: CancellationToken) -> impl Future<Output = ()> + Send + 'static {
+                <$worker>::run(self, stop)
+            }
+        }
+    };
+}
+
+partitioned!(Assessor, onecity_assessment::CONSUMER);
+partitioned!(HandoffWorker, onecity_handoff::CONSUMER);
+
+/// What starting this process's workers needs, and what it collects: their tasks (awaited
+/// after `stop`) and their handlers by checkpoint name (for the admin's retry of a
+/// quarantined event).
+struct Crew {
+    leases: Arc<dyn Leases>,
+    instance: Uuid,
+    partitions: Vec<Partition>,
+    vitals: Vitals,
+    stop: CancellationToken,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+    handlers: Workers,
+}
+
+impl Crew {
+    /// Starts `worker` under supervision, holding the partitions its leases grant.
+    fn start<W: Partitioned>(&mut self, worker: W) {
+        for p in &self.partitions {
+            self.handlers.insert(
+                W::consumer_name(p),
+                Arc::new(worker.clone().with_partition(*p)),
+            );
+        }
+        let share = Share {
+            leases: Arc::clone(&self.leases),
+            group: W::CONSUMER.to_owned(),
+            holder: self.instance.to_string(),
+            partitions: self.partitions.iter().map(W::consumer_name).collect(),
+        };
+        let stop = self.stop.clone();
+        let parts = self.partitions.clone();
+        self.workers.push(supervise(
+            W::CONSUMER,
+            self.vitals.clone(),
+            self.stop.clone(),
+            move || {
+                let (worker, parts) = (worker.clone(), parts.clone());
+                hold(share.clone(), stop.clone(), move |i, stop| {
+                    worker.clone().with_partition(parts[i]).run(stop)
+                })
+            },
+        ));
+    }
+}
+
 /// Builds the roles this process runs over the open `log`, sets their services in
 /// `slots` and starts their workers (returned, to be awaited after `stop`).
 #[allow(clippy::too_many_arguments)]
@@ -532,9 +614,15 @@ fn start_roles(
     let (leases, partitions) = worker_partitions(config, shared_leases.as_ref(), instance);
     // One count per principal across both streaming services.
     let streams = onecity_service::grpc::StreamLimit::new(config.max_streams_per_principal);
-    let mut workers = Vec::new();
-    // The handlers of this process's workers, for the admin's retry of a quarantined event.
-    let mut handlers = Workers::new();
+    let mut crew = Crew {
+        leases: Arc::clone(&leases),
+        instance,
+        partitions,
+        vitals: vitals.clone(),
+        stop: stop.clone(),
+        workers: Vec::new(),
+        handlers: Workers::new(),
+    };
     // Every service writes through it, so a log that refuses writes shows in the health.
     let log: Arc<dyn EventLog> = Arc::new(WatchedLog::new(log, vitals.clone()));
     // Each role records the reads it answers under its own name.
@@ -562,68 +650,16 @@ fn start_roles(
             Arc::clone(&policies),
             Arc::clone(&catalogue),
         );
-        for p in &partitions {
-            handlers.insert(
-                Assessor::consumer_name(p),
-                Arc::new(assessor.clone().with_partition(*p)),
-            );
-        }
-        let share = Share {
-            leases: Arc::clone(&leases),
-            group: onecity_assessment::CONSUMER.to_owned(),
-            holder: instance.to_string(),
-            partitions: partitions.iter().map(Assessor::consumer_name).collect(),
-        };
-        let worker_stop = stop.clone();
-        let parts = partitions.clone();
-        workers.push(supervise(
-            onecity_assessment::CONSUMER,
-            vitals.clone(),
-            stop.clone(),
-            move || {
-                let (assessor, parts) = (assessor.clone(), parts.clone());
-                hold(share.clone(), worker_stop.clone(), move |i, stop| {
-                    assessor.clone().with_partition(parts[i]).run(stop)
-                })
-            },
-        ));
+        crew.start(assessor);
         let svc =
             EligibilityGrpc::new(Screener::new(Arc::clone(&policies), Arc::clone(&catalogue)))
                 .into_server();
         slot.set(InterceptedService::new(svc, auth.clone()));
     }
     if let Some(slot) = &slots.handoff {
-        let worker = HandoffWorker::new(
+        crew.start(HandoffWorker::new(
             stamped(&log, onecity_handoff::ACTOR),
             Arc::clone(&catalogue),
-        );
-        for p in &partitions {
-            handlers.insert(
-                HandoffWorker::consumer_name(p),
-                Arc::new(worker.clone().with_partition(*p)),
-            );
-        }
-        let share = Share {
-            leases: Arc::clone(&leases),
-            group: onecity_handoff::CONSUMER.to_owned(),
-            holder: instance.to_string(),
-            partitions: partitions
-                .iter()
-                .map(HandoffWorker::consumer_name)
-                .collect(),
-        };
-        let worker_stop = stop.clone();
-        let parts = partitions.clone();
-        workers.push(supervise(
-            onecity_handoff::CONSUMER,
-            vitals.clone(),
-            stop.clone(),
-            move || {
-                let (worker, parts) = (worker.clone(), parts.clone());
-                hold(share.clone(), worker_stop.clone(), move |i, stop| {
-                    worker.clone().with_partition(parts[i]).run(stop)
-                })
-            },
         ));
         let inbox = Inbox::start(Arc::clone(&log), stop.clone());
         let handoff = Handoff::new(stamped(&log, onecity_handoff::ACTOR), inbox)
@@ -641,9 +677,13 @@ fn start_roles(
             auth.event_log(),
         ));
     }
+    let Crew {
+        workers, handlers, ..
+    } = crew;
     let admin = Admin::new(stamped(&log, ADMIN_APPENDS_AS), handlers).with_routing(
         Gauge::new(backpressure(config)),
         leases,
+        // Routing is what intake's backpressure waits on, whichever roles run here.
         vec![
             onecity_assessment::CONSUMER.to_owned(),
             onecity_handoff::CONSUMER.to_owned(),
