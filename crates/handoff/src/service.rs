@@ -4,8 +4,9 @@
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
-use onecity_domain::case::{is_final, CaseStatus, EventMeta};
+use onecity_domain::case::{CaseStatus, EventMeta};
 use onecity_domain::events::{CaseEvent, REFERRAL_PREFIX};
+use onecity_domain::referral::{self, ReferralAction};
 use onecity_domain::text::{check_request_id, check_text, TextKind};
 use onecity_domain::{ids, Principal};
 use onecity_eventlog::{Appended, EventLog, Filter, NewEvent};
@@ -260,9 +261,9 @@ impl Handoff {
             if r.state == pb::ReferralState::Acknowledged as i32 {
                 return Ok(None);
             }
-            check_open(r)?;
+            let state = allowed(r, ReferralAction::Acknowledge)?;
             Ok(Some(CaseEvent::ReferralAcknowledged(pb::Referral {
-                state: pb::ReferralState::Acknowledged as i32,
+                state: state as i32,
                 ..r.clone()
             })))
         })
@@ -290,9 +291,9 @@ impl Handoff {
         input: DecisionInput,
         request_id: Option<&str>,
     ) -> Result<pb::Referral> {
-        let state = match pb::Decision::try_from(input.decision) {
-            Ok(pb::Decision::Approved) => pb::ReferralState::Approved,
-            Ok(pb::Decision::Denied) => pb::ReferralState::Denied,
+        let (state, action) = match pb::Decision::try_from(input.decision) {
+            Ok(pb::Decision::Approved) => (pb::ReferralState::Approved, ReferralAction::Approve),
+            Ok(pb::Decision::Denied) => (pb::ReferralState::Denied, ReferralAction::Deny),
             _ => return Err(invalid("decision", "must be APPROVED or DENIED")),
         };
         if input.amount_fen < 0 {
@@ -318,7 +319,7 @@ impl Handoff {
             return Ok(answer);
         }
         self.transition(principal, case_id, referral_id, key.as_ref(), |r| {
-            check_open(r)?;
+            allowed(r, action)?;
             Ok(Some(CaseEvent::ReferralDecided(pb::Referral {
                 state: state as i32,
                 decided_amount_fen: input.amount_fen,
@@ -463,18 +464,10 @@ impl<'a> RequestKey<'a> {
     }
 }
 
-fn check_open(r: &pb::Referral) -> Result<()> {
-    if r.state == pb::ReferralState::Cancelled as i32 {
-        return Err(Error::FailedPrecondition(format!(
-            "referral {} was cancelled: the application was withdrawn",
-            r.referral_id
-        )));
-    }
-    if is_final(r.state) {
-        return Err(Error::FailedPrecondition(format!(
-            "referral {} is already decided",
-            r.referral_id
-        )));
-    }
-    Ok(())
+/// The state `action` moves `r` to, by the one state machine; anything it refuses is a
+/// failed precondition naming the current state.
+fn allowed(r: &pb::Referral, action: ReferralAction) -> Result<pb::ReferralState> {
+    referral::next_state(r, action)
+        .map(pb::ReferralState::from)
+        .map_err(|e| Error::FailedPrecondition(e.to_string()))
 }
