@@ -105,7 +105,10 @@ impl CaseState {
             CaseEvent::ReferralIssued(r) => self.referrals.push(r.clone()),
             CaseEvent::ReferralAcknowledged(r)
             | CaseEvent::ReferralDecided(r)
-            | CaseEvent::ReferralCancelled(r) => {
+            | CaseEvent::ReferralCancelled(r)
+            | CaseEvent::ReferralDueSoon(r)
+            | CaseEvent::ReferralOverdue(r)
+            | CaseEvent::ReferralEscalated(r) => {
                 match self
                     .referrals
                     .iter_mut()

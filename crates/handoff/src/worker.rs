@@ -208,6 +208,7 @@ impl HandoffWorker {
                 note: String::new(),
                 issued_at: issued_at.clone(),
                 policy_version: a.policy_version.clone(),
+                ..Default::default()
             }));
         }
         if events.is_empty() {
