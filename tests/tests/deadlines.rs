@@ -171,6 +171,78 @@ async fn deadline_events_come_at_their_instants_once_and_never_for_decided_refer
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
+    // The listing filters: overdue only, programme, due before.
+    let list = |q: pb::ListReferralsRequest| {
+        let mut civil = civil.clone();
+        async move {
+            civil.list_referrals(q).await.map(|r| {
+                r.into_inner()
+                    .referrals
+                    .into_iter()
+                    .map(|r| r.referral_id)
+                    .collect::<Vec<_>>()
+            })
+        }
+    };
+    let overdue = list(pb::ListReferralsRequest {
+        overdue_only: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // Every open civil-affairs referral of the case is past its (shorter or equal)
+    // deadline by now.
+    let civil_open: Vec<String> = case
+        .referrals
+        .iter()
+        .filter(|r| r.department_unit == dibao.department_unit)
+        .map(|r| r.referral_id.clone())
+        .collect();
+    assert!(overdue.contains(&dibao.referral_id));
+    assert_eq!(overdue.len(), civil_open.len(), "{overdue:?}");
+    // The decided medical referral is never overdue for its unit.
+    let medical_overdue = medical_dept
+        .list_referrals(pb::ListReferralsRequest {
+            overdue_only: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .referrals;
+    assert!(medical_overdue.is_empty(), "{medical_overdue:?}");
+    let other_programme = list(pb::ListReferralsRequest {
+        programme: pb::Programme::Housing as i32,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert!(!other_programme.contains(&dibao.referral_id));
+    let dibao_only = list(pb::ListReferralsRequest {
+        programme: pb::Programme::Dibao as i32,
+        due_before: (due + TimeDelta::seconds(1)).to_rfc3339(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(dibao_only, [dibao.referral_id.clone()]);
+    let none_yet = list(pb::ListReferralsRequest {
+        due_before: due.to_rfc3339(),
+        programme: pb::Programme::Dibao as i32,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert!(none_yet.is_empty(), "{none_yet:?}");
+    let err = list(pb::ListReferralsRequest {
+        due_before: "tomorrow".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("due_before"), "{err:?}");
+
     // Restart twice with time moved on: the rebuilt worker writes nothing again. A new
     // case, already past its due-soon instant on the moved clock, shows the restarted
     // worker has rebuilt and ticked.

@@ -123,6 +123,7 @@ async fn household_reaches_every_programme_and_case_closes() {
                 state: pb::ReferralState::Issued as i32,
                 page_size: 0,
                 page_token: String::new(),
+                ..Default::default()
             })
             .await
             .unwrap()

@@ -340,6 +340,7 @@ async fn until_listed(url: &str, last: &LastCase, start: Instant) -> anyhow::Res
                 state: 0,
                 page_size: 50,
                 page_token: (last.first_referral_position - 1).to_string(),
+                ..Default::default()
             })
             .await;
         if let Ok(r) = r {

@@ -20,11 +20,11 @@ mod service;
 mod worker;
 
 pub use deadlines::{DeadlinePolicy, DeadlineWorker};
-pub use inbox::{Inbox, InboxEntry};
+pub use inbox::{Inbox, InboxEntry, ReferralFilter};
 /// The deterministic id of a referral (defined with every other id in
 /// [`onecity_domain::ids`]).
 pub use onecity_domain::ids::referral_id;
-pub use service::{DecisionInput, Handoff};
+pub use service::{DecisionInput, Handoff, ListQuery};
 pub use worker::{Done, HandoffWorker};
 
 /// Result alias of this crate.
