@@ -225,7 +225,7 @@ async fn deadline_events_come_at_their_instants_once_and_never_for_decided_refer
     })
     .await
     .unwrap();
-    assert_eq!(dibao_only, [dibao.referral_id.clone()]);
+    assert_eq!(dibao_only, std::slice::from_ref(&dibao.referral_id));
     let none_yet = list(pb::ListReferralsRequest {
         due_before: due.to_rfc3339(),
         programme: pb::Programme::Dibao as i32,

@@ -401,6 +401,9 @@ mod tests {
         let slot = |latest| Slot {
             case_id: Uuid::nil(),
             state: 1,
+            programme: 1,
+            due_ms: 0,
+            overdue: false,
             latest,
         };
         let mut m = Issued::default();
