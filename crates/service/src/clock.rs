@@ -65,8 +65,10 @@ impl Clock for ManualClock {
 pub struct SharedClock(pub Arc<dyn Clock>);
 
 impl Default for SharedClock {
+    /// The one system clock of the process, so two default configurations are equal.
     fn default() -> Self {
-        SharedClock(Arc::new(SystemClock))
+        static SYSTEM: std::sync::OnceLock<Arc<dyn Clock>> = std::sync::OnceLock::new();
+        SharedClock(Arc::clone(SYSTEM.get_or_init(|| Arc::new(SystemClock))))
     }
 }
 
