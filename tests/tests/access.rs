@@ -159,6 +159,7 @@ async fn tokens_and_roles_are_enforced() {
         state: 0,
         page_size: 0,
         page_token: String::new(),
+        ..Default::default()
     };
     let heping = server
         .handoff(tokens::CIVIL_AFFAIRS_HEPING)

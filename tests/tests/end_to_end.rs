@@ -93,12 +93,23 @@ async fn household_reaches_every_programme_and_case_closes() {
         assert_eq!(r.department_unit, format!("{dept}@120103"));
         assert_eq!(r.state, pb::ReferralState::Issued as i32);
         let due = chrono::DateTime::parse_from_rfc3339(&r.due_at).unwrap();
+        let programme = onecity_domain::Programme::from_proto(r.programme).unwrap();
+        let shipped = onecity_eligibility::Catalogue::embedded();
         assert_eq!(
-            due - submitted_at,
-            chrono::TimeDelta::days(days),
+            shipped.deadline_days(programme),
+            u32::try_from(days).unwrap()
+        );
+        assert_eq!(
+            due,
+            shipped.due_at(programme, submitted_at.with_timezone(&chrono::Utc)),
             "deadline of programme {}",
             r.programme
         );
+        if shipped.deadline_unit(programme) == onecity_eligibility::DeadlineUnit::Calendar {
+            assert_eq!(due - submitted_at, chrono::TimeDelta::days(days));
+        } else {
+            assert!(due - submitted_at >= chrono::TimeDelta::days(days));
+        }
         assert_eq!(r.case_id, case_id);
     }
     assert_eq!(case.status, pb::CaseStatus::Open as i32);
@@ -112,6 +123,7 @@ async fn household_reaches_every_programme_and_case_closes() {
                 state: pb::ReferralState::Issued as i32,
                 page_size: 0,
                 page_token: String::new(),
+                ..Default::default()
             })
             .await
             .unwrap()

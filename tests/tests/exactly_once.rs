@@ -93,3 +93,81 @@ async fn restarts_and_full_replays_never_duplicate() {
     assert_eq!(check_exactly_once(&events), case_ids.len() + 1);
     server.stop().await;
 }
+
+/// The deadline worker across restarts: its state is rebuilt from the log each time and
+/// the server is stopped while it writes, yet each referral gets each deadline event once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadline_events_are_written_once_across_restarts() {
+    use onecity_domain::events::{
+        CaseEvent, REFERRAL_DUE_SOON, REFERRAL_ESCALATED, REFERRAL_OVERDUE,
+    };
+    use onecity_service::clock::{ManualClock, SharedClock};
+    use std::collections::BTreeMap;
+
+    let dir = tempfile::tempdir().unwrap();
+    // Far enough ahead that every referral is due soon, overdue and escalated at once.
+    let clock = ManualClock::new(chrono::Utc::now() + chrono::TimeDelta::days(90));
+    let start = |clock: &ManualClock| {
+        let clock = SharedClock(std::sync::Arc::new(clock.clone()));
+        TestServer::start_with(dir.path(), move |c| {
+            c.clock = clock;
+            c.deadline_tick_ms = 5;
+        })
+    };
+    let mut case_ids = Vec::new();
+    for _ in 0..3 {
+        let server = start(&clock).await;
+        let mut c = server.intake(tokens::TERMINAL).await;
+        for _ in 0..5 {
+            case_ids.push(
+                c.submit_application(submission(sample_application()))
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .case_id,
+            );
+        }
+        server.stop().await;
+    }
+    let server = start(&clock).await;
+    let mut referrals = Vec::new();
+    for c in &case_ids {
+        referrals.extend(server.handed_off(c).await.referrals);
+    }
+    let counts = |events: &[pb::RecordedEvent]| {
+        let mut n: BTreeMap<(String, String), usize> = BTreeMap::new();
+        for e in events {
+            if ![REFERRAL_DUE_SOON, REFERRAL_OVERDUE, REFERRAL_ESCALATED]
+                .contains(&e.event_type.as_str())
+            {
+                continue;
+            }
+            let event = CaseEvent::decode(&e.event_type, &e.payload)
+                .unwrap()
+                .unwrap();
+            let r = event.referral().unwrap();
+            *n.entry((r.referral_id.clone(), e.event_type.clone()))
+                .or_default() += 1;
+        }
+        n
+    };
+    let expected = referrals.len() * 3;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    let seen = loop {
+        let seen = counts(&server.whole_log().await);
+        if seen.len() == expected {
+            break seen;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {expected} deadline events",
+            seen.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(
+        seen.values().all(|n| *n == 1),
+        "a deadline event written twice"
+    );
+    server.stop().await;
+}

@@ -157,6 +157,7 @@ async fn withdrawal_cancels_open_referrals() {
             state: pb::ReferralState::Cancelled as i32,
             page_size: 0,
             page_token: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -205,6 +206,7 @@ async fn referrals_page_and_stream_resumably() {
                 state: 0,
                 page_size: 3,
                 page_token: token,
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -228,6 +230,7 @@ async fn referrals_page_and_stream_resumably() {
             state: 0,
             page_size: 501,
             page_token: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

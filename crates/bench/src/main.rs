@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod client;
 mod cpu;
+mod deadlines;
 mod household;
 mod rebuild;
 mod scenarios;
@@ -73,6 +74,13 @@ enum Backend {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The `deadlines` cell: a deadline worker's cold start over N open referrals and one
+    /// simulated day's tick (1 % falling due), in this process; prints one JSON line.
+    Deadlines {
+        /// Open referrals in the log.
+        #[arg(long, default_value_t = 1_000_000)]
+        referrals: usize,
+    },
     /// Internal: the `rebuild` scenario's child server over an existing log.
     #[command(hide = true)]
     ServeChild {
@@ -229,6 +237,14 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     if let Some(Command::ServeChild { log }) = cli.command {
         return exit(rebuild::serve_child(log));
+    }
+    if let Some(Command::Deadlines { referrals }) = cli.command {
+        let runtime = tokio::runtime::Runtime::new();
+        return exit(
+            runtime
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(deadlines::deadlines(referrals))),
+        );
     }
     exit(run(cli))
 }

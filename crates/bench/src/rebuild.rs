@@ -147,6 +147,7 @@ async fn write_case(log: &SledLog, t: &Template) -> anyhow::Result<()> {
                 note: String::new(),
                 issued_at: issued_at.clone(),
                 policy_version: p.policy_version.clone(),
+                ..Default::default()
             });
             NewEvent::new(event.event_type(), onecity_handoff::ACTOR, event.encode())
                 .caused_by(assess_event_id.to_string())
@@ -340,6 +341,7 @@ async fn until_listed(url: &str, last: &LastCase, start: Instant) -> anyhow::Res
                 state: 0,
                 page_size: 50,
                 page_token: (last.first_referral_position - 1).to_string(),
+                ..Default::default()
             })
             .await;
         if let Ok(r) = r {

@@ -77,9 +77,7 @@ impl Default for CaseState {
 
 /// Whether a referral state is final (decided or cancelled).
 pub fn is_final(state: i32) -> bool {
-    state == pb::ReferralState::Approved as i32
-        || state == pb::ReferralState::Denied as i32
-        || state == pb::ReferralState::Cancelled as i32
+    crate::referral::ReferralState::from_proto(state).is_some_and(|s| s.is_final())
 }
 
 impl CaseState {
@@ -107,7 +105,10 @@ impl CaseState {
             CaseEvent::ReferralIssued(r) => self.referrals.push(r.clone()),
             CaseEvent::ReferralAcknowledged(r)
             | CaseEvent::ReferralDecided(r)
-            | CaseEvent::ReferralCancelled(r) => {
+            | CaseEvent::ReferralCancelled(r)
+            | CaseEvent::ReferralDueSoon(r)
+            | CaseEvent::ReferralOverdue(r)
+            | CaseEvent::ReferralEscalated(r) => {
                 match self
                     .referrals
                     .iter_mut()

@@ -20,6 +20,12 @@ pub const REFERRAL_ACKNOWLEDGED: &str = "onecity.v1.ReferralAcknowledged";
 pub const REFERRAL_DECIDED: &str = "onecity.v1.ReferralDecided";
 /// `ReferralCancelled`.
 pub const REFERRAL_CANCELLED: &str = "onecity.v1.ReferralCancelled";
+/// `ReferralDueSoon`.
+pub const REFERRAL_DUE_SOON: &str = "onecity.v1.ReferralDueSoon";
+/// `ReferralOverdue`.
+pub const REFERRAL_OVERDUE: &str = "onecity.v1.ReferralOverdue";
+/// `ReferralEscalated`.
+pub const REFERRAL_ESCALATED: &str = "onecity.v1.ReferralEscalated";
 /// Prefix of every referral event.
 pub const REFERRAL_PREFIX: &str = "onecity.v1.Referral";
 /// `ApplicationWithdrawn`.
@@ -42,6 +48,12 @@ pub enum CaseEvent {
     ReferralDecided(pb::Referral),
     /// A referral was cancelled by withdrawal (the referral after it).
     ReferralCancelled(pb::Referral),
+    /// 80 % of a referral's period passed undecided (the referral at that instant).
+    ReferralDueSoon(pb::Referral),
+    /// A referral reached its deadline undecided (the referral, `overdue` set).
+    ReferralOverdue(pb::Referral),
+    /// An overdue referral was escalated (the referral, `escalated_at` set).
+    ReferralEscalated(pb::Referral),
     /// The applicant withdrew.
     ApplicationWithdrawn(pb::ApplicationWithdrawn),
     /// The case closed.
@@ -68,6 +80,9 @@ impl CaseEvent {
             CaseEvent::ReferralAcknowledged(_) => REFERRAL_ACKNOWLEDGED,
             CaseEvent::ReferralDecided(_) => REFERRAL_DECIDED,
             CaseEvent::ReferralCancelled(_) => REFERRAL_CANCELLED,
+            CaseEvent::ReferralDueSoon(_) => REFERRAL_DUE_SOON,
+            CaseEvent::ReferralOverdue(_) => REFERRAL_OVERDUE,
+            CaseEvent::ReferralEscalated(_) => REFERRAL_ESCALATED,
             CaseEvent::ApplicationWithdrawn(_) => APPLICATION_WITHDRAWN,
             CaseEvent::CaseClosed(_) => CASE_CLOSED,
         }
@@ -81,7 +96,10 @@ impl CaseEvent {
             CaseEvent::ReferralIssued(m)
             | CaseEvent::ReferralAcknowledged(m)
             | CaseEvent::ReferralDecided(m)
-            | CaseEvent::ReferralCancelled(m) => pb::ReferralIssued {
+            | CaseEvent::ReferralCancelled(m)
+            | CaseEvent::ReferralDueSoon(m)
+            | CaseEvent::ReferralOverdue(m)
+            | CaseEvent::ReferralEscalated(m) => pb::ReferralIssued {
                 referral: Some(m.clone()),
             }
             .encode_to_vec(),
@@ -118,6 +136,9 @@ impl CaseEvent {
             REFERRAL_ACKNOWLEDGED => CaseEvent::ReferralAcknowledged(referral(payload)?),
             REFERRAL_DECIDED => CaseEvent::ReferralDecided(referral(payload)?),
             REFERRAL_CANCELLED => CaseEvent::ReferralCancelled(referral(payload)?),
+            REFERRAL_DUE_SOON => CaseEvent::ReferralDueSoon(referral(payload)?),
+            REFERRAL_OVERDUE => CaseEvent::ReferralOverdue(referral(payload)?),
+            REFERRAL_ESCALATED => CaseEvent::ReferralEscalated(referral(payload)?),
             APPLICATION_WITHDRAWN => CaseEvent::ApplicationWithdrawn(
                 pb::ApplicationWithdrawn::decode(payload).map_err(err)?,
             ),
@@ -132,7 +153,10 @@ impl CaseEvent {
             CaseEvent::ReferralIssued(r)
             | CaseEvent::ReferralAcknowledged(r)
             | CaseEvent::ReferralDecided(r)
-            | CaseEvent::ReferralCancelled(r) => Some(r),
+            | CaseEvent::ReferralCancelled(r)
+            | CaseEvent::ReferralDueSoon(r)
+            | CaseEvent::ReferralOverdue(r)
+            | CaseEvent::ReferralEscalated(r) => Some(r),
             _ => None,
         }
     }
@@ -198,6 +222,20 @@ impl CaseEvent {
                 r.department_unit
             ),
             CaseEvent::ReferralCancelled(r) => format!("referral {} cancelled", programme(r)),
+            CaseEvent::ReferralDueSoon(r) => {
+                format!("referral {} due soon, at {}", programme(r), r.due_at)
+            }
+            CaseEvent::ReferralOverdue(r) => format!(
+                "referral {} overdue since {} at {}",
+                programme(r),
+                r.due_at,
+                r.department_unit
+            ),
+            CaseEvent::ReferralEscalated(r) => format!(
+                "referral {} escalated to the supervisor at {}",
+                programme(r),
+                r.escalated_at
+            ),
             CaseEvent::ApplicationWithdrawn(_) => "application withdrawn".into(),
             CaseEvent::CaseClosed(c) => format!("case closed: {}", c.reason),
         }
@@ -218,7 +256,10 @@ impl CaseEvent {
             CaseEvent::ReferralIssued(r)
             | CaseEvent::ReferralAcknowledged(r)
             | CaseEvent::ReferralDecided(r)
-            | CaseEvent::ReferralCancelled(r) => Audience::Unit(r.department_unit.clone()),
+            | CaseEvent::ReferralCancelled(r)
+            | CaseEvent::ReferralDueSoon(r)
+            | CaseEvent::ReferralOverdue(r)
+            | CaseEvent::ReferralEscalated(r) => Audience::Unit(r.department_unit.clone()),
         }
     }
 }
@@ -263,7 +304,10 @@ mod tests {
             CaseEvent::ReferralIssued(r.clone()),
             CaseEvent::ReferralAcknowledged(r.clone()),
             CaseEvent::ReferralDecided(r.clone()),
-            CaseEvent::ReferralCancelled(r),
+            CaseEvent::ReferralCancelled(r.clone()),
+            CaseEvent::ReferralDueSoon(r.clone()),
+            CaseEvent::ReferralOverdue(r.clone()),
+            CaseEvent::ReferralEscalated(r),
             CaseEvent::ApplicationWithdrawn(pb::ApplicationWithdrawn { reason: "x".into() }),
             CaseEvent::CaseClosed(pb::CaseClosed { reason: "y".into() }),
         ];

@@ -53,6 +53,13 @@ pub fn request_commit(actor: &str, request_id: &str) -> Uuid {
     derive(&["request", actor, request_id])
 }
 
+/// Commit id of the deadline worker's `stage` event (`due-soon`, `overdue`, `escalated`)
+/// for `referral_id`: each is written once per referral, whichever instance or restart
+/// writes it.
+pub fn deadline_commit(referral_id: Uuid, stage: &str) -> Uuid {
+    derive(&["deadline", &referral_id.to_string(), stage])
+}
+
 /// Id of the referral of `programme` in `case_id`: a replayed handoff derives the same id,
 /// so a referral can never exist twice.
 pub fn referral_id(case_id: Uuid, programme: Programme) -> Uuid {

@@ -17,6 +17,7 @@ mod id_number;
 pub mod ids;
 mod partition;
 mod principal;
+pub mod referral;
 pub mod text;
 
 #[cfg(any(test, feature = "fixtures"))]

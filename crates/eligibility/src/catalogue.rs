@@ -4,9 +4,11 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use chrono::{DateTime, Utc};
 use onecity_domain::{Department, DepartmentUnit, DistrictCode, Programme};
 use serde::Deserialize;
 
+use crate::holidays::{DeadlineUnit, HolidayCalendar};
 use crate::{Error, Result};
 
 const EMBEDDED: &str = include_str!("../policy/catalogue.toml");
@@ -72,6 +74,8 @@ pub struct CatalogueEntry {
     pub department: Department,
     /// Days from submission to the decision deadline.
     pub deadline_days: u32,
+    /// Whether those days are calendar or working days.
+    pub deadline_unit: DeadlineUnit,
     /// What the department may see of a case this programme is referred in: the facts the
     /// programme's rules read.
     pub visible_facts: Facts,
@@ -82,6 +86,7 @@ pub struct CatalogueEntry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Catalogue {
     entries: BTreeMap<Programme, CatalogueEntry>,
+    holidays: HolidayCalendar,
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,6 +101,7 @@ struct RawEntry {
     programme: Option<String>,
     department: Option<String>,
     deadline_days: Option<i64>,
+    deadline_unit: Option<String>,
     visible_facts: Option<Vec<String>>,
 }
 
@@ -150,6 +156,16 @@ impl Catalogue {
                         "must be between 1 and 4294967295".into(),
                     )
                 })?;
+            let deadline_unit = match e.deadline_unit.as_deref() {
+                None | Some("calendar") => DeadlineUnit::Calendar,
+                Some("working") => DeadlineUnit::Working,
+                Some(other) => {
+                    return Err(err(
+                        at("deadline_unit"),
+                        format!("must be calendar or working, not {other:?}"),
+                    ))
+                }
+            };
             let mut visible_facts = Facts::empty();
             for (j, name) in e.visible_facts.unwrap_or_default().iter().enumerate() {
                 let fact = Facts::named(name).ok_or_else(|| {
@@ -164,6 +180,7 @@ impl Catalogue {
                 programme,
                 department,
                 deadline_days,
+                deadline_unit,
                 visible_facts,
             };
             if entries.insert(programme, entry).is_some() {
@@ -179,7 +196,10 @@ impl Catalogue {
                 format!("missing programme {missing}"),
             ));
         }
-        Ok(Catalogue { entries })
+        Ok(Catalogue {
+            entries,
+            holidays: HolidayCalendar::embedded(),
+        })
     }
 
     fn entry(&self, programme: Programme) -> &CatalogueEntry {
@@ -192,9 +212,35 @@ impl Catalogue {
         self.entry(programme).department
     }
 
-    /// Decision deadline of `programme`, in calendar days from submission.
+    /// Decision deadline of `programme`, in days of [`Catalogue::deadline_unit`] from
+    /// submission.
     pub fn deadline_days(&self, programme: Programme) -> u32 {
         self.entry(programme).deadline_days
+    }
+
+    /// Whether `programme`'s deadline counts calendar or working days.
+    pub fn deadline_unit(&self, programme: Programme) -> DeadlineUnit {
+        self.entry(programme).deadline_unit
+    }
+
+    /// The same catalogue counting working days with `holidays` (the embedded sample
+    /// calendar otherwise).
+    #[must_use]
+    pub fn with_holidays(mut self, holidays: HolidayCalendar) -> Self {
+        self.holidays = holidays;
+        self
+    }
+
+    /// The holiday calendar working-day deadlines use.
+    pub fn holidays(&self) -> &HolidayCalendar {
+        &self.holidays
+    }
+
+    /// When a referral of `programme` whose period starts at `start` is due.
+    pub fn due_at(&self, programme: Programme, start: DateTime<Utc>) -> DateTime<Utc> {
+        let e = self.entry(programme);
+        self.holidays
+            .due_at(start, e.deadline_days, e.deadline_unit)
     }
 
     /// What `programme`'s department may see of a case beyond who its members are.

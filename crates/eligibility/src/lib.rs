@@ -13,11 +13,13 @@ mod catalogue;
 mod convert;
 mod error;
 pub mod format;
+mod holidays;
 mod policy;
 
 pub use assess::{assess, assess_with, Assessment, Detail, Linked, RuleResult};
 pub use catalogue::{Catalogue, CatalogueEntry, Facts};
 pub use error::{Error, Result};
+pub use holidays::{DeadlineUnit, HolidayCalendar};
 pub use policy::{Parameters, PolicyBook, PolicyVersion, MAX_PARAMETER};
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use onecity_service::grpc::{principal, reader};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-use crate::{DecisionInput, Error, Handoff};
+use crate::{DecisionInput, Error, Handoff, ListQuery};
 
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
@@ -66,10 +66,19 @@ impl HandoffService for HandoffGrpc {
             state,
             page_size,
             page_token,
+            programme,
+            overdue_only,
+            due_before,
         } = req.into_inner();
+        let query = ListQuery {
+            state,
+            programme,
+            overdue_only,
+            due_before,
+        };
         let (referrals, next_page_token) = self
             .handoff
-            .list(&who, state, page_size, &page_token)
+            .list_where(&who, &query, page_size, &page_token)
             .await?;
         Ok(Response::new(pb::ListReferralsResponse {
             referrals,

@@ -21,8 +21,38 @@ use crate::Result;
 struct Slot {
     case_id: Uuid,
     state: i32,
+    programme: i32,
+    /// `due_at` in milliseconds since the epoch (`i64::MAX` when unreadable).
+    due_ms: i64,
+    overdue: bool,
     /// Position of the referral's latest event.
     latest: u64,
+}
+
+/// Which referrals a listing wants; every `None`/`false` admits all.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReferralFilter {
+    /// Only this `ReferralState` value.
+    pub state: Option<i32>,
+    /// Only this `Programme` value.
+    pub programme: Option<i32>,
+    /// Only overdue referrals not yet in a final state.
+    pub overdue_only: bool,
+    /// Only referrals due strictly before this instant (milliseconds since the epoch).
+    pub due_before_ms: Option<i64>,
+}
+
+impl ReferralFilter {
+    fn admits(&self, s: &Slot) -> bool {
+        self.state.is_none_or(|want| s.state == want)
+            && self.programme.is_none_or(|want| s.programme == want)
+            && (!self.overdue_only || (s.overdue && !onecity_domain::case::is_final(s.state)))
+            && self.due_before_ms.is_none_or(|before| s.due_ms < before)
+    }
+}
+
+fn due_millis(due_at: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(due_at).map_or(i64::MAX, |t| t.timestamp_millis())
 }
 
 #[derive(Debug, Default)]
@@ -209,6 +239,8 @@ impl Inbox {
                         if let Some(slot) = st.by_unit.get_mut(&unit).and_then(|m| m.get_mut(at)) {
                             slot.state = r.state;
                             slot.latest = e.position;
+                            slot.due_ms = due_millis(&r.due_at);
+                            slot.overdue = r.overdue;
                         }
                     }
                     None => {
@@ -217,6 +249,9 @@ impl Inbox {
                         let slot = Slot {
                             case_id: e.case_id,
                             state: r.state,
+                            programme: r.programme,
+                            due_ms: due_millis(&r.due_at),
+                            overdue: r.overdue,
                             latest: e.position,
                         };
                         st.by_unit.entry(unit).or_default().insert(e.position, slot);
@@ -306,6 +341,21 @@ impl Inbox {
         after: u64,
         limit: usize,
     ) -> (Vec<u64>, Option<u64>) {
+        let filter = ReferralFilter {
+            state,
+            ..ReferralFilter::default()
+        };
+        self.page_where(unit, &filter, after, limit)
+    }
+
+    /// [`Inbox::page`] with every filter of `ListReferrals`.
+    pub fn page_where(
+        &self,
+        unit: Option<&str>,
+        filter: &ReferralFilter,
+        after: u64,
+        limit: usize,
+    ) -> (Vec<u64>, Option<u64>) {
         let st = self.state.read().unwrap_or_else(|p| p.into_inner());
         let units: Vec<u32> = match unit {
             Some(u) => st.unit_ids.get(u).copied().into_iter().collect(),
@@ -315,11 +365,7 @@ impl Inbox {
         let mut iters: Vec<_> = units
             .iter()
             .filter_map(|u| st.by_unit.get(u))
-            .map(|m| {
-                m.after(after)
-                    .filter(|(_, s)| state.is_none_or(|want| s.state == want))
-                    .peekable()
-            })
+            .map(|m| m.after(after).filter(|(_, s)| filter.admits(s)).peekable())
             .collect();
         let mut out = Vec::new();
         loop {
@@ -355,6 +401,9 @@ mod tests {
         let slot = |latest| Slot {
             case_id: Uuid::nil(),
             state: 1,
+            programme: 1,
+            due_ms: 0,
+            overdue: false,
             latest,
         };
         let mut m = Issued::default();

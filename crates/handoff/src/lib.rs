@@ -3,6 +3,8 @@
 //! - [`HandoffWorker`] follows the log and, for each assessed case, issues one referral
 //!   per ELIGIBLE or NEEDS_REVIEW programme to the department unit of the application's
 //!   district, in one commit (or closes the case when nothing is referred).
+//! - [`DeadlineWorker`] watches the open referrals' deadlines against an injectable clock
+//!   and writes due-soon, overdue and escalation events, once each.
 //! - [`Inbox`] is the department-side projection: every referral in its latest state,
 //!   rebuilt from the log on start and kept current by a subscription.
 //! - [`Handoff`] serves back offices: list and stream their referrals, acknowledge and
@@ -11,16 +13,18 @@
 
 use onecity_service::{ErrorClass, Kind};
 
+mod deadlines;
 pub mod grpc;
 mod inbox;
 mod service;
 mod worker;
 
-pub use inbox::{Inbox, InboxEntry};
+pub use deadlines::{DeadlinePolicy, DeadlineWorker};
+pub use inbox::{Inbox, InboxEntry, ReferralFilter};
 /// The deterministic id of a referral (defined with every other id in
 /// [`onecity_domain::ids`]).
 pub use onecity_domain::ids::referral_id;
-pub use service::{DecisionInput, Handoff};
+pub use service::{DecisionInput, Handoff, ListQuery};
 pub use worker::{Done, HandoffWorker};
 
 /// Result alias of this crate.
@@ -86,6 +90,8 @@ fn invalid(field: &str, reason: impl Into<String>) -> Error {
 
 /// Consumer name of the handoff worker's checkpoint.
 pub const CONSUMER: &str = "handoff";
+/// Consumer name of the deadline worker (its state is rebuilt from the log at start).
+pub const DEADLINES_CONSUMER: &str = "deadlines";
 /// The actor the handoff worker writes its events as.
 pub const ACTOR: &str = "service:handoff";
 /// Longest decision note.

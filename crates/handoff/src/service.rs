@@ -4,8 +4,9 @@
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
-use onecity_domain::case::{is_final, CaseStatus, EventMeta};
+use onecity_domain::case::{CaseStatus, EventMeta};
 use onecity_domain::events::{CaseEvent, REFERRAL_PREFIX};
+use onecity_domain::referral::{self, ReferralAction};
 use onecity_domain::text::{check_request_id, check_text, TextKind};
 use onecity_domain::{ids, Principal};
 use onecity_eventlog::{Appended, EventLog, Filter, NewEvent};
@@ -17,6 +18,7 @@ use onecity_service::case::{
 };
 use uuid::Uuid;
 
+use crate::inbox::ReferralFilter;
 use crate::{invalid, Error, Inbox, Result, MAX_NOTE_CHARS, MAX_PAGE_SIZE};
 
 /// The back-office API core.
@@ -50,6 +52,47 @@ fn state_filter(state: i32) -> Result<Option<i32>> {
         Ok(pb::ReferralState::Unspecified) => Ok(None),
         Ok(s) => Ok(Some(s as i32)),
         Err(_) => Err(invalid("state", format!("unknown referral state {state}"))),
+    }
+}
+
+/// The filters of `ListReferrals` as the client gave them: 0, `false` and empty admit all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListQuery {
+    /// `ReferralState` value.
+    pub state: i32,
+    /// `Programme` value.
+    pub programme: i32,
+    /// Only overdue referrals not yet final.
+    pub overdue_only: bool,
+    /// RFC 3339 instant: only referrals due strictly before it.
+    pub due_before: String,
+}
+
+impl ListQuery {
+    fn filter(&self) -> Result<ReferralFilter> {
+        let programme = match pb::Programme::try_from(self.programme) {
+            Ok(pb::Programme::Unspecified) => None,
+            Ok(p) => Some(p as i32),
+            Err(_) => {
+                return Err(invalid(
+                    "programme",
+                    format!("unknown programme {}", self.programme),
+                ))
+            }
+        };
+        let due_before_ms = if self.due_before.is_empty() {
+            None
+        } else {
+            let t = chrono::DateTime::parse_from_rfc3339(&self.due_before)
+                .map_err(|_| invalid("due_before", "not an rfc 3339 instant"))?;
+            Some(t.timestamp_millis())
+        };
+        Ok(ReferralFilter {
+            state: state_filter(self.state)?,
+            programme,
+            overdue_only: self.overdue_only,
+            due_before_ms,
+        })
     }
 }
 
@@ -97,8 +140,23 @@ impl Handoff {
         page_size: u32,
         page_token: &str,
     ) -> Result<(Vec<pb::Referral>, String)> {
+        let query = ListQuery {
+            state,
+            ..ListQuery::default()
+        };
+        self.list_where(reader, &query, page_size, page_token).await
+    }
+
+    /// [`Handoff::list`] with every filter of `ListReferrals`.
+    pub async fn list_where(
+        &self,
+        reader: &Reader,
+        query: &ListQuery,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<(Vec<pb::Referral>, String)> {
         let unit = Self::scope(&reader.principal, "list referrals")?;
-        let state = state_filter(state)?;
+        let filter = query.filter()?;
         let limit = match page_size {
             0 => 100,
             n if n > MAX_PAGE_SIZE => {
@@ -115,7 +173,9 @@ impl Handoff {
         };
         // Read-your-writes: include everything durable when the call arrived.
         self.inbox.wait_for(self.log.head().await?).await?;
-        let (latest, next) = self.inbox.page(unit.as_deref(), state, after, limit);
+        let (latest, next) = self
+            .inbox
+            .page_where(unit.as_deref(), &filter, after, limit);
         let mut page = Vec::with_capacity(latest.len());
         for p in latest {
             page.push(self.referral_at(p).await?);
@@ -260,9 +320,9 @@ impl Handoff {
             if r.state == pb::ReferralState::Acknowledged as i32 {
                 return Ok(None);
             }
-            check_open(r)?;
+            let state = allowed(r, ReferralAction::Acknowledge)?;
             Ok(Some(CaseEvent::ReferralAcknowledged(pb::Referral {
-                state: pb::ReferralState::Acknowledged as i32,
+                state: state as i32,
                 ..r.clone()
             })))
         })
@@ -290,9 +350,9 @@ impl Handoff {
         input: DecisionInput,
         request_id: Option<&str>,
     ) -> Result<pb::Referral> {
-        let state = match pb::Decision::try_from(input.decision) {
-            Ok(pb::Decision::Approved) => pb::ReferralState::Approved,
-            Ok(pb::Decision::Denied) => pb::ReferralState::Denied,
+        let (state, action) = match pb::Decision::try_from(input.decision) {
+            Ok(pb::Decision::Approved) => (pb::ReferralState::Approved, ReferralAction::Approve),
+            Ok(pb::Decision::Denied) => (pb::ReferralState::Denied, ReferralAction::Deny),
             _ => return Err(invalid("decision", "must be APPROVED or DENIED")),
         };
         if input.amount_fen < 0 {
@@ -318,7 +378,7 @@ impl Handoff {
             return Ok(answer);
         }
         self.transition(principal, case_id, referral_id, key.as_ref(), |r| {
-            check_open(r)?;
+            allowed(r, action)?;
             Ok(Some(CaseEvent::ReferralDecided(pb::Referral {
                 state: state as i32,
                 decided_amount_fen: input.amount_fen,
@@ -463,18 +523,10 @@ impl<'a> RequestKey<'a> {
     }
 }
 
-fn check_open(r: &pb::Referral) -> Result<()> {
-    if r.state == pb::ReferralState::Cancelled as i32 {
-        return Err(Error::FailedPrecondition(format!(
-            "referral {} was cancelled: the application was withdrawn",
-            r.referral_id
-        )));
-    }
-    if is_final(r.state) {
-        return Err(Error::FailedPrecondition(format!(
-            "referral {} is already decided",
-            r.referral_id
-        )));
-    }
-    Ok(())
+/// The state `action` moves `r` to, by the one state machine; anything it refuses is a
+/// failed precondition naming the current state.
+fn allowed(r: &pb::Referral, action: ReferralAction) -> Result<pb::ReferralState> {
+    referral::next_state(r, action)
+        .map(pb::ReferralState::from)
+        .map_err(|e| Error::FailedPrecondition(e.to_string()))
 }

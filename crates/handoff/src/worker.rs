@@ -191,8 +191,9 @@ impl HandoffWorker {
             if !referred {
                 continue;
             }
-            let days = i64::from(self.catalogue.deadline_days(programme));
-            let due_at = (submitted_at + chrono::TimeDelta::days(days))
+            let due_at = self
+                .catalogue
+                .due_at(programme, submitted_at)
                 .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
             events.push(CaseEvent::ReferralIssued(pb::Referral {
                 referral_id: referral_id(case_id, programme).to_string(),
@@ -207,6 +208,7 @@ impl HandoffWorker {
                 note: String::new(),
                 issued_at: issued_at.clone(),
                 policy_version: a.policy_version.clone(),
+                ..Default::default()
             }));
         }
         if events.is_empty() {

@@ -14,7 +14,8 @@ use std::sync::Arc;
 
 use onecity_domain::events::{
     APPLICATION_SUBMITTED, APPLICATION_WITHDRAWN, CASE_CLOSED, ELIGIBILITY_ASSESSED,
-    REFERRAL_ACKNOWLEDGED, REFERRAL_CANCELLED, REFERRAL_DECIDED, REFERRAL_ISSUED,
+    REFERRAL_ACKNOWLEDGED, REFERRAL_CANCELLED, REFERRAL_DECIDED, REFERRAL_DUE_SOON,
+    REFERRAL_ESCALATED, REFERRAL_ISSUED, REFERRAL_OVERDUE,
 };
 use onecity_eventlog::access::PERSONAL_DATA_READ;
 use onecity_eventlog::quarantine::{EVENT_QUARANTINED, QUARANTINE_RELEASED};
@@ -34,6 +35,10 @@ pub const EVENT_TYPES: &[(&str, &[Role])] = &[
     (REFERRAL_DECIDED, &[Handoff]),
     // A withdrawal (intake) cancels the case's open referrals in the same commit.
     (REFERRAL_CANCELLED, &[Intake, Handoff]),
+    // The deadline worker runs in the handoff role.
+    (REFERRAL_DUE_SOON, &[Handoff]),
+    (REFERRAL_OVERDUE, &[Handoff]),
+    (REFERRAL_ESCALATED, &[Handoff]),
     (CASE_CLOSED, &[Handoff]),
     // Written by the workers' consumer loops, and by the admin's retry, which runs only in
     // a process that runs the worker.
@@ -48,6 +53,7 @@ pub const EVENT_TYPES: &[(&str, &[Role])] = &[
 pub const CHECKPOINTS: &[(&str, Role)] = &[
     (onecity_assessment::CONSUMER, Eligibility),
     (onecity_handoff::CONSUMER, Handoff),
+    (onecity_handoff::DEADLINES_CONSUMER, Handoff),
 ];
 
 /// The roles a service token may name: the ones that own something.
@@ -100,6 +106,9 @@ mod tests {
             CaseEvent::ReferralAcknowledged(pb::Referral::default()),
             CaseEvent::ReferralDecided(pb::Referral::default()),
             CaseEvent::ReferralCancelled(pb::Referral::default()),
+            CaseEvent::ReferralDueSoon(pb::Referral::default()),
+            CaseEvent::ReferralOverdue(pb::Referral::default()),
+            CaseEvent::ReferralEscalated(pb::Referral::default()),
             CaseEvent::ApplicationWithdrawn(pb::ApplicationWithdrawn::default()),
             CaseEvent::CaseClosed(pb::CaseClosed::default()),
         ];

@@ -18,7 +18,7 @@ use onecity_eventlog_grpc::{EventLogGrpc, RemoteLog};
 use onecity_eventlog_jetstream::{JetStreamConfig, JetStreamLog, NatsAuth};
 use onecity_eventlog_sled::{SledConfig, SledLog};
 use onecity_handoff::grpc::HandoffGrpc;
-use onecity_handoff::{Handoff, HandoffWorker, Inbox};
+use onecity_handoff::{DeadlinePolicy, DeadlineWorker, Handoff, HandoffWorker, Inbox};
 use onecity_intake::grpc::IntakeGrpc;
 use onecity_intake::{Backpressure, Gauge, Intake, Watched};
 use onecity_service::access::Access;
@@ -552,6 +552,7 @@ macro_rules! partitioned {
 
 partitioned!(Assessor, onecity_assessment::CONSUMER);
 partitioned!(HandoffWorker, onecity_handoff::CONSUMER);
+partitioned!(DeadlineWorker, onecity_handoff::DEADLINES_CONSUMER);
 
 /// What starting this process's workers needs, and what it collects: their tasks (awaited
 /// after `stop`) and their handlers by checkpoint name (for the admin's retry of a
@@ -660,6 +661,14 @@ fn start_roles(
         crew.start(HandoffWorker::new(
             stamped(&log, onecity_handoff::ACTOR),
             Arc::clone(&catalogue),
+        ));
+        crew.start(DeadlineWorker::new(
+            stamped(&log, onecity_handoff::ACTOR),
+            Arc::clone(&config.clock.0),
+            DeadlinePolicy {
+                escalation_days: config.escalation_days,
+                tick: std::time::Duration::from_millis(config.deadline_tick_ms.max(1)),
+            },
         ));
         let inbox = Inbox::start(Arc::clone(&log), stop.clone());
         let handoff = Handoff::new(stamped(&log, onecity_handoff::ACTOR), inbox)

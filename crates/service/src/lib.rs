@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 pub mod access;
 pub mod case;
+pub mod clock;
 pub mod grpc;
 
 /// Result alias of this crate.

@@ -215,16 +215,33 @@ pub(super) async fn client_command(command: Command) -> anyhow::Result<()> {
         Command::Referrals {
             client,
             state,
+            programme,
+            overdue,
+            due_before,
             follow,
             after,
             quiet,
         } => {
+            let programme = match programme {
+                Some(slug) => slug
+                    .parse::<onecity_domain::Programme>()
+                    .map_err(|e| anyhow::anyhow!("--programme: {e}"))?
+                    .to_proto(),
+                None => 0,
+            };
             let c = Client::connect(&client).await?;
             let state = state.map(StateArg::to_proto);
             if follow {
                 follow_referrals(&c, state, after.unwrap_or_default(), quiet).await
             } else {
-                list_referrals(&c, state, quiet).await
+                let filters = pb::ListReferralsRequest {
+                    state: state.map_or(0, |s| s as i32),
+                    programme,
+                    overdue_only: overdue,
+                    due_before: due_before.unwrap_or_default(),
+                    ..Default::default()
+                };
+                list_referrals(&c, filters, quiet).await
             }
         }
         Command::Ack {
@@ -364,7 +381,7 @@ async fn admin(command: AdminCommand) -> anyhow::Result<()> {
 /// Every page of ListReferrals, printed as one `ListReferralsResponse`.
 async fn list_referrals(
     c: &Client,
-    state: Option<pb::ReferralState>,
+    filters: pb::ListReferralsRequest,
     quiet: bool,
 ) -> anyhow::Result<()> {
     let mut all = pb::ListReferralsResponse::default();
@@ -373,9 +390,9 @@ async fn list_referrals(
         let page = c
             .handoff()
             .list_referrals(c.request(pb::ListReferralsRequest {
-                state: state.map_or(0, |s| s as i32),
                 page_size: 500,
                 page_token: page_token.clone(),
+                ..filters.clone()
             }))
             .await?
             .into_inner();

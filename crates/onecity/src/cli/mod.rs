@@ -117,6 +117,15 @@ pub enum Command {
         /// Only referrals in this state.
         #[arg(long, value_enum)]
         state: Option<StateArg>,
+        /// Only referrals of this programme (slug, e.g. `medical`).
+        #[arg(long, conflicts_with = "follow")]
+        programme: Option<String>,
+        /// Only overdue referrals not yet in a final state.
+        #[arg(long, conflicts_with = "follow")]
+        overdue: bool,
+        /// Only referrals due before this instant (RFC 3339).
+        #[arg(long, conflicts_with = "follow")]
+        due_before: Option<String>,
         /// Stream referrals (backlog, then live) instead of listing once.
         #[arg(long)]
         follow: bool,
@@ -569,6 +578,10 @@ pub enum StateArg {
     Denied,
     /// Cancelled by withdrawal.
     Cancelled,
+    /// Moved to another unit.
+    Transferred,
+    /// Waiting for information from the household.
+    NeedsInfo,
 }
 
 impl StateArg {
@@ -579,6 +592,8 @@ impl StateArg {
             StateArg::Approved => pb::ReferralState::Approved,
             StateArg::Denied => pb::ReferralState::Denied,
             StateArg::Cancelled => pb::ReferralState::Cancelled,
+            StateArg::Transferred => pb::ReferralState::Transferred,
+            StateArg::NeedsInfo => pb::ReferralState::NeedsInfo,
         }
     }
 }

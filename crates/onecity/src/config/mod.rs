@@ -145,6 +145,15 @@ pub struct Config {
     pub insecure: bool,
     /// `[nats]`: credentials and TLS towards a `jetstream:` log.
     pub nats: NatsConfig,
+    /// Calendar days an overdue referral may stay undecided before the deadline worker
+    /// escalates it to the district supervisor. Default 5.
+    pub escalation_days: u32,
+    /// Milliseconds between the deadline worker's checks of the clock. Default 30000.
+    pub deadline_tick_ms: u64,
+    /// The clock the deadline worker reads: the system clock; tests inject a manual one.
+    /// Not read from files or the environment.
+    #[serde(skip)]
+    pub clock: onecity_service::clock::SharedClock,
 }
 
 /// `[tls]`: certificates in PEM files. Every file is read at start-up and again on SIGHUP.
@@ -275,6 +284,9 @@ impl Default for Config {
             tls: TlsConfig::default(),
             insecure: false,
             nats: NatsConfig::default(),
+            escalation_days: 5,
+            deadline_tick_ms: 30_000,
+            clock: onecity_service::clock::SharedClock::default(),
         }
     }
 }
@@ -296,6 +308,8 @@ impl fmt::Debug for Config {
             .field("worker_partitions", &self.worker_partitions)
             .field("max_streams_per_principal", &self.max_streams_per_principal)
             .field("record_reads", &self.record_reads)
+            .field("escalation_days", &self.escalation_days)
+            .field("deadline_tick_ms", &self.deadline_tick_ms)
             .field("tls", &self.tls)
             .field("insecure", &self.insecure)
             .field("nats", &self.nats)
