@@ -26,6 +26,10 @@ pub const REFERRAL_PREFIX: &str = "onecity.v1.Referral";
 pub const APPLICATION_WITHDRAWN: &str = "onecity.v1.ApplicationWithdrawn";
 /// `CaseClosed`.
 pub const CASE_CLOSED: &str = "onecity.v1.CaseClosed";
+/// `ReferralBasisUpdated`: a recognition decision changed an open referral's basis.
+pub const REFERRAL_BASIS_UPDATED: &str = "onecity.v1.ReferralBasisUpdated";
+/// `RecognitionLinked`: the linkage worker applied one recognition decision.
+pub const RECOGNITION_LINKED: &str = "onecity.v1.RecognitionLinked";
 
 /// One event of a case stream.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,6 +50,10 @@ pub enum CaseEvent {
     ApplicationWithdrawn(pb::ApplicationWithdrawn),
     /// The case closed.
     CaseClosed(pb::CaseClosed),
+    /// A recognition decision changed an open referral's basis (the referral after it).
+    ReferralBasisUpdated(pb::Referral),
+    /// The linkage worker applied one recognition decision to the other programmes.
+    RecognitionLinked(pb::RecognitionLinked),
 }
 
 /// An event payload that does not decode as its declared type.
@@ -70,6 +78,8 @@ impl CaseEvent {
             CaseEvent::ReferralCancelled(_) => REFERRAL_CANCELLED,
             CaseEvent::ApplicationWithdrawn(_) => APPLICATION_WITHDRAWN,
             CaseEvent::CaseClosed(_) => CASE_CLOSED,
+            CaseEvent::ReferralBasisUpdated(_) => REFERRAL_BASIS_UPDATED,
+            CaseEvent::RecognitionLinked(_) => RECOGNITION_LINKED,
         }
     }
 
@@ -81,12 +91,14 @@ impl CaseEvent {
             CaseEvent::ReferralIssued(m)
             | CaseEvent::ReferralAcknowledged(m)
             | CaseEvent::ReferralDecided(m)
-            | CaseEvent::ReferralCancelled(m) => pb::ReferralIssued {
+            | CaseEvent::ReferralCancelled(m)
+            | CaseEvent::ReferralBasisUpdated(m) => pb::ReferralIssued {
                 referral: Some(m.clone()),
             }
             .encode_to_vec(),
             CaseEvent::ApplicationWithdrawn(m) => m.encode_to_vec(),
             CaseEvent::CaseClosed(m) => m.encode_to_vec(),
+            CaseEvent::RecognitionLinked(m) => m.encode_to_vec(),
         }
     }
 
@@ -97,7 +109,7 @@ impl CaseEvent {
             event_type: event_type.to_owned(),
             reason: e.to_string(),
         };
-        // All four referral messages share one shape (field 1 = Referral).
+        // All five referral messages share one shape (field 1 = Referral).
         let referral = |p: &[u8]| -> Result<pb::Referral, DecodeError> {
             pb::ReferralIssued::decode(p)
                 .map_err(err)?
@@ -122,6 +134,10 @@ impl CaseEvent {
                 pb::ApplicationWithdrawn::decode(payload).map_err(err)?,
             ),
             CASE_CLOSED => CaseEvent::CaseClosed(pb::CaseClosed::decode(payload).map_err(err)?),
+            REFERRAL_BASIS_UPDATED => CaseEvent::ReferralBasisUpdated(referral(payload)?),
+            RECOGNITION_LINKED => {
+                CaseEvent::RecognitionLinked(pb::RecognitionLinked::decode(payload).map_err(err)?)
+            }
             _ => return Ok(None),
         }))
     }
@@ -132,7 +148,8 @@ impl CaseEvent {
             CaseEvent::ReferralIssued(r)
             | CaseEvent::ReferralAcknowledged(r)
             | CaseEvent::ReferralDecided(r)
-            | CaseEvent::ReferralCancelled(r) => Some(r),
+            | CaseEvent::ReferralCancelled(r)
+            | CaseEvent::ReferralBasisUpdated(r) => Some(r),
             _ => None,
         }
     }
@@ -197,7 +214,31 @@ impl CaseEvent {
                 },
                 r.department_unit
             ),
-            CaseEvent::ReferralCancelled(r) => format!("referral {} cancelled", programme(r)),
+            CaseEvent::ReferralCancelled(r) if r.cancel_reason.is_empty() => {
+                format!("referral {} cancelled", programme(r))
+            }
+            CaseEvent::ReferralCancelled(r) => {
+                format!("referral {} cancelled: {}", programme(r), r.cancel_reason)
+            }
+            CaseEvent::ReferralBasisUpdated(r) => format!(
+                "referral {} basis {} ({} on {})",
+                programme(r),
+                basis_name(r.basis),
+                r.basis_unit,
+                r.basis_decided_on
+            ),
+            CaseEvent::RecognitionLinked(l) => format!(
+                "recognition {} {} by {} on {}: other programmes re-assessed",
+                pb::Programme::try_from(l.programme)
+                    .map(|p| p
+                        .as_str_name()
+                        .trim_start_matches("PROGRAMME_")
+                        .to_lowercase())
+                    .unwrap_or_else(|_| "unknown".into()),
+                if l.approved { "approved" } else { "denied" },
+                l.department_unit,
+                l.decided_on
+            ),
             CaseEvent::ApplicationWithdrawn(_) => "application withdrawn".into(),
             CaseEvent::CaseClosed(c) => format!("case closed: {}", c.reason),
         }
@@ -218,9 +259,23 @@ impl CaseEvent {
             CaseEvent::ReferralIssued(r)
             | CaseEvent::ReferralAcknowledged(r)
             | CaseEvent::ReferralDecided(r)
-            | CaseEvent::ReferralCancelled(r) => Audience::Unit(r.department_unit.clone()),
+            | CaseEvent::ReferralCancelled(r)
+            | CaseEvent::ReferralBasisUpdated(r) => Audience::Unit(r.department_unit.clone()),
+            // The recognition unit's own outcome: no other unit learns it from the history.
+            CaseEvent::RecognitionLinked(l) => Audience::Unit(l.department_unit.clone()),
         }
     }
+}
+
+/// The lowercase name of a `ReferralBasis` value, e.g. `recognition_denied`.
+pub fn basis_name(basis: i32) -> String {
+    pb::ReferralBasis::try_from(basis)
+        .map(|b| {
+            b.as_str_name()
+                .trim_start_matches("REFERRAL_BASIS_")
+                .to_lowercase()
+        })
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// Which departments may read one case-history entry; terminals and administrators read
@@ -263,7 +318,16 @@ mod tests {
             CaseEvent::ReferralIssued(r.clone()),
             CaseEvent::ReferralAcknowledged(r.clone()),
             CaseEvent::ReferralDecided(r.clone()),
-            CaseEvent::ReferralCancelled(r),
+            CaseEvent::ReferralCancelled(r.clone()),
+            CaseEvent::ReferralBasisUpdated(pb::Referral {
+                basis: pb::ReferralBasis::RecognitionDenied as i32,
+                ..r
+            }),
+            CaseEvent::RecognitionLinked(pb::RecognitionLinked {
+                referral_id: "r".into(),
+                approved: true,
+                ..Default::default()
+            }),
             CaseEvent::ApplicationWithdrawn(pb::ApplicationWithdrawn { reason: "x".into() }),
             CaseEvent::CaseClosed(pb::CaseClosed { reason: "y".into() }),
         ];

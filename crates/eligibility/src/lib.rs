@@ -15,7 +15,9 @@ mod error;
 pub mod format;
 mod policy;
 
-pub use assess::{assess, assess_with, Assessment, Detail, Linked, RuleResult};
+pub use assess::{
+    assess, assess_decided, assess_with, Assessment, Decided, Detail, Linked, RuleResult,
+};
 pub use catalogue::{Catalogue, CatalogueEntry, Facts};
 pub use error::{Error, Result};
 pub use policy::{Parameters, PolicyBook, PolicyVersion, MAX_PARAMETER};

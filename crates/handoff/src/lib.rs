@@ -3,6 +3,9 @@
 //! - [`HandoffWorker`] follows the log and, for each assessed case, issues one referral
 //!   per ELIGIBLE or NEEDS_REVIEW programme to the department unit of the application's
 //!   district, in one commit (or closes the case when nothing is referred).
+//! - [`LinkageWorker`] applies each recognition decision to the programmes linked to the
+//!   recognition (basis updated, referral cancelled or newly issued, in one commit), and
+//!   issues the charity referral of last resort when every public referral ended.
 //! - [`Inbox`] is the department-side projection: every referral in its latest state,
 //!   rebuilt from the log on start and kept current by a subscription.
 //! - [`Handoff`] serves back offices: list and stream their referrals, acknowledge and
@@ -13,10 +16,12 @@ use onecity_service::{ErrorClass, Kind};
 
 pub mod grpc;
 mod inbox;
+mod linkage;
 mod service;
 mod worker;
 
 pub use inbox::{Inbox, InboxEntry};
+pub use linkage::{LinkageWorker, Linked, LINKAGE_ACTOR, LINKAGE_CONSUMER};
 /// The deterministic id of a referral (defined with every other id in
 /// [`onecity_domain::ids`]).
 pub use onecity_domain::ids::referral_id;

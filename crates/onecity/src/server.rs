@@ -18,7 +18,7 @@ use onecity_eventlog_grpc::{EventLogGrpc, RemoteLog};
 use onecity_eventlog_jetstream::{JetStreamConfig, JetStreamLog, NatsAuth};
 use onecity_eventlog_sled::{SledConfig, SledLog};
 use onecity_handoff::grpc::HandoffGrpc;
-use onecity_handoff::{Handoff, HandoffWorker, Inbox};
+use onecity_handoff::{Handoff, HandoffWorker, Inbox, LinkageWorker};
 use onecity_intake::grpc::IntakeGrpc;
 use onecity_intake::{Backpressure, Gauge, Intake, Watched};
 use onecity_service::access::Access;
@@ -552,6 +552,7 @@ macro_rules! partitioned {
 
 partitioned!(Assessor, onecity_assessment::CONSUMER);
 partitioned!(HandoffWorker, onecity_handoff::CONSUMER);
+partitioned!(LinkageWorker, onecity_handoff::LINKAGE_CONSUMER);
 
 /// What starting this process's workers needs, and what it collects: their tasks (awaited
 /// after `stop`) and their handlers by checkpoint name (for the admin's retry of a
@@ -659,6 +660,11 @@ fn start_roles(
     if let Some(slot) = &slots.handoff {
         crew.start(HandoffWorker::new(
             stamped(&log, onecity_handoff::ACTOR),
+            Arc::clone(&catalogue),
+        ));
+        crew.start(LinkageWorker::new(
+            stamped(&log, onecity_handoff::LINKAGE_ACTOR),
+            Arc::clone(&policies),
             Arc::clone(&catalogue),
         ));
         let inbox = Inbox::start(Arc::clone(&log), stop.clone());
