@@ -1376,7 +1376,13 @@ proptest! {
 // ---------------------------------------------------------------- decided recognition
 
 fn decided(app: &Application, decisions: &[Decided]) -> Vec<Assessment> {
-    assess_decided(app, &policy(), &Catalogue::embedded(), Detail::Full, decisions)
+    assess_decided(
+        app,
+        &policy(),
+        &Catalogue::embedded(),
+        Detail::Full,
+        decisions,
+    )
 }
 
 fn deny(programme: Programme) -> Decided {
@@ -1429,10 +1435,18 @@ fn decided_recognition_replaces_the_predicted_one() {
     }
     let why = rule(get(&denied, Programme::Medical), "medical.linked");
     assert!(!why.held);
-    assert!(why.explanation.contains("denied (decided)"), "{}", why.explanation);
+    assert!(
+        why.explanation.contains("denied (decided)"),
+        "{}",
+        why.explanation
+    );
     assert_eq!(why.inputs["decided_recognitions"], 1);
     let why = rule(get(&approved, Programme::Housing), "housing.linked");
-    assert!(why.explanation.contains("approved (decided)"), "{}", why.explanation);
+    assert!(
+        why.explanation.contains("approved (decided)"),
+        "{}",
+        why.explanation
+    );
     // Predicted marginal review (PENDING): an approval makes every linked programme
     // ELIGIBLE, the disability living subsidy included.
     let pending = linked_needs(line);
@@ -1449,12 +1463,20 @@ fn decided_recognition_replaces_the_predicted_one() {
     let both = decided(&yes, &[deny(Programme::LowIncomeMarginal)]);
     let why = rule(get(&both, Programme::Education), "education.linked");
     assert!(why.held);
-    assert!(why.explanation.contains("(predicted)"), "{}", why.explanation);
+    assert!(
+        why.explanation.contains("(predicted)"),
+        "{}",
+        why.explanation
+    );
     // Catastrophic medical costs stay met without any recognition.
     let mut cat = yes.clone();
     cat.medical_expense_12m_fen = 100_000_000;
     assert_eq!(
-        get(&decided(&cat, &[deny(Programme::Dibao)]), Programme::Medical).outcome,
+        get(
+            &decided(&cat, &[deny(Programme::Dibao)]),
+            Programme::Medical
+        )
+        .outcome,
         E
     );
 }
