@@ -48,7 +48,7 @@ pub struct Linked {
 
 /// One step the case is waiting for, decided from its state.
 enum Pending {
-    Decision(pb::Referral),
+    Decision(Box<pb::Referral>),
     Charity,
 }
 
@@ -179,7 +179,7 @@ impl LinkageWorker {
             return None;
         }
         if let Some(r) = state.linkage_pending().next() {
-            return Some(Pending::Decision(r.clone()));
+            return Some(Pending::Decision(Box::new(r.clone())));
         }
         state.charity_due().then_some(Pending::Charity)
     }
@@ -290,19 +290,22 @@ impl LinkageWorker {
             let outcome = a.outcome.to_proto();
             match state.referral(&id) {
                 Some(r) if is_final(r.state) => {}
-                Some(r) if met => {
-                    if r.basis != basis || r.basis_unit != unit || r.basis_decided_on != decided_on
-                    {
-                        events.push(CaseEvent::ReferralBasisUpdated(pb::Referral {
-                            basis,
-                            basis_unit: unit.clone(),
-                            basis_decided_on: decided_on.clone(),
-                            outcome,
-                            assessed_amount_fen: a.amount_fen,
-                            ..r.clone()
-                        }));
-                    }
+                Some(r)
+                    if met
+                        && (r.basis != basis
+                            || r.basis_unit != unit
+                            || r.basis_decided_on != decided_on) =>
+                {
+                    events.push(CaseEvent::ReferralBasisUpdated(pb::Referral {
+                        basis,
+                        basis_unit: unit.clone(),
+                        basis_decided_on: decided_on.clone(),
+                        outcome,
+                        assessed_amount_fen: a.amount_fen,
+                        ..r.clone()
+                    }));
                 }
+                Some(_) if met => {}
                 Some(r) => events.push(CaseEvent::ReferralCancelled(pb::Referral {
                     state: pb::ReferralState::Cancelled as i32,
                     basis,
