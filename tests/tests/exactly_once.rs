@@ -1,14 +1,18 @@
 //! Exactly once across worker restarts: whatever point the workers are stopped at, and
 //! even when they replay the whole log (as after a crash between writing and saving a
-//! checkpoint), each case is assessed once and each (case, programme) referred once.
+//! checkpoint), each case is assessed once and each (case, programme) referred once; each
+//! recognition decision is linked once, and a dead end gets one charity referral.
 
+use std::collections::HashMap;
+
+use futures::StreamExt;
 use onecity_proto::v1 as pb;
 use onecity_tests::{intake, sample_application, submission, tokens, Routed, TestServer};
 
-/// Rewinds both workers' checkpoints to the start of the log, so they replay it all.
+/// Rewinds the workers' checkpoints to the start of the log, so they replay it all.
 async fn replay_from_start(server: &TestServer) {
     let mut log = server.log(tokens::SERVICE).await;
-    for consumer in ["assessment", "handoff"] {
+    for consumer in ["assessment", "handoff", "linkage"] {
         log.save_checkpoint(pb::SaveCheckpointRequest {
             consumer: consumer.into(),
             position: 0,
@@ -169,5 +173,118 @@ async fn deadline_events_are_written_once_across_restarts() {
         seen.values().all(|n| *n == 1),
         "a deadline event written twice"
     );
+    server.stop().await;
+}
+
+/// Watches `case_id` until it holds `n` events of `event_type`; panics when it stays
+/// silent for 30 s before that.
+async fn wait_for(server: &TestServer, case_id: &str, event_type: &str, n: usize) {
+    let mut intake = server.intake(tokens::ADMIN).await;
+    let mut watch = intake
+        .watch_case(pb::WatchCaseRequest {
+            case_id: case_id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seen = 0;
+    while seen < n {
+        let next = tokio::time::timeout(std::time::Duration::from_secs(30), watch.next())
+            .await
+            .unwrap_or_else(|_| panic!("case {case_id}: {seen} of {n} {event_type}"))
+            .expect("watch ended")
+            .expect("watch failed");
+        if next.event.is_some_and(|e| e.event_type == event_type) {
+            seen += 1;
+        }
+    }
+}
+
+/// Counts `event_type` per case.
+fn per_case(events: &[pb::RecordedEvent], event_type: &str) -> HashMap<String, usize> {
+    let mut n = HashMap::new();
+    for e in events.iter().filter(|e| e.event_type == event_type) {
+        *n.entry(e.case_id.clone()).or_insert(0) += 1;
+    }
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linkage_restarts_and_replays_never_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let mut cases = Vec::new();
+    for _ in 0..6 {
+        cases.push(server.submit_handed_off(sample_application()).await);
+    }
+    let mut civil = server.handoff(tokens::CIVIL_AFFAIRS).await;
+    // Both recognitions denied for every case, and the server stopped at once: the
+    // linkage worker is stopped mid-stream.
+    for case in &cases {
+        for p in [pb::Programme::Dibao, pb::Programme::ExtremePoverty] {
+            let id = onecity_tests::referral(case, p).referral_id.clone();
+            civil
+                .record_decision(pb::RecordDecisionRequest {
+                    referral_id: id,
+                    decision: pb::Decision::Denied as i32,
+                    amount_fen: 0,
+                    note: String::new(),
+                    request_id: String::new(),
+                })
+                .await
+                .unwrap();
+        }
+    }
+    server.stop().await;
+    // As if the worker crashed after writing but before checkpointing, twice.
+    for _ in 0..2 {
+        let server = TestServer::start(dir.path()).await;
+        replay_from_start(&server).await;
+        server.stop().await;
+    }
+    let server = TestServer::start(dir.path()).await;
+    for case in &cases {
+        wait_for(&server, &case.case_id, "onecity.v1.RecognitionLinked", 2).await;
+    }
+    // A last case goes through after the replay: once it is linked, the replay has
+    // passed every older decision.
+    let last = server.submit_handed_off(sample_application()).await;
+    let id = onecity_tests::referral(&last, pb::Programme::Dibao)
+        .referral_id
+        .clone();
+    server
+        .handoff(tokens::CIVIL_AFFAIRS)
+        .await
+        .record_decision(pb::RecordDecisionRequest {
+            referral_id: id,
+            decision: pb::Decision::Approved as i32,
+            amount_fen: 1,
+            note: String::new(),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap();
+    wait_for(&server, &last.case_id, "onecity.v1.RecognitionLinked", 1).await;
+    for case in &cases {
+        wait_for(
+            &server,
+            &case.case_id,
+            "onecity.v1.ReferralIssued",
+            case.referrals.len() + 1,
+        )
+        .await;
+    }
+    let events = server.whole_log().await;
+    check_exactly_once(&events);
+    let linked = per_case(&events, "onecity.v1.RecognitionLinked");
+    let updated = per_case(&events, "onecity.v1.ReferralBasisUpdated");
+    let cancelled = per_case(&events, "onecity.v1.ReferralCancelled");
+    for case in &cases {
+        assert_eq!(linked[&case.case_id], 2, "each decision linked once");
+        // Dibao's denial updates the four linked referrals, extreme poverty's cancels them.
+        assert_eq!(updated[&case.case_id], 4);
+        assert_eq!(cancelled[&case.case_id], 4);
+    }
+    assert_eq!(linked[&last.case_id], 1);
     server.stop().await;
 }

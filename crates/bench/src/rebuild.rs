@@ -147,6 +147,7 @@ async fn write_case(log: &SledLog, t: &Template) -> anyhow::Result<()> {
                 note: String::new(),
                 issued_at: issued_at.clone(),
                 policy_version: p.policy_version.clone(),
+                // The rebuild measures reading, not the linkage: no basis.
                 ..Default::default()
             });
             NewEvent::new(event.event_type(), onecity_handoff::ACTOR, event.encode())

@@ -59,6 +59,9 @@ pub struct CaseState {
     pub history: Vec<pb::CaseEvent>,
     /// Which departments may read each history line, one per line.
     pub audiences: Vec<Audience>,
+    /// The recognition referrals whose decision the linkage worker applied
+    /// (`RecognitionLinked`), in order.
+    pub linked: Vec<String>,
 }
 
 impl Default for CaseState {
@@ -71,8 +74,45 @@ impl Default for CaseState {
             referrals: Vec::new(),
             history: Vec::new(),
             audiences: Vec::new(),
+            linked: Vec::new(),
         }
     }
+}
+
+/// The programmes whose decision is the household's low-income recognition: the
+/// departmental programmes are linked to it.
+pub const RECOGNITION_PROGRAMMES: [pb::Programme; 4] = [
+    pb::Programme::Dibao,
+    pb::Programme::ExtremePoverty,
+    pb::Programme::LowIncomeMarginal,
+    pb::Programme::RigidExpenditure,
+];
+
+/// Whether `programme` (wire value) is one of [`RECOGNITION_PROGRAMMES`].
+pub fn is_recognition(programme: i32) -> bool {
+    RECOGNITION_PROGRAMMES
+        .iter()
+        .any(|p| *p as i32 == programme)
+}
+
+/// The departmental programmes linked to the recognition (their rules take it as an
+/// input): these referrals carry a basis.
+pub const DEPENDENT_PROGRAMMES: [pb::Programme; 5] = [
+    pb::Programme::Medical,
+    pb::Programme::Education,
+    pb::Programme::Housing,
+    pb::Programme::Employment,
+    pb::Programme::DisabilitySubsidy,
+];
+
+/// Whether `programme` (wire value) is one of [`DEPENDENT_PROGRAMMES`].
+pub fn is_dependent(programme: i32) -> bool {
+    DEPENDENT_PROGRAMMES.iter().any(|p| *p as i32 == programme)
+}
+
+/// Whether a referral state is a department's decision.
+pub fn is_decided(state: i32) -> bool {
+    state == pb::ReferralState::Approved as i32 || state == pb::ReferralState::Denied as i32
 }
 
 /// Whether a referral state is final (decided or cancelled).
@@ -108,7 +148,8 @@ impl CaseState {
             | CaseEvent::ReferralCancelled(r)
             | CaseEvent::ReferralDueSoon(r)
             | CaseEvent::ReferralOverdue(r)
-            | CaseEvent::ReferralEscalated(r) => {
+            | CaseEvent::ReferralEscalated(r)
+            | CaseEvent::ReferralBasisUpdated(r) => {
                 match self
                     .referrals
                     .iter_mut()
@@ -118,6 +159,7 @@ impl CaseState {
                     None => self.referrals.push(r.clone()),
                 }
             }
+            CaseEvent::RecognitionLinked(l) => self.linked.push(l.referral_id.clone()),
             CaseEvent::ApplicationWithdrawn(_) => self.status = CaseStatus::Withdrawn,
             CaseEvent::CaseClosed(_) => {
                 if self.status == CaseStatus::Open {
@@ -148,6 +190,49 @@ impl CaseState {
     /// Whether every referral is final (vacuously true with none).
     pub fn all_referrals_final(&self) -> bool {
         self.referrals.iter().all(|r| is_final(r.state))
+    }
+
+    /// The decided recognition referrals whose decision the linkage worker has not applied
+    /// yet.
+    pub fn linkage_pending(&self) -> impl Iterator<Item = &pb::Referral> {
+        self.referrals.iter().filter(|r| {
+            is_recognition(r.programme)
+                && is_decided(r.state)
+                && !self.linked.contains(&r.referral_id)
+        })
+    }
+
+    /// Whether the household is owed the charity referral of last resort: the case is open,
+    /// the household consented to share, it has public referrals and every one of them
+    /// ended denied or cancelled, no linkage step is pending (it may still refer a
+    /// programme) and no charity referral exists (from intake's charity rule or an earlier
+    /// dead end). The one place this condition is written.
+    pub fn charity_due(&self) -> bool {
+        let consent = self
+            .submitted
+            .as_ref()
+            .and_then(|s| s.application.as_ref())
+            .is_some_and(|a| a.consent_to_share);
+        let charity = pb::Programme::Charity as i32;
+        let public = || self.referrals.iter().filter(|r| r.programme != charity);
+        self.status == CaseStatus::Open
+            && consent
+            && public().next().is_some()
+            && public().all(|r| {
+                r.state == pb::ReferralState::Denied as i32
+                    || r.state == pb::ReferralState::Cancelled as i32
+            })
+            && !self.referrals.iter().any(|r| r.programme == charity)
+            && self.linkage_pending().next().is_none()
+    }
+
+    /// Whether the case may close now: open, every referral final, no linkage step pending
+    /// and no charity referral due. Whoever closes a case asks this.
+    pub fn ready_to_close(&self) -> bool {
+        self.status == CaseStatus::Open
+            && self.all_referrals_final()
+            && self.linkage_pending().next().is_none()
+            && !self.charity_due()
     }
 
     /// Whether the referrals have been issued (the handoff step ran for this case).

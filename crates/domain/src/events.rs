@@ -32,6 +32,10 @@ pub const REFERRAL_PREFIX: &str = "onecity.v1.Referral";
 pub const APPLICATION_WITHDRAWN: &str = "onecity.v1.ApplicationWithdrawn";
 /// `CaseClosed`.
 pub const CASE_CLOSED: &str = "onecity.v1.CaseClosed";
+/// `ReferralBasisUpdated`: a recognition decision changed an open referral's basis.
+pub const REFERRAL_BASIS_UPDATED: &str = "onecity.v1.ReferralBasisUpdated";
+/// `RecognitionLinked`: the linkage worker applied one recognition decision.
+pub const RECOGNITION_LINKED: &str = "onecity.v1.RecognitionLinked";
 
 /// One event of a case stream.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,6 +62,10 @@ pub enum CaseEvent {
     ApplicationWithdrawn(pb::ApplicationWithdrawn),
     /// The case closed.
     CaseClosed(pb::CaseClosed),
+    /// A recognition decision changed an open referral's basis (the referral after it).
+    ReferralBasisUpdated(pb::Referral),
+    /// The linkage worker applied one recognition decision to the other programmes.
+    RecognitionLinked(pb::RecognitionLinked),
 }
 
 /// An event payload that does not decode as its declared type.
@@ -85,6 +93,8 @@ impl CaseEvent {
             CaseEvent::ReferralEscalated(_) => REFERRAL_ESCALATED,
             CaseEvent::ApplicationWithdrawn(_) => APPLICATION_WITHDRAWN,
             CaseEvent::CaseClosed(_) => CASE_CLOSED,
+            CaseEvent::ReferralBasisUpdated(_) => REFERRAL_BASIS_UPDATED,
+            CaseEvent::RecognitionLinked(_) => RECOGNITION_LINKED,
         }
     }
 
@@ -99,12 +109,14 @@ impl CaseEvent {
             | CaseEvent::ReferralCancelled(m)
             | CaseEvent::ReferralDueSoon(m)
             | CaseEvent::ReferralOverdue(m)
-            | CaseEvent::ReferralEscalated(m) => pb::ReferralIssued {
+            | CaseEvent::ReferralEscalated(m)
+            | CaseEvent::ReferralBasisUpdated(m) => pb::ReferralIssued {
                 referral: Some(m.clone()),
             }
             .encode_to_vec(),
             CaseEvent::ApplicationWithdrawn(m) => m.encode_to_vec(),
             CaseEvent::CaseClosed(m) => m.encode_to_vec(),
+            CaseEvent::RecognitionLinked(m) => m.encode_to_vec(),
         }
     }
 
@@ -115,7 +127,7 @@ impl CaseEvent {
             event_type: event_type.to_owned(),
             reason: e.to_string(),
         };
-        // All four referral messages share one shape (field 1 = Referral).
+        // All five referral messages share one shape (field 1 = Referral).
         let referral = |p: &[u8]| -> Result<pb::Referral, DecodeError> {
             pb::ReferralIssued::decode(p)
                 .map_err(err)?
@@ -143,6 +155,10 @@ impl CaseEvent {
                 pb::ApplicationWithdrawn::decode(payload).map_err(err)?,
             ),
             CASE_CLOSED => CaseEvent::CaseClosed(pb::CaseClosed::decode(payload).map_err(err)?),
+            REFERRAL_BASIS_UPDATED => CaseEvent::ReferralBasisUpdated(referral(payload)?),
+            RECOGNITION_LINKED => {
+                CaseEvent::RecognitionLinked(pb::RecognitionLinked::decode(payload).map_err(err)?)
+            }
             _ => return Ok(None),
         }))
     }
@@ -156,7 +172,8 @@ impl CaseEvent {
             | CaseEvent::ReferralCancelled(r)
             | CaseEvent::ReferralDueSoon(r)
             | CaseEvent::ReferralOverdue(r)
-            | CaseEvent::ReferralEscalated(r) => Some(r),
+            | CaseEvent::ReferralEscalated(r)
+            | CaseEvent::ReferralBasisUpdated(r) => Some(r),
             _ => None,
         }
     }
@@ -221,7 +238,6 @@ impl CaseEvent {
                 },
                 r.department_unit
             ),
-            CaseEvent::ReferralCancelled(r) => format!("referral {} cancelled", programme(r)),
             CaseEvent::ReferralDueSoon(r) => {
                 format!("referral {} due soon, at {}", programme(r), r.due_at)
             }
@@ -235,6 +251,31 @@ impl CaseEvent {
                 "referral {} escalated to the supervisor at {}",
                 programme(r),
                 r.escalated_at
+            ),
+            CaseEvent::ReferralCancelled(r) if r.cancel_reason.is_empty() => {
+                format!("referral {} cancelled", programme(r))
+            }
+            CaseEvent::ReferralCancelled(r) => {
+                format!("referral {} cancelled: {}", programme(r), r.cancel_reason)
+            }
+            CaseEvent::ReferralBasisUpdated(r) => format!(
+                "referral {} basis {} ({} on {})",
+                programme(r),
+                basis_name(r.basis),
+                r.basis_unit,
+                r.basis_decided_on
+            ),
+            CaseEvent::RecognitionLinked(l) => format!(
+                "recognition {} {} by {} on {}: other programmes re-assessed",
+                pb::Programme::try_from(l.programme)
+                    .map(|p| p
+                        .as_str_name()
+                        .trim_start_matches("PROGRAMME_")
+                        .to_lowercase())
+                    .unwrap_or_else(|_| "unknown".into()),
+                if l.approved { "approved" } else { "denied" },
+                l.department_unit,
+                l.decided_on
             ),
             CaseEvent::ApplicationWithdrawn(_) => "application withdrawn".into(),
             CaseEvent::CaseClosed(c) => format!("case closed: {}", c.reason),
@@ -259,9 +300,23 @@ impl CaseEvent {
             | CaseEvent::ReferralCancelled(r)
             | CaseEvent::ReferralDueSoon(r)
             | CaseEvent::ReferralOverdue(r)
-            | CaseEvent::ReferralEscalated(r) => Audience::Unit(r.department_unit.clone()),
+            | CaseEvent::ReferralEscalated(r)
+            | CaseEvent::ReferralBasisUpdated(r) => Audience::Unit(r.department_unit.clone()),
+            // The recognition unit's own outcome: no other unit learns it from the history.
+            CaseEvent::RecognitionLinked(l) => Audience::Unit(l.department_unit.clone()),
         }
     }
+}
+
+/// The lowercase name of a `ReferralBasis` value, e.g. `recognition_denied`.
+pub fn basis_name(basis: i32) -> String {
+    pb::ReferralBasis::try_from(basis)
+        .map(|b| {
+            b.as_str_name()
+                .trim_start_matches("REFERRAL_BASIS_")
+                .to_lowercase()
+        })
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// Which departments may read one case-history entry; terminals and administrators read
@@ -307,7 +362,16 @@ mod tests {
             CaseEvent::ReferralCancelled(r.clone()),
             CaseEvent::ReferralDueSoon(r.clone()),
             CaseEvent::ReferralOverdue(r.clone()),
-            CaseEvent::ReferralEscalated(r),
+            CaseEvent::ReferralEscalated(r.clone()),
+            CaseEvent::ReferralBasisUpdated(pb::Referral {
+                basis: pb::ReferralBasis::RecognitionDenied as i32,
+                ..r
+            }),
+            CaseEvent::RecognitionLinked(pb::RecognitionLinked {
+                referral_id: "r".into(),
+                approved: true,
+                ..Default::default()
+            }),
             CaseEvent::ApplicationWithdrawn(pb::ApplicationWithdrawn { reason: "x".into() }),
             CaseEvent::CaseClosed(pb::CaseClosed { reason: "y".into() }),
         ];

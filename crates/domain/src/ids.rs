@@ -60,6 +60,17 @@ pub fn deadline_commit(referral_id: Uuid, stage: &str) -> Uuid {
     derive(&["deadline", &referral_id.to_string(), stage])
 }
 
+/// Commit id of the linkage step for the decided recognition referral `referral_id` of
+/// `case_id`: a referral is decided once, so its decision is linked once.
+pub fn linkage_commit(case_id: Uuid, referral_id: &str) -> Uuid {
+    derive(&["linkage", &case_id.to_string(), referral_id])
+}
+
+/// Commit id of a case's charity referral of last resort (no dead end): issued once.
+pub fn charity_commit(case_id: Uuid) -> Uuid {
+    derive(&["charity", &case_id.to_string()])
+}
+
 /// Id of the referral of `programme` in `case_id`: a replayed handoff derives the same id,
 /// so a referral can never exist twice.
 pub fn referral_id(case_id: Uuid, programme: Programme) -> Uuid {
@@ -159,6 +170,8 @@ mod tests {
             assess_commit(case),
             handoff_commit(case),
             withdraw_commit(case, version),
+            linkage_commit(case, "r"),
+            charity_commit(case),
         ];
         ids.extend(Programme::ALL.iter().map(|p| referral_id(case, *p)));
         ids

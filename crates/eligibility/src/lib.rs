@@ -16,7 +16,9 @@ pub mod format;
 mod holidays;
 mod policy;
 
-pub use assess::{assess, assess_with, Assessment, Detail, Linked, RuleResult};
+pub use assess::{
+    assess, assess_decided, assess_with, Assessment, Decided, Detail, Linked, RuleResult,
+};
 pub use catalogue::{Catalogue, CatalogueEntry, Facts};
 pub use error::{Error, Result};
 pub use holidays::{DeadlineUnit, HolidayCalendar};

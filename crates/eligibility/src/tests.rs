@@ -1372,3 +1372,181 @@ proptest! {
         prop_assert!(r.iter().all(|a| a.amount_fen >= 0 && a.margin_fen >= 0));
     }
 }
+
+// ---------------------------------------------------------------- decided recognition
+
+fn decided(app: &Application, decisions: &[Decided]) -> Vec<Assessment> {
+    assess_decided(
+        app,
+        &policy(),
+        &Catalogue::embedded(),
+        Detail::Full,
+        decisions,
+    )
+}
+
+fn deny(programme: Programme) -> Decided {
+    Decided {
+        programme,
+        approved: false,
+    }
+}
+
+fn approve(programme: Programme) -> Decided {
+    Decided {
+        programme,
+        approved: true,
+    }
+}
+
+const LINKED_PROGRAMMES: [Programme; 5] = [
+    Programme::Medical,
+    Programme::Education,
+    Programme::Housing,
+    Programme::Employment,
+    Programme::DisabilitySubsidy,
+];
+
+/// A renting household with a child at school, an unemployed adult and a member with
+/// disability grade 3, at income `h`: every linked programme has its condition met.
+fn linked_needs(h: i64) -> Application {
+    let mut a = three(h);
+    a.members[2].education = EducationStage::Primary;
+    a.members[2].disability = Some(Disability {
+        kind: DisabilityKind::ALL[0],
+        grade: 3,
+    });
+    a.housing = Housing::Renting;
+    a.members[0].employment = Employment::Unemployed;
+    a
+}
+
+#[test]
+fn decided_recognition_replaces_the_predicted_one() {
+    let line = SN * 15_000 / 10_000;
+    // Predicted dibao (YES): a denial leaves no recognition; an approval keeps it.
+    let yes = linked_needs(SN - 1);
+    assert_eq!(Linked::from_assessments(&run(&yes, &policy())), Linked::Yes);
+    let denied = decided(&yes, &[deny(Programme::Dibao)]);
+    let approved = decided(&yes, &[approve(Programme::Dibao)]);
+    for p in LINKED_PROGRAMMES {
+        assert_eq!(get(&denied, p).outcome, I, "{p} after a denial");
+        assert_eq!(get(&approved, p).outcome, E, "{p} after an approval");
+    }
+    let why = rule(get(&denied, Programme::Medical), "medical.linked");
+    assert!(!why.held);
+    assert!(
+        why.explanation.contains("denied (decided)"),
+        "{}",
+        why.explanation
+    );
+    assert_eq!(why.inputs["decided_recognitions"], 1);
+    let why = rule(get(&approved, Programme::Housing), "housing.linked");
+    assert!(
+        why.explanation.contains("approved (decided)"),
+        "{}",
+        why.explanation
+    );
+    // Predicted marginal review (PENDING): an approval makes every linked programme
+    // ELIGIBLE, the disability living subsidy included.
+    let pending = linked_needs(line);
+    assert_eq!(
+        Linked::from_assessments(&run(&pending, &policy())),
+        Linked::Pending
+    );
+    let approved = decided(&pending, &[approve(Programme::LowIncomeMarginal)]);
+    for p in LINKED_PROGRAMMES {
+        assert_eq!(get(&approved, p).outcome, E, "{p}");
+    }
+    assert!(get(&approved, Programme::DisabilitySubsidy).amount_fen > 0);
+    // A denial of one tier leaves a predicted other one in place, and says so.
+    let both = decided(&yes, &[deny(Programme::LowIncomeMarginal)]);
+    let why = rule(get(&both, Programme::Education), "education.linked");
+    assert!(why.held);
+    assert!(
+        why.explanation.contains("(predicted)"),
+        "{}",
+        why.explanation
+    );
+    // Catastrophic medical costs stay met without any recognition.
+    let mut cat = yes.clone();
+    cat.medical_expense_12m_fen = 100_000_000;
+    assert_eq!(
+        get(
+            &decided(&cat, &[deny(Programme::Dibao)]),
+            Programme::Medical
+        )
+        .outcome,
+        E
+    );
+}
+
+#[test]
+fn decisions_leave_the_recognition_tiers_and_the_unlinked_programmes_alone() {
+    let app = linked_needs(SN - 1);
+    let before = run(&app, &policy());
+    let after = decided(&app, &[deny(Programme::Dibao), approve(Programme::Medical)]);
+    for p in [
+        Programme::Dibao,
+        Programme::ExtremePoverty,
+        Programme::LowIncomeMarginal,
+        Programme::RigidExpenditure,
+        Programme::Temporary,
+        Programme::DisasterRelief,
+    ] {
+        assert_eq!(get(&before, p), get(&after, p), "{p}");
+    }
+    // A decision of a programme that is not a recognition is ignored.
+    assert_eq!(decided(&app, &[approve(Programme::Medical)]), before);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Nothing decided is today's assessment, to the byte (the stored assessments and
+    /// their digests do not change); an approval never makes a linked programme worse
+    /// than a denial of the same tier; the explanations say when a decision was used.
+    #[test]
+    fn rules_with_decided_recognition(
+        app in arb_app(),
+        tier in proptest::sample::select(vec![
+            Programme::Dibao,
+            Programme::ExtremePoverty,
+            Programme::LowIncomeMarginal,
+            Programme::RigidExpenditure,
+        ]),
+    ) {
+        let b = book();
+        let policy = b.in_force(app.application_date).unwrap();
+        let cat = Catalogue::embedded();
+        let predicted = assess(&app, policy, &cat);
+        prop_assert_eq!(&assess_decided(&app, policy, &cat, Detail::Full, &[]), &predicted);
+        let yes = assess_decided(&app, policy, &cat, Detail::Full, &[approve(tier)]);
+        let no = assess_decided(&app, policy, &cat, Detail::Full, &[deny(tier)]);
+        for p in LINKED_PROGRAMMES {
+            prop_assert!(rank(get(&yes, p).outcome) >= rank(get(&no, p).outcome), "{}", p);
+            prop_assert!(rank(get(&yes, p).outcome) >= rank(get(&predicted, p).outcome), "{}", p);
+            prop_assert!(rank(get(&no, p).outcome) <= rank(get(&predicted, p).outcome), "{}", p);
+            for r in &get(&yes, p).rules {
+                if r.rule.ends_with(".linked") {
+                    prop_assert!(r.explanation.contains("(decided)"), "{}", r.explanation);
+                    prop_assert!(r.held);
+                }
+            }
+        }
+        for (a, p) in predicted.iter().zip(&yes) {
+            // Their summaries may name another tier, whose outcome may have changed.
+            if !LINKED_PROGRAMMES.contains(&a.programme) && a.programme != Programme::Charity {
+                prop_assert_eq!(a.outcome, p.outcome);
+                prop_assert_eq!(a.amount_fen, p.amount_fen);
+                prop_assert_eq!(&a.rules, &p.rules);
+            }
+        }
+        // Summary detail agrees with full detail, decisions or not.
+        let summary = assess_decided(&app, policy, &cat, Detail::Summary, &[deny(tier)]);
+        for (s, f) in summary.iter().zip(&no) {
+            prop_assert_eq!(&s.summary, &f.summary);
+            prop_assert_eq!(s.outcome, f.outcome);
+        }
+    }
+}

@@ -5,6 +5,9 @@
 //!   district, in one commit (or closes the case when nothing is referred).
 //! - [`DeadlineWorker`] watches the open referrals' deadlines against an injectable clock
 //!   and writes due-soon, overdue and escalation events, once each.
+//! - [`LinkageWorker`] applies each recognition decision to the programmes linked to the
+//!   recognition (basis updated, referral cancelled or newly issued, in one commit), and
+//!   issues the charity referral of last resort when every public referral ended.
 //! - [`Inbox`] is the department-side projection: every referral in its latest state,
 //!   rebuilt from the log on start and kept current by a subscription.
 //! - [`Handoff`] serves back offices: list and stream their referrals, acknowledge and
@@ -16,11 +19,13 @@ use onecity_service::{ErrorClass, Kind};
 mod deadlines;
 pub mod grpc;
 mod inbox;
+mod linkage;
 mod service;
 mod worker;
 
 pub use deadlines::{DeadlinePolicy, DeadlineWorker};
 pub use inbox::{Inbox, InboxEntry, ReferralFilter};
+pub use linkage::{LinkageWorker, Linked, LINKAGE_ACTOR, LINKAGE_CONSUMER};
 /// The deterministic id of a referral (defined with every other id in
 /// [`onecity_domain::ids`]).
 pub use onecity_domain::ids::referral_id;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
-use onecity_domain::case::{CaseStatus, EventMeta};
+use onecity_domain::case::EventMeta;
 use onecity_domain::events::{CaseEvent, REFERRAL_PREFIX};
 use onecity_domain::referral::{self, ReferralAction};
 use onecity_domain::text::{check_request_id, check_text, TextKind};
@@ -423,7 +423,9 @@ impl Handoff {
                     },
                     Some(&events[0]),
                 );
-                if after.status == CaseStatus::Open && after.all_referrals_final() {
+                // A pending linkage step or a charity referral due closes it later, from
+                // the linkage worker.
+                if after.ready_to_close() {
                     events.push(CaseEvent::CaseClosed(pb::CaseClosed {
                         reason: "every referral is decided".into(),
                     }));

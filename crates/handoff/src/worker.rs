@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use onecity_domain::case::{is_dependent, is_recognition};
 use onecity_domain::events::{
     CaseEvent, APPLICATION_WITHDRAWN, CASE_CLOSED, ELIGIBILITY_ASSESSED, REFERRAL_PREFIX,
 };
@@ -181,6 +182,22 @@ impl HandoffWorker {
             .map(|t| t.with_timezone(&chrono::Utc))
             .unwrap_or_else(|_| chrono::Utc::now());
         let issued_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        // A dependent referral rests on the predicted recognition when any recognition
+        // programme was referred, else on none (it is met another way).
+        let predicted = assessed.assessments.iter().any(|a| {
+            is_recognition(a.programme)
+                && (a.outcome == pb::Outcome::Eligible as i32
+                    || a.outcome == pb::Outcome::NeedsReview as i32)
+        });
+        let basis = |programme: i32| {
+            if !is_dependent(programme) {
+                pb::ReferralBasis::Unspecified
+            } else if predicted {
+                pb::ReferralBasis::Predicted
+            } else {
+                pb::ReferralBasis::None
+            }
+        };
         let mut events = Vec::new();
         for a in &assessed.assessments {
             let referred = a.outcome == pb::Outcome::Eligible as i32
@@ -208,6 +225,7 @@ impl HandoffWorker {
                 note: String::new(),
                 issued_at: issued_at.clone(),
                 policy_version: a.policy_version.clone(),
+                basis: basis(a.programme) as i32,
                 ..Default::default()
             }));
         }

@@ -69,6 +69,26 @@ fn assessment(programme: Programme, outcome: pb::Outcome, unit: &str) -> pb::Ass
 /// A submitted and assessed case: Dibao eligible (civil affairs), medical aid for review
 /// (medical security), housing ineligible. Returns the case and its assessment event.
 async fn assessed_case(log: &dyn EventLog) -> (Uuid, RecordedEvent) {
+    assessed_case_with(
+        log,
+        vec![
+            assessment(Programme::Dibao, pb::Outcome::Eligible, CIVIL),
+            assessment(Programme::Medical, pb::Outcome::NeedsReview, MEDICAL),
+            assessment(
+                Programme::Housing,
+                pb::Outcome::Ineligible,
+                "housing@120103",
+            ),
+        ],
+    )
+    .await
+}
+
+/// A submitted case assessed as `assessments`.
+async fn assessed_case_with(
+    log: &dyn EventLog,
+    assessments: Vec<pb::Assessment>,
+) -> (Uuid, RecordedEvent) {
     let case_id = Uuid::now_v7();
     let submitted = CaseEvent::ApplicationSubmitted(pb::ApplicationSubmitted {
         application: Some(sample_application()),
@@ -79,15 +99,7 @@ async fn assessed_case(log: &dyn EventLog) -> (Uuid, RecordedEvent) {
     });
     append(log, case_id, &submitted).await;
     let assessed = CaseEvent::EligibilityAssessed(pb::EligibilityAssessed {
-        assessments: vec![
-            assessment(Programme::Dibao, pb::Outcome::Eligible, CIVIL),
-            assessment(Programme::Medical, pb::Outcome::NeedsReview, MEDICAL),
-            assessment(
-                Programme::Housing,
-                pb::Outcome::Ineligible,
-                "housing@120103",
-            ),
-        ],
+        assessments,
         policy_version: "2025-07".into(),
     });
     let assessed = append(log, case_id, &assessed).await;
@@ -226,14 +238,29 @@ async fn a_decision_is_final() {
     }
 }
 
-/// The decision on the last open referral closes the case in the same commit.
+/// The decision on the last open referral closes the case in the same commit (with no
+/// recognition referral: a recognition decision waits for its linkage step, see
+/// tests/linkage.rs).
 #[tokio::test]
 async fn the_last_decision_closes_the_case() {
     let log = log();
     let handoff = handoff(&log);
-    let (case_id, dibao, medical) = referred_case(&log).await;
+    let (case_id, assessed) = assessed_case_with(
+        log.as_ref(),
+        vec![
+            assessment(Programme::Temporary, pb::Outcome::Eligible, CIVIL),
+            assessment(Programme::Medical, pb::Outcome::NeedsReview, MEDICAL),
+        ],
+    )
+    .await;
+    HandoffWorker::new(Arc::clone(&log), Arc::new(Catalogue::embedded()))
+        .process(&assessed)
+        .await
+        .unwrap();
+    let temporary = ids::referral_id(case_id, Programme::Temporary).to_string();
+    let medical = ids::referral_id(case_id, Programme::Medical).to_string();
     handoff
-        .decide(&department(CIVIL), &dibao, approve(42_000))
+        .decide(&department(CIVIL), &temporary, approve(42_000))
         .await
         .unwrap();
     let denied = DecisionInput {
@@ -481,7 +508,9 @@ async fn a_retried_decision_returns_the_original_referral() {
         .await
         .unwrap();
     assert_eq!(r.state, pb::ReferralState::Approved as i32);
-    let head = head + 2; // the medical decision and the case's closing
+    // The medical decision alone: the case waits for the linkage step of the dibao
+    // decision before it closes.
+    let head = head + 1;
     assert_eq!(log.head().await.unwrap(), head);
 
     // A key used for an acknowledgement is not a decision.

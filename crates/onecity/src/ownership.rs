@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use onecity_domain::events::{
     APPLICATION_SUBMITTED, APPLICATION_WITHDRAWN, CASE_CLOSED, ELIGIBILITY_ASSESSED,
-    REFERRAL_ACKNOWLEDGED, REFERRAL_CANCELLED, REFERRAL_DECIDED, REFERRAL_DUE_SOON,
-    REFERRAL_ESCALATED, REFERRAL_ISSUED, REFERRAL_OVERDUE,
+    RECOGNITION_LINKED, REFERRAL_ACKNOWLEDGED, REFERRAL_BASIS_UPDATED, REFERRAL_CANCELLED,
+    REFERRAL_DECIDED, REFERRAL_DUE_SOON, REFERRAL_ESCALATED, REFERRAL_ISSUED, REFERRAL_OVERDUE,
 };
 use onecity_eventlog::access::PERSONAL_DATA_READ;
 use onecity_eventlog::quarantine::{EVENT_QUARANTINED, QUARANTINE_RELEASED};
@@ -40,6 +40,9 @@ pub const EVENT_TYPES: &[(&str, &[Role])] = &[
     (REFERRAL_OVERDUE, &[Handoff]),
     (REFERRAL_ESCALATED, &[Handoff]),
     (CASE_CLOSED, &[Handoff]),
+    // The linkage worker runs with the handoff.
+    (REFERRAL_BASIS_UPDATED, &[Handoff]),
+    (RECOGNITION_LINKED, &[Handoff]),
     // Written by the workers' consumer loops, and by the admin's retry, which runs only in
     // a process that runs the worker.
     (EVENT_QUARANTINED, &[Eligibility, Handoff]),
@@ -54,6 +57,7 @@ pub const CHECKPOINTS: &[(&str, Role)] = &[
     (onecity_assessment::CONSUMER, Eligibility),
     (onecity_handoff::CONSUMER, Handoff),
     (onecity_handoff::DEADLINES_CONSUMER, Handoff),
+    (onecity_handoff::LINKAGE_CONSUMER, Handoff),
 ];
 
 /// The roles a service token may name: the ones that own something.
@@ -111,6 +115,8 @@ mod tests {
             CaseEvent::ReferralEscalated(pb::Referral::default()),
             CaseEvent::ApplicationWithdrawn(pb::ApplicationWithdrawn::default()),
             CaseEvent::CaseClosed(pb::CaseClosed::default()),
+            CaseEvent::ReferralBasisUpdated(pb::Referral::default()),
+            CaseEvent::RecognitionLinked(pb::RecognitionLinked::default()),
         ];
         for e in events {
             let t = e.event_type();

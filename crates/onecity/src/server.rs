@@ -18,7 +18,9 @@ use onecity_eventlog_grpc::{EventLogGrpc, RemoteLog};
 use onecity_eventlog_jetstream::{JetStreamConfig, JetStreamLog, NatsAuth};
 use onecity_eventlog_sled::{SledConfig, SledLog};
 use onecity_handoff::grpc::HandoffGrpc;
-use onecity_handoff::{DeadlinePolicy, DeadlineWorker, Handoff, HandoffWorker, Inbox};
+use onecity_handoff::{
+    DeadlinePolicy, DeadlineWorker, Handoff, HandoffWorker, Inbox, LinkageWorker,
+};
 use onecity_intake::grpc::IntakeGrpc;
 use onecity_intake::{Backpressure, Gauge, Intake, Watched};
 use onecity_service::access::Access;
@@ -553,6 +555,7 @@ macro_rules! partitioned {
 partitioned!(Assessor, onecity_assessment::CONSUMER);
 partitioned!(HandoffWorker, onecity_handoff::CONSUMER);
 partitioned!(DeadlineWorker, onecity_handoff::DEADLINES_CONSUMER);
+partitioned!(LinkageWorker, onecity_handoff::LINKAGE_CONSUMER);
 
 /// What starting this process's workers needs, and what it collects: their tasks (awaited
 /// after `stop`) and their handlers by checkpoint name (for the admin's retry of a
@@ -669,6 +672,11 @@ fn start_roles(
                 escalation_days: config.escalation_days,
                 tick: std::time::Duration::from_millis(config.deadline_tick_ms.max(1)),
             },
+        ));
+        crew.start(LinkageWorker::new(
+            stamped(&log, onecity_handoff::LINKAGE_ACTOR),
+            Arc::clone(&policies),
+            Arc::clone(&catalogue),
         ));
         let inbox = Inbox::start(Arc::clone(&log), stop.clone());
         let handoff = Handoff::new(stamped(&log, onecity_handoff::ACTOR), inbox)

@@ -123,6 +123,17 @@ pub enum Detail {
     Summary,
 }
 
+/// A recognition programme's department decision, which the departmental rules take in
+/// place of the predicted outcome of that programme ([`assess_decided`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decided {
+    /// One of dibao, extreme poverty, low-income marginal, rigid expenditure (a decision of
+    /// any other programme is not a recognition and is ignored).
+    pub programme: Programme,
+    /// Approved (recognised) or denied.
+    pub approved: bool,
+}
+
 /// Assesses all twelve programmes, in programme order, with `policy` (which the caller picks as
 /// the version in force on the application date). Pure and integer-only. Every rule is
 /// explained ([`Detail::Full`]).
@@ -137,20 +148,50 @@ pub fn assess_with(
     catalogue: &Catalogue,
     detail: Detail,
 ) -> Vec<Assessment> {
+    assess_decided(app, policy, catalogue, detail, &[])
+}
+
+/// [`assess_with`] with the household's recognition as decided so far: a recognition
+/// programme in `decided` counts as ELIGIBLE (approved) or INELIGIBLE (denied) for the
+/// departmental programmes linked to it, the others as predicted, and the `.linked` rules
+/// say which kind each was. The recognition programmes' own assessments stay as predicted.
+/// With nothing decided this is exactly [`assess_with`].
+pub fn assess_decided(
+    app: &Application,
+    policy: &PolicyVersion,
+    catalogue: &Catalogue,
+    detail: Detail,
+    decided: &[Decided],
+) -> Vec<Assessment> {
     let cx = Cx::new(app, policy, detail);
 
     let dibao = cx.dibao();
     let extreme = cx.extreme_poverty();
     let marginal = cx.marginal(dibao.outcome);
     let rigid = cx.rigid(dibao.outcome, marginal.outcome);
-    let tiers = [
+    let mut tiers = [
         (Programme::Dibao, dibao.outcome),
         (Programme::ExtremePoverty, extreme.outcome),
         (Programme::LowIncomeMarginal, marginal.outcome),
         (Programme::RigidExpenditure, rigid.outcome),
     ];
+    let mut decisions = [None; 4];
+    for d in decided {
+        if let Some(i) = tiers.iter().position(|(p, _)| *p == d.programme) {
+            decisions[i] = Some(d.approved);
+            tiers[i].1 = if d.approved {
+                Outcome::Eligible
+            } else {
+                Outcome::Ineligible
+            };
+        }
+    }
     let linked = Linked::from_outcomes(tiers.iter().map(|t| t.1));
-    let link = LinkInfo { linked, tiers };
+    let link = LinkInfo {
+        linked,
+        tiers,
+        decisions,
+    };
 
     let mut parts = vec![
         dibao,
@@ -248,12 +289,24 @@ impl<'c> Part<'c> {
 #[derive(Debug, Clone, Copy)]
 struct LinkInfo {
     linked: Linked,
+    /// Each tier's outcome as the linked programmes take it: decided when decided.
     tiers: [(Programme, Outcome); 4],
+    /// Each tier's department decision (approved), if any.
+    decisions: [Option<bool>; 4],
 }
 
 impl LinkInfo {
+    /// How many tiers are decided (an input of the `.linked` rules only when not 0, so an
+    /// assessment with nothing decided is unchanged).
+    fn decided_count(&self) -> i128 {
+        self.decisions.iter().filter(|d| d.is_some()).count() as i128
+    }
+
     /// The explanation of every `<programme>.linked` rule.
     fn explanation(&self) -> String {
+        if self.decided_count() > 0 {
+            return self.decided_explanation();
+        }
         let list = |want: Outcome| {
             self.tiers
                 .iter()
@@ -269,6 +322,41 @@ impl LinkInfo {
                 list(Outcome::NeedsReview)
             ),
             Linked::No => "low-income recognition: none (no dibao, extreme-poverty, marginal or rigid-expenditure result)".into(),
+        }
+    }
+
+    /// The explanation once a department decided: each tier that counts, marked decided or
+    /// predicted.
+    fn decided_explanation(&self) -> String {
+        let tier = |i: usize| {
+            let (p, o) = self.tiers[i];
+            match self.decisions[i] {
+                Some(true) => format!("{} approved (decided)", p.label()),
+                Some(false) => format!("{} denied (decided)", p.label()),
+                None => format!("{} {} (predicted)", p.label(), o.as_str()),
+            }
+        };
+        let list = |keep: &dyn Fn(usize) -> bool| {
+            (0..4)
+                .filter(|i| keep(*i))
+                .map(tier)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match self.linked {
+            Linked::Yes => format!(
+                "low-income recognition: yes ({})",
+                list(&|i| self.tiers[i].1 == Outcome::Eligible)
+            ),
+            Linked::Pending => format!(
+                "low-income recognition: pending ({}; {})",
+                list(&|i| self.tiers[i].1 == Outcome::NeedsReview),
+                list(&|i| self.decisions[i].is_some())
+            ),
+            Linked::No => format!(
+                "low-income recognition: none ({}; no other result predicted)",
+                list(&|i| self.decisions[i].is_some())
+            ),
         }
     }
 }

@@ -17,11 +17,16 @@ fn housing_name(h: Housing) -> &'static str {
 
 impl<'a> Cx<'a> {
     fn linked_rule(&self, prog: &'static str, link: LinkInfo) -> Rule<'_> {
+        let decided = link.decided_count();
+        let inputs = [
+            ("linked", link.linked.as_input()),
+            ("decided_recognitions", decided),
+        ];
         self.rule(
             prog,
             "linked",
             link.linked == Linked::Yes,
-            &[("linked", link.linked.as_input())],
+            &inputs[..if decided > 0 { 2 } else { 1 }],
             0,
             move || link.explanation(),
         )
