@@ -455,6 +455,8 @@ impl InProcess {
             data_dir: data.path().to_path_buf(),
             log: Some(log(data.path())),
             tls: tls.unwrap_or_default(),
+            // A cell that measures metrics turns them on in `edit`.
+            metrics_addr: onecity::config::MetricsAddr::OFF,
             ..onecity::config::Config::default()
         };
         edit(&mut config);

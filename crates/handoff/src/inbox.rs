@@ -296,6 +296,16 @@ impl Inbox {
         })
     }
 
+    /// How many referrals stand in each `ReferralState` value, for the metrics endpoint.
+    pub fn count_by_state(&self) -> std::collections::BTreeMap<i32, u64> {
+        let st = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let mut counts = std::collections::BTreeMap::new();
+        for (_, slot) in st.by_unit.values().flat_map(|m| m.after(0)) {
+            *counts.entry(slot.state).or_insert(0) += 1;
+        }
+        counts
+    }
+
     /// Latest-event positions of up to `limit` referrals issued after `after` (an issue
     /// position), filtered by unit and state, in issue order, and the issue position to
     /// continue from when more remain.

@@ -15,7 +15,6 @@ mod log;
 mod output;
 mod serve;
 
-use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -453,6 +452,14 @@ pub struct ServeArgs {
     /// [env: ONECITY_INSECURE].
     #[arg(long)]
     pub insecure: bool,
+    /// Prometheus endpoint address, or off [env: ONECITY_METRICS_ADDR]
+    /// [default: 127.0.0.1:9464].
+    #[arg(long)]
+    pub metrics_addr: Option<config::MetricsAddr>,
+    /// Log lines as text or json (one object per line, with the span fields)
+    /// [env: ONECITY_LOG_FORMAT] [default: text].
+    #[arg(long, value_enum)]
+    pub log_format: Option<crate::observe::LogFormat>,
 }
 
 fn parse_role(s: &str) -> Result<config::Role, String> {
@@ -471,7 +478,7 @@ fn parse_log_spec(s: &str) -> Result<LogSpec, String> {
 impl ServeArgs {
     /// Defaults, file, environment, then these flags.
     pub fn load(&self) -> anyhow::Result<Config> {
-        Config::load_with(
+        let mut config = Config::load_with(
             self.config.as_deref(),
             &config::process_env,
             Overrides {
@@ -483,7 +490,14 @@ impl ServeArgs {
                 insecure: self.insecure,
                 worker_partitions: self.partitions,
             },
-        )
+        )?;
+        if let Some(addr) = self.metrics_addr {
+            config.metrics_addr = addr;
+        }
+        if let Some(format) = self.log_format {
+            config.log_format = format;
+        }
+        Ok(config)
     }
 }
 
@@ -618,6 +632,11 @@ pub fn main() -> ExitCode {
 
 /// Installs the stderr log subscriber: `ONECITY_LOG_LEVEL` (RUST_LOG syntax), else `default`.
 pub fn init_tracing(default: &str) {
+    init_tracing_as(crate::observe::LogFormat::Text, default);
+}
+
+/// [`init_tracing`] in `format`.
+pub fn init_tracing_as(format: crate::observe::LogFormat, default: &str) {
     let (filter, bad) = match std::env::var(ENV_LOG_LEVEL) {
         Ok(spec) if !spec.trim().is_empty() => match EnvFilter::try_new(&spec) {
             Ok(f) => (f, None),
@@ -625,12 +644,7 @@ pub fn init_tracing(default: &str) {
         },
         _ => (EnvFilter::new(default), None),
     };
-    // A second initialisation (tests) is harmless: keep the first subscriber.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .try_init();
+    crate::observe::logs::install(format, filter);
     if let Some((spec, e)) = bad {
         tracing::warn!(spec = %spec, error = %e, "invalid {ENV_LOG_LEVEL}, using {default:?}");
     }
@@ -640,7 +654,16 @@ pub fn init_tracing(default: &str) {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
-            init_tracing("info");
+            // The format is known before the configuration is read, so a bad file is
+            // reported in the format asked for; the flag wins over the environment.
+            let format = match args.log_format {
+                Some(format) => format,
+                None => std::env::var(config::ENV_LOG_FORMAT)
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_default(),
+            };
+            init_tracing_as(format, "info");
             serve(args).await
         }
         Command::Config(args) => {
