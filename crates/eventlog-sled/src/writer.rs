@@ -227,6 +227,7 @@ impl Writer {
                 commit_id,
                 appended_by: appended_by.clone(),
                 chain: None,
+                metadata: e.metadata,
             })
             .collect();
         self.chain_head = chain::seal(&self.chain_head, &mut recorded, &digests);

@@ -321,6 +321,7 @@ async fn append_commit(log: &dyn EventLog, events: &[RecordedEvent]) -> anyhow::
             actor: e.actor.clone(),
             causation_id: e.causation_id.clone(),
             payload: e.payload.clone(),
+            metadata: e.metadata.clone(),
         })
         .collect();
     let a = log
