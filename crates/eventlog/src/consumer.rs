@@ -26,6 +26,18 @@ pub const LAG_SECONDS: &str = "onecity_consumer_lag_seconds";
 /// Counter: events a consumer quarantined, by `consumer` and `partition`.
 pub const QUARANTINED_TOTAL: &str = "onecity_consumer_quarantined_total";
 
+/// How a chunk's span continues the trace of its first event: given the span and that
+/// event's metadata. Set once by the process that installs a tracer (this crate knows no
+/// tracing backend); without it chunk spans start their own traces.
+pub type ChunkParent = fn(&tracing::Span, &crate::Metadata);
+
+static CHUNK_PARENT: std::sync::OnceLock<ChunkParent> = std::sync::OnceLock::new();
+
+/// Installs the [`ChunkParent`] of every consumer of the process (the first call wins).
+pub fn set_chunk_parent(parent: ChunkParent) {
+    let _ = CHUNK_PARENT.set(parent);
+}
+
 /// A consumer name as metric labels: `handoff-2of4` → (`handoff`, `2of4`); a name
 /// without a partition suffix is partition `1of1`.
 pub fn labels(name: &str) -> [(&'static str, String); 2] {
@@ -255,6 +267,9 @@ fn chunk_span(name: &str, events: &[RecordedEvent]) -> tracing::Span {
     if let Some(first) = first {
         if events.iter().all(|e| e.case_id == first.case_id) {
             span.record("case_id", tracing::field::display(first.case_id));
+        }
+        if let Some(parent) = CHUNK_PARENT.get() {
+            parent(&span, &first.metadata);
         }
     }
     span

@@ -36,7 +36,7 @@ use crate::auth::{AdminAuth, Auth, EventLogAuth};
 use crate::config::{Config, LogSpec, Role};
 use crate::health::{supervise, Vitals, WatchedLog};
 use crate::late::Late;
-use crate::observe::{RpcLayer, Sources};
+use crate::observe::{RpcLayer, Sources, Traced};
 use crate::tls::{ClientTlsFiles, ServerTls};
 use onecity_proto::v1::admin_service_server::AdminServiceServer;
 use onecity_proto::v1::eligibility_service_server::EligibilityServiceServer;
@@ -401,6 +401,7 @@ async fn serve(
 
     // The recorder goes in before anything records.
     crate::observe::install();
+    crate::observe::trace::install();
     let sources = Arc::new(Sources::default());
     if let Some(metrics) = metrics {
         let metrics_addr = metrics.local_addr()?;
@@ -688,6 +689,8 @@ fn start_roles(
         handlers: Workers::new(),
     };
     // Every service writes through it, so a log that refuses writes shows in the health.
+    // Appends carry the trace context of the call or chunk that makes them.
+    let log: Arc<dyn EventLog> = Arc::new(Traced::new(log));
     let log: Arc<dyn EventLog> = Arc::new(WatchedLog::new(log, vitals.clone()));
     // Each role records the reads it answers under its own name.
     let access = |role: &str| {

@@ -460,6 +460,10 @@ pub struct ServeArgs {
     /// [env: ONECITY_LOG_FORMAT] [default: text].
     #[arg(long, value_enum)]
     pub log_format: Option<crate::observe::LogFormat>,
+    /// OTLP (gRPC) collector to export spans to, e.g. http://127.0.0.1:4317
+    /// [env: ONECITY_OTLP_ENDPOINT] [default: none].
+    #[arg(long)]
+    pub otlp_endpoint: Option<String>,
 }
 
 fn parse_role(s: &str) -> Result<config::Role, String> {
@@ -496,6 +500,9 @@ impl ServeArgs {
         }
         if let Some(format) = self.log_format {
             config.log_format = format;
+        }
+        if let Some(endpoint) = &self.otlp_endpoint {
+            config.otlp_endpoint = Some(endpoint.clone());
         }
         Ok(config)
     }
@@ -637,14 +644,26 @@ pub fn init_tracing(default: &str) {
 
 /// [`init_tracing`] in `format`.
 pub fn init_tracing_as(format: crate::observe::LogFormat, default: &str) {
-    let (filter, bad) = match std::env::var(ENV_LOG_LEVEL) {
+    let (filter, bad) = log_filter(default);
+    // Without an OTLP endpoint installing needs nothing that can fail.
+    let _ = crate::observe::logs::install(format, filter, None);
+    warn_bad_filter(bad, default);
+}
+
+type BadFilter = Option<(String, tracing_subscriber::filter::ParseError)>;
+
+/// `ONECITY_LOG_LEVEL` (RUST_LOG syntax), else `default`, and the bad spec if any.
+fn log_filter(default: &str) -> (EnvFilter, BadFilter) {
+    match std::env::var(ENV_LOG_LEVEL) {
         Ok(spec) if !spec.trim().is_empty() => match EnvFilter::try_new(&spec) {
             Ok(f) => (f, None),
             Err(e) => (EnvFilter::new(default), Some((spec, e))),
         },
         _ => (EnvFilter::new(default), None),
-    };
-    crate::observe::logs::install(format, filter);
+    }
+}
+
+fn warn_bad_filter(bad: BadFilter, default: &str) {
     if let Some((spec, e)) = bad {
         tracing::warn!(spec = %spec, error = %e, "invalid {ENV_LOG_LEVEL}, using {default:?}");
     }
@@ -654,17 +673,19 @@ pub fn init_tracing_as(format: crate::observe::LogFormat, default: &str) {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
-            // The format is known before the configuration is read, so a bad file is
-            // reported in the format asked for; the flag wins over the environment.
-            let format = match args.log_format {
-                Some(format) => format,
-                None => std::env::var(config::ENV_LOG_FORMAT)
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or_default(),
-            };
-            init_tracing_as(format, "info");
-            serve(args).await
+            // The configuration first: it says how to log (a bad one is reported on
+            // stderr by `main`).
+            let config = args.load()?;
+            let filter = log_filter("info");
+            crate::observe::logs::install(
+                config.log_format,
+                filter.0,
+                config.otlp_endpoint.as_deref(),
+            )?;
+            warn_bad_filter(filter.1, "info");
+            let served = serve(config).await;
+            crate::observe::logs::flush();
+            served
         }
         Command::Config(args) => {
             init_tracing("warn");

@@ -75,6 +75,8 @@ pub const ENV_INSECURE: &str = "ONECITY_INSECURE";
 pub const ENV_METRICS_ADDR: &str = "ONECITY_METRICS_ADDR";
 /// Environment variable overriding [`Config::log_format`].
 pub const ENV_LOG_FORMAT: &str = "ONECITY_LOG_FORMAT";
+/// Environment variable overriding [`Config::otlp_endpoint`].
+pub const ENV_OTLP_ENDPOINT: &str = "ONECITY_OTLP_ENDPOINT";
 /// Environment variable naming the configuration file (`--config`); the command line reads
 /// it, since it picks the file before the layers are applied.
 pub const ENV_CONFIG: &str = "ONECITY_CONFIG";
@@ -158,6 +160,11 @@ pub struct Config {
     /// Log lines as `text` (default) or `json` (one object per line with the span
     /// fields); `--log-format`.
     pub log_format: crate::observe::LogFormat,
+    /// OTLP (gRPC) collector to export spans to, e.g. `http://127.0.0.1:4317`; `None`
+    /// (default) exports nothing. The W3C trace context still travels through calls and
+    /// events when another process exports.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// [`Config::metrics_addr`]: an address, or `off`.
@@ -326,6 +333,7 @@ impl Default for Config {
             nats: NatsConfig::default(),
             metrics_addr: MetricsAddr::DEFAULT,
             log_format: crate::observe::LogFormat::Text,
+            otlp_endpoint: None,
         }
     }
 }
@@ -352,6 +360,7 @@ impl fmt::Debug for Config {
             .field("nats", &self.nats)
             .field("metrics_addr", &self.metrics_addr)
             .field("log_format", &self.log_format)
+            .field("otlp_endpoint", &self.otlp_endpoint)
             .finish()
     }
 }
@@ -474,6 +483,9 @@ impl Config {
         self.nats.apply_env(&get);
         if let Some(v) = get(ENV_METRICS_ADDR) {
             self.metrics_addr = v.parse().with_context(|| format!("{ENV_METRICS_ADDR}"))?;
+        }
+        if let Some(v) = get(ENV_OTLP_ENDPOINT) {
+            self.otlp_endpoint = Some(v.trim().to_owned()).filter(|v| !v.is_empty());
         }
         if let Some(v) = get(ENV_LOG_FORMAT) {
             self.log_format = v.parse().with_context(|| format!("{ENV_LOG_FORMAT}"))?;

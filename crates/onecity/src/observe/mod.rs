@@ -6,7 +6,9 @@
 pub mod exposition;
 pub mod logs;
 pub mod rpc;
+pub mod trace;
 
 pub use exposition::{install, serve_metrics, Sources};
 pub use logs::LogFormat;
 pub use rpc::RpcLayer;
+pub use trace::Traced;

@@ -55,6 +55,7 @@ where
             rpc.method = %method,
             rpc.code = tracing::field::Empty,
         );
+        crate::observe::trace::continue_from_headers(&span, req.headers());
         let started = Instant::now();
         let call = self.inner.call(req);
         Box::pin(
