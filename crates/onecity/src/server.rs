@@ -399,11 +399,12 @@ async fn serve(
         );
     }
 
-    // The recorder goes in before anything records.
-    crate::observe::install();
     crate::observe::trace::install();
     let sources = Arc::new(Sources::default());
     if let Some(metrics) = metrics {
+        // Before anything records. Without a listener no recorder is installed and every
+        // metric is a no-op (unless the process installed one for another server).
+        crate::observe::install();
         let metrics_addr = metrics.local_addr()?;
         // Off loopback, only an admin may read what the metrics say about the service.
         let guard = (!metrics_addr.ip().is_loopback()).then(|| auth.clone());

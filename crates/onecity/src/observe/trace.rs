@@ -33,6 +33,21 @@ pub fn install() {
     onecity_eventlog::consumer::set_chunk_parent(continue_from_metadata);
 }
 
+/// Installs, as the process's subscriber, an OpenTelemetry tracer that records every
+/// span at `filter` and exports none: what tracing costs without a collector (the bench's
+/// `observe` cell). Does nothing when a subscriber is installed already.
+pub fn install_local_tracer(filter: &str) {
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+    let _ = tracing_subscriber::registry()
+        .with(tracing_subscriber::EnvFilter::new(filter))
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("onecity")))
+        .try_init();
+    install();
+}
+
 fn continue_from_metadata(span: &tracing::Span, metadata: &Metadata) {
     if !metadata.contains_key(TRACEPARENT) {
         return;
