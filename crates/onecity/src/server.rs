@@ -52,8 +52,12 @@ const ADMIN_APPENDS_AS: &str = "service:admin";
 
 /// A handle on `log` that stamps its appends with `role` (see [`Stamped`]). Over a
 /// `remote:` log the serving process stamps this process's token instead.
+///
+/// Its appends carry the trace context of the call or chunk that makes them ([`Traced`]);
+/// the `EventLogService` does not use it, and stores other processes' events as sent.
 fn stamped(log: &Arc<dyn EventLog>, role: &str) -> Arc<dyn EventLog> {
-    Arc::new(Stamped::new(Arc::clone(log), role))
+    let traced: Arc<dyn EventLog> = Arc::new(Traced::new(Arc::clone(log)));
+    Arc::new(Stamped::new(traced, role))
 }
 
 /// Longest a unary call may take before the server answers `CANCELLED`/`DEADLINE_EXCEEDED`
@@ -690,8 +694,6 @@ fn start_roles(
         handlers: Workers::new(),
     };
     // Every service writes through it, so a log that refuses writes shows in the health.
-    // Appends carry the trace context of the call or chunk that makes them.
-    let log: Arc<dyn EventLog> = Arc::new(Traced::new(log));
     let log: Arc<dyn EventLog> = Arc::new(WatchedLog::new(log, vitals.clone()));
     // Each role records the reads it answers under its own name.
     let access = |role: &str| {
