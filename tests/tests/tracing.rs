@@ -108,6 +108,10 @@ async fn submit_assessment_and_handoff_share_the_callers_trace() {
     // Parents chain back to the caller's span: the submission's span is its child.
     let submit = ours.iter().find(|s| s.name == "rpc").unwrap();
     assert_eq!(submit.parent_span_id.to_string(), "00f067aa0ba902b7");
+    // The call's span names the case it created.
+    let chunk = ours.iter().find(|s| s.name == "chunk").unwrap();
+    assert_eq!(attribute(submit, "case_id"), attribute(chunk, "case_id"));
+    assert!(attribute(submit, "case_id").is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

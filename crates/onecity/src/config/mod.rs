@@ -482,13 +482,13 @@ impl Config {
         }
         self.nats.apply_env(&get);
         if let Some(v) = get(ENV_METRICS_ADDR) {
-            self.metrics_addr = v.parse().with_context(|| format!("{ENV_METRICS_ADDR}"))?;
+            self.metrics_addr = v.parse().context(ENV_METRICS_ADDR)?;
         }
         if let Some(v) = get(ENV_OTLP_ENDPOINT) {
             self.otlp_endpoint = Some(v.trim().to_owned()).filter(|v| !v.is_empty());
         }
         if let Some(v) = get(ENV_LOG_FORMAT) {
-            self.log_format = v.parse().with_context(|| format!("{ENV_LOG_FORMAT}"))?;
+            self.log_format = v.parse().context(ENV_LOG_FORMAT)?;
         }
         if let Some(v) = get(ENV_WORKER_PARTITIONS) {
             self.worker_partitions = Some(v.trim().parse().with_context(|| {

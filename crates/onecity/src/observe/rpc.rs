@@ -54,6 +54,7 @@ where
             rpc.service = %service,
             rpc.method = %method,
             rpc.code = tracing::field::Empty,
+            case_id = tracing::field::Empty,
         );
         crate::observe::trace::continue_from_headers(&span, req.headers());
         let started = Instant::now();

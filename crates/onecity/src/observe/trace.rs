@@ -125,7 +125,13 @@ impl Traced {
     }
 }
 
-fn stamp(mut events: Vec<NewEvent>) -> Vec<NewEvent> {
+fn stamp(case_id: Uuid, mut events: Vec<NewEvent>) -> Vec<NewEvent> {
+    let span = tracing::Span::current();
+    // A call's span names the case it writes; a chunk's names its case already (or
+    // none, when the chunk mixes cases).
+    if span.metadata().is_some_and(|m| m.name() == "rpc") {
+        span.record("case_id", tracing::field::display(case_id));
+    }
     let context = current_context();
     if context.is_empty() {
         return events;
@@ -150,7 +156,13 @@ impl EventLog for Traced {
         commit_id: Uuid,
     ) -> Result<Appended> {
         self.inner
-            .append_as(appended_by, case_id, expected, stamp(events), commit_id)
+            .append_as(
+                appended_by,
+                case_id,
+                expected,
+                stamp(case_id, events),
+                commit_id,
+            )
             .await
     }
 
@@ -162,7 +174,7 @@ impl EventLog for Traced {
         commit_id: Uuid,
     ) -> Result<Appended> {
         self.inner
-            .append(case_id, expected, stamp(events), commit_id)
+            .append(case_id, expected, stamp(case_id, events), commit_id)
             .await
     }
 
