@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use onecity::config::{Config, LogSpec};
+use onecity::config::{Config, LogSpec, MetricsAddr};
 use onecity_eventlog::EventLog;
 use onecity_proto::v1 as pb;
 use tokio::sync::oneshot;
@@ -23,6 +23,10 @@ pub struct TestServer {
     pub url: String,
     /// The data dir (kept by the caller so a restart reuses it).
     pub data_dir: PathBuf,
+    /// `http://127.0.0.1:PORT/metrics` when the test asked for the Prometheus endpoint
+    /// (`metrics_addr` set by its `edit`; off by default, so that no test depends on a
+    /// free fixed port).
+    pub metrics_url: Option<String>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     tls: Option<ClientTlsConfig>,
@@ -58,9 +62,28 @@ impl TestServer {
         let mut config = Config {
             data_dir: data_dir.to_path_buf(),
             log: Some(LogSpec::Sled(data_dir.join("log"))),
+            metrics_addr: MetricsAddr::OFF,
             ..Config::default()
         };
         edit(&mut config);
+        let metrics = match config.metrics_addr.0 {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .expect("bind metrics"),
+            ),
+            None => None,
+        };
+        let metrics_url = metrics.as_ref().map(|m| {
+            let scheme = if config.tls.enabled() {
+                "https"
+            } else {
+                "http"
+            };
+            format!("{scheme}://{}/metrics", m.local_addr().expect("addr"))
+        });
+        // The server's own binding is the one above.
+        config.metrics_addr = MetricsAddr::OFF;
         let scheme = if config.tls.enabled() {
             "https"
         } else {
@@ -71,15 +94,20 @@ impl TestServer {
         let shutdown = async move {
             let _ = stopped.await;
         };
-        let task = match log {
-            None => tokio::spawn(onecity::server::run(listener, config, shutdown)),
-            Some(log) => tokio::spawn(onecity::server::run_with_log(
+        let task = match (log, metrics) {
+            (None, Some(metrics)) => tokio::spawn(onecity::server::run_with_metrics(
+                listener, metrics, config, shutdown,
+            )),
+            (None, None) => tokio::spawn(onecity::server::run(listener, config, shutdown)),
+            (Some(_), Some(_)) => panic!("a metrics endpoint over a given log is not supported"),
+            (Some(log), None) => tokio::spawn(onecity::server::run_with_log(
                 listener, config, log, true, shutdown,
             )),
         };
         TestServer {
             url,
             data_dir: data_dir.to_path_buf(),
+            metrics_url,
             stop: Some(stop),
             task: Some(task),
             tls: None,

@@ -255,3 +255,47 @@ fn local_cluster_script_is_valid_bash() {
         .unwrap();
     assert!(status.success());
 }
+
+/// The alert rules and the Grafana dashboard parse, and every onecity metric they query
+/// is one docs/operations.md lists (a renamed metric cannot leave a silent alert behind).
+#[test]
+fn observability_files_parse_and_query_documented_metrics() {
+    let dir = deploy().join("observability");
+    let operations = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/operations.md"),
+    )
+    .unwrap();
+    let metric = regex::Regex::new(r"onecity_[a-z_]+").unwrap();
+    let mut queried = Vec::new();
+    let alerts = std::fs::read_to_string(dir.join("alerts.yml")).unwrap();
+    let rules: serde_norway::Value = serde_norway::from_str(&alerts).unwrap();
+    let groups = rules["groups"].as_sequence().expect("groups");
+    for rule in groups
+        .iter()
+        .flat_map(|g| g["rules"].as_sequence().unwrap())
+    {
+        assert!(rule["alert"].as_str().is_some(), "{rule:?}");
+        queried.push(rule["expr"].as_str().expect("expr").to_owned());
+    }
+    let dashboard = std::fs::read_to_string(dir.join("grafana-dashboard.json")).unwrap();
+    let dashboard: serde_norway::Value = serde_norway::from_str(&dashboard).unwrap();
+    for panel in dashboard["panels"].as_sequence().expect("panels") {
+        for target in panel["targets"].as_sequence().expect("targets") {
+            queried.push(target["expr"].as_str().expect("expr").to_owned());
+        }
+    }
+    assert!(queried.len() > 10);
+    for expr in &queried {
+        for m in metric.find_iter(expr) {
+            let name = m.as_str();
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(name);
+            assert!(
+                operations.contains(&format!("`{base}`")),
+                "{base} (in {expr}) is not in docs/operations.md"
+            );
+        }
+    }
+}

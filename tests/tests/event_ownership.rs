@@ -41,6 +41,7 @@ fn append(event_type: &str) -> pb::AppendRequest {
             version: 0,
         }),
         events: vec![pb::NewEvent {
+            metadata: Default::default(),
             event_id: Uuid::now_v7().to_string(),
             event_type: event_type.into(),
             actor: "test".into(),

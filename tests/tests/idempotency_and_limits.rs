@@ -108,6 +108,7 @@ async fn only_service_principals_write_the_raw_log() {
             version: 0,
         }),
         events: vec![pb::NewEvent {
+            metadata: Default::default(),
             event_id: Uuid::now_v7().to_string(),
             event_type: "onecity.test.Probe".into(),
             actor: "test".into(),

@@ -14,6 +14,7 @@ const CASES: usize = 200;
 /// principal may; returns its position.
 async fn append_poison(server: &TestServer, event_type: &str) -> u64 {
     let new = pb::NewEvent {
+        metadata: Default::default(),
         event_id: uuid::Uuid::now_v7().to_string(),
         event_type: event_type.into(),
         actor: "service:test".into(),

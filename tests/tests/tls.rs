@@ -31,6 +31,7 @@ fn probe() -> pb::AppendRequest {
             version: 0,
         }),
         events: vec![pb::NewEvent {
+            metadata: Default::default(),
             event_id: Uuid::now_v7().to_string(),
             event_type: "onecity.test.Probe".into(),
             actor: "test".into(),

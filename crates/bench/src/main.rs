@@ -110,6 +110,12 @@ enum Scenario {
     /// `GetCase` at concurrency 64 with every read recorded (`get-case`), against a
     /// second in-process server with `record_reads = false` (`get-case-unrecorded`).
     GetCase,
+    /// `SubmitApplication` at concurrency 64 against a fresh in-process server with
+    /// metrics and tracing off (`submit-observe-off`), then against another with both on
+    /// (`submit-observe-on`: the Prometheus recorder and endpoint, and every span through
+    /// an OpenTelemetry tracer that exports nowhere). Last in a run: both are
+    /// process-wide, so once on they stay on.
+    Observe,
 }
 
 const CONCURRENCIES: [usize; 3] = [1, 64, 256];
@@ -118,6 +124,7 @@ const HOUSEHOLD_SEED: u64 = 0x006f_6e65_6369_7479;
 const SCREEN_CONCURRENCY: usize = 64;
 const SUBMIT_INTAKE_CONCURRENCY: usize = 64;
 const GET_CASE_CONCURRENCY: usize = 64;
+const OBSERVE_CONCURRENCY: usize = 64;
 const ROUTE_RATES: [f64; 2] = [200.0, 1000.0];
 /// `--tls`: the `submit` concurrency compared with plaintext.
 const TLS_SUBMIT_CONCURRENCY: usize = 64;
@@ -152,6 +159,9 @@ enum Step {
     SubmitPlaintext(usize),
     /// `--tls`: a new connection and its first call, over TLS (`true`) or plaintext.
     Connect(bool),
+    /// `SubmitApplication` against a fresh server with metrics and tracing on (`true`) or
+    /// off.
+    Observe(usize, bool),
 }
 
 /// New connections measured per `connect` cell.
@@ -174,6 +184,8 @@ impl Step {
             Step::SubmitPlaintext(c) => format!("submit-plaintext c={c}"),
             Step::Connect(true) => "connect-tls".into(),
             Step::Connect(false) => "connect-plaintext".into(),
+            Step::Observe(c, true) => format!("submit-observe-on c={c}"),
+            Step::Observe(c, false) => format!("submit-observe-off c={c}"),
         }
     }
 }
@@ -223,6 +235,10 @@ fn plan(selected: &[Scenario], in_process: bool, sled: bool, tls: bool) -> Vec<S
     // The rebuild writes its log with `SledLog` directly and starts a sled child.
     if has(Scenario::Rebuild) && sled && (in_process || selected.contains(&Scenario::Rebuild)) {
         steps.push(Step::Rebuild);
+    }
+    if has(Scenario::Observe) && in_process {
+        steps.push(Step::Observe(OBSERVE_CONCURRENCY, false));
+        steps.push(Step::Observe(OBSERVE_CONCURRENCY, true));
     }
     steps
 }
@@ -400,6 +416,33 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     } else {
         None
     };
+    let observed: Option<Arc<ObservedServer>> =
+        if steps.iter().any(|s| matches!(s, Step::Observe(..))) {
+            let nats_url = nats.as_ref().map(|n| n.url());
+            let tls = tls.clone();
+            Some(Arc::new(move |on: bool| {
+                let prefix = if on { "observed-on" } else { "observed-off" };
+                let nats_url = nats_url.clone();
+                InProcess::start_with(
+                    |config| {
+                        if on {
+                            config.metrics_addr = "127.0.0.1:0".parse().expect("an address");
+                        }
+                    },
+                    move |dir: &Path| match nats_url {
+                        Some(urls) => onecity::config::LogSpec::JetStream {
+                            urls,
+                            replicas: 1,
+                            prefix: prefix.into(),
+                        },
+                        None => onecity::config::LogSpec::Sled(dir.join("log")),
+                    },
+                    tls.clone(),
+                )
+            }))
+        } else {
+            None
+        };
     // Spawned rather than run by `block_on`, so that even the top-level loop runs on the
     // client's named threads and its CPU is counted as the client's.
     let result = client_rt.block_on(async {
@@ -411,6 +454,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 intake: intake_url.as_deref(),
                 plaintext: plaintext_url.as_deref(),
                 unrecorded: unrecorded_url.as_deref(),
+                observed: observed.as_deref(),
             };
             run_steps(&cli, &s, &steps, urls).await
         })
@@ -471,6 +515,8 @@ impl InProcess {
             data_dir: data.path().to_path_buf(),
             log: Some(log(data.path())),
             tls: tls.unwrap_or_default(),
+            // A cell that measures metrics turns them on in `edit`.
+            metrics_addr: onecity::config::MetricsAddr::OFF,
             ..onecity::config::Config::default()
         };
         edit(&mut config);
@@ -524,7 +570,7 @@ fn loadavg() -> String {
 }
 
 /// The servers of a run.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 struct Urls<'a> {
     /// The server under test.
     main: &'a str,
@@ -534,7 +580,13 @@ struct Urls<'a> {
     plaintext: Option<&'a str>,
     /// Every role, reads not recorded (`get-case-unrecorded`).
     unrecorded: Option<&'a str>,
+    /// Starts a fresh server of the run's backend with metrics and tracing on (`true`)
+    /// or off (the `observe` cells), when they are planned.
+    observed: Option<&'a ObservedServer>,
 }
+
+/// Starts an in-process server for an `observe` cell.
+type ObservedServer = dyn Fn(bool) -> anyhow::Result<(InProcess, String)> + Send + Sync;
 
 async fn run_steps(cli: &Cli, s: &Settings, steps: &[Step], urls: Urls<'_>) -> anyhow::Result<()> {
     let (url, intake_url) = (urls.main, urls.intake);
@@ -619,6 +671,35 @@ async fn run_steps(cli: &Cli, s: &Settings, steps: &[Step], urls: Urls<'_>) -> a
             }
             Step::RouteOpen(r) => scenarios::route_open(&ctx, r).await,
             Step::RouteSaturation(c) => scenarios::route_saturation(&ctx, c).await,
+            Step::Observe(c, on) => {
+                let start = urls.observed.context("no observed server")?;
+                // The server gets a runtime of its own: built and dropped off the
+                // client's async threads.
+                let (server, observed_url) = tokio::task::block_in_place(|| {
+                    if on {
+                        onecity::observe::install();
+                        onecity::observe::trace::install_local_tracer("info");
+                    }
+                    start(on)
+                })?;
+                scenarios::ready(&observed_url, s.quiesce_limit).await?;
+                let ctx = Ctx {
+                    url: observed_url.clone(),
+                    ..ctx.clone()
+                };
+                let label = if on {
+                    "submit-observe-on"
+                } else {
+                    "submit-observe-off"
+                };
+                let cell = scenarios::submit(&ctx, c).await.map(|mut cell| {
+                    cell.scenario = label.into();
+                    cell
+                });
+                scenarios::quiesce(&observed_url, s.quiesce_limit).await?;
+                tokio::task::block_in_place(|| server.stop())?;
+                cell
+            }
             Step::Rebuild => {
                 rebuild::rebuild(
                     &pool,
@@ -679,6 +760,8 @@ fn attach_ceiling(cell: &mut Cell, step: &Step, earlier: &[Cell]) {
                         .and_then(|v| v.as_f64())
                         .map(|v| ("intake in the same cell".into(), v))
                 }),
+            // Judged against the off cell (`targets`), not a ceiling.
+            Step::Observe(..) => None,
             Step::SubmitPlaintext(c) => find(earlier, "durable-noop", c)
                 .map(|d| (format!("durable-noop c={c}"), d.ops_per_s)),
             Step::GetCase(c, true) => find(earlier, "get-case-unrecorded", c)
@@ -880,6 +963,15 @@ fn info(t: Target) -> Target {
 
 fn targets(cells: &[Cell]) -> Vec<Target> {
     let mut out = Vec::new();
+    if let Some(on) = find(cells, "submit-observe-on", OBSERVE_CONCURRENCY) {
+        let c = OBSERVE_CONCURRENCY;
+        out.push(versus(
+            &format!("submit c={c} with metrics and tracing on >= 95% of both off"),
+            Some(on),
+            find(cells, "submit-observe-off", c),
+            0.95,
+        ));
+    }
     if let Some(plaintext) = find(cells, "submit-plaintext", TLS_SUBMIT_CONCURRENCY) {
         let c = TLS_SUBMIT_CONCURRENCY;
         out.push(versus(

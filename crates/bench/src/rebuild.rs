@@ -504,6 +504,7 @@ pub fn serve_child(log: PathBuf) -> anyhow::Result<()> {
         let config = onecity::config::Config {
             data_dir: log.parent().map_or_else(|| log.clone(), Path::to_path_buf),
             log: Some(onecity::config::LogSpec::Sled(log)),
+            metrics_addr: onecity::config::MetricsAddr::OFF,
             ..onecity::config::Config::default()
         };
         {

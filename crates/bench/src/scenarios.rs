@@ -159,6 +159,7 @@ pub async fn durable_noop(ctx: &Ctx, c: usize) -> anyhow::Result<Cell> {
                         version: 0,
                     }),
                     events: vec![pb::NewEvent {
+                        metadata: Default::default(),
                         event_id: Uuid::now_v7().to_string(),
                         event_type: "onecity.bench.DurableNoop".into(),
                         actor: "service:demo-service".into(),

@@ -295,6 +295,7 @@ impl CommitBody {
                     appended_by: appended_by.to_owned(),
                     prev_hash: Vec::new(),
                     commit_hash: Vec::new(),
+                    metadata: e.metadata.into_iter().collect(),
                 })
                 .collect(),
         }

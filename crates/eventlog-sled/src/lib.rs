@@ -47,6 +47,16 @@ use crate::record::{compress_payload, decode_event};
 use crate::sync::FileSyncer;
 use crate::writer::Writer;
 
+/// Histogram: seconds from the write path's receipt of an append to its batch being
+/// durable (one sample per append of the batch).
+pub const APPEND_DURATION: &str = "onecity_log_append_duration_seconds";
+/// Histogram: replies (appends and checkpoint saves) written and synced as one batch.
+pub const GROUP_COMMIT_SIZE: &str = "onecity_log_group_commit_size";
+/// Histogram: seconds to flush and `fdatasync` one batch.
+pub const FSYNC_DURATION: &str = "onecity_log_fsync_duration_seconds";
+/// Counter: batches that failed to be written; the log refuses writes after the first.
+pub const WRITE_FAILURES: &str = "onecity_log_write_failures_total";
+
 mod commit_index;
 mod indexer;
 mod keys;

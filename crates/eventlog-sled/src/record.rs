@@ -146,6 +146,7 @@ mod tests {
                 prev: [1; 32],
                 hash: [2; 32],
             }),
+            metadata: [("traceparent".to_owned(), "00-ab-cd-01".to_owned())].into(),
         };
         let bytes = encode_event(&e);
         let f = |p: &[&str]| Filter::prefixes(p.iter().copied());
@@ -171,6 +172,7 @@ mod tests {
             (
                 ".{0,20}",
                 proptest::option::of(any::<([u8; 32], [u8; 32])>()),
+                proptest::collection::btree_map("[a-z]{1,8}", ".{0,20}", 0..3),
             ),
         )
             .prop_map(
@@ -185,7 +187,7 @@ mod tests {
                     cause,
                     payload,
                     commit,
-                    (by, link),
+                    (by, link, metadata),
                 )| {
                     RecordedEvent {
                         event_id: Uuid::from_u128(id),
@@ -201,6 +203,7 @@ mod tests {
                         appended_by: by,
                         chain: link
                             .map(|(prev, hash)| onecity_eventlog::chain::Link { prev, hash }),
+                        metadata,
                     }
                 },
             )

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use onecity_eventlog::chain::{self, Hash};
 use onecity_eventlog::codec::now_micros;
@@ -75,6 +75,7 @@ impl Writer {
     pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Op>) {
         let max_batch = self.shared.config.max_batch.max(1);
         while let Some(first) = rx.blocking_recv() {
+            let received = Instant::now();
             let mut staged = Staged::default();
             let recorded_at = now_micros();
             self.stage(&mut staged, first, recorded_at);
@@ -85,7 +86,16 @@ impl Writer {
                 }
             }
             self.apply(&mut staged);
-            if !self.commit(staged) {
+            let appends = staged
+                .replies
+                .iter()
+                .filter(|r| matches!(r, Reply::Append(..)))
+                .count();
+            metrics::histogram!(crate::GROUP_COMMIT_SIZE).record(staged.replies.len() as f64);
+            let go_on = self.commit(staged);
+            metrics::histogram!(crate::APPEND_DURATION)
+                .record_many(received.elapsed().as_secs_f64(), appends);
+            if !go_on {
                 break;
             }
         }
@@ -217,6 +227,7 @@ impl Writer {
                 commit_id,
                 appended_by: appended_by.clone(),
                 chain: None,
+                metadata: e.metadata,
             })
             .collect();
         self.chain_head = chain::seal(&self.chain_head, &mut recorded, &digests);
@@ -255,8 +266,14 @@ impl Writer {
             return true;
         }
         if let Some(applied) = applied {
-            let result = applied.and_then(|()| self.syncer.sync(&self.shared.db));
+            let result = applied.and_then(|()| {
+                let started = Instant::now();
+                let synced = self.syncer.sync(&self.shared.db);
+                metrics::histogram!(crate::FSYNC_DURATION).record(started.elapsed().as_secs_f64());
+                synced
+            });
             if let Err(e) = result {
+                metrics::counter!(crate::WRITE_FAILURES).increment(1);
                 tracing::error!(error = %e, "event log write failed, refusing further writes");
                 self.shared.failed.store(true, Ordering::Release);
                 replies.into_iter().for_each(|r| r.fail(clone_storage(&e)));

@@ -280,11 +280,22 @@ mod tests {
                 commit_id,
                 appended_by: "service:test".into(),
                 chain: None,
+                metadata: Default::default(),
             })
             .collect();
         let digests: Vec<Hash> = events.iter().map(|e| payload_digest(&e.payload)).collect();
         let hash = seal(prev, &mut events, &digests);
         (events, hash)
+    }
+
+    #[test]
+    fn metadata_is_outside_the_chain() {
+        let (mut events, hash) = commit(1, 2, &GENESIS);
+        events[0]
+            .metadata
+            .insert("traceparent".into(), "00-ab-cd-01".into());
+        let digests: Vec<Hash> = events.iter().map(|e| payload_digest(&e.payload)).collect();
+        assert_eq!(commit_hash_with(&GENESIS, &events, &digests), hash);
     }
 
     fn log(commits: usize) -> Vec<RecordedEvent> {

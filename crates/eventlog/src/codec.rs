@@ -55,6 +55,10 @@ impl From<&RecordedEvent> for pb::RecordedEvent {
     }
 }
 
+fn metadata_to_proto(m: &crate::Metadata) -> std::collections::HashMap<String, String> {
+    m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
 /// Everything but the payload (which is what is large).
 pub fn envelope(e: &RecordedEvent) -> pb::RecordedEvent {
     pb::RecordedEvent {
@@ -71,6 +75,7 @@ pub fn envelope(e: &RecordedEvent) -> pb::RecordedEvent {
         appended_by: e.appended_by.clone(),
         prev_hash: e.chain.map(|l| l.prev.to_vec()).unwrap_or_default(),
         commit_hash: e.chain.map(|l| l.hash.to_vec()).unwrap_or_default(),
+        metadata: metadata_to_proto(&e.metadata),
     }
 }
 
@@ -92,6 +97,7 @@ impl TryFrom<pb::RecordedEvent> for RecordedEvent {
             appended_by,
             prev_hash,
             commit_hash,
+            metadata,
         } = p;
         let chain = link(&prev_hash, &commit_hash)?;
         Ok(RecordedEvent {
@@ -107,6 +113,7 @@ impl TryFrom<pb::RecordedEvent> for RecordedEvent {
             commit_id: parse_uuid("commit_id", &commit_id)?,
             appended_by,
             chain,
+            metadata: metadata.into_iter().collect(),
         })
     }
 }
@@ -139,6 +146,7 @@ impl From<&NewEvent> for pb::NewEvent {
             actor: e.actor.clone(),
             causation_id: e.causation_id.clone(),
             payload: e.payload.clone(),
+            metadata: metadata_to_proto(&e.metadata),
         }
     }
 }
@@ -155,6 +163,7 @@ pub fn new_events(events: Vec<pb::NewEvent>) -> Result<Vec<NewEvent>> {
                 actor,
                 causation_id,
                 payload,
+                metadata,
             } = e;
             Ok(NewEvent {
                 event_id: parse_uuid(&format!("events[{i}].event_id"), &event_id)?,
@@ -162,6 +171,7 @@ pub fn new_events(events: Vec<pb::NewEvent>) -> Result<Vec<NewEvent>> {
                 actor,
                 causation_id,
                 payload,
+                metadata: metadata.into_iter().collect(),
             })
         })
         .collect()

@@ -138,7 +138,14 @@ pub async fn envelope_roundtrips(b: &dyn Backend) {
             "terminal-7",
             b"\x00\x01payload".to_vec(),
         )
-        .caused_by("req-1"),
+        .caused_by("req-1")
+        .with_metadata([
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+            ("tracestate", "onecity=1"),
+        ]),
         NewEvent::new("onecity.v1.Other", "svc", Vec::new()),
     ];
     log.append(case, Expected::Any, sent.clone(), commit)
@@ -153,6 +160,7 @@ pub async fn envelope_roundtrips(b: &dyn Backend) {
         assert_eq!(r.actor, s.actor);
         assert_eq!(r.causation_id, s.causation_id);
         assert_eq!(r.payload, s.payload);
+        assert_eq!(r.metadata, s.metadata);
         assert_eq!(r.commit_id, commit);
         let age = std::time::SystemTime::now()
             .duration_since(r.recorded_at)
@@ -506,6 +514,20 @@ pub async fn limits_are_refused_and_write_nothing(b: &dyn Backend) {
                 .await
         ),
         "events[1].event_type"
+    );
+    let crowded =
+        vec![ev("t", b"x").with_metadata((0..9).map(|i| (format!("k{i}"), String::new())))];
+    assert_eq!(
+        invalid(
+            log.append(case, Expected::Any, crowded, Uuid::now_v7())
+                .await
+        ),
+        "events[0].metadata"
+    );
+    let long = vec![ev("t", b"x").with_metadata([("k", "v".repeat(513))])];
+    assert_eq!(
+        invalid(log.append(case, Expected::Any, long, Uuid::now_v7()).await),
+        "events[0].metadata[k]"
     );
     assert_eq!(log.head().await.unwrap(), 0);
     assert!(matches!(log.read_case(case, 1, 10).await, Err(Error::NotFound(c)) if c == case));

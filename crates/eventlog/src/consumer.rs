@@ -9,12 +9,53 @@ use futures::StreamExt;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::retry::Backoff;
 use crate::{Error, EventLog, Filter, RecordedEvent};
 
 /// Most events handed to a [`ChunkHandler`] at once.
 pub const MAX_CHUNK: usize = 64;
+
+/// Counter: events a worker consumer handled (or quarantined), by `consumer` and
+/// `partition`.
+pub const EVENTS_HANDLED: &str = "onecity_consumer_events_handled_total";
+/// Gauge: how old the last event a consumer handled was when its chunk finished, by
+/// `consumer` and `partition`: the routing delay in seconds.
+pub const LAG_SECONDS: &str = "onecity_consumer_lag_seconds";
+/// Counter: events a consumer quarantined, by `consumer` and `partition`.
+pub const QUARANTINED_TOTAL: &str = "onecity_consumer_quarantined_total";
+
+/// How a chunk's span continues the trace of its first event: given the span and that
+/// event's metadata. Set once by the process that installs a tracer (this crate knows no
+/// tracing backend); without it chunk spans start their own traces.
+pub type ChunkParent = fn(&tracing::Span, &crate::Metadata);
+
+static CHUNK_PARENT: std::sync::OnceLock<ChunkParent> = std::sync::OnceLock::new();
+
+/// Installs the [`ChunkParent`] of every consumer of the process (the first call wins).
+pub fn set_chunk_parent(parent: ChunkParent) {
+    let _ = CHUNK_PARENT.set(parent);
+}
+
+/// A consumer name as metric labels: `handoff-2of4` → (`handoff`, `2of4`); a name
+/// without a partition suffix is partition `1of1`.
+pub fn labels(name: &str) -> [(&'static str, String); 2] {
+    let (consumer, partition) = match name.rsplit_once('-') {
+        Some((consumer, part))
+            if part
+                .split_once("of")
+                .is_some_and(|(i, n)| i.parse::<u32>().is_ok() && n.parse::<u32>().is_ok()) =>
+        {
+            (consumer, part)
+        }
+        _ => (name, "1of1"),
+    };
+    [
+        ("consumer", consumer.to_owned()),
+        ("partition", partition.to_owned()),
+    ]
+}
 
 /// What a consumer does with the events it reads.
 #[async_trait::async_trait]
@@ -144,6 +185,9 @@ async fn follow<H: ChunkHandler>(
     // A chunk that failed ends the loop; the chunks handed over after it must not move
     // the checkpoint past it.
     let mut chunk_failed = false;
+    let labels = labels(name);
+    let handled = metrics::counter!(EVENTS_HANDLED, &labels);
+    let lag_seconds = metrics::gauge!(LAG_SECONDS, &labels);
     let mut outcome: Result<(), H::Error> = loop {
         tokio::select! {
             // Finished chunks first: they free a slot and move the checkpoint.
@@ -163,13 +207,22 @@ async fn follow<H: ChunkHandler>(
                     Ok(events) => events,
                     Err(e) => break Err(e.into()),
                 };
+                let span = chunk_span(name, &events);
+                let (handled, lag_seconds) = (handled.clone(), lag_seconds.clone());
                 in_hand.push_back(async move {
                     let finished: Finished<H::Error> = match handler.handle(&events).await {
-                        Ok(()) => Ok(events.last().map(|e| e.position)),
+                        Ok(()) => {
+                            handled.increment(events.len() as u64);
+                            if let Some(last) = events.last() {
+                                let age = last.recorded_at.elapsed().unwrap_or_default();
+                                lag_seconds.set(age.as_secs_f64());
+                            }
+                            Ok(events.last().map(|e| e.position))
+                        }
                         Err(e) => Err((e, events)),
                     };
                     finished
-                });
+                }.instrument(span));
             },
             r = checkpoint.tick() => if let Err(e) = r {
                 break Err(e.into());
@@ -196,6 +249,30 @@ async fn follow<H: ChunkHandler>(
     let saved = checkpoint.finish().await;
     outcome?;
     saved.map_err(Into::into)
+}
+
+/// The span a chunk is handled in: its positions, and its `case_id` when every event of
+/// the chunk is of one case (a busy log's chunks mix cases; their handlers' own events
+/// name each case).
+fn chunk_span(name: &str, events: &[RecordedEvent]) -> tracing::Span {
+    let first = events.first();
+    let span = tracing::info_span!(
+        "chunk",
+        consumer = name,
+        first = first.map(|e| e.position),
+        last = events.last().map(|e| e.position),
+        events = events.len(),
+        case_id = tracing::field::Empty,
+    );
+    if let Some(first) = first {
+        if events.iter().all(|e| e.case_id == first.case_id) {
+            span.record("case_id", tracing::field::display(first.case_id));
+        }
+        if let Some(parent) = CHUNK_PARENT.get() {
+            parent(&span, &first.metadata);
+        }
+    }
+    span
 }
 
 /// Moves the checkpoint past a finished chunk; after a poison error, past each of its
@@ -230,6 +307,7 @@ async fn settle<H: ChunkHandler>(
                     "event cannot be handled, quarantined"
                 );
                 crate::quarantine::record(log, name, event, &e.to_string()).await?;
+                metrics::counter!(QUARANTINED_TOTAL, &labels(name)).increment(1);
             }
             Err(e) => return Err(e),
         }

@@ -127,7 +127,20 @@ pub struct NewEvent {
     pub causation_id: String,
     /// Protobuf-encoded domain event.
     pub payload: Vec<u8>,
+    /// Context that is not part of the event (the trace context of the call that caused
+    /// it): stored and returned, never part of the hash chain. See [`Limits`].
+    pub metadata: Metadata,
 }
+
+/// An event's metadata: a small string map, ordered so that its encodings compare equal.
+pub type Metadata = std::collections::BTreeMap<String, String>;
+
+/// Most metadata entries on one event.
+pub const MAX_METADATA_ENTRIES: usize = 8;
+/// Longest metadata key, in bytes.
+pub const MAX_METADATA_KEY: usize = 64;
+/// Longest metadata value, in bytes.
+pub const MAX_METADATA_VALUE: usize = 512;
 
 impl NewEvent {
     /// A new event with a fresh UUID v7 id and no causation.
@@ -138,7 +151,19 @@ impl NewEvent {
             actor: actor.into(),
             causation_id: String::new(),
             payload,
+            metadata: Metadata::new(),
         }
+    }
+
+    /// Adds `metadata` entries (a key given twice keeps the last value).
+    pub fn with_metadata<K, V>(mut self, metadata: impl IntoIterator<Item = (K, V)>) -> Self
+    where
+        K: Into<String>,
+        V: Into<String>,
+    {
+        self.metadata
+            .extend(metadata.into_iter().map(|(k, v)| (k.into(), v.into())));
+        self
     }
 
     /// Sets what caused this event.
@@ -178,6 +203,8 @@ pub struct RecordedEvent {
     /// The commit's place in the hash chain (the same on every event of the commit);
     /// `None` for commits written before the chain existed. See [`chain`].
     pub chain: Option<chain::Link>,
+    /// The appended event's [`NewEvent::metadata`]; not covered by the chain.
+    pub metadata: Metadata,
 }
 
 impl RecordedEvent {
@@ -307,6 +334,7 @@ impl Limits {
             check_name(&format!("events[{i}].event_type"), &e.event_type, false)?;
             check_name(&format!("events[{i}].actor"), &e.actor, false)?;
             check_name(&format!("events[{i}].causation_id"), &e.causation_id, true)?;
+            check_metadata(i, &e.metadata)?;
             if e.payload.len() > self.max_payload_bytes {
                 return Err(Error::invalid(
                     format!("events[{i}].payload"),
@@ -320,6 +348,34 @@ impl Limits {
         }
         Ok(())
     }
+}
+
+fn check_metadata(i: usize, metadata: &Metadata) -> Result<()> {
+    let field = format!("events[{i}].metadata");
+    if metadata.len() > MAX_METADATA_ENTRIES {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "{} entries exceed the limit of {MAX_METADATA_ENTRIES}",
+                metadata.len()
+            ),
+        ));
+    }
+    for (k, v) in metadata {
+        if k.is_empty() || k.len() > MAX_METADATA_KEY {
+            return Err(Error::invalid(
+                field,
+                format!("keys must be 1 to {MAX_METADATA_KEY} bytes"),
+            ));
+        }
+        if v.len() > MAX_METADATA_VALUE {
+            return Err(Error::invalid(
+                format!("{field}[{k}]"),
+                format!("values must be at most {MAX_METADATA_VALUE} bytes"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Checks a consumer name for checkpoints.
@@ -627,6 +683,7 @@ mod tests {
             commit_id: Uuid::now_v7(),
             appended_by: String::new(),
             chain: None,
+            metadata: Default::default(),
         };
         assert!(Filter::all().matches(&e));
         assert!(Filter::prefixes(["onecity.v1.Referral"]).matches(&e));

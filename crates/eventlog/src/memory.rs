@@ -131,6 +131,7 @@ impl EventLog for MemoryLog {
                 actor: e.actor,
                 causation_id: e.causation_id,
                 payload: e.payload,
+                metadata: e.metadata,
                 commit_id,
                 appended_by: appended_by.to_owned(),
                 chain: None,

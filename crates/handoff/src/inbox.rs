@@ -25,8 +25,21 @@ struct Slot {
     /// `due_at` in milliseconds since the epoch (`i64::MAX` when unreadable).
     due_ms: i64,
     overdue: bool,
+    /// Escalated to the district supervisor (`escalated_at` set).
+    escalated: bool,
     /// Position of the referral's latest event.
     latest: u64,
+}
+
+/// What [`Inbox::counts`] reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InboxCounts {
+    /// Referrals by `ReferralState` value.
+    pub by_state: std::collections::BTreeMap<i32, u64>,
+    /// Undecided referrals past their deadline.
+    pub overdue: u64,
+    /// Undecided referrals escalated to the district supervisor.
+    pub escalated: u64,
 }
 
 /// Which referrals a listing wants; every `None`/`false` admits all.
@@ -241,6 +254,7 @@ impl Inbox {
                             slot.latest = e.position;
                             slot.due_ms = due_millis(&r.due_at);
                             slot.overdue = r.overdue;
+                            slot.escalated = !r.escalated_at.is_empty();
                         }
                     }
                     None => {
@@ -252,6 +266,7 @@ impl Inbox {
                             programme: r.programme,
                             due_ms: due_millis(&r.due_at),
                             overdue: r.overdue,
+                            escalated: !r.escalated_at.is_empty(),
                             latest: e.position,
                         };
                         st.by_unit.entry(unit).or_default().insert(e.position, slot);
@@ -331,6 +346,21 @@ impl Inbox {
         })
     }
 
+    /// How many referrals stand in each `ReferralState` value, and how many undecided ones
+    /// are overdue or escalated, for the metrics endpoint.
+    pub fn counts(&self) -> InboxCounts {
+        let st = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let mut counts = InboxCounts::default();
+        for (_, slot) in st.by_unit.values().flat_map(|m| m.after(0)) {
+            *counts.by_state.entry(slot.state).or_insert(0) += 1;
+            if !onecity_domain::case::is_final(slot.state) {
+                counts.overdue += u64::from(slot.overdue);
+                counts.escalated += u64::from(slot.escalated);
+            }
+        }
+        counts
+    }
+
     /// Latest-event positions of up to `limit` referrals issued after `after` (an issue
     /// position), filtered by unit and state, in issue order, and the issue position to
     /// continue from when more remain.
@@ -404,6 +434,7 @@ mod tests {
             programme: 1,
             due_ms: 0,
             overdue: false,
+            escalated: false,
             latest,
         };
         let mut m = Issued::default();

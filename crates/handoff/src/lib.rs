@@ -24,7 +24,7 @@ mod service;
 mod worker;
 
 pub use deadlines::{DeadlinePolicy, DeadlineWorker};
-pub use inbox::{Inbox, InboxEntry, ReferralFilter};
+pub use inbox::{Inbox, InboxCounts, InboxEntry, ReferralFilter};
 pub use linkage::{LinkageWorker, Linked, LINKAGE_ACTOR, LINKAGE_CONSUMER};
 /// The deterministic id of a referral (defined with every other id in
 /// [`onecity_domain::ids`]).

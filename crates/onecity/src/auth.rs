@@ -72,6 +72,8 @@ impl Auth {
                 Ok(req)
             }
             Err(reason) => {
+                metrics::counter!(crate::observe::exposition::AUTH_FAILURES, "reason" => reason.as_str())
+                    .increment(1);
                 tracing::warn!(
                     reason = reason.as_str(),
                     remote = ?req.remote_addr(),

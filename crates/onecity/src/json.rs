@@ -283,6 +283,7 @@ mod tests {
         }
         .encode_to_vec();
         let event = pb::RecordedEvent {
+            metadata: Default::default(),
             event_type: "onecity.v1.ApplicationWithdrawn".to_owned(),
             position: 7,
             payload,
@@ -297,6 +298,7 @@ mod tests {
         assert!(v.get("payload").is_none());
 
         let unknown = pb::RecordedEvent {
+            metadata: Default::default(),
             event_type: "test.Unknown".to_owned(),
             payload: vec![1, 2, 3],
             ..Default::default()

@@ -10,6 +10,7 @@
 //! - [`cli`]: the command line (`serve` and the client commands for people).
 //! - [`json`]: the proto3 JSON mapping used by the CLI.
 //! - [`migrate`]: `onecity log export | import | checksum`.
+//! - [`observe`]: Prometheus metrics, the per-RPC layer and the log format.
 
 pub mod admin;
 pub mod auth;
@@ -19,6 +20,7 @@ pub mod health;
 pub mod json;
 pub mod late;
 pub mod migrate;
+pub mod observe;
 pub mod ownership;
 pub mod server;
 pub mod tls;

@@ -16,7 +16,7 @@
 //! covers, so the target's hashes differ from the file's.
 //!
 //! The checksum is SHA-256 over every event's protobuf encoding *without* `recorded_at`,
-//! `appended_by` and the chain (position, ids, case, version, type, actor, causation,
+//! `appended_by`, the chain and the metadata (position, ids, case, version, type, actor, causation,
 //! payload, commit id): the target log stamps its own commit time and chain, everything
 //! else must be identical. Import keeps each commit's `appended_by` on a sled or
 //! JetStream target ([`EventLog::append_as`]); through a `remote:` target the serving
@@ -56,6 +56,8 @@ impl LogChecksum {
         let mut p = pb::RecordedEvent::from(e);
         p.recorded_at = None;
         p.appended_by.clear();
+        // How the event was traced, not what it is (docs/eventlog.md).
+        p.metadata.clear();
         p.prev_hash.clear();
         p.commit_hash.clear();
         let bytes = p.encode_to_vec();
@@ -321,6 +323,7 @@ async fn append_commit(log: &dyn EventLog, events: &[RecordedEvent]) -> anyhow::
             actor: e.actor.clone(),
             causation_id: e.causation_id.clone(),
             payload: e.payload.clone(),
+            metadata: e.metadata.clone(),
         })
         .collect();
     let a = log

@@ -38,6 +38,7 @@ use crate::auth::{AdminAuth, Auth, EventLogAuth};
 use crate::config::{Config, LogSpec, Role};
 use crate::health::{supervise, Vitals, WatchedLog};
 use crate::late::Late;
+use crate::observe::{RpcLayer, Sources, Traced};
 use crate::tls::{ClientTlsFiles, ServerTls};
 use onecity_proto::v1::admin_service_server::AdminServiceServer;
 use onecity_proto::v1::eligibility_service_server::EligibilityServiceServer;
@@ -53,8 +54,12 @@ const ADMIN_APPENDS_AS: &str = "service:admin";
 
 /// A handle on `log` that stamps its appends with `role` (see [`Stamped`]). Over a
 /// `remote:` log the serving process stamps this process's token instead.
+///
+/// Its appends carry the trace context of the call or chunk that makes them ([`Traced`]);
+/// the `EventLogService` does not use it, and stores other processes' events as sent.
 fn stamped(log: &Arc<dyn EventLog>, role: &str) -> Arc<dyn EventLog> {
-    Arc::new(Stamped::new(Arc::clone(log), role))
+    let traced: Arc<dyn EventLog> = Arc::new(Traced::new(Arc::clone(log)));
+    Arc::new(Stamped::new(traced, role))
 }
 
 /// Longest a unary call may take before the server answers `CANCELLED`/`DEADLINE_EXCEEDED`
@@ -256,12 +261,51 @@ pub async fn run(
     config.validate()?;
     // Refused before the log is opened (the warnings of `--insecure` are serve's).
     config.check_exposure(listener.local_addr()?)?;
+    let metrics = bind_metrics(&config).await?;
     let direct_log = reaches_store(&config.log_spec());
     let open = {
         let config = config.clone();
         async move { open_log(&config).await }
     };
-    serve(listener, config, open, direct_log, shutdown).await
+    serve(listener, metrics, config, open, direct_log, shutdown).await
+}
+
+/// [`run`] with the Prometheus endpoint on `metrics` (bound by the caller, e.g. to port
+/// 0 in a test) whatever `config.metrics_addr` says.
+pub async fn run_with_metrics(
+    listener: TcpListener,
+    metrics: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    config.validate()?;
+    config.check_exposure(listener.local_addr()?)?;
+    config.check_exposure(metrics.local_addr()?)?;
+    let direct_log = reaches_store(&config.log_spec());
+    let open = {
+        let config = config.clone();
+        async move { open_log(&config).await }
+    };
+    serve(listener, Some(metrics), config, open, direct_log, shutdown).await
+}
+
+/// Binds `config.metrics_addr` unless it is `off`, after the same exposure checks as the
+/// gRPC port (a refusal stops the server). An address that cannot be bound (another
+/// process holds the port) is logged and the server runs without its endpoint: the
+/// residents' service matters more than its metrics, and the scraper's `up` shows the
+/// gap (deploy/observability/alerts.yml).
+async fn bind_metrics(config: &Config) -> anyhow::Result<Option<TcpListener>> {
+    let Some(addr) = config.metrics_addr.0 else {
+        return Ok(None);
+    };
+    config.check_exposure(addr)?;
+    match TcpListener::bind(addr).await {
+        Ok(listener) => Ok(Some(listener)),
+        Err(e) => {
+            tracing::error!(%addr, error = %e, "metrics endpoint not served: cannot listen on metrics_addr");
+            Ok(None)
+        }
+    }
 }
 
 /// [`run`] over a log opened by the caller (a test wraps a backend to inject failures);
@@ -274,8 +318,9 @@ pub async fn run_with_log(
     direct_log: bool,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let metrics = bind_metrics(&config).await?;
     let open = async move { anyhow::Ok((log, None)) };
-    serve(listener, config, open, direct_log, shutdown).await
+    serve(listener, metrics, config, open, direct_log, shutdown).await
 }
 
 /// The partitions a worker role of this process may work, most preferred first, and the
@@ -321,6 +366,7 @@ struct Slots {
 
 async fn serve(
     listener: TcpListener,
+    metrics: Option<TcpListener>,
     config: Config,
     open: impl Future<Output = anyhow::Result<Opened>> + Send,
     direct_log: bool,
@@ -357,6 +403,25 @@ async fn serve(
             "record_reads is off: reads of residents' data leave no access record; \
              for measurements only, never in service"
         );
+    }
+
+    crate::observe::trace::install();
+    let sources = Arc::new(Sources::default());
+    if let Some(metrics) = metrics {
+        // Before anything records. Without a listener no recorder is installed and every
+        // metric is a no-op (unless the process installed one for another server).
+        crate::observe::install();
+        let metrics_addr = metrics.local_addr()?;
+        // Off loopback, only an admin may read what the metrics say about the service.
+        let guard = (!metrics_addr.ip().is_loopback()).then(|| auth.clone());
+        tracing::info!(%metrics_addr, tls = tls.is_some(), "metrics listening");
+        tokio::spawn(crate::observe::serve_metrics(
+            metrics,
+            tls.clone(),
+            guard,
+            Arc::clone(&sources),
+            stop.clone(),
+        ));
     }
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -409,6 +474,7 @@ async fn serve(
             instance,
             &vitals,
             &auth,
+            &sources,
             rules.clone(),
             stop.clone(),
         );
@@ -438,6 +504,9 @@ async fn serve(
     let server_quit = quit.clone();
     let server_vitals = vitals.clone();
     let router = tonic::transport::Server::builder()
+        // Outermost: the count and latency include the timeout's and the
+        // interceptors' refusals.
+        .layer(RpcLayer)
         // Limits for a public service: a unary call that takes longer is cut (streams are
         // not: the limit ends at the response headers), a peer that stops answering pings
         // is dropped, and one connection cannot open unbounded concurrent calls.
@@ -612,6 +681,7 @@ fn start_roles(
     instance: Uuid,
     vitals: &Vitals,
     auth: &Auth,
+    sources: &Sources,
     (policies, catalogue): (Arc<PolicyBook>, Arc<Catalogue>),
     stop: CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {
@@ -679,6 +749,7 @@ fn start_roles(
             Arc::clone(&catalogue),
         ));
         let inbox = Inbox::start(Arc::clone(&log), stop.clone());
+        sources.set_inbox(Arc::clone(&inbox));
         let handoff = Handoff::new(stamped(&log, onecity_handoff::ACTOR), inbox)
             .with_access(access(onecity_handoff::ACTOR));
         let svc = HandoffGrpc::new(handoff, stop.clone())
@@ -706,6 +777,7 @@ fn start_roles(
             onecity_handoff::CONSUMER.to_owned(),
         ],
     );
+    sources.set_admin(admin.clone());
     let admin = AdminGrpc::new(admin).into_server();
     slots
         .admin

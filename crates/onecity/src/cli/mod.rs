@@ -15,7 +15,6 @@ mod log;
 mod output;
 mod serve;
 
-use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -462,6 +461,18 @@ pub struct ServeArgs {
     /// [env: ONECITY_INSECURE].
     #[arg(long)]
     pub insecure: bool,
+    /// Prometheus endpoint address, or off [env: ONECITY_METRICS_ADDR]
+    /// [default: 127.0.0.1:9464].
+    #[arg(long)]
+    pub metrics_addr: Option<config::MetricsAddr>,
+    /// Log lines as text or json (one object per line, with the span fields)
+    /// [env: ONECITY_LOG_FORMAT] [default: text].
+    #[arg(long, value_enum)]
+    pub log_format: Option<crate::observe::LogFormat>,
+    /// OTLP (gRPC) collector to export spans to, e.g. http://127.0.0.1:4317
+    /// [env: ONECITY_OTLP_ENDPOINT] [default: none].
+    #[arg(long)]
+    pub otlp_endpoint: Option<String>,
 }
 
 fn parse_role(s: &str) -> Result<config::Role, String> {
@@ -480,7 +491,7 @@ fn parse_log_spec(s: &str) -> Result<LogSpec, String> {
 impl ServeArgs {
     /// Defaults, file, environment, then these flags.
     pub fn load(&self) -> anyhow::Result<Config> {
-        Config::load_with(
+        let mut config = Config::load_with(
             self.config.as_deref(),
             &config::process_env,
             Overrides {
@@ -492,7 +503,17 @@ impl ServeArgs {
                 insecure: self.insecure,
                 worker_partitions: self.partitions,
             },
-        )
+        )?;
+        if let Some(addr) = self.metrics_addr {
+            config.metrics_addr = addr;
+        }
+        if let Some(format) = self.log_format {
+            config.log_format = format;
+        }
+        if let Some(endpoint) = &self.otlp_endpoint {
+            config.otlp_endpoint = Some(endpoint.clone());
+        }
+        Ok(config)
     }
 }
 
@@ -633,19 +654,31 @@ pub fn main() -> ExitCode {
 
 /// Installs the stderr log subscriber: `ONECITY_LOG_LEVEL` (RUST_LOG syntax), else `default`.
 pub fn init_tracing(default: &str) {
-    let (filter, bad) = match std::env::var(ENV_LOG_LEVEL) {
+    init_tracing_as(crate::observe::LogFormat::Text, default);
+}
+
+/// [`init_tracing`] in `format`.
+pub fn init_tracing_as(format: crate::observe::LogFormat, default: &str) {
+    let (filter, bad) = log_filter(default);
+    // Without an OTLP endpoint installing needs nothing that can fail.
+    let _ = crate::observe::logs::install(format, filter, None);
+    warn_bad_filter(bad, default);
+}
+
+type BadFilter = Option<(String, tracing_subscriber::filter::ParseError)>;
+
+/// `ONECITY_LOG_LEVEL` (RUST_LOG syntax), else `default`, and the bad spec if any.
+fn log_filter(default: &str) -> (EnvFilter, BadFilter) {
+    match std::env::var(ENV_LOG_LEVEL) {
         Ok(spec) if !spec.trim().is_empty() => match EnvFilter::try_new(&spec) {
             Ok(f) => (f, None),
             Err(e) => (EnvFilter::new(default), Some((spec, e))),
         },
         _ => (EnvFilter::new(default), None),
-    };
-    // A second initialisation (tests) is harmless: keep the first subscriber.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .try_init();
+    }
+}
+
+fn warn_bad_filter(bad: BadFilter, default: &str) {
     if let Some((spec, e)) = bad {
         tracing::warn!(spec = %spec, error = %e, "invalid {ENV_LOG_LEVEL}, using {default:?}");
     }
@@ -655,8 +688,19 @@ pub fn init_tracing(default: &str) {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
-            init_tracing("info");
-            serve(args).await
+            // The configuration first: it says how to log (a bad one is reported on
+            // stderr by `main`).
+            let config = args.load()?;
+            let filter = log_filter("info");
+            crate::observe::logs::install(
+                config.log_format,
+                filter.0,
+                config.otlp_endpoint.as_deref(),
+            )?;
+            warn_bad_filter(filter.1, "info");
+            let served = serve(config).await;
+            crate::observe::logs::flush();
+            served
         }
         Command::Config(args) => {
             init_tracing("warn");

@@ -2,13 +2,12 @@
 
 use anyhow::Context as _;
 
-use super::ServeArgs;
+use crate::config::Config;
 
-/// Runs `onecity serve` with `args` until a signal.
-pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+/// Runs `onecity serve` with `config` (its flags applied) until a signal.
+pub(super) async fn serve(config: Config) -> anyhow::Result<()> {
     // The demo-token warning is the server's (`Config::uses_demo_tokens`), so that tests
     // starting the server without this CLI see it too.
-    let config = args.load()?;
     if config.tokens.is_empty() {
         tracing::warn!(
             "no tokens configured: every call except health and reflection will be refused"

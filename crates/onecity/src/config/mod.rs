@@ -71,6 +71,12 @@ pub const ENV_TLS_CLIENT_CA: &str = "ONECITY_TLS_CLIENT_CA";
 pub const ENV_TLS_CA: &str = "ONECITY_TLS_CA";
 /// Environment variable overriding [`Config::insecure`] (`true`/`false`).
 pub const ENV_INSECURE: &str = "ONECITY_INSECURE";
+/// Environment variable overriding [`Config::metrics_addr`].
+pub const ENV_METRICS_ADDR: &str = "ONECITY_METRICS_ADDR";
+/// Environment variable overriding [`Config::log_format`].
+pub const ENV_LOG_FORMAT: &str = "ONECITY_LOG_FORMAT";
+/// Environment variable overriding [`Config::otlp_endpoint`].
+pub const ENV_OTLP_ENDPOINT: &str = "ONECITY_OTLP_ENDPOINT";
 /// Environment variable naming the configuration file (`--config`); the command line reads
 /// it, since it picks the file before the layers are applied.
 pub const ENV_CONFIG: &str = "ONECITY_CONFIG";
@@ -154,6 +160,56 @@ pub struct Config {
     /// Not read from files or the environment.
     #[serde(skip)]
     pub clock: onecity_service::clock::SharedClock,
+    /// Address of the Prometheus endpoint (`GET /metrics`), or `off`. Default
+    /// `127.0.0.1:9464`. Off loopback it is refused on the same findings as the gRPC
+    /// port ([`Config::check_exposure`]), speaks TLS when the gRPC port does, and answers
+    /// only an `admin` bearer token.
+    #[serde(with = "as_string")]
+    pub metrics_addr: MetricsAddr,
+    /// Log lines as `text` (default) or `json` (one object per line with the span
+    /// fields); `--log-format`.
+    pub log_format: crate::observe::LogFormat,
+    /// OTLP (gRPC) collector to export spans to, e.g. `http://127.0.0.1:4317`; `None`
+    /// (default) exports nothing. The W3C trace context still travels through calls and
+    /// events when another process exports.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
+}
+
+/// [`Config::metrics_addr`]: an address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsAddr(pub Option<SocketAddr>);
+
+impl MetricsAddr {
+    /// The default, `127.0.0.1:9464` (Prometheus exporters' customary port range).
+    pub const DEFAULT: MetricsAddr = MetricsAddr(Some(SocketAddr::new(
+        std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        9464,
+    )));
+    /// No metrics listener.
+    pub const OFF: MetricsAddr = MetricsAddr(None);
+}
+
+impl fmt::Display for MetricsAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(addr) => addr.fmt(f),
+            None => f.write_str("off"),
+        }
+    }
+}
+
+impl std::str::FromStr for MetricsAddr {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        match s.trim() {
+            "off" => Ok(MetricsAddr::OFF),
+            addr => Ok(MetricsAddr(Some(addr.parse().with_context(|| {
+                format!("metrics_addr: {addr:?} is neither an address (HOST:PORT) nor off")
+            })?))),
+        }
+    }
 }
 
 /// `[tls]`: certificates in PEM files. Every file is read at start-up and again on SIGHUP.
@@ -287,6 +343,9 @@ impl Default for Config {
             escalation_days: 5,
             deadline_tick_ms: 30_000,
             clock: onecity_service::clock::SharedClock::default(),
+            metrics_addr: MetricsAddr::DEFAULT,
+            log_format: crate::observe::LogFormat::Text,
+            otlp_endpoint: None,
         }
     }
 }
@@ -313,6 +372,9 @@ impl fmt::Debug for Config {
             .field("tls", &self.tls)
             .field("insecure", &self.insecure)
             .field("nats", &self.nats)
+            .field("metrics_addr", &self.metrics_addr)
+            .field("log_format", &self.log_format)
+            .field("otlp_endpoint", &self.otlp_endpoint)
             .finish()
     }
 }
@@ -433,6 +495,15 @@ impl Config {
                 .with_context(|| format!("{ENV_INSECURE}: {v:?} is not true or false"))?;
         }
         self.nats.apply_env(&get);
+        if let Some(v) = get(ENV_METRICS_ADDR) {
+            self.metrics_addr = v.parse().context(ENV_METRICS_ADDR)?;
+        }
+        if let Some(v) = get(ENV_OTLP_ENDPOINT) {
+            self.otlp_endpoint = Some(v.trim().to_owned()).filter(|v| !v.is_empty());
+        }
+        if let Some(v) = get(ENV_LOG_FORMAT) {
+            self.log_format = v.parse().context(ENV_LOG_FORMAT)?;
+        }
         if let Some(v) = get(ENV_WORKER_PARTITIONS) {
             self.worker_partitions = Some(v.trim().parse().with_context(|| {
                 format!("{ENV_WORKER_PARTITIONS}: {v:?} is not a partition count")
