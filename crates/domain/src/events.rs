@@ -44,7 +44,8 @@ pub enum CaseEvent {
     ReferralAcknowledged(pb::Referral),
     /// A department decided a referral (the referral after it).
     ReferralDecided(pb::Referral),
-    /// A referral was cancelled by withdrawal (the referral after it).
+    /// A referral was cancelled by withdrawal or by a recognition denial (the referral
+    /// after it).
     ReferralCancelled(pb::Referral),
     /// The applicant withdrew.
     ApplicationWithdrawn(pb::ApplicationWithdrawn),
