@@ -62,6 +62,29 @@ async fn a_retried_decision_returns_the_original_referral() {
         .referral
         .unwrap();
     assert_eq!(first.state, pb::ReferralState::Approved as i32);
+    // The linkage worker answers the dibao decision with a commit of its own: wait for it,
+    // so the head below counts only what the retries could write.
+    let mut intake = server.intake(tokens::ADMIN).await;
+    let mut watch = intake
+        .watch_case(pb::WatchCaseRequest {
+            case_id: case.case_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    loop {
+        let next = tokio::time::timeout(std::time::Duration::from_secs(30), watch.message())
+            .await
+            .expect("the linkage step did not come")
+            .unwrap()
+            .expect("watch ended");
+        if next
+            .event
+            .is_some_and(|e| e.event_type == "onecity.v1.RecognitionLinked")
+        {
+            break;
+        }
+    }
     let head = server.head().await;
 
     let again = civil

@@ -50,7 +50,8 @@ pub enum CaseEvent {
     ReferralAcknowledged(pb::Referral),
     /// A department decided a referral (the referral after it).
     ReferralDecided(pb::Referral),
-    /// A referral was cancelled by withdrawal (the referral after it).
+    /// A referral was cancelled by withdrawal or by a recognition denial (the referral
+    /// after it).
     ReferralCancelled(pb::Referral),
     /// 80 % of a referral's period passed undecided (the referral at that instant).
     ReferralDueSoon(pb::Referral),

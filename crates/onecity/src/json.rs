@@ -211,6 +211,35 @@ mod tests {
         );
     }
 
+    /// `onecity case` prints each referral's basis and cancel reason.
+    #[test]
+    fn a_case_shows_the_basis_and_the_cancel_reason() {
+        let case = pb::GetCaseResponse {
+            case: Some(pb::Case {
+                referrals: vec![pb::Referral {
+                    programme: pb::Programme::Medical as i32,
+                    state: pb::ReferralState::Cancelled as i32,
+                    basis: pb::ReferralBasis::RecognitionDenied as i32,
+                    basis_unit: "civil-affairs@120103".into(),
+                    basis_decided_on: "2026-12-04".into(),
+                    cancel_reason: "recognition denied by civil-affairs@120103 on 2026-12-04"
+                        .into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+        };
+        let text = to_json(&case).unwrap();
+        for want in [
+            r#""basis": "REFERRAL_BASIS_RECOGNITION_DENIED""#,
+            r#""basisUnit": "civil-affairs@120103""#,
+            r#""basisDecidedOn": "2026-12-04""#,
+            r#""cancelReason": "recognition denied by civil-affairs@120103 on 2026-12-04""#,
+        ] {
+            assert!(text.contains(want), "{want} missing from {text}");
+        }
+    }
+
     #[test]
     fn unknown_fields_and_enum_names_are_errors() {
         let err = from_json::<pb::Application>(r#"{"districtCod": "120103"}"#).unwrap_err();
