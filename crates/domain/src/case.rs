@@ -218,10 +218,14 @@ impl CaseState {
         self.status == CaseStatus::Open
             && consent
             && public().next().is_some()
-            && public().all(|r| {
-                r.state == pb::ReferralState::Denied as i32
-                    || r.state == pb::ReferralState::Cancelled as i32
-            })
+            // A transferred referral has ended only at its unit: its successor at the
+            // receiving unit (another referral of the case) is the one that counts.
+            && public()
+                .filter(|r| r.state != pb::ReferralState::Transferred as i32)
+                .all(|r| {
+                    r.state == pb::ReferralState::Denied as i32
+                        || r.state == pb::ReferralState::Cancelled as i32
+                })
             && !self.referrals.iter().any(|r| r.programme == charity)
             && self.linkage_pending().next().is_none()
     }
@@ -311,5 +315,50 @@ mod tests {
         let close = CaseEvent::CaseClosed(pb::CaseClosed::default());
         c.apply(meta(2, close.event_type()), Some(&close));
         assert_eq!(c.status, CaseStatus::Withdrawn);
+    }
+
+    #[test]
+    fn a_transferred_referral_waits_for_its_successor_before_charity() {
+        let mut c = CaseState::default();
+        let submitted = CaseEvent::ApplicationSubmitted(pb::ApplicationSubmitted {
+            application: Some(pb::Application {
+                consent_to_share: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let of = |id: &str, programme: pb::Programme, state| pb::Referral {
+            programme: programme as i32,
+            ..referral(id, state)
+        };
+        let events = [
+            submitted,
+            CaseEvent::ReferralIssued(of("t", pb::Programme::Temporary, pb::ReferralState::Issued)),
+            CaseEvent::ReferralIssued(of("h", pb::Programme::Housing, pb::ReferralState::Issued)),
+            CaseEvent::ReferralDecided(of(
+                "t",
+                pb::Programme::Temporary,
+                pb::ReferralState::Denied,
+            )),
+            // Any referral event carrying the state: the fold takes the state it carries.
+            CaseEvent::ReferralDecided(of(
+                "h",
+                pb::Programme::Housing,
+                pb::ReferralState::Transferred,
+            )),
+            CaseEvent::ReferralIssued(of("h2", pb::Programme::Housing, pb::ReferralState::Issued)),
+        ];
+        for (i, e) in events.iter().enumerate() {
+            c.apply(meta(i as u64 + 1, e.event_type()), Some(e));
+        }
+        assert!(
+            !c.charity_due(),
+            "the transferred referral's successor is open"
+        );
+        let denied =
+            CaseEvent::ReferralDecided(of("h2", pb::Programme::Housing, pb::ReferralState::Denied));
+        c.apply(meta(7, denied.event_type()), Some(&denied));
+        assert!(c.charity_due());
+        assert!(!c.ready_to_close());
     }
 }
