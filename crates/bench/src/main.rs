@@ -455,6 +455,7 @@ impl InProcess {
             data_dir: data.path().to_path_buf(),
             log: Some(log(data.path())),
             tls: tls.unwrap_or_default(),
+            console_addr: onecity::config::ConsoleAddr::Off,
             ..onecity::config::Config::default()
         };
         edit(&mut config);

@@ -501,6 +501,7 @@ pub fn serve_child(log: PathBuf) -> anyhow::Result<()> {
         let config = onecity::config::Config {
             data_dir: log.parent().map_or_else(|| log.clone(), Path::to_path_buf),
             log: Some(onecity::config::LogSpec::Sled(log)),
+            console_addr: onecity::config::ConsoleAddr::Off,
             ..onecity::config::Config::default()
         };
         {
