@@ -89,10 +89,12 @@ impl Console {
         sessions.get(&id).cloned().map(|s| (id, s))
     }
 
-    fn request<T>(&self, session: &Session, message: T) -> Result<tonic::Request<T>, Response> {
+    /// A call as the session's principal; a token that cannot be sent (not ASCII) is
+    /// UNAUTHORIZED, as the API would answer.
+    fn request<T>(&self, session: &Session, message: T) -> Result<tonic::Request<T>, StatusCode> {
         let mut request = tonic::Request::new(message);
         let bearer = MetadataValue::try_from(format!("Bearer {}", session.token))
-            .map_err(|_| page::error(session.lang, StatusCode::UNAUTHORIZED))?;
+            .map_err(|_| StatusCode::UNAUTHORIZED)?;
         request.metadata_mut().insert("authorization", bearer);
         request
             .metadata_mut()
@@ -226,7 +228,7 @@ async fn inbox(State(console): State<Console>, headers: HeaderMap) -> Response {
         },
     ) {
         Ok(r) => r,
-        Err(response) => return response,
+        Err(code) => return page::error(session.lang, code),
     };
     let mut client = HandoffServiceClient::new(console.channel.clone());
     match client.list_referrals(request).await {
@@ -258,7 +260,7 @@ async fn case(
     };
     let request = match console.request(&session, pb::GetCaseRequest { case_id }) {
         Ok(r) => r,
-        Err(response) => return response,
+        Err(code) => return page::error(session.lang, code),
     };
     let mut client = IntakeServiceClient::new(console.channel.clone());
     match client.get_case(request).await {
