@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use onecity::config::{Config, LogSpec, MetricsAddr};
+use onecity::config::{Config, ConsoleAddr, LogSpec, MetricsAddr};
 use onecity_eventlog::EventLog;
 use onecity_proto::v1 as pb;
 use tokio::sync::oneshot;
@@ -63,6 +63,8 @@ impl TestServer {
             data_dir: data_dir.to_path_buf(),
             log: Some(LogSpec::Sled(data_dir.join("log"))),
             metrics_addr: MetricsAddr::OFF,
+            // Tests run many servers at once: a test that wants the console asks for it.
+            console_addr: ConsoleAddr::Off,
             ..Config::default()
         };
         edit(&mut config);

@@ -517,6 +517,7 @@ impl InProcess {
             tls: tls.unwrap_or_default(),
             // A cell that measures metrics turns them on in `edit`.
             metrics_addr: onecity::config::MetricsAddr::OFF,
+            console_addr: onecity::config::ConsoleAddr::Off,
             ..onecity::config::Config::default()
         };
         edit(&mut config);

@@ -505,6 +505,7 @@ pub fn serve_child(log: PathBuf) -> anyhow::Result<()> {
             data_dir: log.parent().map_or_else(|| log.clone(), Path::to_path_buf),
             log: Some(onecity::config::LogSpec::Sled(log)),
             metrics_addr: onecity::config::MetricsAddr::OFF,
+            console_addr: onecity::config::ConsoleAddr::Off,
             ..onecity::config::Config::default()
         };
         {

@@ -7,6 +7,7 @@
 //! - [`server`]: every service in one process (`onecity serve`).
 //! - [`late`]: a routed service set once the log is open (`UNAVAILABLE` until then).
 //! - [`health`]: the `grpc.health.v1` statuses that tell the truth, and worker supervision.
+//! - [`console`]: the browser console, a gRPC client of this server over loopback.
 //! - [`cli`]: the command line (`serve` and the client commands for people).
 //! - [`json`]: the proto3 JSON mapping used by the CLI.
 //! - [`migrate`]: `onecity log export | import | checksum`.
@@ -16,6 +17,7 @@ pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod health;
 pub mod json;
 pub mod late;

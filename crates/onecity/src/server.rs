@@ -3,6 +3,7 @@
 //! works whether the log is embedded (sled) or remote.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -35,7 +36,7 @@ use uuid::Uuid;
 use crate::admin::grpc::AdminGrpc;
 use crate::admin::{Admin, Workers};
 use crate::auth::{AdminAuth, Auth, EventLogAuth};
-use crate::config::{Config, LogSpec, Role};
+use crate::config::{Config, ConsoleAddr, LogSpec, Role, DEFAULT_CONSOLE_ADDR};
 use crate::health::{supervise, Vitals, WatchedLog};
 use crate::late::Late;
 use crate::observe::{RpcLayer, Sources, Traced};
@@ -500,6 +501,7 @@ async fn serve(
         log_open = started_at_once.is_some(),
         "onecity listening"
     );
+    start_console(&config, addr, tls.is_some(), stop.clone()).await?;
     let server_stop = stop.clone();
     let server_quit = quit.clone();
     let server_vitals = vitals.clone();
@@ -784,6 +786,57 @@ fn start_roles(
         .set(InterceptedService::new(admin, auth.admin()));
 
     workers
+}
+
+/// Starts the browser console on `console_addr` (see docs/console.md). It calls this
+/// server's own gRPC listener at `grpc` over loopback, which it can only do in plain text.
+async fn start_console(
+    config: &Config,
+    grpc: SocketAddr,
+    grpc_tls: bool,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let listener = match config.console_addr {
+        ConsoleAddr::Off => return Ok(()),
+        ConsoleAddr::Default => {
+            let addr: SocketAddr = DEFAULT_CONSOLE_ADDR.parse()?;
+            match TcpListener::bind(addr).await {
+                Ok(listener) => listener,
+                Err(error) => {
+                    tracing::warn!(%addr, %error, "console address taken, running without the console");
+                    return Ok(());
+                }
+            }
+        }
+        ConsoleAddr::At(addr) => {
+            if !addr.ip().is_loopback() && !config.insecure {
+                anyhow::bail!(
+                    "console_addr {addr} is not loopback: the console speaks plain http, set insecure = true to expose it anyway"
+                );
+            }
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("bind console_addr {addr}"))?
+        }
+    };
+    if grpc_tls {
+        tracing::warn!("the console needs a plaintext grpc listener to call over loopback, running without the console");
+        return Ok(());
+    }
+    let loopback = if grpc.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], grpc.port()))
+    } else {
+        grpc
+    };
+    let addr = listener.local_addr()?;
+    let console = crate::console::Console::new(loopback)?;
+    tokio::spawn(async move {
+        if let Err(error) = crate::console::serve(listener, console, stop).await {
+            tracing::error!(%error, "console stopped");
+        }
+    });
+    tracing::info!(%addr, "console listening");
+    Ok(())
 }
 
 /// Re-reads the certificates on every SIGHUP until `stop`: new connections get the new ones,

@@ -18,6 +18,8 @@ fn onecity() -> Command {
             cmd.env_remove(name);
         }
     }
+    // Tests run many servers at once: none of them wants the console.
+    cmd.env("ONECITY_CONSOLE_ADDR", "off");
     cmd.kill_on_drop(true);
     cmd
 }

@@ -19,6 +19,7 @@ fn onecity(dir: &Path, log: &str) -> Command {
             cmd.env_remove(name);
         }
     }
+    cmd.env("ONECITY_CONSOLE_ADDR", "off");
     cmd.args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
         .arg(dir.join("data"))
         .args(["--log", log])

@@ -33,6 +33,7 @@ impl Proc {
     async fn start_at(data_dir: &Path, addr: &str, args: &[&str]) -> Proc {
         let mut child = Command::new(env!("CARGO_BIN_EXE_onecity"))
             .arg("serve")
+            .env("ONECITY_CONSOLE_ADDR", "off")
             .args(["--addr", addr, "--data-dir"])
             .arg(data_dir)
             .args(args)

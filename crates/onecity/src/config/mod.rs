@@ -15,6 +15,7 @@
 //! while they are in use ([`Config::uses_demo_tokens`]). The event log backend is a
 //! [`LogSpec`].
 
+mod console;
 mod log_spec;
 mod nats;
 mod tokens;
@@ -28,6 +29,7 @@ use anyhow::{bail, Context as _};
 use onecity_domain::Partition;
 use serde::{Deserialize, Serialize};
 
+pub use console::{ConsoleAddr, DEFAULT_CONSOLE_ADDR};
 pub use log_spec::{log_spec_help, LogSpec};
 pub use nats::NatsConfig;
 use tokens::redact;
@@ -80,6 +82,8 @@ pub const ENV_OTLP_ENDPOINT: &str = "ONECITY_OTLP_ENDPOINT";
 /// Environment variable naming the configuration file (`--config`); the command line reads
 /// it, since it picks the file before the layers are applied.
 pub const ENV_CONFIG: &str = "ONECITY_CONFIG";
+/// Environment variable overriding [`Config::console_addr`].
+pub const ENV_CONSOLE_ADDR: &str = "ONECITY_CONSOLE_ADDR";
 
 /// Effective configuration of one onecity process.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,6 +178,12 @@ pub struct Config {
     /// events when another process exports.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub otlp_endpoint: Option<String>,
+
+    // The browser console (docs/console.md).
+    /// Where the browser console listens: `default` (`127.0.0.1:8080`, or no console
+    /// with a warning when that port is taken), `off`, or an address.
+    #[serde(with = "as_string")]
+    pub console_addr: ConsoleAddr,
 }
 
 /// [`Config::metrics_addr`]: an address, or `off`.
@@ -346,6 +356,7 @@ impl Default for Config {
             metrics_addr: MetricsAddr::DEFAULT,
             log_format: crate::observe::LogFormat::Text,
             otlp_endpoint: None,
+            console_addr: ConsoleAddr::Default,
         }
     }
 }
@@ -375,6 +386,7 @@ impl fmt::Debug for Config {
             .field("metrics_addr", &self.metrics_addr)
             .field("log_format", &self.log_format)
             .field("otlp_endpoint", &self.otlp_endpoint)
+            .field("console_addr", &self.console_addr)
             .finish()
     }
 }
@@ -444,6 +456,12 @@ impl Config {
             self.addr = v.trim().parse().with_context(|| {
                 format!("{ENV_ADDR}: {v:?} is not an address like {DEFAULT_ADDR}")
             })?;
+        }
+        if let Some(v) = get(ENV_CONSOLE_ADDR) {
+            self.console_addr = v
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!(e))
+                .context(ENV_CONSOLE_ADDR)?;
         }
         if let Some(v) = get(ENV_DATA_DIR) {
             self.data_dir = PathBuf::from(v);
