@@ -58,7 +58,9 @@ fn quick_run_prints_parseable_json_for_every_scenario() {
             "screen",
             "screen-full",
             "submit",
-            "submit-intake"
+            "submit-intake",
+            "submit-observe-off",
+            "submit-observe-on"
         ]),
         "{stdout}"
     );

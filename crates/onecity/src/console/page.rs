@@ -299,3 +299,31 @@ pub fn status(lang: Lang, status: &tonic::Status) -> Response {
         _ => error(lang, StatusCode::BAD_GATEWAY),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_overdue_row_is_marked_in_words_and_colour() {
+        let on_time = pb::Referral {
+            referral_id: "on-time".into(),
+            due_at: "2027-01-04T00:00:00.000Z".into(),
+            ..Default::default()
+        };
+        let late = pb::Referral {
+            referral_id: "late".into(),
+            overdue: true,
+            escalated_at: "2027-01-09T00:00:00.000Z".into(),
+            ..Default::default()
+        };
+        let Html(en) = inbox(std::slice::from_ref(&on_time), Lang::En);
+        assert!(!en.contains("class=\"overdue\""), "{en}");
+        assert!(!en.contains("<strong>overdue</strong>"), "{en}");
+        let Html(en) = inbox(&[on_time.clone(), late.clone()], Lang::En);
+        assert_eq!(en.matches("<tr class=\"overdue\">").count(), 1, "{en}");
+        assert!(en.contains("<strong>overdue</strong> <strong>escalated</strong>"));
+        let Html(zh) = inbox(&[late], Lang::Zh);
+        assert!(zh.contains("<strong>已逾期</strong>"), "{zh}");
+    }
+}
