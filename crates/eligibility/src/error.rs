@@ -63,3 +63,12 @@ impl Error {
         Error::config(file, field, format!("{message}{at}"))
     }
 }
+
+/// Reads a policy-side file (policy, catalogue, holiday calendar) for its `from_toml_str`:
+/// its text and the name errors give it, or an error naming the file.
+pub(crate) fn read_source(path: &std::path::Path) -> Result<(String, String)> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::config(&name, "(file)", format!("cannot read: {e}")))?;
+    Ok((text, name))
+}

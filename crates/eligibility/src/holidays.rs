@@ -68,10 +68,7 @@ impl HolidayCalendar {
 
     /// Reads a calendar file.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let name = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::config(&name, "(file)", format!("cannot read: {e}")))?;
+        let (text, name) = crate::error::read_source(path.as_ref())?;
         Self::from_toml_str(&text, &name)
     }
 
