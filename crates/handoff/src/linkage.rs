@@ -4,10 +4,11 @@
 //! follow in one commit per decision; once every public referral of a consenting
 //! household ended denied or cancelled, the charity referral of last resort is issued.
 
+use onecity_domain::rfc3339;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use onecity_domain::case::{
     is_decided, is_dependent, is_final, is_recognition, CaseState, CaseStatus, DEPENDENT_PROGRAMMES,
 };
@@ -288,7 +289,8 @@ impl LinkageWorker {
             let id = referral_id(case_id, p).to_string();
             let met = a.outcome.is_referred();
             let outcome = a.outcome.to_proto();
-            match state.referral(&id) {
+            // A transferred referral lives on at the unit it was moved to.
+            match state.successor(&id) {
                 Some(r) if is_final(r.state) => {}
                 Some(r)
                     if met
@@ -401,10 +403,6 @@ impl LinkageWorker {
             ..Default::default()
         })
     }
-}
-
-fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 #[async_trait::async_trait]
