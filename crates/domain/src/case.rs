@@ -260,6 +260,30 @@ impl CaseState {
             && !self.charity_due()
     }
 
+    /// The `CaseClosed` to append after `events` when they leave the case ready to close
+    /// ([`CaseState::ready_to_close`]); `None` otherwise. Whoever writes referral events
+    /// asks this, so a case closes in the commit that ends its last referral.
+    pub fn closed_by(&self, events: &[CaseEvent]) -> Option<CaseEvent> {
+        let mut after = self.clone();
+        for (i, e) in events.iter().enumerate() {
+            after.apply(
+                EventMeta {
+                    version: self.version + 1 + i as u64,
+                    position: 0,
+                    event_type: e.event_type().into(),
+                    actor: String::new(),
+                    recorded_at: String::new(),
+                },
+                Some(e),
+            );
+        }
+        after.ready_to_close().then(|| {
+            CaseEvent::CaseClosed(pb::CaseClosed {
+                reason: "every referral is decided".into(),
+            })
+        })
+    }
+
     /// Whether the referrals have been issued (the handoff step ran for this case).
     pub fn handed_off(&self) -> bool {
         !self.referrals.is_empty() || self.status != CaseStatus::Open && self.assessed.is_some()

@@ -187,24 +187,7 @@ impl LinkageWorker {
 
     /// One commit of `events`, closing the case too when they leave it ready to close.
     fn commit(&self, state: &CaseState, mut events: Vec<CaseEvent>, commit_id: Uuid) -> Commit {
-        let mut after = state.clone();
-        for (i, e) in events.iter().enumerate() {
-            after.apply(
-                onecity_domain::case::EventMeta {
-                    version: state.version + 1 + i as u64,
-                    position: 0,
-                    event_type: e.event_type().into(),
-                    actor: String::new(),
-                    recorded_at: String::new(),
-                },
-                Some(e),
-            );
-        }
-        if after.ready_to_close() {
-            events.push(CaseEvent::CaseClosed(pb::CaseClosed {
-                reason: "every referral is decided".into(),
-            }));
-        }
+        events.extend(state.closed_by(&events));
         Commit {
             version: state.version,
             events: events

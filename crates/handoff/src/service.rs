@@ -7,7 +7,6 @@ use onecity_domain::rfc3339;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
-use onecity_domain::case::EventMeta;
 use onecity_domain::events::{CaseEvent, REFERRAL_PREFIX};
 use onecity_domain::referral::{self, ReferralAction};
 use onecity_domain::text::{check_request_id, check_text, TextKind};
@@ -727,26 +726,9 @@ impl ReferralWriter {
                     .iter()
                     .filter_map(|e| e.referral().cloned())
                     .collect();
-                let mut after = state.clone();
-                for (i, e) in events.iter().enumerate() {
-                    after.apply(
-                        EventMeta {
-                            version: state.version + 1 + i as u64,
-                            position: 0,
-                            event_type: e.event_type().into(),
-                            actor: String::new(),
-                            recorded_at: String::new(),
-                        },
-                        Some(e),
-                    );
-                }
                 // A pending linkage step or a charity referral due closes it later, from
                 // the linkage worker.
-                if after.ready_to_close() {
-                    events.push(CaseEvent::CaseClosed(pb::CaseClosed {
-                        reason: "every referral is decided".into(),
-                    }));
-                }
+                events.extend(state.closed_by(&events));
                 let actor = principal.actor();
                 let commit = Commit {
                     version: state.version,
