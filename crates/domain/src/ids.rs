@@ -84,6 +84,19 @@ pub fn transferred_referral(referral_id: &str, to_unit: &str) -> Uuid {
     derive(&["transfer", referral_id, to_unit])
 }
 
+/// Commit id of the re-verification of the approved recognition referral `referral_id`
+/// (`ReverificationDue` and its review referral): an approval falls due for review once.
+pub fn reverification_commit(referral_id: &str) -> Uuid {
+    derive(&["reverification", referral_id])
+}
+
+/// Id of the review referral of the approved recognition referral `referral_id`: a
+/// replayed re-verification names the same referral. A renewed review is itself approved,
+/// so the next review derives from it and never repeats an id.
+pub fn review_referral(referral_id: &str) -> Uuid {
+    derive(&["review", referral_id])
+}
+
 /// Id of the system stream of quarantine records (`EventQuarantined`,
 /// `QuarantineReleased`): one stream for every consumer, never a case.
 pub fn quarantine_stream() -> Uuid {
@@ -179,6 +192,8 @@ mod tests {
             withdraw_commit(case, version),
             linkage_commit(case, "r"),
             charity_commit(case),
+            reverification_commit(&case.to_string()),
+            review_referral(&case.to_string()),
         ];
         ids.extend(Programme::ALL.iter().map(|p| referral_id(case, *p)));
         ids
