@@ -7,9 +7,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use onecity_domain::events::{
-    CaseEvent, REFERRAL_ESCALATED, REFERRAL_ISSUED, REVERIFICATION_DUE,
-};
+use onecity_domain::events::{CaseEvent, REFERRAL_ESCALATED, REFERRAL_ISSUED, REVERIFICATION_DUE};
 use onecity_proto::v1 as pb;
 use onecity_service::clock::{ManualClock, SharedClock};
 use onecity_tests::{referral, sample_application, tokens, TestServer};
@@ -125,7 +123,12 @@ fn linked_count(case: &pb::Case) -> usize {
 /// handles the reviews first.
 async fn ticked(server: &TestServer) {
     let fresh = server.submit_handed_off(sample_application()).await;
-    let first = fresh.referrals.first().expect("a referral").referral_id.clone();
+    let first = fresh
+        .referrals
+        .first()
+        .expect("a referral")
+        .referral_id
+        .clone();
     let case_id = fresh.case_id.clone();
     poll("a tick after the clock moved", || async {
         let escalated = events_of(server, &case_id, REFERRAL_ESCALATED).await;
@@ -283,9 +286,9 @@ async fn a_review_falls_due_once_renews_and_its_denial_ends_the_recognition() {
         .unwrap()
         .into_inner()
         .referrals;
-    assert!(listed
-        .iter()
-        .any(|r| r.referral_id == medical.referral_id && r.cancel_reason == cancelled.cancel_reason));
+    assert!(listed.iter().any(
+        |r| r.referral_id == medical.referral_id && r.cancel_reason == cancelled.cancel_reason
+    ));
 
     // The ended recognition is never reviewed again.
     clock.set(at("2030-01-01T00:00:00Z"));
@@ -337,7 +340,10 @@ async fn a_stable_household_is_reviewed_after_a_year_and_its_closed_case_reopens
                     .await;
             }
         }
-        assert!(tokio::time::Instant::now() < deadline, "the case never closed");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the case never closed"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
@@ -368,7 +374,6 @@ async fn a_stable_household_is_reviewed_after_a_year_and_its_closed_case_reopens
     assert!(closed
         .events
         .iter()
-        .any(|e| e.event_type == "onecity.v1.RecognitionLinked"
-            && e.summary.contains("approved")));
+        .any(|e| e.event_type == "onecity.v1.RecognitionLinked" && e.summary.contains("approved")));
     server.stop().await;
 }

@@ -449,7 +449,48 @@ mod tests {
         c.apply(meta(6, w.event_type()), Some(&w));
         let again = CaseEvent::ReverificationDue(pb::ReverificationDue::default());
         c.apply(meta(7, again.event_type()), Some(&again));
-        assert_eq!(c.status, CaseStatus::Withdrawn, "a withdrawal is never undone");
+        assert_eq!(
+            c.status,
+            CaseStatus::Withdrawn,
+            "a withdrawal is never undone"
+        );
+
+        // An approval on a withdrawn case is no longer in force: never reviewed.
+        let mut w = CaseState::default();
+        let approved = pb::Referral {
+            programme: pb::Programme::Dibao as i32,
+            review_due_on: "2027-12-04".into(),
+            ..referral("d", pb::ReferralState::Approved)
+        };
+        let events = [
+            CaseEvent::ReferralDecided(approved.clone()),
+            CaseEvent::ApplicationWithdrawn(pb::ApplicationWithdrawn::default()),
+        ];
+        for (i, e) in events.iter().enumerate() {
+            w.apply(meta(i as u64 + 1, e.event_type()), Some(e));
+        }
+        assert!(w.review_due("d").is_none());
+        // Nor is a departmental approval or one without a review date.
+        let mut d = CaseState::default();
+        for (i, r) in [
+            pb::Referral {
+                programme: pb::Programme::Medical as i32,
+                ..approved.clone()
+            },
+            pb::Referral {
+                referral_id: "e".into(),
+                review_due_on: String::new(),
+                ..approved
+            },
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let e = CaseEvent::ReferralDecided(r);
+            d.apply(meta(i as u64 + 1, e.event_type()), Some(&e));
+        }
+        assert!(d.review_due("d").is_none());
+        assert!(d.review_due("e").is_none());
     }
 
     #[test]

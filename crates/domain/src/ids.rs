@@ -175,6 +175,14 @@ mod tests {
                 request_commit("terminal:t-1", "req-1"),
                 "3f86250f-61db-5572-a203-a314a14f3e57",
             ),
+            (
+                reverification_commit("r-1"),
+                "8d88687a-3a23-54f0-9b5e-394f4916a0d3",
+            ),
+            (
+                review_referral("r-1"),
+                "2a24e1d5-7b2f-56ba-b569-e0e061896571",
+            ),
         ];
         for (id, want) in pinned {
             assert_eq!(id.to_string(), want);

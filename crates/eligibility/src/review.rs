@@ -36,6 +36,13 @@ pub fn review_interval_months(app: &Application, policy: &PolicyVersion, on: Nai
 /// The date a recognition approved on `approved_on` (Beijing) falls due for
 /// re-verification: that date plus the household's interval in calendar months, a day the
 /// target month lacks becoming its last day.
-pub fn review_due_on(app: &Application, policy: &PolicyVersion, approved_on: NaiveDate) -> NaiveDate {
-    add_months(approved_on, review_interval_months(app, policy, approved_on))
+pub fn review_due_on(
+    app: &Application,
+    policy: &PolicyVersion,
+    approved_on: NaiveDate,
+) -> NaiveDate {
+    add_months(
+        approved_on,
+        review_interval_months(app, policy, approved_on),
+    )
 }

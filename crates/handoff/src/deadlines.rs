@@ -21,10 +21,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use futures::StreamExt;
+use onecity_domain::case::is_recognition;
 use onecity_domain::events::{
     CaseEvent, REFERRAL_DUE_SOON, REFERRAL_ESCALATED, REFERRAL_OVERDUE, REFERRAL_PREFIX,
 };
-use onecity_domain::case::is_recognition;
 use onecity_domain::referral::ReferralState;
 use onecity_domain::{beijing_midnight, ids, parse_date, Partition};
 use onecity_eligibility::Catalogue;
@@ -313,7 +313,7 @@ impl DeadlineWorker {
     /// that fell due; returns how many commits it wrote.
     pub async fn tick(&self) -> Result<usize> {
         let now = self.clock.now().timestamp_millis();
-        let mut written = self.review_due(now).await?;
+        let mut written = self.review_due(now).await;
         let escalate_ms = i64::from(self.policy.escalation_days) * 86_400_000;
         let due: Vec<(u128, Open, Stage)> = self
             .lock()
@@ -421,7 +421,7 @@ impl DeadlineWorker {
 
 impl DeadlineWorker {
     /// Issues the review of every approval whose review date `now_ms` has reached.
-    async fn review_due(&self, now_ms: i64) -> Result<usize> {
+    async fn review_due(&self, now_ms: i64) -> usize {
         let due: Vec<(u128, Approved)> = self
             .lock_approved()
             .iter()
@@ -430,16 +430,26 @@ impl DeadlineWorker {
             .collect();
         let mut written = 0;
         for (key, approved) in due {
-            let outcome = self
-                .write_review(Uuid::from_u128(approved.case_id), Uuid::from_u128(key), now_ms)
-                .await?;
-            if outcome == Written::Yes {
-                written += 1;
+            let case_id = Uuid::from_u128(approved.case_id);
+            match self
+                .write_review(case_id, Uuid::from_u128(key), now_ms)
+                .await
+            {
+                Ok(outcome) => {
+                    if outcome == Written::Yes {
+                        written += 1;
+                    }
+                    // Reviewed now or before, or no longer in force: nothing more to wait for.
+                    self.lock_approved().remove(&key);
+                }
+                // Kept for the next tick; one case that fails must not hold up the
+                // deadlines of every other.
+                Err(e) => {
+                    tracing::warn!(error = %e, %case_id, "re-verification failed, retried at the next tick");
+                }
             }
-            // Reviewed now or before, or no longer in force: nothing more to wait for.
-            self.lock_approved().remove(&key);
         }
-        Ok(written)
+        written
     }
 
     async fn write_review(&self, case_id: Uuid, referral_id: Uuid, now_ms: i64) -> Result<Written> {
@@ -454,12 +464,8 @@ impl DeadlineWorker {
                 let Some(approved) = state.review_due(&rid) else {
                     return Ok::<_, Error>(Step::Done(Written::Closed));
                 };
-                let events = crate::reverification::review_events(
-                    &self.catalogue,
-                    case_id,
-                    approved,
-                    now,
-                );
+                let events =
+                    crate::reverification::review_events(&self.catalogue, case_id, approved, now);
                 Ok(Step::Append(
                     Commit {
                         version: state.version,

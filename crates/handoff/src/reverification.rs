@@ -38,7 +38,11 @@ pub(crate) fn review_due_on(
     }
 }
 
-fn review_date(policies: &PolicyBook, state: &CaseState, approved_on: NaiveDate) -> Option<NaiveDate> {
+fn review_date(
+    policies: &PolicyBook,
+    state: &CaseState,
+    approved_on: NaiveDate,
+) -> Option<NaiveDate> {
     let app = state
         .submitted
         .as_ref()

@@ -7,12 +7,12 @@ use onecity_domain::rfc3339;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
+use onecity_domain::case::CaseState;
 use onecity_domain::case::EventMeta;
 use onecity_domain::events::{CaseEvent, REFERRAL_PREFIX};
 use onecity_domain::referral::{self, ReferralAction};
 use onecity_domain::text::{check_request_id, check_text, TextKind};
 use onecity_domain::{ids, DepartmentUnit, Principal, Programme};
-use onecity_domain::case::CaseState;
 use onecity_eligibility::{Catalogue, PolicyBook};
 use onecity_eventlog::{Appended, EventLog, Filter, NewEvent};
 use onecity_proto::v1 as pb;

@@ -738,15 +738,17 @@ fn start_roles(
             stamped(&log, onecity_handoff::ACTOR),
             Arc::clone(&catalogue),
         ));
-        crew.start(DeadlineWorker::new(
-            stamped(&log, onecity_handoff::ACTOR),
-            Arc::clone(&config.clock.0),
-            DeadlinePolicy {
-                escalation_days: config.escalation_days,
-                tick: std::time::Duration::from_millis(config.deadline_tick_ms.max(1)),
-            },
-        )
-        .with_catalogue(Arc::clone(&catalogue)));
+        crew.start(
+            DeadlineWorker::new(
+                stamped(&log, onecity_handoff::ACTOR),
+                Arc::clone(&config.clock.0),
+                DeadlinePolicy {
+                    escalation_days: config.escalation_days,
+                    tick: std::time::Duration::from_millis(config.deadline_tick_ms.max(1)),
+                },
+            )
+            .with_catalogue(Arc::clone(&catalogue)),
+        );
         crew.start(LinkageWorker::new(
             stamped(&log, onecity_handoff::LINKAGE_ACTOR),
             Arc::clone(&policies),
