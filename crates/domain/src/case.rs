@@ -163,6 +163,13 @@ impl CaseState {
                 }
             }
             CaseEvent::RecognitionLinked(l) => self.linked.push(l.referral_id.clone()),
+            // A recognition in force on a closed case is still reviewed: the case is open
+            // again until the review is decided and linked, then closes as any case does.
+            CaseEvent::ReverificationDue(_) => {
+                if self.status == CaseStatus::Closed {
+                    self.status = CaseStatus::Open;
+                }
+            }
             CaseEvent::ApplicationWithdrawn(_) => self.status = CaseStatus::Withdrawn,
             CaseEvent::CaseClosed(_) => {
                 if self.status == CaseStatus::Open {
@@ -206,6 +213,27 @@ impl CaseState {
             }
         }
         Some(current)
+    }
+
+    /// The review referral issued for the approved recognition referral `referral_id`
+    /// (the first one carrying `reviews` = it; a transferred review's successor carries it
+    /// too).
+    pub fn review_of(&self, referral_id: &str) -> Option<&pb::Referral> {
+        self.referrals.iter().find(|r| r.reviews == referral_id)
+    }
+
+    /// The recognition referral whose approval is due for re-verification: APPROVED, a
+    /// recognition programme, carrying a review date, no review issued for it yet, and the
+    /// case not withdrawn. The one place "still in force and not yet under review" is
+    /// written.
+    pub fn review_due(&self, referral_id: &str) -> Option<&pb::Referral> {
+        let r = self.referral(referral_id)?;
+        (self.status != CaseStatus::Withdrawn
+            && r.state == pb::ReferralState::Approved as i32
+            && is_recognition(r.programme)
+            && !r.review_due_on.is_empty()
+            && self.review_of(referral_id).is_none())
+        .then_some(r)
     }
 
     /// Whether every referral is final (vacuously true with none).
@@ -405,6 +433,88 @@ mod tests {
         c.apply(meta(7, denied.event_type()), Some(&denied));
         assert!(c.charity_due());
         assert!(!c.ready_to_close());
+    }
+
+    #[test]
+    fn a_review_reopens_a_closed_case_and_is_due_once() {
+        let mut c = CaseState::default();
+        let approved = pb::Referral {
+            programme: pb::Programme::Dibao as i32,
+            review_due_on: "2027-12-04".into(),
+            ..referral("d", pb::ReferralState::Approved)
+        };
+        let review = pb::Referral {
+            programme: pb::Programme::Dibao as i32,
+            reviews: "d".into(),
+            ..referral("v", pb::ReferralState::Issued)
+        };
+        let events = [
+            CaseEvent::ReferralIssued(referral("d", pb::ReferralState::Issued)),
+            CaseEvent::ReferralDecided(approved),
+            CaseEvent::CaseClosed(pb::CaseClosed::default()),
+        ];
+        for (i, e) in events.iter().enumerate() {
+            c.apply(meta(i as u64 + 1, e.event_type()), Some(e));
+        }
+        assert_eq!(c.status, CaseStatus::Closed);
+        assert!(c.review_due("d").is_some());
+        let due = [
+            CaseEvent::ReverificationDue(pb::ReverificationDue::default()),
+            CaseEvent::ReferralIssued(review),
+        ];
+        for (i, e) in due.iter().enumerate() {
+            c.apply(meta(i as u64 + 4, e.event_type()), Some(e));
+        }
+        assert_eq!(c.status, CaseStatus::Open);
+        assert!(c.review_due("d").is_none(), "reviewed once");
+        assert_eq!(c.review_of("d").unwrap().referral_id, "v");
+        assert!(!c.ready_to_close());
+        let w = CaseEvent::ApplicationWithdrawn(pb::ApplicationWithdrawn::default());
+        c.apply(meta(6, w.event_type()), Some(&w));
+        let again = CaseEvent::ReverificationDue(pb::ReverificationDue::default());
+        c.apply(meta(7, again.event_type()), Some(&again));
+        assert_eq!(
+            c.status,
+            CaseStatus::Withdrawn,
+            "a withdrawal is never undone"
+        );
+
+        // An approval on a withdrawn case is no longer in force: never reviewed.
+        let mut w = CaseState::default();
+        let approved = pb::Referral {
+            programme: pb::Programme::Dibao as i32,
+            review_due_on: "2027-12-04".into(),
+            ..referral("d", pb::ReferralState::Approved)
+        };
+        let events = [
+            CaseEvent::ReferralDecided(approved.clone()),
+            CaseEvent::ApplicationWithdrawn(pb::ApplicationWithdrawn::default()),
+        ];
+        for (i, e) in events.iter().enumerate() {
+            w.apply(meta(i as u64 + 1, e.event_type()), Some(e));
+        }
+        assert!(w.review_due("d").is_none());
+        // Nor is a departmental approval or one without a review date.
+        let mut d = CaseState::default();
+        for (i, r) in [
+            pb::Referral {
+                programme: pb::Programme::Medical as i32,
+                ..approved.clone()
+            },
+            pb::Referral {
+                referral_id: "e".into(),
+                review_due_on: String::new(),
+                ..approved
+            },
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let e = CaseEvent::ReferralDecided(r);
+            d.apply(meta(i as u64 + 1, e.event_type()), Some(&e));
+        }
+        assert!(d.review_due("d").is_none());
+        assert!(d.review_due("e").is_none());
     }
 
     #[test]

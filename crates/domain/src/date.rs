@@ -51,6 +51,24 @@ pub fn age_on(birth: NaiveDate, on: NaiveDate) -> u32 {
     u32::try_from(years).unwrap_or(0)
 }
 
+/// `date` plus `months` calendar months; a day the target month lacks becomes its last day
+/// (31 January + 1 month = 28 or 29 February), as the review dates of `docs/policy.md`
+/// count. Saturates at the latest representable date.
+pub fn add_months(date: NaiveDate, months: u32) -> NaiveDate {
+    date.checked_add_months(chrono::Months::new(months))
+        .unwrap_or(NaiveDate::MAX)
+}
+
+/// The date of `at` in Tianjin (China Standard Time, UTC+8, no daylight saving).
+pub fn beijing_date(at: chrono::DateTime<Utc>) -> NaiveDate {
+    (at + TimeDelta::hours(8)).date_naive()
+}
+
+/// The first instant of `date` in Tianjin (00:00 UTC+8).
+pub fn beijing_midnight(date: NaiveDate) -> chrono::DateTime<Utc> {
+    date.and_time(chrono::NaiveTime::MIN).and_utc() - TimeDelta::hours(8)
+}
+
 /// An instant as every onecity timestamp is written: RFC 3339, UTC, milliseconds
 /// (`2026-12-04T08:30:00.000Z`).
 pub fn rfc3339(t: chrono::DateTime<Utc>) -> String {
@@ -62,7 +80,7 @@ pub fn rfc3339(t: chrono::DateTime<Utc>) -> String {
 /// UTC would put a street office's morning (00:00 to 08:00 local) on the previous day and refuse
 /// applications dated today as "in the future".
 pub fn today() -> NaiveDate {
-    (Utc::now() + TimeDelta::hours(8)).date_naive()
+    beijing_date(Utc::now())
 }
 
 #[cfg(test)]
@@ -100,6 +118,34 @@ mod tests {
     fn formats_round_trip() {
         assert_eq!(format_date(d("0999-01-02")), "0999-01-02");
         assert_eq!(format_date(d("2026-07-01")), "2026-07-01");
+    }
+
+    #[test]
+    fn months_are_calendar_months_and_month_ends_clamp() {
+        let cases = [
+            ("2026-01-31", 1, "2026-02-28"),
+            ("2028-01-31", 1, "2028-02-29"),
+            ("2026-01-31", 2, "2026-03-31"),
+            ("2026-03-31", 6, "2026-09-30"),
+            ("2026-08-31", 6, "2027-02-28"),
+            ("2027-08-29", 6, "2028-02-29"),
+            ("2028-02-29", 12, "2029-02-28"),
+            ("2026-12-04", 12, "2027-12-04"),
+            ("2026-07-15", 6, "2027-01-15"),
+            ("2026-12-04", 0, "2026-12-04"),
+        ];
+        for (from, months, want) in cases {
+            assert_eq!(add_months(d(from), months), d(want), "{from} + {months}");
+        }
+        assert_eq!(add_months(NaiveDate::MAX, 1), NaiveDate::MAX);
+    }
+
+    #[test]
+    fn beijing_days_start_at_16_utc() {
+        let t = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc();
+        assert_eq!(beijing_date(t("2026-12-03T15:59:59Z")), d("2026-12-03"));
+        assert_eq!(beijing_date(t("2026-12-03T16:00:00Z")), d("2026-12-04"));
+        assert_eq!(beijing_midnight(d("2026-12-04")), t("2026-12-03T16:00:00Z"));
     }
 
     #[test]

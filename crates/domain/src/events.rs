@@ -42,6 +42,9 @@ pub const REFERRAL_TRANSFERRED: &str = "onecity.v1.ReferralTransferred";
 pub const REFERRAL_INFORMATION_REQUESTED: &str = "onecity.v1.ReferralInformationRequested";
 /// `ReferralInformationProvided`: a terminal provided it.
 pub const REFERRAL_INFORMATION_PROVIDED: &str = "onecity.v1.ReferralInformationProvided";
+/// `ReverificationDue`: an approved recognition reached its review date; a review
+/// referral is issued in the same commit.
+pub const REVERIFICATION_DUE: &str = "onecity.v1.ReverificationDue";
 
 /// One event of a case stream.
 #[derive(Debug, Clone, PartialEq)]
@@ -79,6 +82,9 @@ pub enum CaseEvent {
     ReferralInformationRequested(pb::Referral),
     /// A terminal provided it (the referral, ACKNOWLEDGED, deadline moved).
     ReferralInformationProvided(pb::Referral),
+    /// An approved recognition reached its review date (the review referral is issued in
+    /// the same commit).
+    ReverificationDue(pb::ReverificationDue),
 }
 
 /// An event payload that does not decode as its declared type.
@@ -111,6 +117,7 @@ impl CaseEvent {
             CaseEvent::ReferralTransferred(_) => REFERRAL_TRANSFERRED,
             CaseEvent::ReferralInformationRequested(_) => REFERRAL_INFORMATION_REQUESTED,
             CaseEvent::ReferralInformationProvided(_) => REFERRAL_INFORMATION_PROVIDED,
+            CaseEvent::ReverificationDue(_) => REVERIFICATION_DUE,
         }
     }
 
@@ -136,6 +143,7 @@ impl CaseEvent {
             CaseEvent::ApplicationWithdrawn(m) => m.encode_to_vec(),
             CaseEvent::CaseClosed(m) => m.encode_to_vec(),
             CaseEvent::RecognitionLinked(m) => m.encode_to_vec(),
+            CaseEvent::ReverificationDue(m) => m.encode_to_vec(),
         }
     }
 
@@ -185,6 +193,9 @@ impl CaseEvent {
             REFERRAL_INFORMATION_PROVIDED => {
                 CaseEvent::ReferralInformationProvided(referral(payload)?)
             }
+            REVERIFICATION_DUE => {
+                CaseEvent::ReverificationDue(pb::ReverificationDue::decode(payload).map_err(err)?)
+            }
             _ => return Ok(None),
         }))
     }
@@ -209,15 +220,7 @@ impl CaseEvent {
 
     /// One line for case histories (no personal data).
     pub fn summary(&self) -> String {
-        let programme = |r: &pb::Referral| {
-            pb::Programme::try_from(r.programme)
-                .map(|p| {
-                    p.as_str_name()
-                        .trim_start_matches("PROGRAMME_")
-                        .to_lowercase()
-                })
-                .unwrap_or_else(|_| "unknown".into())
-        };
+        let programme = |r: &pb::Referral| programme_name(r.programme);
         match self {
             CaseEvent::ApplicationSubmitted(s) => format!(
                 "application submitted at {} by terminal {} ({} members, district {})",
@@ -296,15 +299,16 @@ impl CaseEvent {
             ),
             CaseEvent::RecognitionLinked(l) => format!(
                 "recognition {} {} by {} on {}: other programmes re-assessed",
-                pb::Programme::try_from(l.programme)
-                    .map(|p| p
-                        .as_str_name()
-                        .trim_start_matches("PROGRAMME_")
-                        .to_lowercase())
-                    .unwrap_or_else(|_| "unknown".into()),
+                programme_name(l.programme),
                 if l.approved { "approved" } else { "denied" },
                 l.department_unit,
                 l.decided_on
+            ),
+            CaseEvent::ReverificationDue(d) => format!(
+                "recognition {} due for re-verification on {}: review referral issued to {}",
+                programme_name(d.programme),
+                d.review_due_on,
+                d.department_unit
             ),
             CaseEvent::ReferralTransferred(r) => format!(
                 "referral {} transferred from {} to {}: {}",
@@ -357,8 +361,21 @@ impl CaseEvent {
             }
             // The recognition unit's own outcome: no other unit learns it from the history.
             CaseEvent::RecognitionLinked(l) => Audience::Unit(l.department_unit.clone()),
+            // The review is the deciding unit's business, like its decision.
+            CaseEvent::ReverificationDue(d) => Audience::Unit(d.department_unit.clone()),
         }
     }
+}
+
+/// The lowercase name of a `Programme` value, e.g. `dibao`.
+fn programme_name(programme: i32) -> String {
+    pb::Programme::try_from(programme)
+        .map(|p| {
+            p.as_str_name()
+                .trim_start_matches("PROGRAMME_")
+                .to_lowercase()
+        })
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// The lowercase name of a `ReferralBasis` value, e.g. `recognition_denied`.
@@ -440,6 +457,13 @@ mod tests {
             }),
             CaseEvent::ApplicationWithdrawn(pb::ApplicationWithdrawn { reason: "x".into() }),
             CaseEvent::CaseClosed(pb::CaseClosed { reason: "y".into() }),
+            CaseEvent::ReverificationDue(pb::ReverificationDue {
+                referral_id: "r".into(),
+                programme: pb::Programme::Dibao as i32,
+                department_unit: "civil-affairs@120101".into(),
+                review_due_on: "2027-01-31".into(),
+                review_referral_id: "v".into(),
+            }),
         ];
         for e in events {
             let back = CaseEvent::decode(e.event_type(), &e.encode())

@@ -84,6 +84,19 @@ pub fn transferred_referral(referral_id: &str, to_unit: &str) -> Uuid {
     derive(&["transfer", referral_id, to_unit])
 }
 
+/// Commit id of the re-verification of the approved recognition referral `referral_id`
+/// (`ReverificationDue` and its review referral): an approval falls due for review once.
+pub fn reverification_commit(referral_id: &str) -> Uuid {
+    derive(&["reverification", referral_id])
+}
+
+/// Id of the review referral of the approved recognition referral `referral_id`: a
+/// replayed re-verification names the same referral. A renewed review is itself approved,
+/// so the next review derives from it and never repeats an id.
+pub fn review_referral(referral_id: &str) -> Uuid {
+    derive(&["review", referral_id])
+}
+
 /// Id of the system stream of quarantine records (`EventQuarantined`,
 /// `QuarantineReleased`): one stream for every consumer, never a case.
 pub fn quarantine_stream() -> Uuid {
@@ -162,6 +175,14 @@ mod tests {
                 request_commit("terminal:t-1", "req-1"),
                 "3f86250f-61db-5572-a203-a314a14f3e57",
             ),
+            (
+                reverification_commit("r-1"),
+                "8d88687a-3a23-54f0-9b5e-394f4916a0d3",
+            ),
+            (
+                review_referral("r-1"),
+                "2a24e1d5-7b2f-56ba-b569-e0e061896571",
+            ),
         ];
         for (id, want) in pinned {
             assert_eq!(id.to_string(), want);
@@ -179,6 +200,8 @@ mod tests {
             withdraw_commit(case, version),
             linkage_commit(case, "r"),
             charity_commit(case),
+            reverification_commit(&case.to_string()),
+            review_referral(&case.to_string()),
         ];
         ids.extend(Programme::ALL.iter().map(|p| referral_id(case, *p)));
         ids

@@ -27,7 +27,9 @@ pub use application::{
     validate_application, Application, Disability, Emergency, Person, MAX_DESCRIPTION_CHARS,
     MAX_MEMBERS, MAX_NAME_CHARS, MAX_PHONE_CHARS,
 };
-pub use date::{age_on, format_date, parse_date, rfc3339, today};
+pub use date::{
+    add_months, age_on, beijing_date, beijing_midnight, format_date, parse_date, rfc3339, today,
+};
 pub use district::DistrictCode;
 pub use enums::{
     Department, DepartmentUnit, DisabilityKind, EducationStage, EmergencyKind, Employment, Housing,

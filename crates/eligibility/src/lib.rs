@@ -15,6 +15,7 @@ mod error;
 pub mod format;
 mod holidays;
 mod policy;
+pub mod review;
 
 pub use assess::{
     assess, assess_decided, assess_with, Assessment, Decided, Detail, Linked, RuleResult,

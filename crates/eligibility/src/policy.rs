@@ -51,6 +51,18 @@ macro_rules! parameters {
                 if self.working_age_min > self.working_age_max {
                     return Err(("working_age_min", "must not exceed working_age_max".into()));
                 }
+                // A review interval is a count of calendar months added to a date.
+                if !(1..=1200).contains(&self.review_interval_months) {
+                    return Err(("review_interval_months", "must be between 1 and 1200".into()));
+                }
+                if !(1..=self.review_interval_months)
+                    .contains(&self.unstable_income_review_interval_months)
+                {
+                    return Err((
+                        "unstable_income_review_interval_months",
+                        "must be between 1 and review_interval_months".into(),
+                    ));
+                }
                 Ok(())
             }
         }
@@ -113,6 +125,11 @@ parameters! {
     disability_care_subsidy_fen,
     /// Charity line as a multiple of S·n, basis points.
     charity_multiple_bp,
+    /// Calendar months from a recognition's approval to its re-verification.
+    review_interval_months,
+    /// The same for a household with unstable income (`docs/policy.md`), at most
+    /// `review_interval_months`.
+    unstable_income_review_interval_months,
 }
 
 /// One dated version of the parameters.

@@ -931,10 +931,12 @@ fn default_policy_has_every_parameter_with_the_specified_defaults() {
         ("working_age_max", 59),
         ("temporary_months", 2),
         ("charity_multiple_bp", 20000),
+        ("review_interval_months", 12),
+        ("unstable_income_review_interval_months", 6),
     ];
     for v in b.versions() {
         let params = v.parameters();
-        assert_eq!(params.len(), 19);
+        assert_eq!(params.len(), 21);
         for name in [
             "dibao_standard_fen",
             "temporary_cap_fen",
@@ -1002,6 +1004,8 @@ temporary_cap_fen = 500000
 disability_living_subsidy_fen = 10000
 disability_care_subsidy_fen = 10000
 charity_multiple_bp = 20000
+review_interval_months = 12
+unstable_income_review_interval_months = 6
 "#;
 
 fn second(id: &str, date: &str) -> String {
@@ -1549,4 +1553,93 @@ proptest! {
             prop_assert_eq!(s.outcome, f.outcome);
         }
     }
+}
+
+// ---------------------------------------------------------------- re-verification
+
+#[test]
+fn review_dates_count_calendar_months_from_the_approval() {
+    let p = policy();
+    // Working-age members in the labour force: unstable income, the shorter interval.
+    let working = household(&[100_000]);
+    assert!(review::unstable_income(&working, &p, d("2026-01-31")));
+    assert_eq!(
+        review::review_interval_months(&working, &p, d("2026-01-31")),
+        6
+    );
+    assert_eq!(
+        review::review_due_on(&working, &p, d("2026-01-31")),
+        d("2026-07-31")
+    );
+    assert_eq!(
+        review::review_due_on(&working, &p, d("2026-08-31")),
+        d("2027-02-28")
+    );
+    let mut unemployed = household(&[0]);
+    unemployed.members[0].employment = Employment::Unemployed;
+    assert!(review::unstable_income(&unemployed, &p, d("2026-01-31")));
+
+    // Nobody of working age in the labour force: the ordinary interval.
+    let mut fixed = household(&[100_000, 0]);
+    fixed.members[0].employment = Employment::Retired;
+    fixed.members[1].employment = Employment::NotInLabourForce;
+    assert!(!review::unstable_income(&fixed, &p, d("2026-01-31")));
+    assert_eq!(
+        review::review_due_on(&fixed, &p, d("2026-01-31")),
+        d("2027-01-31")
+    );
+    assert_eq!(
+        review::review_due_on(&fixed, &p, d("2028-02-29")),
+        d("2029-02-28")
+    );
+    // An employed member past working age on the approval date is not in the rule.
+    let mut elderly = household(&[100_000]);
+    elderly.members[0] = aged(0, 59, 100_000);
+    let sixtieth = d(APP_DATE).with_year(d(APP_DATE).year() + 1).unwrap();
+    assert!(review::unstable_income(
+        &elderly,
+        &p,
+        sixtieth.pred_opt().unwrap()
+    ));
+    assert!(!review::unstable_income(&elderly, &p, sixtieth));
+
+    // Each interval is the policy's.
+    let q = policy_with(|x| {
+        x.review_interval_months = 24;
+        x.unstable_income_review_interval_months = 1;
+    });
+    assert_eq!(
+        review::review_due_on(&fixed, &q, d("2026-01-31")),
+        d("2028-01-31")
+    );
+    assert_eq!(
+        review::review_due_on(&working, &q, d("2026-01-31")),
+        d("2026-02-28")
+    );
+}
+
+#[test]
+fn review_intervals_are_checked() {
+    let refused = |interval: i64, unstable: i64| {
+        let text = MINIMAL
+            .replace(
+                "review_interval_months = 12",
+                &format!("review_interval_months = {interval}"),
+            )
+            .replace(
+                "unstable_income_review_interval_months = 6",
+                &format!("unstable_income_review_interval_months = {unstable}"),
+            );
+        PolicyBook::from_toml_str(&text, "p.toml")
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(refused(0, 0).contains("review_interval_months"));
+    assert!(refused(12, 0).contains("unstable_income_review_interval_months"));
+    assert!(refused(6, 12).contains("unstable_income_review_interval_months"));
+    let missing = MINIMAL.replace("unstable_income_review_interval_months = 6\n", "");
+    assert!(PolicyBook::from_toml_str(&missing, "p.toml")
+        .unwrap_err()
+        .to_string()
+        .contains("unstable_income_review_interval_months"));
 }

@@ -3,10 +3,16 @@
 //! `ReferralOverdue` (`due_at`) and `ReferralEscalated` (`escalation_days` after `due_at`)
 //! for referrals still ISSUED or ACKNOWLEDGED.
 //!
+//! It also re-verifies approved low-income recognitions: when the clock reaches an
+//! approval's `review_due_on` (00:00 Beijing that day), it writes `ReverificationDue` and
+//! the review referral in one commit, for a recognition still in force (no review issued,
+//! case not withdrawn).
+//!
 //! Its state is rebuilt from the log's referral events at every start, so it has no
 //! checkpoint to trust; each event is written under a commit id derived from the referral
-//! and the stage, after checking the case as it stands, so a restart, a replay or a second
-//! instance never writes one twice and a decided referral never gets one.
+//! and the stage (or the approval under review), after checking the case as it stands, so
+//! a restart, a replay or a second instance never writes one twice and a decided referral
+//! never gets one.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,11 +21,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use futures::StreamExt;
+use onecity_domain::case::is_recognition;
 use onecity_domain::events::{
     CaseEvent, REFERRAL_DUE_SOON, REFERRAL_ESCALATED, REFERRAL_OVERDUE, REFERRAL_PREFIX,
 };
 use onecity_domain::referral::ReferralState;
-use onecity_domain::{ids, Partition};
+use onecity_domain::{beijing_midnight, ids, parse_date, Partition};
+use onecity_eligibility::Catalogue;
 use onecity_eventlog::consumer::ChunkHandler;
 use onecity_eventlog::{EventLog, Filter, NewEvent, RecordedEvent};
 use onecity_service::case::{append_with_retries, load_case, Commit, Outcome, Step};
@@ -91,14 +99,25 @@ struct Open {
     paused: bool,
 }
 
-/// Appends the deadline events of open referrals as the clock passes their instants.
+/// One approved recognition waiting for its review date.
+#[derive(Debug, Clone, Copy)]
+struct Approved {
+    case_id: u128,
+    /// 00:00 Beijing of its `review_due_on`.
+    review_ms: i64,
+}
+
+/// Appends the deadline events of open referrals as the clock passes their instants, and
+/// the review of approved recognitions as it reaches their review dates.
 #[derive(Debug, Clone)]
 pub struct DeadlineWorker {
     log: Arc<dyn EventLog>,
     clock: Arc<dyn Clock>,
     policy: DeadlinePolicy,
+    catalogue: Arc<Catalogue>,
     partition: Partition,
     open: Arc<Mutex<HashMap<u128, Open>>>,
+    approved: Arc<Mutex<HashMap<u128, Approved>>>,
     ready: Arc<AtomicBool>,
 }
 
@@ -109,10 +128,19 @@ impl DeadlineWorker {
             log,
             clock,
             policy,
+            catalogue: Arc::new(Catalogue::embedded()),
             partition: Partition::default(),
             open: Arc::default(),
+            approved: Arc::default(),
             ready: Arc::default(),
         }
+    }
+
+    /// Gives review referrals their deadline from `catalogue` (by default the embedded
+    /// one).
+    pub fn with_catalogue(mut self, catalogue: Arc<Catalogue>) -> Self {
+        self.catalogue = catalogue;
+        self
     }
 
     /// Makes this instance handle only the referrals of the cases of `partition`, with
@@ -120,6 +148,7 @@ impl DeadlineWorker {
     pub fn with_partition(mut self, partition: Partition) -> Self {
         self.partition = partition;
         self.open = Arc::default();
+        self.approved = Arc::default();
         self.ready = Arc::default();
         self
     }
@@ -139,8 +168,19 @@ impl DeadlineWorker {
         self.lock().len()
     }
 
+    /// How many approved recognitions wait for their review date.
+    pub fn approvals_awaiting_review(&self) -> usize {
+        self.lock_approved().len()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u128, Open>> {
         self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn lock_approved(&self) -> std::sync::MutexGuard<'_, HashMap<u128, Approved>> {
+        self.approved
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -166,6 +206,7 @@ impl DeadlineWorker {
     async fn follow(&self, shutdown: &CancellationToken) -> Result<()> {
         self.ready.store(false, Ordering::Release);
         self.lock().clear();
+        self.lock_approved().clear();
         let head = self.log.head().await?;
         if head == 0 {
             self.ready.store(true, Ordering::Release);
@@ -215,6 +256,7 @@ impl DeadlineWorker {
         };
         let key = referral_id.as_u128();
         let state = ReferralState::from_proto(r.state);
+        self.track_review(event.case_id.as_u128(), key, r, state);
         let mut open = self.lock();
         match state {
             Some(s) if !s.is_final() => {
@@ -242,10 +284,36 @@ impl DeadlineWorker {
         Ok(())
     }
 
-    /// Writes every deadline event whose instant the clock has passed; returns how many it
-    /// wrote.
+    /// Keeps the approvals that will fall due for review: an approved recognition with a
+    /// review date waits for it; a review referral (`reviews`) ends the wait of the
+    /// approval it reviews.
+    fn track_review(
+        &self,
+        case_id: u128,
+        key: u128,
+        r: &onecity_proto::v1::Referral,
+        state: Option<ReferralState>,
+    ) {
+        let mut approved = self.lock_approved();
+        if let Ok(reviewed) = Uuid::parse_str(&r.reviews) {
+            approved.remove(&reviewed.as_u128());
+        }
+        let review_date = parse_date(&r.review_due_on);
+        if let (Some(ReferralState::Approved), true, Some(date)) =
+            (state, is_recognition(r.programme), review_date)
+        {
+            approved.entry(key).or_insert(Approved {
+                case_id,
+                review_ms: beijing_midnight(date).timestamp_millis(),
+            });
+        }
+    }
+
+    /// Writes every deadline event whose instant the clock has passed, after the reviews
+    /// that fell due; returns how many commits it wrote.
     pub async fn tick(&self) -> Result<usize> {
         let now = self.clock.now().timestamp_millis();
+        let mut written = self.review_due(now).await;
         let escalate_ms = i64::from(self.policy.escalation_days) * 86_400_000;
         let due: Vec<(u128, Open, Stage)> = self
             .lock()
@@ -265,7 +333,6 @@ impl DeadlineWorker {
                 (reached > o.stage).then_some((*k, *o, reached))
             })
             .collect();
-        let mut written = 0;
         for (key, open, reached) in due {
             let mut stage = open.stage;
             while stage < reached {
@@ -345,6 +412,78 @@ impl DeadlineWorker {
             Outcome::Appended(_, a) if a.deduplicated => Written::Already,
             Outcome::Appended(w, _) => {
                 tracing::info!(%case_id, referral = %referral_id, stage = stage.name(), "deadline event written");
+                w
+            }
+            Outcome::Unchanged(w) => w,
+        })
+    }
+}
+
+impl DeadlineWorker {
+    /// Issues the review of every approval whose review date `now_ms` has reached.
+    async fn review_due(&self, now_ms: i64) -> usize {
+        let due: Vec<(u128, Approved)> = self
+            .lock_approved()
+            .iter()
+            .filter(|(_, a)| now_ms >= a.review_ms)
+            .map(|(k, a)| (*k, *a))
+            .collect();
+        let mut written = 0;
+        for (key, approved) in due {
+            let case_id = Uuid::from_u128(approved.case_id);
+            match self
+                .write_review(case_id, Uuid::from_u128(key), now_ms)
+                .await
+            {
+                Ok(outcome) => {
+                    if outcome == Written::Yes {
+                        written += 1;
+                    }
+                    // Reviewed now or before, or no longer in force: nothing more to wait for.
+                    self.lock_approved().remove(&key);
+                }
+                // Kept for the next tick; one case that fails must not hold up the
+                // deadlines of every other.
+                Err(e) => {
+                    tracing::warn!(error = %e, %case_id, "re-verification failed, retried at the next tick");
+                }
+            }
+        }
+        written
+    }
+
+    async fn write_review(&self, case_id: Uuid, referral_id: Uuid, now_ms: i64) -> Result<Written> {
+        let log = self.log.as_ref();
+        let rid = referral_id.to_string();
+        let commit_id = ids::reverification_commit(&rid);
+        let now = DateTime::<Utc>::UNIX_EPOCH + TimeDelta::milliseconds(now_ms);
+        let outcome = append_with_retries(log, case_id, |_| {
+            let rid = rid.clone();
+            async move {
+                let state = load_case(log, case_id).await?;
+                let Some(approved) = state.review_due(&rid) else {
+                    return Ok::<_, Error>(Step::Done(Written::Closed));
+                };
+                let events =
+                    crate::reverification::review_events(&self.catalogue, case_id, approved, now);
+                Ok(Step::Append(
+                    Commit {
+                        version: state.version,
+                        events: events
+                            .iter()
+                            .map(|e| NewEvent::new(e.event_type(), ACTOR, e.encode()))
+                            .collect(),
+                        commit_id,
+                    },
+                    Written::Yes,
+                ))
+            }
+        })
+        .await?;
+        Ok(match outcome {
+            Outcome::Appended(_, a) if a.deduplicated => Written::Already,
+            Outcome::Appended(w, _) => {
+                tracing::info!(%case_id, referral = %referral_id, "recognition due for re-verification, review referral issued");
                 w
             }
             Outcome::Unchanged(w) => w,

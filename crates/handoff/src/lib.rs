@@ -22,6 +22,7 @@ mod deadlines;
 pub mod grpc;
 mod inbox;
 mod linkage;
+mod reverification;
 mod service;
 mod worker;
 

@@ -1,7 +1,8 @@
 //! The linkage worker: once a recognition programme's department decides (dibao, extreme
 //! poverty, low-income marginal, rigid expenditure), the departmental programmes linked to
 //! the recognition are assessed again with the decided recognition, and their referrals
-//! follow in one commit per decision; once every public referral of a consenting
+//! follow in one commit per decision (a review referral's decision is one more decision
+//! of its programme, replacing the one it reviewed); once every public referral of a consenting
 //! household ended denied or cancelled, the charity referral of last resort is issued.
 
 use onecity_domain::rfc3339;
@@ -236,7 +237,8 @@ impl LinkageWorker {
             return Ok(vec![marker]);
         };
         // The decisions already applied, and this one: the case's recognition as decided.
-        let decisions: Vec<Decided> = state
+        // A review's decision (renewal or end) replaces the decision it reviewed.
+        let counted: Vec<&pb::Referral> = state
             .referrals
             .iter()
             .filter(|r| {
@@ -245,6 +247,10 @@ impl LinkageWorker {
                     && (state.linked.contains(&r.referral_id)
                         || r.referral_id == decided.referral_id)
             })
+            .collect();
+        let decisions: Vec<Decided> = counted
+            .iter()
+            .filter(|r| !counted.iter().any(|q| q.reviews == r.referral_id))
             .filter_map(|r| {
                 Some(Decided {
                     programme: Programme::from_proto(r.programme)?,
@@ -296,7 +302,11 @@ impl LinkageWorker {
                     basis,
                     basis_unit: unit.clone(),
                     basis_decided_on: decided_on.clone(),
-                    cancel_reason: format!("recognition denied by {unit} on {decided_on}"),
+                    cancel_reason: if decided.reviews.is_empty() {
+                        format!("recognition denied by {unit} on {decided_on}")
+                    } else {
+                        format!("recognition ended on re-verification by {unit} on {decided_on}")
+                    },
                     ..r.clone()
                 })),
                 None if met => {

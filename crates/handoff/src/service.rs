@@ -7,11 +7,12 @@ use onecity_domain::rfc3339;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
+use onecity_domain::case::CaseState;
 use onecity_domain::events::{CaseEvent, REFERRAL_PREFIX};
 use onecity_domain::referral::{self, ReferralAction};
 use onecity_domain::text::{check_request_id, check_text, TextKind};
 use onecity_domain::{ids, DepartmentUnit, Principal, Programme};
-use onecity_eligibility::Catalogue;
+use onecity_eligibility::{Catalogue, PolicyBook};
 use onecity_eventlog::{Appended, EventLog, Filter, NewEvent};
 use onecity_proto::v1 as pb;
 use onecity_service::access::{Access, Reader};
@@ -33,6 +34,7 @@ pub struct Handoff {
     access: Access,
     writer: ReferralWriter,
     catalogue: Arc<Catalogue>,
+    policies: Arc<PolicyBook>,
 }
 
 /// A transfer as asked: where to and why.
@@ -140,9 +142,17 @@ impl Handoff {
             access: Access::new(Arc::clone(&log)),
             writer: ReferralWriter::new(Arc::clone(&log)),
             catalogue: Arc::new(Catalogue::embedded()),
+            policies: Arc::new(PolicyBook::embedded_default()),
             log,
             inbox,
         }
+    }
+
+    /// Dates the re-verification of an approved recognition under `policies` (by default
+    /// the embedded ones).
+    pub fn with_policies(mut self, policies: Arc<PolicyBook>) -> Self {
+        self.policies = policies;
+        self
     }
 
     /// Gives a transferred referral its fresh deadline from `catalogue` (by default the
@@ -391,7 +401,8 @@ impl Handoff {
     }
 
     /// Records the decision on an ISSUED or ACKNOWLEDGED referral; closes the case in the
-    /// same commit when it was the last open referral.
+    /// same commit when it was the last open referral. An approved recognition carries its
+    /// re-verification date (`review_due_on`) in the same event.
     pub async fn decide(
         &self,
         principal: &Principal,
@@ -435,13 +446,20 @@ impl Handoff {
                 && r.decided_amount_fen == input.amount_fen
                 && r.note == input.note)
         })?;
+        let now = self.writer.clock.now();
         self.writer
-            .transition(principal, case_id, referral_id, key.as_ref(), |r| {
+            .transition_in_case(principal, case_id, referral_id, key.as_ref(), |case, r| {
                 allowed(r, action)?;
+                let review_due_on = if state == pb::ReferralState::Approved {
+                    crate::reverification::review_due_on(&self.policies, case, r, now)
+                } else {
+                    String::new()
+                };
                 Ok(Some(vec![CaseEvent::ReferralDecided(pb::Referral {
                     state: state as i32,
                     decided_amount_fen: input.amount_fen,
                     note: input.note.clone(),
+                    review_due_on,
                     ..r.clone()
                 })]))
             })
@@ -709,6 +727,19 @@ impl ReferralWriter {
         key: Option<&RequestKey<'_>>,
         change: impl Fn(&pb::Referral) -> Result<Option<Vec<CaseEvent>>>,
     ) -> Result<Vec<pb::Referral>> {
+        self.transition_in_case(principal, case_id, referral_id, key, |_, r| change(r))
+            .await
+    }
+
+    /// [`ReferralWriter::transition`] for a change that reads the rest of the case too.
+    async fn transition_in_case(
+        &self,
+        principal: &Principal,
+        case_id: Uuid,
+        referral_id: &str,
+        key: Option<&RequestKey<'_>>,
+        change: impl Fn(&CaseState, &pb::Referral) -> Result<Option<Vec<CaseEvent>>>,
+    ) -> Result<Vec<pb::Referral>> {
         if let Some(answer) = self.answered_before(key).await? {
             return Ok(answer);
         }
@@ -719,7 +750,7 @@ impl ReferralWriter {
                 let current = state
                     .referral(referral_id)
                     .ok_or_else(|| Error::NotFound(referral_id.to_owned()))?;
-                let Some(mut events) = change(current)? else {
+                let Some(mut events) = change(state, current)? else {
                     return Ok(Step::Done(vec![current.clone()]));
                 };
                 let updated: Vec<pb::Referral> = events

@@ -16,6 +16,7 @@ use onecity_domain::events::{
     APPLICATION_SUBMITTED, APPLICATION_WITHDRAWN, CASE_CLOSED, ELIGIBILITY_ASSESSED,
     RECOGNITION_LINKED, REFERRAL_ACKNOWLEDGED, REFERRAL_BASIS_UPDATED, REFERRAL_CANCELLED,
     REFERRAL_DECIDED, REFERRAL_DUE_SOON, REFERRAL_ESCALATED, REFERRAL_ISSUED, REFERRAL_OVERDUE,
+    REVERIFICATION_DUE,
 };
 use onecity_eventlog::access::PERSONAL_DATA_READ;
 use onecity_eventlog::quarantine::{EVENT_QUARANTINED, QUARANTINE_RELEASED};
@@ -39,6 +40,8 @@ pub const EVENT_TYPES: &[(&str, &[Role])] = &[
     (REFERRAL_DUE_SOON, &[Handoff]),
     (REFERRAL_OVERDUE, &[Handoff]),
     (REFERRAL_ESCALATED, &[Handoff]),
+    // So does its re-verification of approved recognitions.
+    (REVERIFICATION_DUE, &[Handoff]),
     (CASE_CLOSED, &[Handoff]),
     // The linkage worker runs with the handoff.
     (REFERRAL_BASIS_UPDATED, &[Handoff]),
@@ -117,6 +120,7 @@ mod tests {
             CaseEvent::CaseClosed(pb::CaseClosed::default()),
             CaseEvent::ReferralBasisUpdated(pb::Referral::default()),
             CaseEvent::RecognitionLinked(pb::RecognitionLinked::default()),
+            CaseEvent::ReverificationDue(pb::ReverificationDue::default()),
         ];
         for e in events {
             let t = e.event_type();

@@ -738,14 +738,17 @@ fn start_roles(
             stamped(&log, onecity_handoff::ACTOR),
             Arc::clone(&catalogue),
         ));
-        crew.start(DeadlineWorker::new(
-            stamped(&log, onecity_handoff::ACTOR),
-            Arc::clone(&config.clock.0),
-            DeadlinePolicy {
-                escalation_days: config.escalation_days,
-                tick: std::time::Duration::from_millis(config.deadline_tick_ms.max(1)),
-            },
-        ));
+        crew.start(
+            DeadlineWorker::new(
+                stamped(&log, onecity_handoff::ACTOR),
+                Arc::clone(&config.clock.0),
+                DeadlinePolicy {
+                    escalation_days: config.escalation_days,
+                    tick: std::time::Duration::from_millis(config.deadline_tick_ms.max(1)),
+                },
+            )
+            .with_catalogue(Arc::clone(&catalogue)),
+        );
         crew.start(LinkageWorker::new(
             stamped(&log, onecity_handoff::LINKAGE_ACTOR),
             Arc::clone(&policies),
@@ -755,6 +758,7 @@ fn start_roles(
         sources.set_inbox(Arc::clone(&inbox));
         let handoff = Handoff::new(stamped(&log, onecity_handoff::ACTOR), inbox)
             .with_catalogue(Arc::clone(&catalogue))
+            .with_policies(Arc::clone(&policies))
             .with_clock(Arc::clone(&config.clock.0))
             .with_access(access(onecity_handoff::ACTOR));
         let svc = HandoffGrpc::new(handoff, stop.clone())
