@@ -36,6 +36,10 @@ pub const CASE_CLOSED: &str = "onecity.v1.CaseClosed";
 pub const REFERRAL_BASIS_UPDATED: &str = "onecity.v1.ReferralBasisUpdated";
 /// `RecognitionLinked`: the linkage worker applied one recognition decision.
 pub const RECOGNITION_LINKED: &str = "onecity.v1.RecognitionLinked";
+/// `PersonClaimed`: a submission claims a person (on a person stream, never a case).
+pub const PERSON_CLAIMED: &str = "onecity.v1.PersonClaimed";
+/// `SubmissionAbandoned`: the first and only event of a case id that will never open.
+pub const SUBMISSION_ABANDONED: &str = "onecity.v1.SubmissionAbandoned";
 
 /// One event of a case stream.
 #[derive(Debug, Clone, PartialEq)]

@@ -89,6 +89,33 @@ pub fn access_stream(actor: &str) -> Uuid {
     derive(&["access", actor])
 }
 
+/// Id of the person stream of the person whose keyed identity hash (HMAC-SHA256, see
+/// `onecity_intake::PersonKey`) is `person`: its `PersonClaimed` records, never a case.
+/// Derived from the hash, never from the number, so the log holds no identity number.
+pub fn person_stream(person: &[u8; 32]) -> Uuid {
+    derive(&["person", &hex(person)])
+}
+
+/// Commit id of the claim of the person stream `person` by the submission opening
+/// `case_id`: a retried claim append is deduplicated.
+pub fn claim_commit(case_id: Uuid, person: Uuid) -> Uuid {
+    derive(&["claim", &case_id.to_string(), &person.to_string()])
+}
+
+/// Commit id of the `SubmissionAbandoned` that voids `case_id`: written once, by whoever
+/// writes it first.
+pub fn abandon_commit(case_id: Uuid) -> Uuid {
+    derive(&["abandon", &case_id.to_string()])
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
 /// Commit id of `consumer`'s quarantine record of the event at `position`: a replay
 /// quarantines the event once.
 pub fn quarantine_commit(consumer: &str, position: u64) -> Uuid {
@@ -155,6 +182,9 @@ mod tests {
                 request_commit("terminal:t-1", "req-1"),
                 "3f86250f-61db-5572-a203-a314a14f3e57",
             ),
+            (person_stream(&[7; 32]), "PERSON"),
+            (claim_commit(CASE, person_stream(&[7; 32])), "CLAIM"),
+            (abandon_commit(CASE), "ABANDON"),
         ];
         for (id, want) in pinned {
             assert_eq!(id.to_string(), want);
@@ -172,6 +202,7 @@ mod tests {
             withdraw_commit(case, version),
             linkage_commit(case, "r"),
             charity_commit(case),
+            abandon_commit(case),
         ];
         ids.extend(Programme::ALL.iter().map(|p| referral_id(case, *p)));
         ids

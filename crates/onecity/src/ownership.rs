@@ -14,8 +14,9 @@ use std::sync::Arc;
 
 use onecity_domain::events::{
     APPLICATION_SUBMITTED, APPLICATION_WITHDRAWN, CASE_CLOSED, ELIGIBILITY_ASSESSED,
-    RECOGNITION_LINKED, REFERRAL_ACKNOWLEDGED, REFERRAL_BASIS_UPDATED, REFERRAL_CANCELLED,
+    PERSON_CLAIMED, RECOGNITION_LINKED, REFERRAL_ACKNOWLEDGED, REFERRAL_BASIS_UPDATED, REFERRAL_CANCELLED,
     REFERRAL_DECIDED, REFERRAL_DUE_SOON, REFERRAL_ESCALATED, REFERRAL_ISSUED, REFERRAL_OVERDUE,
+    SUBMISSION_ABANDONED,
 };
 use onecity_eventlog::access::PERSONAL_DATA_READ;
 use onecity_eventlog::quarantine::{EVENT_QUARANTINED, QUARANTINE_RELEASED};
@@ -29,6 +30,9 @@ use Role::{Eligibility, Handoff, Intake};
 pub const EVENT_TYPES: &[(&str, &[Role])] = &[
     (APPLICATION_SUBMITTED, &[Intake]),
     (APPLICATION_WITHDRAWN, &[Intake]),
+    // The person claims of a submission (docs/eventlog.md, "Person claims").
+    (PERSON_CLAIMED, &[Intake]),
+    (SUBMISSION_ABANDONED, &[Intake]),
     (ELIGIBILITY_ASSESSED, &[Eligibility]),
     (REFERRAL_ISSUED, &[Handoff]),
     (REFERRAL_ACKNOWLEDGED, &[Handoff]),
