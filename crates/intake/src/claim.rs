@@ -58,7 +58,7 @@ impl From<onecity_service::Error> for Stop {
 
 /// Where the case a claim names stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Holder {
+pub(crate) enum Holder {
     /// Not opened yet: in progress, or its submission died.
     Pending,
     /// Will never open.
