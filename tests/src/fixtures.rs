@@ -8,11 +8,12 @@ pub use onecity_domain::fixtures::valid_id_number;
 /// numbers of its own, new at each call: a person may be in one open case only, so two
 /// submissions of "the sample" are two households unless the test reuses the value.
 pub fn sample_application() -> pb::Application {
-    let fresh = uuid::Uuid::new_v4().as_u128();
+    // The low 62 bits of a UUID v7 are random.
+    let fresh = uuid::Uuid::now_v7().as_u128() as u64;
     with_ids(
         onecity_domain::fixtures::sample_application(),
         &format!("{:06}", fresh % 1_000_000),
-        (fresh >> 64) as u16,
+        (fresh >> 32) as u16,
     )
 }
 

@@ -180,6 +180,7 @@ fn submission(pool: &Pool, n: u64) -> pb::SubmitApplicationRequest {
     pb::SubmitApplicationRequest {
         request_id: Uuid::now_v7().to_string(),
         application: Some(pool.get(n).application.clone()),
+        duplicate_override_reason: String::new(),
     }
 }
 
