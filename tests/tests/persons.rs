@@ -11,7 +11,11 @@ use tonic_types::StatusExt as _;
 
 /// `FindCases` for `id_number` once the index holds at least `at_least` cases for them
 /// (the index is a projection: it follows the log within moments).
-async fn find_at_least(intake: &mut IntakeClient, id_number: &str, at_least: usize) -> Vec<pb::FoundCase> {
+async fn find_at_least(
+    intake: &mut IntakeClient,
+    id_number: &str,
+    at_least: usize,
+) -> Vec<pb::FoundCase> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let cases = intake
@@ -84,18 +88,26 @@ async fn find_cases_finds_every_case_of_a_person_masked_and_only_for_terminals_a
         assert_eq!(found[0].case_id, first.case_id);
         assert_eq!(found[1].case_id, second.case_id);
         assert_eq!(
-            (found[0].district_code.as_str(), found[1].district_code.as_str()),
+            (
+                found[0].district_code.as_str(),
+                found[1].district_code.as_str()
+            ),
             ("120103", "120101")
         );
         assert_eq!(found[0].relationship, pb::Relationship::Spouse as i32);
         assert_eq!(found[1].relationship, pb::Relationship::Applicant as i32);
-        assert!(found.iter().all(|c| c.status == pb::CaseStatus::Open as i32));
+        assert!(found
+            .iter()
+            .all(|c| c.status == pb::CaseStatus::Open as i32));
         assert_eq!(found[0].submitted_date, &first.submitted_at[..10]);
         // Members masked: names, relationships and ages, no number, no birth date.
         assert_eq!(found[0].members.len(), 3);
         assert_eq!(found[1].members.len(), 2);
         onecity_tests::assert_nothing_identifying(&format!("{found:?}"), &app);
-        assert!(found[0].members.iter().all(|m| m.id_number.contains("********")));
+        assert!(found[0]
+            .members
+            .iter()
+            .all(|m| m.id_number.contains("********")));
         assert_eq!(found[0].members[0].name, app.members[0].name);
         assert!(found[0].members[0].age_years > 0);
     }
@@ -126,7 +138,12 @@ async fn find_cases_finds_every_case_of_a_person_masked_and_only_for_terminals_a
         assert_eq!(err.code(), Code::PermissionDenied, "{token}: {err:?}");
     }
     // A bad number is INVALID_ARGUMENT naming the field.
-    for bad in ["", "12010319800315001", "120103198003150019", "12010319800315001Y"] {
+    for bad in [
+        "",
+        "12010319800315001",
+        "120103198003150019",
+        "12010319800315001Y",
+    ] {
         let err = admin
             .find_cases(pb::FindCasesRequest {
                 id_number: bad.into(),
@@ -134,7 +151,10 @@ async fn find_cases_finds_every_case_of_a_person_masked_and_only_for_terminals_a
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{bad}: {err:?}");
-        let violations = err.get_details_bad_request().expect("bad request").field_violations;
+        let violations = err
+            .get_details_bad_request()
+            .expect("bad request")
+            .field_violations;
         assert_eq!(violations[0].field, "id_number", "{bad}");
     }
 
@@ -154,7 +174,10 @@ async fn find_cases_finds_every_case_of_a_person_masked_and_only_for_terminals_a
     for c in claims {
         let text = String::from_utf8_lossy(&c.payload);
         onecity_tests::assert_nothing_identifying(&text, &app);
-        assert!(app.members.iter().all(|m| !c.case_id.contains(&m.id_number)));
+        assert!(app
+            .members
+            .iter()
+            .all(|m| !c.case_id.contains(&m.id_number)));
     }
     server.stop().await;
 }
@@ -167,7 +190,11 @@ async fn a_member_of_an_open_case_is_refused_unless_overridden_and_the_departmen
     let mut heping = server.intake(tokens::TERMINAL_HEPING).await;
     let app = sample_application();
     let req = submission(app.clone());
-    let first = hexi.submit_application(req.clone()).await.unwrap().into_inner();
+    let first = hexi
+        .submit_application(req.clone())
+        .await
+        .unwrap()
+        .into_inner();
 
     // The same household at a second office: refused, naming the open case.
     let err = heping
@@ -178,11 +205,17 @@ async fn a_member_of_an_open_case_is_refused_unless_overridden_and_the_departmen
     // One member in another household is enough.
     let mut other = sample_application();
     other.members[2] = app.members[2].clone();
-    let err = heping.submit_application(submission(other)).await.unwrap_err();
+    let err = heping
+        .submit_application(submission(other))
+        .await
+        .unwrap_err();
     assert_eq!(named_case(&err), first.case_id);
     // The retry of the first request is still its case, not a refusal.
     let again = hexi.submit_application(req).await.unwrap().into_inner();
-    assert_eq!((again.case_id.as_str(), again.duplicate), (first.case_id.as_str(), true));
+    assert_eq!(
+        (again.case_id.as_str(), again.duplicate),
+        (first.case_id.as_str(), true)
+    );
     // A bad override reason is INVALID_ARGUMENT naming the field, and writes nothing.
     let head = server.head().await;
     let err = heping
@@ -190,7 +223,10 @@ async fn a_member_of_an_open_case_is_refused_unless_overridden_and_the_departmen
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    let violations = err.get_details_bad_request().expect("bad request").field_violations;
+    let violations = err
+        .get_details_bad_request()
+        .expect("bad request")
+        .field_violations;
     assert_eq!(violations[0].field, "duplicate_override_reason");
     assert_eq!(server.head().await, head);
 
@@ -371,4 +407,55 @@ async fn the_index_is_rebuilt_after_a_restart_with_the_same_answer() {
     let err = hexi.submit_application(submission(app)).await.unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists);
     server.stop().await;
+}
+
+/// `--role intake` twice over one JetStream log, each with its own index and sharing only
+/// the log and the key: terminals racing through the two open exactly one case per person.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_intake_processes_over_jetstream_open_exactly_one_case() {
+    use onecity::config::{LogSpec, Role};
+    let url =
+        tokio::task::spawn_blocking(|| onecity_eventlog_jetstream::testing::shared_server().url())
+            .await
+            .unwrap();
+    let prefix = onecity_eventlog_jetstream::testing::fresh_prefix();
+    let spec: LogSpec = format!("jetstream:{url}?replicas=1&prefix={prefix}")
+        .parse()
+        .unwrap();
+    let shared = tempfile::tempdir().unwrap();
+    let key = shared.path().join("person-index.key");
+    std::fs::write(&key, "c3".repeat(32)).unwrap();
+    let start = |dir: std::path::PathBuf| {
+        let (spec, key) = (spec.clone(), key.clone());
+        async move {
+            TestServer::start_with(&dir, move |c| {
+                c.log = Some(spec);
+                c.roles = vec![Role::Intake];
+                c.person_index_key_file = Some(key);
+                // No workers run here: nothing routes, so nothing to hold back for.
+                c.max_routing_lag = 0;
+            })
+            .await
+        }
+    };
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = start(dir_a.path().to_path_buf()).await;
+    let b = start(dir_b.path().to_path_buf()).await;
+    let hexi = a.intake(tokens::TERMINAL).await;
+    let heping = b.intake(tokens::TERMINAL_HEPING).await;
+    for round in 0..20 {
+        let app = sample_application();
+        let (mut x, mut y) = (hexi.clone(), heping.clone());
+        let (rx, ry) = tokio::join!(
+            x.submit_application(submission(app.clone())),
+            y.submit_application(submission(app)),
+        );
+        let (won, lost) = match (rx, ry) {
+            (Ok(w), Err(l)) | (Err(l), Ok(w)) => (w.into_inner(), l),
+            (rx, ry) => panic!("round {round}: not exactly one case: {rx:?} {ry:?}"),
+        };
+        assert_eq!(named_case(&lost), won.case_id, "round {round}");
+    }
+    a.stop().await;
+    b.stop().await;
 }

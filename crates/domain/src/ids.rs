@@ -182,8 +182,14 @@ mod tests {
                 request_commit("terminal:t-1", "req-1"),
                 "3f86250f-61db-5572-a203-a314a14f3e57",
             ),
-            (person_stream(&[7; 32]), "f79972ce-2800-5725-9526-2c4659d6e7d7"),
-            (claim_commit(CASE, person_stream(&[7; 32])), "7a0abb1c-8a33-5a12-be7b-09151ae4e9d9"),
+            (
+                person_stream(&[7; 32]),
+                "f79972ce-2800-5725-9526-2c4659d6e7d7",
+            ),
+            (
+                claim_commit(CASE, person_stream(&[7; 32])),
+                "7a0abb1c-8a33-5a12-be7b-09151ae4e9d9",
+            ),
             (abandon_commit(CASE), "fb5176b2-8892-5e16-8085-ef8f969ac9d7"),
         ];
         for (id, want) in pinned {

@@ -21,6 +21,7 @@ use onecity_service::case::{
     Commit, Outcome, Step, Subject,
 };
 use onecity_service::{ErrorClass, Kind};
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 mod backpressure;
@@ -227,7 +228,11 @@ impl Intake {
     /// (`wait`), and the age at which such a claim counts as abandoned (`stale`); the
     /// defaults are [`DEFAULT_CLAIM_WAIT`] and [`DEFAULT_CLAIM_STALE`]. Needs
     /// [`Intake::with_person_index`] first.
-    pub fn with_claim_timing(mut self, wait: std::time::Duration, stale: std::time::Duration) -> Self {
+    pub fn with_claim_timing(
+        mut self,
+        wait: std::time::Duration,
+        stale: std::time::Duration,
+    ) -> Self {
         if let Some(p) = &mut self.persons {
             p.wait = wait;
             p.stale = stale;
@@ -367,7 +372,14 @@ impl Intake {
                 .append(Uuid::now_v7(), Expected::NoStream, vec![new], commit_id)
                 .await?;
             return self
-                .opened(terminal_id, request_id, &canonical, appended, submitted_at, &app)
+                .opened(
+                    terminal_id,
+                    request_id,
+                    &canonical,
+                    appended,
+                    submitted_at,
+                    &app,
+                )
                 .await;
         };
         let actor = principal.actor();
@@ -381,32 +393,37 @@ impl Intake {
         let key = persons.index.key();
         let members = claim::persons(app.members.iter().map(|m| key.hash(&m.id_number)));
         for _ in 0..MAX_SUBMIT_ATTEMPTS {
-            // A retry of an accepted request is answered before any member is judged: its
-            // own case names them all.
-            if let Some(original) =
-                recorded_commit(self.log.as_ref(), commit_id, new.clone()).await?
-            {
-                return self
-                    .duplicate(terminal_id, request_id, original.case_id, &canonical)
-                    .await;
-            }
             let case_id = Uuid::now_v7();
-            let mut stopped = None;
-            for person in &members {
-                if let Err(stop) = claims
-                    .claim(*person, case_id, commit_id, !override_reason.is_empty())
-                    .await
+            // The probe and the claims append to other streams than the case's: they run in
+            // a span of their own, so the call's span names the case it opens.
+            let claimed = async {
+                // A retry of an accepted request is answered before any member is judged:
+                // its own case names them all.
+                if let Some(original) =
+                    recorded_commit(self.log.as_ref(), commit_id, new.clone()).await?
                 {
-                    stopped = Some(stop);
-                    break;
+                    return Ok::<_, Error>(Err(claim::Stop::Landed(original.case_id)));
                 }
+                for person in &members {
+                    if let Err(stop) = claims
+                        .claim(*person, case_id, commit_id, !override_reason.is_empty())
+                        .await
+                    {
+                        // This case id will never open: void it, so its claims block
+                        // nobody. If that fails too, the claims go stale and the next
+                        // submission voids them.
+                        if let Err(e) = claims.void(case_id, "a member could not be claimed").await
+                        {
+                            tracing::warn!(%case_id, error = ?e, "abandoned case id not voided");
+                        }
+                        return Ok(Err(stop));
+                    }
+                }
+                Ok(Ok(()))
             }
-            if let Some(stop) = stopped {
-                // This case id will never open: void it, so its claims block nobody. If
-                // that fails too, the claims go stale and the next submission voids them.
-                if let Err(e) = claims.void(case_id, "a member could not be claimed").await {
-                    tracing::warn!(%case_id, error = ?e, "abandoned case id not voided");
-                }
+            .instrument(tracing::info_span!("claims", members = members.len()))
+            .await?;
+            if let Err(stop) = claimed {
                 return match stop {
                     claim::Stop::Exists(open) => {
                         tracing::info!(case_id = %open, terminal = %terminal_id, "submission refused: a member belongs to an open case");
@@ -428,12 +445,23 @@ impl Intake {
                 Ok(appended) => {
                     if appended.deduplicated {
                         // A concurrent twin of this request opened its case first.
-                        if let Err(e) = claims.void(case_id, "the request opened another case").await {
+                        if let Err(e) = claims
+                            .void(case_id, "the request opened another case")
+                            .instrument(tracing::info_span!("claims"))
+                            .await
+                        {
                             tracing::warn!(%case_id, error = ?e, "abandoned case id not voided");
                         }
                     }
                     return self
-                        .opened(terminal_id, request_id, &canonical, appended, submitted_at, &app)
+                        .opened(
+                            terminal_id,
+                            request_id,
+                            &canonical,
+                            appended,
+                            submitted_at,
+                            &app,
+                        )
                         .await;
                 }
                 // Another submission found our claims stale and voided this case id:
@@ -526,7 +554,9 @@ impl Intake {
             principal,
             Principal::Terminal { .. } | Principal::Admin { .. }
         ) {
-            return Err(denied(principal, "find cases by identity number", Subject::Nothing).into());
+            return Err(
+                denied(principal, "find cases by identity number", Subject::Nothing).into(),
+            );
         }
         let id = onecity_domain::IdNumber::parse(id_number)
             .map_err(|e| Error::invalid("id_number", e.to_string()))?;

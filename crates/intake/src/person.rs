@@ -370,7 +370,11 @@ mod tests {
         let withdrawn = CaseEvent::ApplicationWithdrawn(pb::ApplicationWithdrawn::default());
         let closed = CaseEvent::CaseClosed(pb::CaseClosed::default());
         index.apply(&[recorded(a, 5, &withdrawn), recorded(b, 6, &closed)]);
-        index.apply(&[recorded(a, 1, &submitted(app.clone(), "2026-03-09T00:00:00Z"))]);
+        index.apply(&[recorded(
+            a,
+            1,
+            &submitted(app.clone(), "2026-03-09T00:00:00Z"),
+        )]);
         assert_eq!(index.status(a), Some(CaseStatus::Withdrawn));
         assert_eq!(index.status(b), Some(CaseStatus::Closed));
         assert_eq!(index.cases_of(&key(1).hash(&first)).len(), 2);

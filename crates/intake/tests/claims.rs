@@ -69,10 +69,12 @@ async fn two_instances_racing_on_one_person_open_exactly_one_case() {
         let app = household(round);
         let (a, b, app_a, app_b) = (a.clone(), b.clone(), app.clone(), app);
         let ta = tokio::spawn(async move {
-            a.submit(&terminal(1), &format!("a-{round}"), Some(app_a)).await
+            a.submit(&terminal(1), &format!("a-{round}"), Some(app_a))
+                .await
         });
         let tb = tokio::spawn(async move {
-            b.submit(&terminal(2), &format!("b-{round}"), Some(app_b)).await
+            b.submit(&terminal(2), &format!("b-{round}"), Some(app_b))
+                .await
         });
         let (ra, rb) = (ta.await.unwrap(), tb.await.unwrap());
         let (won, lost) = match (ra, rb) {
@@ -144,7 +146,10 @@ async fn a_claim_whose_case_never_opened_blocks_while_young_and_is_voided_when_s
     assert!(matches!(err, onecity_eventlog::Error::Conflict { .. }));
     // A voided case id is no case.
     let reader = onecity_service::access::Reader::from(Principal::Admin { id: "a".into() });
-    let err = stale.get_case(&reader, &dead.to_string()).await.unwrap_err();
+    let err = stale
+        .get_case(&reader, &dead.to_string())
+        .await
+        .unwrap_err();
     let status: tonic::Status = err.into();
     assert_eq!(status.code(), tonic::Code::NotFound);
     stop.cancel();

@@ -721,11 +721,8 @@ fn start_roles(
             .with_backpressure(backpressure(config))
             .with_access(access(INTAKE_APPENDS_AS));
         if let Some(key) = person_key {
-            intake = intake.with_person_index(PersonIndex::start(
-                Arc::clone(&log),
-                key,
-                stop.clone(),
-            ));
+            intake =
+                intake.with_person_index(PersonIndex::start(Arc::clone(&log), key, stop.clone()));
         }
         let svc = IntakeGrpc::new(intake, stop.clone())
             .with_stream_limit(streams.clone())

@@ -59,7 +59,11 @@ pub fn status<E: ErrorClass>(e: E) -> Status {
         Kind::AlreadyExists { reason, metadata } => Status::with_error_details(
             Code::AlreadyExists,
             message,
-            ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata.into_iter().collect::<HashMap<_, _>>()),
+            ErrorDetails::with_error_info(
+                reason,
+                ERROR_DOMAIN,
+                metadata.into_iter().collect::<HashMap<_, _>>(),
+            ),
         ),
         Kind::ResourceExhausted => Status::resource_exhausted(message),
         Kind::Unavailable => Status::unavailable(message),
