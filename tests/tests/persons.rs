@@ -441,6 +441,16 @@ async fn two_intake_processes_over_jetstream_open_exactly_one_case() {
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a = start(dir_a.path().to_path_buf()).await;
     let b = start(dir_b.path().to_path_buf()).await;
+    // Both serve once their log is open (health says so; no sleeping).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    for server in [&a, &b] {
+        while server.health("onecity.v1.IntakeService").await
+            != tonic_health::pb::health_check_response::ServingStatus::Serving
+        {
+            assert!(tokio::time::Instant::now() < deadline, "intake never served");
+            tokio::task::yield_now().await;
+        }
+    }
     let hexi = a.intake(tokens::TERMINAL).await;
     let heping = b.intake(tokens::TERMINAL_HEPING).await;
     for round in 0..20 {
