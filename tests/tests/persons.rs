@@ -447,7 +447,10 @@ async fn two_intake_processes_over_jetstream_open_exactly_one_case() {
         while server.health("onecity.v1.IntakeService").await
             != tonic_health::pb::health_check_response::ServingStatus::Serving
         {
-            assert!(tokio::time::Instant::now() < deadline, "intake never served");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "intake never served"
+            );
             tokio::task::yield_now().await;
         }
     }

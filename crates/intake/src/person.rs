@@ -52,15 +52,7 @@ impl PersonKey {
     /// The key written in a key file: hexadecimal, surrounding whitespace ignored (as
     /// `openssl rand -hex 32` writes it).
     pub fn from_hex(text: &str) -> Option<Self> {
-        let text = text.trim();
-        if text.len() % 2 != 0 || !text.is_ascii() {
-            return None;
-        }
-        let bytes: Option<Vec<u8>> = (0..text.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
-            .collect();
-        PersonKey::new(&bytes?)
+        PersonKey::new(&hex::decode(text.trim()).ok()?)
     }
 
     /// The person's hash: HMAC-SHA256 of the canonical identity number.
