@@ -137,8 +137,12 @@ start_role() {
     # Every process is told the partition count: the workers lease their share of the
     # partitions, intake's backpressure watches each partition's checkpoint.
     nats_password >/dev/null
+    # One person index key for both intake processes (docs/security.md): with a key each,
+    # their claims on one person would never meet.
+    [[ -s "$dir/person-index.key" ]] || (umask 077; od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$dir/person-index.key")
     ONECITY_LOG_LEVEL="${ONECITY_LOG_LEVEL:-info}" NO_COLOR=1 \
         ONECITY_NATS_USER=onecity ONECITY_NATS_PASSWORD_FILE="$dir/nats.password" \
+        ONECITY_PERSON_INDEX_KEY_FILE="$dir/person-index.key" \
         "$bin" serve --role "$role" --partitions 2 \
         --addr "127.0.0.1:$port" --data-dir "$dir/$name" --log "$(log_spec)" \
         >>"$dir/logs/$name.log" 2>&1 &

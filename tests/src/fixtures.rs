@@ -2,7 +2,31 @@
 
 use onecity_proto::v1 as pb;
 
-pub use onecity_domain::fixtures::{sample_application, valid_id_number};
+pub use onecity_domain::fixtures::valid_id_number;
+
+/// The sample household (`onecity_domain::fixtures::sample_application`) with identity
+/// numbers of its own, new at each call: a person may be in one open case only, so two
+/// submissions of "the sample" are two households unless the test reuses the value.
+pub fn sample_application() -> pb::Application {
+    // The low 62 bits of a UUID v7 are random.
+    let fresh = uuid::Uuid::now_v7().as_u128() as u64;
+    with_ids(
+        onecity_domain::fixtures::sample_application(),
+        &format!("{:06}", fresh % 1_000_000),
+        (fresh >> 32) as u16,
+    )
+}
+
+/// `app` with each member's identity number in region `region` (six digits), with
+/// sequence numbers from `seq` on; birth dates kept.
+pub fn with_ids(mut app: pb::Application, region: &str, seq: u16) -> pb::Application {
+    for (i, m) in app.members.iter_mut().enumerate() {
+        let birth = chrono::NaiveDate::parse_from_str(&m.birth_date, "%Y-%m-%d")
+            .expect("fixture birth date");
+        m.id_number = valid_id_number(region, birth, seq.wrapping_add(i as u16 * 7));
+    }
+    app
+}
 
 /// Demo tokens (see `onecity::config::demo_tokens`).
 pub mod tokens {
@@ -26,8 +50,15 @@ pub mod tokens {
 
 /// The `i`-th of a series of households: the sample household with its income and housing
 /// varied by `i`, so a run of them reaches different programme mixes.
+///
+/// Each `i` is its own household (its members' identity numbers are derived from it), so
+/// the same `i` is the same people.
 pub fn application(i: usize) -> pb::Application {
-    let mut app = sample_application();
+    let mut app = with_ids(
+        onecity_domain::fixtures::sample_application(),
+        &format!("{:06}", 100_000 + i / 997 % 900_000),
+        (i % 997) as u16,
+    );
     app.members[1].monthly_income_fen = 40_000 * (i % 11) as i64;
     if i.is_multiple_of(4) {
         app.housing = pb::Housing::OwnedAdequate as i32;
@@ -40,6 +71,7 @@ pub fn submission(application: pb::Application) -> pb::SubmitApplicationRequest 
     pb::SubmitApplicationRequest {
         request_id: uuid::Uuid::now_v7().to_string(),
         application: Some(application),
+        duplicate_override_reason: String::new(),
     }
 }
 

@@ -16,7 +16,9 @@ pub use client::{
     HandoffClient, IntakeClient, LogClient,
 };
 pub use faulty::FaultyLog;
-pub use fixtures::{application, sample_application, submission, today, tokens, valid_id_number};
+pub use fixtures::{
+    application, sample_application, submission, today, tokens, valid_id_number, with_ids,
+};
 pub use pki::{CertFiles, Pki};
 pub use routed::Routed;
 pub use server::TestServer;

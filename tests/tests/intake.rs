@@ -26,15 +26,13 @@ async fn same_request_id_gives_same_case_even_across_restart() {
     assert_eq!(again.submitted_at, first.submitted_at);
     let head = server.head().await;
 
-    // Another terminal using the same request id is another request.
+    // Another terminal using the same request id is another request: the same household
+    // in another case, which the duplicate rule refuses naming the first.
     let mut heping = server.intake(tokens::TERMINAL_HEPING).await;
-    let other = heping
-        .submit_application(req.clone())
-        .await
-        .unwrap()
-        .into_inner();
-    assert_ne!(other.case_id, first.case_id);
-    server.handed_off(&other.case_id).await;
+    let other = heping.submit_application(req.clone()).await.unwrap_err();
+    assert_eq!(other.code(), tonic::Code::AlreadyExists, "{other:?}");
+    assert!(other.message().contains(&first.case_id));
+    server.handed_off(&first.case_id).await;
     server.stop().await;
 
     let server = TestServer::start(dir.path()).await;
@@ -298,20 +296,30 @@ async fn every_validation_rule_names_its_field_and_writes_nothing() {
         .unwrap()
         .into_inner()
         .case_id;
-    // The workers may already have written more; the submission is the next event.
+    // The workers may already have written more; the members' claims (one each) and the
+    // submission are the next events.
     let next = server
         .log(tokens::SERVICE)
         .await
         .read_all(pb::ReadAllRequest {
             from_position: head + 1,
-            limit: 1,
+            limit: 4,
         })
         .await
         .unwrap()
         .into_inner()
         .events;
-    assert_eq!(next[0].event_type, "onecity.v1.ApplicationSubmitted");
-    assert_eq!(next[0].case_id, case_id);
+    let types: Vec<&str> = next.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "onecity.v1.PersonClaimed",
+            "onecity.v1.PersonClaimed",
+            "onecity.v1.PersonClaimed",
+            "onecity.v1.ApplicationSubmitted"
+        ]
+    );
+    assert_eq!(next[3].case_id, case_id);
     server.stop().await;
 }
 

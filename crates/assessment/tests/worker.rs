@@ -49,6 +49,7 @@ async fn submit(log: &SledLog) -> RecordedEvent {
         street_office: "demo".into(),
         request_id: case_id.to_string(),
         submitted_at: "2025-09-01T09:00:00Z".into(),
+        duplicate_override_reason: String::new(),
     });
     append(log, case_id, &submitted).await;
     log.read_case(case_id, 1, 1).await.unwrap().remove(0)

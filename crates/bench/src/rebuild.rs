@@ -95,6 +95,7 @@ async fn write_case(log: &SledLog, t: &Template) -> anyhow::Result<()> {
         street_office: STREET_OFFICE.into(),
         request_id: request_id.clone(),
         submitted_at: rfc3339(now),
+        duplicate_override_reason: String::new(),
     });
     let submit_event = NewEvent::new(
         submitted.event_type(),

@@ -45,6 +45,10 @@ pub const REFERRAL_INFORMATION_PROVIDED: &str = "onecity.v1.ReferralInformationP
 /// `ReverificationDue`: an approved recognition reached its review date; a review
 /// referral is issued in the same commit.
 pub const REVERIFICATION_DUE: &str = "onecity.v1.ReverificationDue";
+/// `PersonClaimed`: a submission claims a person (on a person stream, never a case).
+pub const PERSON_CLAIMED: &str = "onecity.v1.PersonClaimed";
+/// `SubmissionAbandoned`: the first and only event of a case id that will never open.
+pub const SUBMISSION_ABANDONED: &str = "onecity.v1.SubmissionAbandoned";
 
 /// One event of a case stream.
 #[derive(Debug, Clone, PartialEq)]

@@ -109,6 +109,33 @@ pub fn access_stream(actor: &str) -> Uuid {
     derive(&["access", actor])
 }
 
+/// Id of the person stream of the person whose keyed identity hash (HMAC-SHA256, see
+/// `onecity_intake::PersonKey`) is `person`: its `PersonClaimed` records, never a case.
+/// Derived from the hash, never from the number, so the log holds no identity number.
+pub fn person_stream(person: &[u8; 32]) -> Uuid {
+    derive(&["person", &hex(person)])
+}
+
+/// Commit id of the claim of the person stream `person` by the submission opening
+/// `case_id`: a retried claim append is deduplicated.
+pub fn claim_commit(case_id: Uuid, person: Uuid) -> Uuid {
+    derive(&["claim", &case_id.to_string(), &person.to_string()])
+}
+
+/// Commit id of the `SubmissionAbandoned` that voids `case_id`: written once, by whoever
+/// writes it first.
+pub fn abandon_commit(case_id: Uuid) -> Uuid {
+    derive(&["abandon", &case_id.to_string()])
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
 /// Commit id of `consumer`'s quarantine record of the event at `position`: a replay
 /// quarantines the event once.
 pub fn quarantine_commit(consumer: &str, position: u64) -> Uuid {
@@ -183,6 +210,19 @@ mod tests {
                 review_referral("r-1"),
                 "2a24e1d5-7b2f-56ba-b569-e0e061896571",
             ),
+            (
+                person_stream(&[7; 32]),
+                "f79972ce-2800-5725-9526-2c4659d6e7d7",
+            ),
+            (
+                claim_commit(CASE, person_stream(&[7; 32])),
+                "7a0abb1c-8a33-5a12-be7b-09151ae4e9d9",
+            ),
+            (abandon_commit(CASE), "fb5176b2-8892-5e16-8085-ef8f969ac9d7"),
+            (
+                transferred_referral("r-1", "housing@120103"),
+                "0b7bc50a-e5fd-53ff-acab-7d7cd5ca3533",
+            ),
         ];
         for (id, want) in pinned {
             assert_eq!(id.to_string(), want);
@@ -202,6 +242,8 @@ mod tests {
             charity_commit(case),
             reverification_commit(&case.to_string()),
             review_referral(&case.to_string()),
+            abandon_commit(case),
+            transferred_referral(&case.to_string(), "housing@120103"),
         ];
         ids.extend(Programme::ALL.iter().map(|p| referral_id(case, *p)));
         ids

@@ -96,6 +96,7 @@ async fn assessed_case_with(
         street_office: "Hexi".into(),
         request_id: "req-1".into(),
         submitted_at: "2025-09-01T09:00:00Z".into(),
+        duplicate_override_reason: String::new(),
     });
     append(log, case_id, &submitted).await;
     let assessed = CaseEvent::EligibilityAssessed(pb::EligibilityAssessed {

@@ -62,6 +62,7 @@ async fn referred_with(
         street_office: "Hexi".into(),
         request_id: case_id.to_string(),
         submitted_at: "2025-09-01T09:00:00Z".into(),
+        duplicate_override_reason: String::new(),
     });
     append(log.as_ref(), case_id, &submitted).await;
     let valid = validate_application(app, onecity_domain::today()).unwrap();

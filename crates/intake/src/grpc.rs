@@ -59,8 +59,12 @@ impl IntakeService for IntakeGrpc {
         let pb::SubmitApplicationRequest {
             request_id,
             application,
+            duplicate_override_reason,
         } = req.into_inner();
-        let s = self.intake.submit(&who, &request_id, application).await?;
+        let s = self
+            .intake
+            .submit_with_override(&who, &request_id, application, &duplicate_override_reason)
+            .await?;
         Ok(Response::new(pb::SubmitApplicationResponse {
             case_id: s.case_id.to_string(),
             duplicate: s.duplicate,
@@ -145,5 +149,15 @@ impl IntakeService for IntakeGrpc {
         Ok(Response::new(pb::ProvideInformationResponse {
             referral: Some(referral),
         }))
+    }
+
+    async fn find_cases(
+        &self,
+        req: Request<pb::FindCasesRequest>,
+    ) -> Result<Response<pb::FindCasesResponse>, Status> {
+        let who = reader(&req)?;
+        let pb::FindCasesRequest { id_number } = req.into_inner();
+        let cases = self.intake.find_cases(&who, &id_number).await?;
+        Ok(Response::new(pb::FindCasesResponse { cases }))
     }
 }

@@ -21,15 +21,20 @@ use onecity_service::case::{
     Commit, Outcome, Step, Subject,
 };
 use onecity_service::{ErrorClass, Kind};
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 mod backpressure;
+mod claim;
 pub mod grpc;
+mod person;
 mod view;
 
 pub use backpressure::{
     Backpressure, ConsumerLag, Gauge, Watched, DEFAULT_MAX_ROUTING_LAG, LAG_REFRESH,
 };
+pub use claim::{DEFAULT_CLAIM_STALE, DEFAULT_CLAIM_WAIT};
+pub use person::{IndexedCase, PersonCase, PersonHash, PersonIndex, PersonKey, MIN_KEY_BYTES};
 pub use view::view;
 
 /// Result alias of this crate.
@@ -62,6 +67,25 @@ pub enum Error {
     /// A referral transition (`ProvideInformation`) was refused or failed.
     #[error(transparent)]
     Referral(#[from] onecity_handoff::Error),
+    /// A member of the household already belongs to an open case; no case was opened.
+    #[error(
+        "a member of this household already belongs to open case {case_id}; \
+         set duplicate_override_reason to open another case anyway"
+    )]
+    AlreadyExists {
+        /// The open case.
+        case_id: Uuid,
+    },
+    /// Another submission naming a member of the household is under way; no case was
+    /// opened.
+    #[error(
+        "another submission naming a member of this household is in progress; \
+         retry the same request id in a few seconds"
+    )]
+    InProgress,
+    /// The person index is not configured in this process.
+    #[error("the person index is not available in this process")]
+    NoIndex,
     /// The workers are too far behind to take new cases; nothing was written.
     #[error(
         "routing is behind: {consumer} has {lag} events waiting, over the bound of {max_lag}; \
@@ -87,6 +111,11 @@ impl ErrorClass for Error {
             Error::Corrupt(_) => Kind::Internal,
             Error::Referral(e) => e.into_kind(),
             Error::Overloaded { .. } => Kind::ResourceExhausted,
+            Error::AlreadyExists { case_id } => Kind::AlreadyExists {
+                reason: "MEMBER_IN_OPEN_CASE",
+                metadata: vec![("case_id".to_owned(), case_id.to_string())],
+            },
+            Error::InProgress | Error::NoIndex => Kind::Unavailable,
         }
     }
 }
@@ -113,6 +142,11 @@ impl From<onecity_domain::Invalid> for Error {
 pub use onecity_domain::text::MAX_REQUEST_ID_CHARS;
 /// Longest withdrawal reason.
 pub const MAX_REASON_CHARS: usize = 2_000;
+/// Longest duplicate override reason.
+pub const MAX_OVERRIDE_REASON_CHARS: usize = 2_000;
+/// How many times a submission starts over after another voided its case id (it took
+/// too long between its claims and its case) before it gives up.
+const MAX_SUBMIT_ATTEMPTS: usize = 4;
 
 /// The answer to a submission.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,11 +168,30 @@ pub struct Intake {
     backpressure: Option<Arc<backpressure::Gauge>>,
     access: Access,
     referrals: onecity_handoff::ReferralWriter,
+    persons: Option<Persons>,
+}
+
+/// The person index and the claim timing (see `claim.rs`).
+#[derive(Debug, Clone)]
+struct Persons {
+    index: Arc<PersonIndex>,
+    wait: std::time::Duration,
+    stale: std::time::Duration,
 }
 
 /// The methods whose reads are recorded, as access records name them.
 const GET_CASE: &str = "onecity.v1.IntakeService/GetCase";
 const WATCH_CASE: &str = "onecity.v1.IntakeService/WatchCase";
+const FIND_CASES: &str = "onecity.v1.IntakeService/FindCases";
+
+/// A stream without a submission is a case id voided before it opened (see `claim.rs`):
+/// no case.
+fn not_void(case_id: Uuid, state: &CaseState) -> Result<()> {
+    match state.submitted {
+        Some(_) => Ok(()),
+        None => Err(onecity_service::Error::CaseNotFound(case_id).into()),
+    }
+}
 
 fn parse_case_id(s: &str) -> Result<Uuid> {
     let id = Uuid::parse_str(s).map_err(|_| Error::invalid("case_id", "not a uuid"))?;
@@ -162,6 +215,7 @@ impl Intake {
             policies,
             catalogue: Arc::new(Catalogue::embedded()),
             backpressure: None,
+            persons: None,
         }
     }
 
@@ -188,6 +242,33 @@ impl Intake {
             .await?)
     }
 
+    /// Keeps at most one open case per person (see [`Intake::submit`]) and answers
+    /// [`Intake::find_cases`] from `index`. Without it neither is done.
+    pub fn with_person_index(mut self, index: Arc<PersonIndex>) -> Self {
+        self.persons = Some(Persons {
+            index,
+            wait: DEFAULT_CLAIM_WAIT,
+            stale: DEFAULT_CLAIM_STALE,
+        });
+        self
+    }
+
+    /// How long a submission waits for another submission's claimed case to open
+    /// (`wait`), and the age at which such a claim counts as abandoned (`stale`); the
+    /// defaults are [`DEFAULT_CLAIM_WAIT`] and [`DEFAULT_CLAIM_STALE`]. Needs
+    /// [`Intake::with_person_index`] first.
+    pub fn with_claim_timing(
+        mut self,
+        wait: std::time::Duration,
+        stale: std::time::Duration,
+    ) -> Self {
+        if let Some(p) = &mut self.persons {
+            p.wait = wait;
+            p.stale = stale;
+        }
+        self
+    }
+
     /// Records reads through `access` (by default every read is recorded in the log).
     pub fn with_access(mut self, access: Access) -> Self {
         self.access = access;
@@ -210,6 +291,7 @@ impl Intake {
 
     /// The case as `principal` may see it today, under this intake's catalogue.
     fn view(&self, principal: &Principal, case_id: Uuid, state: &CaseState) -> Result<pb::Case> {
+        not_void(case_id, state)?;
         view(
             principal,
             case_id,
@@ -227,6 +309,23 @@ impl Intake {
         principal: &Principal,
         request_id: &str,
         application: Option<pb::Application>,
+    ) -> Result<Submitted> {
+        self.submit_with_override(principal, request_id, application, "")
+            .await
+    }
+
+    /// [`Intake::submit`] with the duplicate check of the person index: when a member
+    /// already belongs to an OPEN case the answer is [`Error::AlreadyExists`] naming it,
+    /// unless `override_reason` (empty: none) says why another case is opened anyway; it
+    /// is recorded on the case. Of concurrent submissions naming one person, across
+    /// processes, at most one opens a case (see `claim.rs`); a retry of an accepted
+    /// request gets its case back first.
+    pub async fn submit_with_override(
+        &self,
+        principal: &Principal,
+        request_id: &str,
+        application: Option<pb::Application>,
+        override_reason: &str,
     ) -> Result<Submitted> {
         let Principal::Terminal {
             id: terminal_id,
@@ -246,6 +345,14 @@ impl Intake {
                 "no policy version is in force on that date",
             ));
         }
+        if !override_reason.is_empty() {
+            check_text(
+                "duplicate_override_reason",
+                override_reason,
+                MAX_OVERRIDE_REASON_CHARS,
+                TextKind::Paragraph,
+            )?;
+        }
         let submitted_at = now_rfc3339();
         // The application as it is stored: a retry is compared with it in this form, so an
         // equal application encoded differently is still the same request.
@@ -256,6 +363,7 @@ impl Intake {
             street_office: street_office.clone(),
             request_id: request_id.to_owned(),
             submitted_at: submitted_at.clone(),
+            duplicate_override_reason: override_reason.to_owned(),
         });
         let commit_id = ids::submit_commit(terminal_id, request_id);
         let new = NewEvent::new(event.event_type(), principal.actor(), event.encode())
@@ -287,13 +395,129 @@ impl Intake {
                 };
             }
         }
-        let appended = self
-            .log
-            .append(Uuid::now_v7(), Expected::NoStream, vec![new], commit_id)
+        let Some(persons) = &self.persons else {
+            let appended = self
+                .log
+                .append(Uuid::now_v7(), Expected::NoStream, vec![new], commit_id)
+                .await?;
+            return self
+                .opened(
+                    terminal_id,
+                    request_id,
+                    &canonical,
+                    appended,
+                    submitted_at,
+                    &app,
+                )
+                .await;
+        };
+        let actor = principal.actor();
+        let claims = claim::Claims {
+            log: self.log.as_ref(),
+            index: &persons.index,
+            actor: &actor,
+            wait: persons.wait,
+            stale: persons.stale,
+        };
+        let key = persons.index.key();
+        let members = claim::persons(app.members.iter().map(|m| key.hash(&m.id_number)));
+        for _ in 0..MAX_SUBMIT_ATTEMPTS {
+            let case_id = Uuid::now_v7();
+            // The probe and the claims append to other streams than the case's: they run in
+            // a span of their own, so the call's span names the case it opens.
+            let claimed = async {
+                // A retry of an accepted request is answered before any member is judged:
+                // its own case names them all.
+                if let Some(original) =
+                    recorded_commit(self.log.as_ref(), commit_id, new.clone()).await?
+                {
+                    return Ok::<_, Error>(Err(claim::Stop::Landed(original.case_id)));
+                }
+                for person in &members {
+                    if let Err(stop) = claims
+                        .claim(*person, case_id, commit_id, !override_reason.is_empty())
+                        .await
+                    {
+                        // This case id will never open: void it, so its claims block
+                        // nobody. If that fails too, the claims go stale and the next
+                        // submission voids them.
+                        if let Err(e) = claims.void(case_id, "a member could not be claimed").await
+                        {
+                            tracing::warn!(%case_id, error = ?e, "abandoned case id not voided");
+                        }
+                        return Ok(Err(stop));
+                    }
+                }
+                Ok(Ok(()))
+            }
+            .instrument(tracing::info_span!("claims", members = members.len()))
             .await?;
+            if let Err(stop) = claimed {
+                return match stop {
+                    claim::Stop::Exists(open) => {
+                        tracing::info!(case_id = %open, terminal = %terminal_id, "submission refused: a member belongs to an open case");
+                        Err(Error::AlreadyExists { case_id: open })
+                    }
+                    claim::Stop::Landed(case_id) => {
+                        self.duplicate(terminal_id, request_id, case_id, &canonical)
+                            .await
+                    }
+                    claim::Stop::InProgress => Err(Error::InProgress),
+                    claim::Stop::Service(e) => Err(e.into()),
+                };
+            }
+            match self
+                .log
+                .append(case_id, Expected::NoStream, vec![new.clone()], commit_id)
+                .await
+            {
+                Ok(appended) => {
+                    if appended.deduplicated {
+                        // A concurrent twin of this request opened its case first.
+                        if let Err(e) = claims
+                            .void(case_id, "the request opened another case")
+                            .instrument(tracing::info_span!("claims"))
+                            .await
+                        {
+                            tracing::warn!(%case_id, error = ?e, "abandoned case id not voided");
+                        }
+                    }
+                    return self
+                        .opened(
+                            terminal_id,
+                            request_id,
+                            &canonical,
+                            appended,
+                            submitted_at,
+                            &app,
+                        )
+                        .await;
+                }
+                // Another submission found our claims stale and voided this case id:
+                // start over with a new one.
+                Err(onecity_eventlog::Error::Conflict { .. }) => {
+                    tracing::warn!(%case_id, terminal = %terminal_id, "case id voided before it opened, starting over");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::InProgress)
+    }
+
+    /// The answer to an append of a submission: the new case, or for a commit id already
+    /// in the log, the original's (see [`Intake::duplicate`]).
+    async fn opened(
+        &self,
+        terminal_id: &str,
+        request_id: &str,
+        canonical: &pb::Application,
+        appended: Appended,
+        submitted_at: String,
+        app: &onecity_domain::Application,
+    ) -> Result<Submitted> {
         if appended.deduplicated {
             return self
-                .duplicate(terminal_id, request_id, appended.case_id, &canonical)
+                .duplicate(terminal_id, request_id, appended.case_id, canonical)
                 .await;
         }
         let case_id = appended.case_id;
@@ -347,6 +571,56 @@ impl Intake {
         let view = self.view(&reader.principal, case_id, &state)?;
         self.access.record(reader, GET_CASE, vec![case_id]).await?;
         Ok(view)
+    }
+
+    /// Every case naming the person with identity number `id_number`, from the person
+    /// index, oldest first: for terminals and administrators (the one-city link: any
+    /// district's). Members are shown masked. The read is recorded, naming every case
+    /// shown, before it is answered.
+    pub async fn find_cases(&self, reader: &Reader, id_number: &str) -> Result<Vec<pb::FoundCase>> {
+        let principal = &reader.principal;
+        if !matches!(
+            principal,
+            Principal::Terminal { .. } | Principal::Admin { .. }
+        ) {
+            return Err(
+                denied(principal, "find cases by identity number", Subject::Nothing).into(),
+            );
+        }
+        let id = onecity_domain::IdNumber::parse(id_number)
+            .map_err(|e| Error::invalid("id_number", e.to_string()))?;
+        let Some(persons) = &self.persons else {
+            return Err(Error::NoIndex);
+        };
+        let found = persons.index.cases_of(&persons.index.key().hash(&id));
+        let today = onecity_domain::today();
+        let mut cases = Vec::with_capacity(found.len());
+        for c in found {
+            // The submission is the case's first event: one short read gives the members.
+            let first = self.log.read_case(c.case.case_id, 1, 1).await?;
+            let members = first
+                .first()
+                .and_then(|e| match CaseEvent::decode(&e.event_type, &e.payload) {
+                    Ok(Some(CaseEvent::ApplicationSubmitted(s))) => s.application,
+                    _ => None,
+                })
+                .map(|app| view::masked_members(app, today))
+                .unwrap_or_default();
+            cases.push(pb::FoundCase {
+                case_id: c.case.case_id.to_string(),
+                status: pb::CaseStatus::from(c.case.status) as i32,
+                district_code: c.case.district_code,
+                relationship: c.relationship,
+                submitted_date: c.case.submitted_date,
+                members,
+            });
+        }
+        let shown = cases
+            .iter()
+            .filter_map(|c| Uuid::parse_str(&c.case_id).ok())
+            .collect();
+        self.access.record(reader, FIND_CASES, shown).await?;
+        Ok(cases)
     }
 
     /// The case's events so far, then new ones as they are recorded. Ends after the case
@@ -495,6 +769,7 @@ impl Intake {
             }
         };
         let outcome = append_case_commit(self.log.as_ref(), case_id, |state| {
+            not_void(case_id, state)?;
             match state.status {
                 CaseStatus::Withdrawn => {
                     return Ok(Step::Done(self.view(principal, case_id, state)?))

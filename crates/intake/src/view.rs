@@ -48,14 +48,11 @@ pub fn view(
         terminal_id: submitted.terminal_id,
         submitted_at: submitted.submitted_at,
         application: submitted.application,
+        // Every principal that sees the case sees why it was opened beside another.
+        duplicate_override_reason: submitted.duplicate_override_reason,
     };
     if let Some(app) = &mut case.application {
-        for m in &mut app.members {
-            m.age_years = parse_date(&m.birth_date)
-                .map_or(0, |birth| age_on(birth, today))
-                .try_into()
-                .unwrap_or(i32::MAX);
-        }
+        set_ages(app, today);
     }
     match principal {
         Principal::Terminal { .. } | Principal::Admin { .. } => Ok(case),
@@ -91,6 +88,22 @@ pub fn view(
             Err(denied(principal, "read cases", Subject::Case(case_id)).into())
         }
     }
+}
+
+fn set_ages(app: &mut pb::Application, today: NaiveDate) {
+    for m in &mut app.members {
+        m.age_years = parse_date(&m.birth_date)
+            .map_or(0, |birth| age_on(birth, today))
+            .try_into()
+            .unwrap_or(i32::MAX);
+    }
+}
+
+/// The members of `app` as `FindCases` shows them: name, relationship, masked identity
+/// number and age on `today`, nothing else.
+pub(crate) fn masked_members(mut app: pb::Application, today: NaiveDate) -> Vec<pb::Person> {
+    set_ages(&mut app, today);
+    minimise(app, Facts::empty()).members
 }
 
 /// One history entry as `principal` may see it, if at all; `audience` is the entry's

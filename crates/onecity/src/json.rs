@@ -32,6 +32,7 @@ proto_names!(
     GetCaseResponse,
     WatchCaseResponse,
     WithdrawApplicationResponse,
+    FindCasesResponse,
     ScreenResponse,
     GetPolicyResponse,
     ListReferralsResponse,

@@ -14,9 +14,10 @@ use std::sync::Arc;
 
 use onecity_domain::events::{
     APPLICATION_SUBMITTED, APPLICATION_WITHDRAWN, CASE_CLOSED, ELIGIBILITY_ASSESSED,
-    RECOGNITION_LINKED, REFERRAL_ACKNOWLEDGED, REFERRAL_BASIS_UPDATED, REFERRAL_CANCELLED,
-    REFERRAL_DECIDED, REFERRAL_DUE_SOON, REFERRAL_ESCALATED, REFERRAL_ISSUED, REFERRAL_OVERDUE,
-    REVERIFICATION_DUE,
+    PERSON_CLAIMED, RECOGNITION_LINKED, REFERRAL_ACKNOWLEDGED, REFERRAL_BASIS_UPDATED,
+    REFERRAL_CANCELLED, REFERRAL_DECIDED, REFERRAL_DUE_SOON, REFERRAL_ESCALATED,
+    REFERRAL_INFORMATION_PROVIDED, REFERRAL_INFORMATION_REQUESTED, REFERRAL_ISSUED,
+    REFERRAL_OVERDUE, REFERRAL_TRANSFERRED, REVERIFICATION_DUE, SUBMISSION_ABANDONED,
 };
 use onecity_eventlog::access::PERSONAL_DATA_READ;
 use onecity_eventlog::quarantine::{EVENT_QUARANTINED, QUARANTINE_RELEASED};
@@ -30,6 +31,9 @@ use Role::{Eligibility, Handoff, Intake};
 pub const EVENT_TYPES: &[(&str, &[Role])] = &[
     (APPLICATION_SUBMITTED, &[Intake]),
     (APPLICATION_WITHDRAWN, &[Intake]),
+    // The person claims of a submission (docs/eventlog.md, "Person claims").
+    (PERSON_CLAIMED, &[Intake]),
+    (SUBMISSION_ABANDONED, &[Intake]),
     (ELIGIBILITY_ASSESSED, &[Eligibility]),
     (REFERRAL_ISSUED, &[Handoff]),
     (REFERRAL_ACKNOWLEDGED, &[Handoff]),
@@ -42,6 +46,12 @@ pub const EVENT_TYPES: &[(&str, &[Role])] = &[
     (REFERRAL_ESCALATED, &[Handoff]),
     // So does its re-verification of approved recognitions.
     (REVERIFICATION_DUE, &[Handoff]),
+    // A transfer (issuing the new referral in the same commit) and a request for
+    // information are the departments' and supervisors' acts, served by the handoff role;
+    // the household's answer comes through a terminal, served by intake.
+    (REFERRAL_TRANSFERRED, &[Handoff]),
+    (REFERRAL_INFORMATION_REQUESTED, &[Handoff]),
+    (REFERRAL_INFORMATION_PROVIDED, &[Intake]),
     (CASE_CLOSED, &[Handoff]),
     // The linkage worker runs with the handoff.
     (REFERRAL_BASIS_UPDATED, &[Handoff]),
@@ -121,6 +131,9 @@ mod tests {
             CaseEvent::ReferralBasisUpdated(pb::Referral::default()),
             CaseEvent::RecognitionLinked(pb::RecognitionLinked::default()),
             CaseEvent::ReverificationDue(pb::ReverificationDue::default()),
+            CaseEvent::ReferralTransferred(pb::Referral::default()),
+            CaseEvent::ReferralInformationRequested(pb::Referral::default()),
+            CaseEvent::ReferralInformationProvided(pb::Referral::default()),
         ];
         for e in events {
             let t = e.event_type();
@@ -142,8 +155,11 @@ mod tests {
         assert!(intake.may_append(APPLICATION_WITHDRAWN));
         assert!(intake.may_append(REFERRAL_CANCELLED));
         assert!(intake.may_append(PERSONAL_DATA_READ));
+        assert!(intake.may_append(REFERRAL_INFORMATION_PROVIDED));
         for t in [
             REFERRAL_DECIDED,
+            REFERRAL_TRANSFERRED,
+            REFERRAL_INFORMATION_REQUESTED,
             REFERRAL_ISSUED,
             ELIGIBILITY_ASSESSED,
             CASE_CLOSED,

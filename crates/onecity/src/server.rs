@@ -23,7 +23,7 @@ use onecity_handoff::{
     DeadlinePolicy, DeadlineWorker, Handoff, HandoffWorker, Inbox, LinkageWorker,
 };
 use onecity_intake::grpc::IntakeGrpc;
-use onecity_intake::{Backpressure, Gauge, Intake, Watched};
+use onecity_intake::{Backpressure, Gauge, Intake, PersonIndex, PersonKey, Watched};
 use onecity_service::access::Access;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -396,6 +396,11 @@ async fn serve(
         );
     }
     let (policies, catalogue) = load_rules(&config)?;
+    let person_key = if config.runs(Role::Intake) {
+        Some(config.person_key()?)
+    } else {
+        None
+    };
     let stop = CancellationToken::new();
     // Ends the server on shutdown, or when the log cannot be opened at all.
     let quit = CancellationToken::new();
@@ -465,7 +470,7 @@ async fn serve(
         }
     }
 
-    let rules = (policies, catalogue);
+    let rules = (policies, catalogue, person_key);
     let begin = |(log, shared_leases): Opened| async {
         let workers = start_roles(
             &config,
@@ -684,7 +689,7 @@ fn start_roles(
     vitals: &Vitals,
     auth: &Auth,
     sources: &Sources,
-    (policies, catalogue): (Arc<PolicyBook>, Arc<Catalogue>),
+    (policies, catalogue, person_key): (Arc<PolicyBook>, Arc<Catalogue>, Option<PersonKey>),
     stop: CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let (leases, partitions) = worker_partitions(config, shared_leases.as_ref(), instance);
@@ -711,11 +716,15 @@ fn start_roles(
         }
     };
     if let Some(slot) = &slots.intake {
-        let intake = Intake::new(stamped(&log, INTAKE_APPENDS_AS), Arc::clone(&policies))
+        let mut intake = Intake::new(stamped(&log, INTAKE_APPENDS_AS), Arc::clone(&policies))
             .with_catalogue(Arc::clone(&catalogue))
             .with_clock(Arc::clone(&config.clock.0))
             .with_backpressure(backpressure(config))
             .with_access(access(INTAKE_APPENDS_AS));
+        if let Some(key) = person_key {
+            intake =
+                intake.with_person_index(PersonIndex::start(Arc::clone(&log), key, stop.clone()));
+        }
         let svc = IntakeGrpc::new(intake, stop.clone())
             .with_stream_limit(streams.clone())
             .into_server();

@@ -221,6 +221,7 @@ async fn submit(channels: &[Channel], i: usize) -> Option<String> {
         let req = pb::SubmitApplicationRequest {
             request_id: format!("cluster-{i}"),
             application: Some(application(i)),
+            duplicate_override_reason: String::new(),
         };
         match tokio::time::timeout(Duration::from_secs(15), c.submit_application(req)).await {
             Ok(Ok(r)) => return Some(r.into_inner().case_id),

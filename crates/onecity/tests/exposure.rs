@@ -86,6 +86,7 @@ async fn serve_off_loopback_refuses_what_is_unsafe_naming_the_setting() {
     assert!(err.contains("not a loopback address"), "{err}");
     assert!(err.contains("tokens: the public demo tokens"), "{err}");
     assert!(err.contains("tls: no certificate"), "{err}");
+    assert!(err.contains("person_index_key_file"), "{err}");
 
     // No tokens at all.
     let none = dir.path().join("none.toml");
@@ -175,11 +176,14 @@ async fn a_deployment_made_with_onecity_serves_tls_and_the_cli_reaches_it() {
     );
     assert!(stanza.contains("token_sha256 = "), "{stanza}");
 
+    // The person index key, as `openssl rand -hex 32` writes it.
+    write(&d("person-index.key"), &format!("{}\n", "5a".repeat(32)));
     let config = d("onecity.toml");
     write(
         &config,
         &format!(
-            "[tls]\ncert = \"{}\"\nkey = \"{}\"\n\n{stanza}\n",
+            "person_index_key_file = \"{}\"\n\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n\n{stanza}\n",
+            s(d("person-index.key")),
             s(d("pki/server.pem")),
             s(d("pki/server.key"))
         ),

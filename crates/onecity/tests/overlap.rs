@@ -88,6 +88,7 @@ async fn submit(log: &dyn EventLog, i: usize) -> Uuid {
         street_office: "demo".into(),
         request_id: format!("overlap-{i}"),
         submitted_at: "2025-09-01T09:00:00Z".into(),
+        duplicate_override_reason: String::new(),
     });
     let new = NewEvent::new(submitted.event_type(), "test", submitted.encode());
     log.append(case_id, Expected::NoStream, vec![new], Uuid::now_v7())

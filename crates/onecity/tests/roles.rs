@@ -152,6 +152,7 @@ async fn roles_as_processes_survive_sigkill_exactly_once() {
             .submit_application(pb::SubmitApplicationRequest {
                 request_id: format!("req-{i}"),
                 application: Some(application(i)),
+                duplicate_override_reason: String::new(),
             })
             .await
             .expect("submit")
@@ -183,6 +184,7 @@ async fn roles_as_processes_survive_sigkill_exactly_once() {
         let request = pb::SubmitApplicationRequest {
             request_id: format!("req-{i}"),
             application: Some(application(i)),
+            duplicate_override_reason: String::new(),
         };
         cases.push(submit_retrying(&ch, request).await);
     }

@@ -44,6 +44,9 @@ pub fn reader<T>(req: &Request<T>) -> Result<crate::access::Reader, Status> {
     })
 }
 
+/// `ErrorInfo.domain` of onecity's own errors.
+pub const ERROR_DOMAIN: &str = "onecity.v1";
+
 /// The status a service error answers with: its kind's code and its message. Bad input
 /// also carries a `BadRequest` field violation naming the request field
 /// (`google.rpc.BadRequest` in the status details); log errors are answered the way the
@@ -59,6 +62,15 @@ pub fn status<E: ErrorClass>(e: E) -> Status {
         Kind::NotFound => Status::not_found(message),
         Kind::PermissionDenied => Status::permission_denied(message),
         Kind::FailedPrecondition => Status::failed_precondition(message),
+        Kind::AlreadyExists { reason, metadata } => Status::with_error_details(
+            Code::AlreadyExists,
+            message,
+            ErrorDetails::with_error_info(
+                reason,
+                ERROR_DOMAIN,
+                metadata.into_iter().collect::<HashMap<_, _>>(),
+            ),
+        ),
         Kind::ResourceExhausted => Status::resource_exhausted(message),
         Kind::Unavailable => Status::unavailable(message),
         Kind::Internal => Status::internal(message),

@@ -56,6 +56,14 @@ pub enum Kind {
     PermissionDenied,
     /// The thing is not in a state that allows this.
     FailedPrecondition,
+    /// The thing would duplicate one that exists; nothing was written. The status carries
+    /// a `google.rpc.ErrorInfo` with `reason` and `metadata` (e.g. the existing case's id).
+    AlreadyExists {
+        /// `ErrorInfo.reason`, UPPER_SNAKE_CASE.
+        reason: &'static str,
+        /// `ErrorInfo.metadata`.
+        metadata: Vec<(String, String)>,
+    },
     /// The service refuses work for now; nothing was written.
     ResourceExhausted,
     /// A transient failure; the caller may retry.

@@ -132,6 +132,7 @@ pub(super) async fn client_command(command: Command) -> anyhow::Result<()> {
             file,
             request_id,
             quiet,
+            duplicate_override_reason,
         } => {
             let application = read_application(&file)?;
             let request_id = request_id.unwrap_or_else(|| default_request_id(&application));
@@ -141,11 +142,20 @@ pub(super) async fn client_command(command: Command) -> anyhow::Result<()> {
                 .submit_application(c.request(pb::SubmitApplicationRequest {
                     request_id,
                     application: Some(application),
+                    duplicate_override_reason,
                 }))
                 .await?;
             if quiet {
                 return emit(&resp.get_ref().case_id);
             }
+            print(resp.get_ref())
+        }
+        Command::FindCases { client, id_number } => {
+            let c = Client::connect(&client).await?;
+            let resp = c
+                .intake()
+                .find_cases(c.request(pb::FindCasesRequest { id_number }))
+                .await?;
             print(resp.get_ref())
         }
         Command::Screen { client, file, full } => {

@@ -68,6 +68,19 @@ pub enum Command {
         /// Print only the case id (for scripts).
         #[arg(short, long)]
         quiet: bool,
+        /// Open the case even though a member already belongs to an open case, for this
+        /// reason (recorded on the case).
+        #[arg(long, default_value = "")]
+        duplicate_override_reason: String,
+    },
+    /// List every case naming a person, by identity number (terminal or admin token).
+    FindCases {
+        /// Server and token.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Resident identity number (18 characters).
+        #[arg(long)]
+        id_number: String,
     },
     /// Assess an application without submitting it (nothing is written).
     Screen {

@@ -54,6 +54,11 @@ pub const ENV_LOG_TOKEN: &str = "ONECITY_LOG_TOKEN";
 pub const ENV_POLICY_FILE: &str = "ONECITY_POLICY_FILE";
 /// Environment variable overriding [`Config::catalogue_file`].
 pub const ENV_CATALOGUE_FILE: &str = "ONECITY_CATALOGUE_FILE";
+/// Environment variable overriding [`Config::person_index_key_file`].
+pub const ENV_PERSON_INDEX_KEY_FILE: &str = "ONECITY_PERSON_INDEX_KEY_FILE";
+/// The person index key generated in the data directory when none is configured (on
+/// loopback only).
+pub const GENERATED_PERSON_KEY: &str = "person-index.key";
 
 /// Environment variable overriding [`Config::roles`] (comma-separated).
 pub const ENV_ROLES: &str = "ONECITY_ROLES";
@@ -112,6 +117,13 @@ pub struct Config {
     /// default.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub catalogue_file: Option<PathBuf>,
+    /// The secret key of the person index (docs/security.md): a file holding at least 32
+    /// bytes as hexadecimal (`openssl rand -hex 32`). Required when the listener is off
+    /// loopback and this process runs intake; every intake process of a deployment must
+    /// read the same key. `None` on loopback: a key generated once into
+    /// `<data_dir>/person-index.key` and reused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub person_index_key_file: Option<PathBuf>,
     /// Bearer tokens and the principals they stand for. Default: the DEMO tokens of
     /// [`demo_tokens`]; a file that lists tokens replaces them entirely.
     pub tokens: Vec<TokenConfig>,
@@ -340,6 +352,7 @@ impl Default for Config {
             log_token: None,
             policy_file: None,
             catalogue_file: None,
+            person_index_key_file: None,
             tokens: demo_tokens(),
             roles: vec![Role::All],
             partition: Partition::default(),
@@ -371,6 +384,7 @@ impl fmt::Debug for Config {
             .field("log_token", &self.log_token.as_ref().map(|_| "****"))
             .field("policy_file", &self.policy_file)
             .field("catalogue_file", &self.catalogue_file)
+            .field("person_index_key_file", &self.person_index_key_file)
             .field("tokens", &self.tokens)
             .field("roles", &self.roles)
             .field("partition", &self.partition)
@@ -477,6 +491,9 @@ impl Config {
         }
         if let Some(v) = get(ENV_CATALOGUE_FILE) {
             self.catalogue_file = Some(PathBuf::from(v));
+        }
+        if let Some(v) = get(ENV_PERSON_INDEX_KEY_FILE) {
+            self.person_index_key_file = Some(PathBuf::from(v));
         }
         if let Some(v) = get(ENV_ROLES) {
             self.roles = v
@@ -649,6 +666,11 @@ impl Config {
                 "tls: no certificate; set [tls] cert and key ({ENV_TLS_CERT}, {ENV_TLS_KEY})"
             ));
         }
+        if self.runs(Role::Intake) && self.person_index_key_file.is_none() {
+            findings.push(format!(
+                "person_index_key_file: not set; the person index needs a secret key shared by every intake process (`openssl rand -hex 32 > FILE`, {ENV_PERSON_INDEX_KEY_FILE})"
+            ));
+        }
         if findings.is_empty() || self.insecure {
             return Ok(findings);
         }
@@ -656,6 +678,57 @@ impl Config {
             "refusing to serve on {addr}, which is not a loopback address:\n  {}\n(`--insecure` or `insecure = true` overrides, for a trusted network only)",
             findings.join("\n  ")
         )
+    }
+
+    /// The person index key: read from [`Config::person_index_key_file`], or, without
+    /// one, from `<data_dir>/person-index.key`, generated there (32 random bytes, mode
+    /// 0600) the first time. [`Config::check_exposure`] refuses the generated key off
+    /// loopback; processes sharing a log but not a data directory need the file.
+    pub fn person_key(&self) -> anyhow::Result<onecity_intake::PersonKey> {
+        let parse = |path: &Path, text: &str| {
+            onecity_intake::PersonKey::from_hex(text).with_context(|| {
+                format!(
+                    "person index key {}: expected at least {} bytes as hexadecimal (`openssl rand -hex 32`)",
+                    path.display(),
+                    onecity_intake::MIN_KEY_BYTES
+                )
+            })
+        };
+        if let Some(path) = &self.person_index_key_file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("read person_index_key_file {}", path.display()))?;
+            return parse(path, &text);
+        }
+        let path = self.data_dir.join(GENERATED_PERSON_KEY);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => return parse(&path, &text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
+        }
+        std::fs::create_dir_all(&self.data_dir)
+            .with_context(|| format!("create {}", self.data_dir.display()))?;
+        let mut bytes = [0u8; 32];
+        getrandom::getrandom(&mut bytes).context("read random bytes from the operating system")?;
+        let text = format!("{}\n", hex::encode(bytes));
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        match options.open(&path) {
+            Ok(mut file) => {
+                use std::io::Write as _;
+                file.write_all(text.as_bytes())
+                    .and_then(|()| file.sync_all())
+                    .with_context(|| format!("write {}", path.display()))?;
+                tracing::warn!(path = %path.display(), "person index key generated in the data directory; intake processes that do not share it must be given one key file (person_index_key_file)");
+                parse(&path, &text)
+            }
+            // Another process sharing the directory wrote it first.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                parse(&path, &std::fs::read_to_string(&path)?)
+            }
+            Err(e) => Err(e).with_context(|| format!("create {}", path.display())),
+        }
     }
 
     /// A copy safe to print: tokens redacted (`demo-…` for demo tokens, `****` otherwise) and the

@@ -591,16 +591,29 @@ fn a_non_loopback_address_refuses_what_is_unsafe_naming_the_setting() {
             key: Some("k.pem".into()),
             ..TlsConfig::default()
         },
+        person_index_key_file: Some("person.key".into()),
         ..Config::default()
     };
     assert!(safe.check_exposure(exposed).unwrap().is_empty());
+    // Intake off loopback needs the person index key; other roles do not.
+    let keyless = Config {
+        person_index_key_file: None,
+        ..safe.clone()
+    };
+    let err = format!("{:#}", keyless.check_exposure(exposed).unwrap_err());
+    assert!(err.contains("person_index_key_file"), "{err}");
+    let handoff_only = Config {
+        roles: vec![Role::Handoff],
+        ..keyless
+    };
+    assert!(handoff_only.check_exposure(exposed).unwrap().is_empty());
 
     // --insecure turns the refusals into warnings.
     let insecure = Config {
         insecure: true,
         ..Config::default()
     };
-    assert_eq!(insecure.check_exposure(exposed).unwrap().len(), 2);
+    assert_eq!(insecure.check_exposure(exposed).unwrap().len(), 3);
 }
 
 #[test]
