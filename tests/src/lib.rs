@@ -19,4 +19,4 @@ pub use faulty::FaultyLog;
 pub use fixtures::{application, sample_application, submission, today, tokens, valid_id_number};
 pub use pki::{CertFiles, Pki};
 pub use routed::Routed;
-pub use server::TestServer;
+pub use server::{ConsoleServer, TestServer};
