@@ -110,7 +110,8 @@ table{border-collapse:collapse}td,th{border:1px solid #999;padding:.3em .6em;tex
 .error{color:#a51d2d}label{display:block;margin-top:.6em}tr.overdue{background:#fbe3e4}\
 .check label{display:inline}fieldset{margin:1em 0;border:1px solid #999}\
 [aria-invalid=true]{border:2px solid #a51d2d}.sr-only{position:absolute;left:-10000px;width:1px;height:1px;overflow:hidden}\
-nav ul{list-style:none;padding:0;display:flex;gap:1.5em}";
+nav ul{list-style:none;padding:0;display:flex;gap:1.5em}\
+dl{display:grid;grid-template-columns:max-content 1fr;gap:.2em 1.5em}dt{font-weight:bold}dd{margin:0}";
 
 pub(super) fn layout(lang: Lang, title: &str, body: &str) -> Html<String> {
     page_with(lang, title, body, "")
