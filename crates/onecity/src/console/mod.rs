@@ -42,7 +42,8 @@ pub use page::Lang;
 pub const SESSION_COOKIE: &str = "onecity_session";
 /// The purpose every console call declares (recorded with each read).
 pub const PURPOSE: &str = "console";
-/// Most referrals the inbox page asks for in one call (the API's page limit).
+/// Most referrals one inbox page asks for in one call (the API's page limit); the page
+/// links the next.
 const INBOX_PAGE: u32 = 500;
 
 /// One signed-in browser.
@@ -244,7 +245,12 @@ async fn switch_lang(State(console): State<Console>, headers: HeaderMap, body: B
     Redirect::to("/").into_response()
 }
 
-async fn inbox(State(console): State<Console>, headers: HeaderMap) -> Response {
+/// `GET /inbox?page=…`: one page of the unit's referrals, in issue order, linking the next.
+async fn inbox(
+    State(console): State<Console>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
     let Some((_, session)) = console.session(&headers) else {
         return Redirect::to("/").into_response();
     };
@@ -253,7 +259,7 @@ async fn inbox(State(console): State<Console>, headers: HeaderMap) -> Response {
         pb::ListReferralsRequest {
             state: pb::ReferralState::Unspecified.into(),
             page_size: INBOX_PAGE,
-            page_token: String::new(),
+            page_token: query_param(query.as_deref(), "page").unwrap_or_default(),
             ..Default::default()
         },
     ) {
@@ -262,7 +268,11 @@ async fn inbox(State(console): State<Console>, headers: HeaderMap) -> Response {
     };
     let mut client = HandoffServiceClient::new(console.channel.clone());
     match client.list_referrals(request).await {
-        Ok(reply) => page::inbox(&reply.into_inner().referrals, session.lang).into_response(),
+        Ok(reply) => {
+            let reply = reply.into_inner();
+            let next = Some(reply.next_page_token.as_str()).filter(|t| !t.is_empty());
+            page::inbox(&reply.referrals, next, session.lang).into_response()
+        }
         Err(status) => page::status(session.lang, &status),
     }
 }

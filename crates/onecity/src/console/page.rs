@@ -195,7 +195,7 @@ fn state_name(state: i32) -> &'static str {
 
 /// A department's inbox; an overdue row is highlighted and says so in words (colour alone
 /// is not enough). The transfer and request-information actions attach to each row here.
-pub fn inbox(referrals: &[pb::Referral], lang: Lang) -> Html<String> {
+pub fn inbox(referrals: &[pb::Referral], next: Option<&str>, lang: Lang) -> Html<String> {
     let mut body = String::new();
     if referrals.is_empty() {
         let _ = write!(body, "<p>{}</p>", lang.t("empty"));
@@ -231,6 +231,15 @@ pub fn inbox(referrals: &[pb::Referral], lang: Lang) -> Html<String> {
             );
         }
         body.push_str("</tbody></table>");
+    }
+    if let Some(next) = next {
+        let token: String = form_urlencoded::byte_serialize(next.as_bytes()).collect();
+        let _ = write!(
+            body,
+            "<p><a href=\"/inbox?page={}\" id=\"next-page\">{}</a></p>",
+            esc(&token),
+            lang.pick("Next page", "下一页")
+        );
     }
     layout(lang, lang.t("inbox"), &body)
 }
@@ -376,13 +385,14 @@ mod tests {
             escalated_at: "2027-01-09T00:00:00.000Z".into(),
             ..Default::default()
         };
-        let Html(en) = inbox(std::slice::from_ref(&on_time), Lang::En);
+        let Html(en) = inbox(std::slice::from_ref(&on_time), None, Lang::En);
         assert!(!en.contains("class=\"overdue\""), "{en}");
         assert!(!en.contains("<strong>overdue</strong>"), "{en}");
-        let Html(en) = inbox(&[on_time.clone(), late.clone()], Lang::En);
+        let Html(en) = inbox(&[on_time.clone(), late.clone()], Some("7"), Lang::En);
         assert_eq!(en.matches("<tr class=\"overdue\">").count(), 1, "{en}");
         assert!(en.contains("<strong>overdue</strong> <strong>escalated</strong>"));
-        let Html(zh) = inbox(&[late], Lang::Zh);
+        assert!(en.contains("href=\"/inbox?page=7\""), "{en}");
+        let Html(zh) = inbox(&[late], None, Lang::Zh);
         assert!(zh.contains("<strong>已逾期</strong>"), "{zh}");
     }
 }
