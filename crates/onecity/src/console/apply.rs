@@ -377,7 +377,7 @@ impl Draft {
             housing: choice("housing", labels::HOUSING),
             medical_expense_12m_fen: number("medical_expense_12m_fen", Kind::Yuan),
             other_rigid_expense_12m_fen: number("other_rigid_expense_12m_fen", Kind::Yuan),
-            emergency: (emergency_kind != 0 || !description.is_empty()).then(|| pb::Emergency {
+            emergency: (emergency_kind != 0 || !description.is_empty()).then_some(pb::Emergency {
                 kind: emergency_kind,
                 description,
             }),
