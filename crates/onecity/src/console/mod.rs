@@ -35,7 +35,6 @@ use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 
-pub use apply::input_id;
 pub use page::Lang;
 
 /// Name of the session cookie.

@@ -1,4 +1,5 @@
-//! The console's HTML: plain server-rendered pages, escaped by hand, no script, no CDN.
+//! The console's HTML: plain server-rendered pages, escaped by hand, no CDN; the case page
+//! loads the one script, `/console.js`, for its live timeline.
 
 use std::fmt::Write as _;
 use std::str::FromStr;
