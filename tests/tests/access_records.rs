@@ -107,19 +107,32 @@ async fn every_read_leaves_exactly_one_access_record() {
         "department:civil-affairs@120103",
     )
     .await;
+    let before_stream = by_case().await.len();
     let mut stream = dept
         .stream_referrals(pb::StreamReferralsRequest::default())
         .await
         .unwrap()
         .into_inner();
-    // One record per referral delivered, each before its delivery.
+    // Every referral delivered is recorded before its delivery; those ready at once share
+    // one record, so between one record and one per referral.
     for _ in &listed {
         let streamed = stream.next().await.unwrap().unwrap();
         assert_eq!(streamed.referral.unwrap().case_id, case_id);
     }
     drop(stream);
+    let streamed: Vec<_> = by_case().await.split_off(before_stream);
+    assert!(
+        (1..=listed.len()).contains(&streamed.len()),
+        "{} records for {} referrals",
+        streamed.len(),
+        listed.len()
+    );
+    for r in &streamed {
+        assert_eq!(r.method, "onecity.v1.HandoffService/StreamReferrals");
+        assert_eq!(r.principal, "department:civil-affairs@120103");
+    }
     more(
-        listed.len(),
+        streamed.len(),
         "onecity.v1.HandoffService/StreamReferrals",
         "department:civil-affairs@120103",
     )

@@ -278,3 +278,66 @@ async fn without_consent_no_charity_and_the_case_closes() {
     }
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_linkage_follows_a_transferred_referral_to_its_new_unit() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let case = server.submit_handed_off(sample_application()).await;
+    let dibao = referral(&case, pb::Programme::Dibao).clone();
+    let extreme = referral(&case, pb::Programme::ExtremePoverty).clone();
+    let medical = referral(&case, pb::Programme::Medical).clone();
+    // The medical unit moves its referral to the medical unit where the household lives.
+    let moved = server
+        .handoff(tokens::MEDICAL)
+        .await
+        .transfer_referral(pb::TransferReferralRequest {
+            referral_id: medical.referral_id.clone(),
+            request_id: String::new(),
+            to_unit: "medical-security@120101".into(),
+            reason: "household lives in Heping".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .issued
+        .unwrap();
+
+    // Both recognitions denied: the medical programme is no longer met, and it is the
+    // referral at the new unit that is cancelled; the transferred one stays as it was.
+    let mut civil = server.handoff(tokens::CIVIL_AFFAIRS).await;
+    for r in [&dibao, &extreme] {
+        civil
+            .record_decision(decide(&r.referral_id, pb::Decision::Denied))
+            .await
+            .unwrap();
+    }
+    let done = wait_until(&server, &case.case_id, |c| linked_event_count(c) == 2).await;
+    let state_of = |id: &str| {
+        done.referrals
+            .iter()
+            .find(|r| r.referral_id == id)
+            .unwrap()
+            .clone()
+    };
+    let successor = state_of(&moved.referral_id);
+    assert_eq!(successor.state, pb::ReferralState::Cancelled as i32);
+    assert!(
+        successor
+            .cancel_reason
+            .contains("recognition denied by civil-affairs@120103"),
+        "{}",
+        successor.cancel_reason
+    );
+    assert_eq!(
+        state_of(&medical.referral_id).state,
+        pb::ReferralState::Transferred as i32
+    );
+    // No new medical referral was issued beside them.
+    let medical_referrals = done
+        .referrals
+        .iter()
+        .filter(|r| r.programme == pb::Programme::Medical as i32)
+        .count();
+    assert_eq!(medical_referrals, 2);
+}

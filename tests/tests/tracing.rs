@@ -24,7 +24,7 @@ fn spans() -> &'static InMemorySpanExporter {
             .build();
         let subscriber = tracing_subscriber::registry()
             .with(tracing_subscriber::EnvFilter::new("info"))
-            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+            .with(onecity::observe::trace::layer(provider.tracer("test")));
         tracing::subscriber::set_global_default(subscriber).expect("first subscriber");
         exporter
     })

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use chrono::{SecondsFormat, TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use onecity_domain::events::{CaseEvent, REFERRAL_OVERDUE};
 use onecity_domain::{ids, Programme};
 use onecity_eventlog::{EventLog, Expected, NewEvent};
@@ -39,56 +39,9 @@ pub async fn deadlines(referrals: usize) -> anyhow::Result<()> {
         SledConfig::default(),
     )?);
     let start = Utc::now();
-    let cases = referrals.div_ceil(PER_CASE);
     let written = Instant::now();
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..WRITERS {
-        let (log, next) = (Arc::clone(&log), Arc::clone(&next));
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if i >= cases {
-                    return anyhow::Ok(());
-                }
-                let case_id = Uuid::from_u128(0x0de1_u128 << 112 | i as u128);
-                let events = Programme::ALL
-                    .iter()
-                    .take(PER_CASE)
-                    .enumerate()
-                    .map(|(k, p)| {
-                        let n = i * PER_CASE + k;
-                        // Day d+1 holds the referrals falling due on the d-th simulated day.
-                        let due = start + TimeDelta::days((n % SPREAD_DAYS) as i64 + 1);
-                        let r = pb::Referral {
-                            referral_id: ids::referral_id(case_id, *p).to_string(),
-                            case_id: case_id.to_string(),
-                            programme: p.to_proto(),
-                            department_unit: "civil-affairs@120103".into(),
-                            state: pb::ReferralState::Issued as i32,
-                            due_at: due.to_rfc3339_opts(SecondsFormat::Millis, true),
-                            issued_at: start.to_rfc3339_opts(SecondsFormat::Millis, true),
-                            ..Default::default()
-                        };
-                        let e = CaseEvent::ReferralIssued(r);
-                        NewEvent::new(e.event_type(), onecity_handoff::ACTOR, e.encode())
-                    })
-                    .collect();
-                log.append(
-                    case_id,
-                    Expected::NoStream,
-                    events,
-                    ids::handoff_commit(case_id),
-                )
-                .await?;
-            }
-        }));
-    }
-    for t in tasks {
-        t.await??;
-    }
+    let total = write_open_referrals(&log, referrals, start).await?;
     let write_secs = written.elapsed().as_secs_f64();
-    let total = cases * PER_CASE;
 
     // Issued at `start` and due 1..=100 days later: at `start` nothing is due; a day on,
     // the first day's referrals are due soon and overdue (two events each) and no other
@@ -149,6 +102,65 @@ pub async fn deadlines(referrals: usize) -> anyhow::Result<()> {
     });
     println!("{line}");
     Ok(())
+}
+
+/// Writes `referrals` (rounded up to whole cases) open referrals of `civil-affairs@120103`
+/// directly to `log`, eight per case in one `ReferralIssued` commit as the handoff writes
+/// them, from many tasks so group commit batches them; issued at `start`, due 1..=100 days
+/// later (each day 1 % of them). Returns how many it wrote.
+pub async fn write_open_referrals(
+    log: &Arc<dyn EventLog>,
+    referrals: usize,
+    start: DateTime<Utc>,
+) -> anyhow::Result<usize> {
+    let cases = referrals.div_ceil(PER_CASE);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..WRITERS {
+        let (log, next) = (Arc::clone(log), Arc::clone(&next));
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= cases {
+                    return anyhow::Ok(());
+                }
+                let case_id = Uuid::from_u128(0x0de1_u128 << 112 | i as u128);
+                let events = Programme::ALL
+                    .iter()
+                    .take(PER_CASE)
+                    .enumerate()
+                    .map(|(k, p)| {
+                        let n = i * PER_CASE + k;
+                        // Day d+1 holds the referrals falling due on the d-th simulated day.
+                        let due = start + TimeDelta::days((n % SPREAD_DAYS) as i64 + 1);
+                        let r = pb::Referral {
+                            referral_id: ids::referral_id(case_id, *p).to_string(),
+                            case_id: case_id.to_string(),
+                            programme: p.to_proto(),
+                            department_unit: "civil-affairs@120103".into(),
+                            state: pb::ReferralState::Issued as i32,
+                            due_at: onecity_domain::rfc3339(due),
+                            issued_at: onecity_domain::rfc3339(start),
+                            ..Default::default()
+                        };
+                        let e = CaseEvent::ReferralIssued(r);
+                        NewEvent::new(e.event_type(), onecity_handoff::ACTOR, e.encode())
+                    })
+                    .collect();
+                log.append(
+                    case_id,
+                    Expected::NoStream,
+                    events,
+                    ids::handoff_commit(case_id),
+                )
+                .await?;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(cases * PER_CASE)
 }
 
 fn rss() -> Option<u64> {

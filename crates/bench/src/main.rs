@@ -17,6 +17,7 @@ mod client;
 mod cpu;
 mod deadlines;
 mod household;
+mod inbox;
 mod rebuild;
 mod scenarios;
 mod stats;
@@ -80,6 +81,16 @@ enum Command {
         /// Open referrals in the log.
         #[arg(long, default_value_t = 1_000_000)]
         referrals: usize,
+    },
+    /// The `console-inbox` cell: the console's inbox page of one unit holding N referrals,
+    /// in this process; prints one JSON line.
+    Inbox {
+        /// Referrals of the unit.
+        #[arg(long, default_value_t = 10_000)]
+        referrals: usize,
+        /// Measured requests (after three warm-up ones).
+        #[arg(long, default_value_t = 50)]
+        requests: usize,
     },
     /// Internal: the `rebuild` scenario's child server over an existing log.
     #[command(hide = true)]
@@ -260,6 +271,18 @@ fn main() -> std::process::ExitCode {
             runtime
                 .map_err(anyhow::Error::from)
                 .and_then(|rt| rt.block_on(deadlines::deadlines(referrals))),
+        );
+    }
+    if let Some(Command::Inbox {
+        referrals,
+        requests,
+    }) = cli.command
+    {
+        let runtime = tokio::runtime::Runtime::new();
+        return exit(
+            runtime
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(inbox::inbox(referrals, requests))),
         );
     }
     exit(run(cli))

@@ -15,6 +15,7 @@
 //!    child's `VmHWM`.
 //! 4. Ceiling, same run: reading every event of the same log once, in-process.
 
+use onecity_domain::rfc3339;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -81,10 +82,6 @@ impl Template {
             referred,
         }
     }
-}
-
-fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// Writes one case the way intake, the assessment worker and the handoff worker do.

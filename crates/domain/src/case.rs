@@ -149,7 +149,10 @@ impl CaseState {
             | CaseEvent::ReferralDueSoon(r)
             | CaseEvent::ReferralOverdue(r)
             | CaseEvent::ReferralEscalated(r)
-            | CaseEvent::ReferralBasisUpdated(r) => {
+            | CaseEvent::ReferralBasisUpdated(r)
+            | CaseEvent::ReferralTransferred(r)
+            | CaseEvent::ReferralInformationRequested(r)
+            | CaseEvent::ReferralInformationProvided(r) => {
                 match self
                     .referrals
                     .iter_mut()
@@ -185,6 +188,24 @@ impl CaseState {
     /// The referral with this id.
     pub fn referral(&self, referral_id: &str) -> Option<&pb::Referral> {
         self.referrals.iter().find(|r| r.referral_id == referral_id)
+    }
+
+    /// The referral that now carries `referral_id`'s programme at a unit: the referral
+    /// itself, or, when it was transferred, the referral that replaced it (followed along
+    /// the whole chain of transfers).
+    pub fn successor(&self, referral_id: &str) -> Option<&pb::Referral> {
+        let mut current = self.referral(referral_id)?;
+        // A chain cannot be longer than the case's referrals; the bound guards a damaged log.
+        for _ in 0..self.referrals.len() {
+            if current.state != pb::ReferralState::Transferred as i32 {
+                break;
+            }
+            match self.referral(&current.transferred_to) {
+                Some(next) => current = next,
+                None => break,
+            }
+        }
+        Some(current)
     }
 
     /// Whether every referral is final (vacuously true with none).
@@ -237,6 +258,30 @@ impl CaseState {
             && self.all_referrals_final()
             && self.linkage_pending().next().is_none()
             && !self.charity_due()
+    }
+
+    /// The `CaseClosed` to append after `events` when they leave the case ready to close
+    /// ([`CaseState::ready_to_close`]); `None` otherwise. Whoever writes referral events
+    /// asks this, so a case closes in the commit that ends its last referral.
+    pub fn closed_by(&self, events: &[CaseEvent]) -> Option<CaseEvent> {
+        let mut after = self.clone();
+        for (i, e) in events.iter().enumerate() {
+            after.apply(
+                EventMeta {
+                    version: self.version + 1 + i as u64,
+                    position: 0,
+                    event_type: e.event_type().into(),
+                    actor: String::new(),
+                    recorded_at: String::new(),
+                },
+                Some(e),
+            );
+        }
+        after.ready_to_close().then(|| {
+            CaseEvent::CaseClosed(pb::CaseClosed {
+                reason: "every referral is decided".into(),
+            })
+        })
     }
 
     /// Whether the referrals have been issued (the handoff step ran for this case).
@@ -360,5 +405,32 @@ mod tests {
         c.apply(meta(7, denied.event_type()), Some(&denied));
         assert!(c.charity_due());
         assert!(!c.ready_to_close());
+    }
+
+    #[test]
+    fn the_successor_of_a_referral_follows_every_transfer() {
+        let mut c = CaseState::default();
+        let moved = |id: &str, to: &str| pb::Referral {
+            transferred_to: to.into(),
+            ..referral(id, pb::ReferralState::Transferred)
+        };
+        let events = [
+            CaseEvent::ReferralIssued(referral("a", pb::ReferralState::Issued)),
+            CaseEvent::ReferralTransferred(moved("a", "b")),
+            CaseEvent::ReferralIssued(referral("b", pb::ReferralState::Issued)),
+            CaseEvent::ReferralTransferred(moved("b", "c")),
+            CaseEvent::ReferralIssued(referral("c", pb::ReferralState::Acknowledged)),
+        ];
+        for (i, e) in events.iter().enumerate() {
+            c.apply(meta(i as u64 + 1, e.event_type()), Some(e));
+        }
+        assert_eq!(c.successor("a").unwrap().referral_id, "c");
+        assert_eq!(c.successor("b").unwrap().referral_id, "c");
+        assert_eq!(c.successor("c").unwrap().referral_id, "c");
+        assert!(c.successor("x").is_none());
+        // A chain that loops (a damaged log) ends rather than spinning.
+        let looped = CaseEvent::ReferralTransferred(moved("c", "a"));
+        c.apply(meta(6, looped.event_type()), Some(&looped));
+        assert!(c.successor("a").is_some());
     }
 }

@@ -51,6 +51,12 @@ pub fn age_on(birth: NaiveDate, on: NaiveDate) -> u32 {
     u32::try_from(years).unwrap_or(0)
 }
 
+/// An instant as every onecity timestamp is written: RFC 3339, UTC, milliseconds
+/// (`2026-12-04T08:30:00.000Z`).
+pub fn rfc3339(t: chrono::DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 /// Today's date in Tianjin (China Standard Time, UTC+8, no daylight saving).
 ///
 /// UTC would put a street office's morning (00:00 to 08:00 local) on the previous day and refuse

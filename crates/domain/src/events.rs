@@ -36,6 +36,12 @@ pub const CASE_CLOSED: &str = "onecity.v1.CaseClosed";
 pub const REFERRAL_BASIS_UPDATED: &str = "onecity.v1.ReferralBasisUpdated";
 /// `RecognitionLinked`: the linkage worker applied one recognition decision.
 pub const RECOGNITION_LINKED: &str = "onecity.v1.RecognitionLinked";
+/// `ReferralTransferred`: a referral moved to another unit.
+pub const REFERRAL_TRANSFERRED: &str = "onecity.v1.ReferralTransferred";
+/// `ReferralInformationRequested`: the department asked the household for information.
+pub const REFERRAL_INFORMATION_REQUESTED: &str = "onecity.v1.ReferralInformationRequested";
+/// `ReferralInformationProvided`: a terminal provided it.
+pub const REFERRAL_INFORMATION_PROVIDED: &str = "onecity.v1.ReferralInformationProvided";
 
 /// One event of a case stream.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,6 +73,12 @@ pub enum CaseEvent {
     ReferralBasisUpdated(pb::Referral),
     /// The linkage worker applied one recognition decision to the other programmes.
     RecognitionLinked(pb::RecognitionLinked),
+    /// A referral moved to another unit (the old referral, TRANSFERRED).
+    ReferralTransferred(pb::Referral),
+    /// The department asked the household for information (the referral, NEEDS_INFO).
+    ReferralInformationRequested(pb::Referral),
+    /// A terminal provided it (the referral, ACKNOWLEDGED, deadline moved).
+    ReferralInformationProvided(pb::Referral),
 }
 
 /// An event payload that does not decode as its declared type.
@@ -96,6 +108,9 @@ impl CaseEvent {
             CaseEvent::CaseClosed(_) => CASE_CLOSED,
             CaseEvent::ReferralBasisUpdated(_) => REFERRAL_BASIS_UPDATED,
             CaseEvent::RecognitionLinked(_) => RECOGNITION_LINKED,
+            CaseEvent::ReferralTransferred(_) => REFERRAL_TRANSFERRED,
+            CaseEvent::ReferralInformationRequested(_) => REFERRAL_INFORMATION_REQUESTED,
+            CaseEvent::ReferralInformationProvided(_) => REFERRAL_INFORMATION_PROVIDED,
         }
     }
 
@@ -111,7 +126,10 @@ impl CaseEvent {
             | CaseEvent::ReferralDueSoon(m)
             | CaseEvent::ReferralOverdue(m)
             | CaseEvent::ReferralEscalated(m)
-            | CaseEvent::ReferralBasisUpdated(m) => pb::ReferralIssued {
+            | CaseEvent::ReferralBasisUpdated(m)
+            | CaseEvent::ReferralTransferred(m)
+            | CaseEvent::ReferralInformationRequested(m)
+            | CaseEvent::ReferralInformationProvided(m) => pb::ReferralIssued {
                 referral: Some(m.clone()),
             }
             .encode_to_vec(),
@@ -128,7 +146,7 @@ impl CaseEvent {
             event_type: event_type.to_owned(),
             reason: e.to_string(),
         };
-        // All five referral messages share one shape (field 1 = Referral).
+        // Every referral message shares one shape (field 1 = Referral).
         let referral = |p: &[u8]| -> Result<pb::Referral, DecodeError> {
             pb::ReferralIssued::decode(p)
                 .map_err(err)?
@@ -160,6 +178,13 @@ impl CaseEvent {
             RECOGNITION_LINKED => {
                 CaseEvent::RecognitionLinked(pb::RecognitionLinked::decode(payload).map_err(err)?)
             }
+            REFERRAL_TRANSFERRED => CaseEvent::ReferralTransferred(referral(payload)?),
+            REFERRAL_INFORMATION_REQUESTED => {
+                CaseEvent::ReferralInformationRequested(referral(payload)?)
+            }
+            REFERRAL_INFORMATION_PROVIDED => {
+                CaseEvent::ReferralInformationProvided(referral(payload)?)
+            }
             _ => return Ok(None),
         }))
     }
@@ -174,7 +199,10 @@ impl CaseEvent {
             | CaseEvent::ReferralDueSoon(r)
             | CaseEvent::ReferralOverdue(r)
             | CaseEvent::ReferralEscalated(r)
-            | CaseEvent::ReferralBasisUpdated(r) => Some(r),
+            | CaseEvent::ReferralBasisUpdated(r)
+            | CaseEvent::ReferralTransferred(r)
+            | CaseEvent::ReferralInformationRequested(r)
+            | CaseEvent::ReferralInformationProvided(r) => Some(r),
             _ => None,
         }
     }
@@ -278,6 +306,25 @@ impl CaseEvent {
                 l.department_unit,
                 l.decided_on
             ),
+            CaseEvent::ReferralTransferred(r) => format!(
+                "referral {} transferred from {} to {}: {}",
+                programme(r),
+                r.department_unit,
+                r.transfer_unit,
+                r.transfer_reason
+            ),
+            CaseEvent::ReferralInformationRequested(r) => format!(
+                "referral {}: {} asks the household for information: {}",
+                programme(r),
+                r.department_unit,
+                r.information_requested
+            ),
+            CaseEvent::ReferralInformationProvided(r) => format!(
+                "referral {}: information provided ({}), due {}",
+                programme(r),
+                r.information_provided,
+                r.due_at
+            ),
             CaseEvent::ApplicationWithdrawn(_) => "application withdrawn".into(),
             CaseEvent::CaseClosed(c) => format!("case closed: {}", c.reason),
         }
@@ -302,7 +349,12 @@ impl CaseEvent {
             | CaseEvent::ReferralDueSoon(r)
             | CaseEvent::ReferralOverdue(r)
             | CaseEvent::ReferralEscalated(r)
-            | CaseEvent::ReferralBasisUpdated(r) => Audience::Unit(r.department_unit.clone()),
+            | CaseEvent::ReferralBasisUpdated(r)
+            | CaseEvent::ReferralTransferred(r)
+            | CaseEvent::ReferralInformationRequested(r)
+            | CaseEvent::ReferralInformationProvided(r) => {
+                Audience::Unit(r.department_unit.clone())
+            }
             // The recognition unit's own outcome: no other unit learns it from the history.
             CaseEvent::RecognitionLinked(l) => Audience::Unit(l.department_unit.clone()),
         }
@@ -371,6 +423,19 @@ mod tests {
             CaseEvent::RecognitionLinked(pb::RecognitionLinked {
                 referral_id: "r".into(),
                 approved: true,
+                ..Default::default()
+            }),
+            CaseEvent::ReferralTransferred(pb::Referral {
+                state: pb::ReferralState::Transferred as i32,
+                transfer_unit: "civil-affairs@120103".into(),
+                ..Default::default()
+            }),
+            CaseEvent::ReferralInformationRequested(pb::Referral {
+                information_requested: "tenancy contract".into(),
+                ..Default::default()
+            }),
+            CaseEvent::ReferralInformationProvided(pb::Referral {
+                information_provided: "scanned".into(),
                 ..Default::default()
             }),
             CaseEvent::ApplicationWithdrawn(pb::ApplicationWithdrawn { reason: "x".into() }),

@@ -77,6 +77,13 @@ pub fn referral_id(case_id: Uuid, programme: Programme) -> Uuid {
     derive(&["referral", &case_id.to_string(), programme.as_str()])
 }
 
+/// Id of the referral that replaces `referral_id` at `to_unit` after a transfer: a
+/// referral is transferred at most once, so the pair names the new referral, and a retried
+/// transfer names the same one.
+pub fn transferred_referral(referral_id: &str, to_unit: &str) -> Uuid {
+    derive(&["transfer", referral_id, to_unit])
+}
+
 /// Id of the system stream of quarantine records (`EventQuarantined`,
 /// `QuarantineReleased`): one stream for every consumer, never a case.
 pub fn quarantine_stream() -> Uuid {

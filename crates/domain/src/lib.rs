@@ -27,7 +27,7 @@ pub use application::{
     validate_application, Application, Disability, Emergency, Person, MAX_DESCRIPTION_CHARS,
     MAX_MEMBERS, MAX_NAME_CHARS, MAX_PHONE_CHARS,
 };
-pub use date::{age_on, format_date, parse_date, today};
+pub use date::{age_on, format_date, parse_date, rfc3339, today};
 pub use district::DistrictCode;
 pub use enums::{
     Department, DepartmentUnit, DisabilityKind, EducationStage, EmergencyKind, Employment, Housing,

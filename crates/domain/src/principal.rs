@@ -23,6 +23,13 @@ pub enum Principal {
         /// The unit, e.g. `civil-affairs@120103`.
         unit: DepartmentUnit,
     },
+    /// A district's supervisor (`supervisor@<district>`): sees every unit's referrals in its
+    /// district and may transfer them between its units; decides nothing and reads no
+    /// application.
+    Supervisor {
+        /// The district supervised.
+        district: DistrictCode,
+    },
     /// An administrator (reads everything, acts on nothing departmental).
     Admin {
         /// Administrator id.
@@ -41,6 +48,7 @@ impl Principal {
         match self {
             Principal::Terminal { id, .. } => format!("terminal:{id}"),
             Principal::Department { unit } => format!("department:{unit}"),
+            Principal::Supervisor { district } => format!("supervisor:{district}"),
             Principal::Admin { id } => format!("admin:{id}"),
             Principal::Service { id } => format!("service:{id}"),
         }
@@ -51,6 +59,7 @@ impl Principal {
         match self {
             Principal::Terminal { .. } => "terminal",
             Principal::Department { .. } => "department",
+            Principal::Supervisor { .. } => "supervisor",
             Principal::Admin { .. } => "admin",
             Principal::Service { .. } => "service",
         }

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use futures::StreamExt;
 use onecity_domain::events::{
     CaseEvent, REFERRAL_DUE_SOON, REFERRAL_ESCALATED, REFERRAL_OVERDUE, REFERRAL_PREFIX,
@@ -326,7 +326,7 @@ impl DeadlineWorker {
                     }
                     Stage::Escalated => {
                         r.overdue = true;
-                        r.escalated_at = at.to_rfc3339_opts(SecondsFormat::Millis, true);
+                        r.escalated_at = onecity_domain::rfc3339(at);
                         CaseEvent::ReferralEscalated(r)
                     }
                 };

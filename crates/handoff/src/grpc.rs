@@ -5,21 +5,16 @@ use futures::StreamExt;
 use onecity_proto::v1 as pb;
 use onecity_proto::v1::handoff_service_server::{HandoffService, HandoffServiceServer};
 use onecity_service::grpc::StreamLimit;
-use onecity_service::grpc::{principal, reader};
+use onecity_service::grpc::{principal, reader, request_key};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-use crate::{DecisionInput, Error, Handoff, ListQuery};
+use crate::{DecisionInput, Error, Handoff, ListQuery, Transfer};
 
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
         onecity_service::grpc::status(e)
     }
-}
-
-/// The request id of a request, if it carries one (proto3: empty means none).
-fn request_key(request_id: &str) -> Option<&str> {
-    Some(request_id).filter(|r| !r.is_empty())
 }
 
 /// Serves [`Handoff`] over gRPC.
@@ -150,6 +145,47 @@ impl HandoffService for HandoffGrpc {
             .decide_with_request_id(&who, &referral_id, input, request_key(&request_id))
             .await?;
         Ok(Response::new(pb::RecordDecisionResponse {
+            referral: Some(referral),
+        }))
+    }
+
+    async fn transfer_referral(
+        &self,
+        req: Request<pb::TransferReferralRequest>,
+    ) -> Result<Response<pb::TransferReferralResponse>, Status> {
+        let who = principal(&req)?;
+        let pb::TransferReferralRequest {
+            referral_id,
+            request_id,
+            to_unit,
+            reason,
+        } = req.into_inner();
+        let transfer = Transfer { to_unit, reason };
+        let (transferred, issued) = self
+            .handoff
+            .transfer(&who, &referral_id, &transfer, request_key(&request_id))
+            .await?;
+        Ok(Response::new(pb::TransferReferralResponse {
+            transferred: Some(transferred),
+            issued: Some(issued),
+        }))
+    }
+
+    async fn request_information(
+        &self,
+        req: Request<pb::RequestInformationRequest>,
+    ) -> Result<Response<pb::RequestInformationResponse>, Status> {
+        let who = principal(&req)?;
+        let pb::RequestInformationRequest {
+            referral_id,
+            request_id,
+            what,
+        } = req.into_inner();
+        let referral = self
+            .handoff
+            .request_information(&who, &referral_id, &what, request_key(&request_id))
+            .await?;
+        Ok(Response::new(pb::RequestInformationResponse {
             referral: Some(referral),
         }))
     }

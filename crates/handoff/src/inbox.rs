@@ -64,6 +64,30 @@ impl ReferralFilter {
     }
 }
 
+/// Whose referrals a listing covers: the principal's reach, decided by the service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Every unit (an administrator).
+    All,
+    /// One unit, `<department>@<district>` (a department).
+    Unit(String),
+    /// Every unit of one district, by district code (a supervisor).
+    District(String),
+}
+
+impl Scope {
+    /// Whether the referrals of `unit` (`<department>@<district>`) are in scope.
+    pub fn admits(&self, unit: &str) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Unit(u) => u == unit,
+            Scope::District(d) => unit
+                .rsplit_once('@')
+                .is_some_and(|(_, district)| district == d),
+        }
+    }
+}
+
 fn due_millis(due_at: &str) -> i64 {
     chrono::DateTime::parse_from_rfc3339(due_at).map_or(i64::MAX, |t| t.timestamp_millis())
 }
@@ -375,21 +399,28 @@ impl Inbox {
             state,
             ..ReferralFilter::default()
         };
-        self.page_where(unit, &filter, after, limit)
+        let scope = unit.map_or(Scope::All, |u| Scope::Unit(u.to_owned()));
+        self.page_where(&scope, &filter, after, limit)
     }
 
     /// [`Inbox::page`] with every filter of `ListReferrals`.
     pub fn page_where(
         &self,
-        unit: Option<&str>,
+        scope: &Scope,
         filter: &ReferralFilter,
         after: u64,
         limit: usize,
     ) -> (Vec<u64>, Option<u64>) {
         let st = self.state.read().unwrap_or_else(|p| p.into_inner());
-        let units: Vec<u32> = match unit {
-            Some(u) => st.unit_ids.get(u).copied().into_iter().collect(),
-            None => st.by_unit.keys().copied().collect(),
+        let units: Vec<u32> = match scope {
+            Scope::Unit(u) => st.unit_ids.get(u).copied().into_iter().collect(),
+            Scope::All => st.by_unit.keys().copied().collect(),
+            Scope::District(_) => st
+                .unit_ids
+                .iter()
+                .filter(|(name, _)| scope.admits(name))
+                .map(|(_, id)| *id)
+                .collect(),
         };
         // Issue order across the selected units: a k-way merge by issue position.
         let mut iters: Vec<_> = units

@@ -10,8 +10,10 @@
 //!   issues the charity referral of last resort when every public referral ended.
 //! - [`Inbox`] is the department-side projection: every referral in its latest state,
 //!   rebuilt from the log on start and kept current by a subscription.
-//! - [`Handoff`] serves back offices: list and stream their referrals, acknowledge and
-//!   decide them. Every transition is an event on the case stream, written with the
+//! - [`Handoff`] serves back offices and district supervisors: list and stream their
+//!   referrals, acknowledge, decide, transfer them and ask the household for information;
+//!   [`ReferralWriter`] is the one way a referral transition is written (intake's
+//!   `ProvideInformation` uses it too). Every transition is an event on the case stream, written with the
 //!   case's expected version, so two offices cannot both win a race.
 
 use onecity_service::{ErrorClass, Kind};
@@ -24,12 +26,12 @@ mod service;
 mod worker;
 
 pub use deadlines::{DeadlinePolicy, DeadlineWorker};
-pub use inbox::{Inbox, InboxCounts, InboxEntry, ReferralFilter};
+pub use inbox::{Inbox, InboxCounts, InboxEntry, ReferralFilter, Scope};
 pub use linkage::{LinkageWorker, Linked, LINKAGE_ACTOR, LINKAGE_CONSUMER};
 /// The deterministic id of a referral (defined with every other id in
 /// [`onecity_domain::ids`]).
 pub use onecity_domain::ids::referral_id;
-pub use service::{DecisionInput, Handoff, ListQuery};
+pub use service::{DecisionInput, Handoff, ListQuery, ReferralWriter, Transfer};
 pub use worker::{Done, HandoffWorker};
 
 /// Result alias of this crate.
@@ -99,7 +101,7 @@ pub const CONSUMER: &str = "handoff";
 pub const DEADLINES_CONSUMER: &str = "deadlines";
 /// The actor the handoff worker writes its events as.
 pub const ACTOR: &str = "service:handoff";
-/// Longest decision note.
+/// Longest decision note, transfer reason, information request or answer.
 pub const MAX_NOTE_CHARS: usize = 2_000;
 /// Largest page of `ListReferrals`.
 pub const MAX_PAGE_SIZE: u32 = 500;

@@ -4,10 +4,11 @@
 //! follow in one commit per decision; once every public referral of a consenting
 //! household ended denied or cancelled, the charity referral of last resort is issued.
 
+use onecity_domain::rfc3339;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use onecity_domain::case::{
     is_decided, is_dependent, is_final, is_recognition, CaseState, CaseStatus, DEPENDENT_PROGRAMMES,
 };
@@ -186,24 +187,7 @@ impl LinkageWorker {
 
     /// One commit of `events`, closing the case too when they leave it ready to close.
     fn commit(&self, state: &CaseState, mut events: Vec<CaseEvent>, commit_id: Uuid) -> Commit {
-        let mut after = state.clone();
-        for (i, e) in events.iter().enumerate() {
-            after.apply(
-                onecity_domain::case::EventMeta {
-                    version: state.version + 1 + i as u64,
-                    position: 0,
-                    event_type: e.event_type().into(),
-                    actor: String::new(),
-                    recorded_at: String::new(),
-                },
-                Some(e),
-            );
-        }
-        if after.ready_to_close() {
-            events.push(CaseEvent::CaseClosed(pb::CaseClosed {
-                reason: "every referral is decided".into(),
-            }));
-        }
+        events.extend(state.closed_by(&events));
         Commit {
             version: state.version,
             events: events
@@ -288,7 +272,8 @@ impl LinkageWorker {
             let id = referral_id(case_id, p).to_string();
             let met = a.outcome.is_referred();
             let outcome = a.outcome.to_proto();
-            match state.referral(&id) {
+            // A transferred referral lives on at the unit it was moved to.
+            match state.successor(&id) {
                 Some(r) if is_final(r.state) => {}
                 Some(r)
                     if met
@@ -401,10 +386,6 @@ impl LinkageWorker {
             ..Default::default()
         })
     }
-}
-
-fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 #[async_trait::async_trait]

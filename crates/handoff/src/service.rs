@@ -1,14 +1,17 @@
-//! The back-office API core: departments list and stream their referrals, acknowledge and
-//! decide them.
+//! The back-office API core: departments list and stream their referrals, acknowledge,
+//! decide and transfer them and ask the household for information; district supervisors
+//! list and stream their district's referrals and transfer them. [`ReferralWriter`] writes
+//! every transition, also intake's `ProvideInformation`.
 
+use onecity_domain::rfc3339;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
-use onecity_domain::case::EventMeta;
 use onecity_domain::events::{CaseEvent, REFERRAL_PREFIX};
 use onecity_domain::referral::{self, ReferralAction};
 use onecity_domain::text::{check_request_id, check_text, TextKind};
-use onecity_domain::{ids, Principal};
+use onecity_domain::{ids, DepartmentUnit, Principal, Programme};
+use onecity_eligibility::Catalogue;
 use onecity_eventlog::{Appended, EventLog, Filter, NewEvent};
 use onecity_proto::v1 as pb;
 use onecity_service::access::{Access, Reader};
@@ -16,9 +19,10 @@ use onecity_service::case::{
     append_case_commit, commit_events, decode_or_skip, denied, recorded_commit, Commit, Outcome,
     Step, Subject,
 };
+use onecity_service::clock::{Clock, SystemClock};
 use uuid::Uuid;
 
-use crate::inbox::ReferralFilter;
+use crate::inbox::{ReferralFilter, Scope};
 use crate::{invalid, Error, Inbox, Result, MAX_NOTE_CHARS, MAX_PAGE_SIZE};
 
 /// The back-office API core.
@@ -27,11 +31,33 @@ pub struct Handoff {
     log: Arc<dyn EventLog>,
     inbox: Arc<Inbox>,
     access: Access,
+    writer: ReferralWriter,
+    catalogue: Arc<Catalogue>,
+}
+
+/// A transfer as asked: where to and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transfer {
+    /// The receiving unit, `<department>@<district>`.
+    pub to_unit: String,
+    /// Why, shown to both units and on the case.
+    pub reason: String,
+}
+
+/// A required free-text field: 1..=[`MAX_NOTE_CHARS`] characters, not only blanks.
+fn required_text(field: &str, value: &str) -> Result<()> {
+    check_text(field, value, MAX_NOTE_CHARS, TextKind::Paragraph)?;
+    if value.trim().is_empty() {
+        return Err(invalid(field, "must not be empty"));
+    }
+    Ok(())
 }
 
 /// The methods whose reads are recorded, as access records name them.
 const LIST_REFERRALS: &str = "onecity.v1.HandoffService/ListReferrals";
 const STREAM_REFERRALS: &str = "onecity.v1.HandoffService/StreamReferrals";
+/// Most streamed referrals recorded as read in one access record.
+const STREAM_RECORD_BATCH: usize = 256;
 
 /// The distinct cases of `referrals`, in order of first appearance.
 fn cases_of(referrals: &[pb::Referral]) -> Vec<Uuid> {
@@ -112,9 +138,25 @@ impl Handoff {
     pub fn new(log: Arc<dyn EventLog>, inbox: Arc<Inbox>) -> Self {
         Handoff {
             access: Access::new(Arc::clone(&log)),
+            writer: ReferralWriter::new(Arc::clone(&log)),
+            catalogue: Arc::new(Catalogue::embedded()),
             log,
             inbox,
         }
+    }
+
+    /// Gives a transferred referral its fresh deadline from `catalogue` (by default the
+    /// embedded one).
+    pub fn with_catalogue(mut self, catalogue: Arc<Catalogue>) -> Self {
+        self.catalogue = catalogue;
+        self
+    }
+
+    /// Reads the time of transfers and information requests from `clock` (by default the
+    /// system clock).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.writer = self.writer.with_clock(clock);
+        self
     }
 
     /// Records reads through `access` (by default every read is recorded in the log).
@@ -123,11 +165,13 @@ impl Handoff {
         self
     }
 
-    /// The unit a principal may see: a department its own, an admin every unit.
-    fn scope(principal: &Principal, action: &str) -> Result<Option<String>> {
+    /// The referrals a principal may see: a department its unit's, a supervisor its
+    /// district's, an admin every unit's.
+    fn scope(principal: &Principal, action: &str) -> Result<Scope> {
         match principal {
-            Principal::Department { unit } => Ok(Some(unit.to_string())),
-            Principal::Admin { .. } => Ok(None),
+            Principal::Department { unit } => Ok(Scope::Unit(unit.to_string())),
+            Principal::Supervisor { district } => Ok(Scope::District(district.to_string())),
+            Principal::Admin { .. } => Ok(Scope::All),
             _ => Err(denied(principal, action, Subject::Nothing).into()),
         }
     }
@@ -155,7 +199,7 @@ impl Handoff {
         page_size: u32,
         page_token: &str,
     ) -> Result<(Vec<pb::Referral>, String)> {
-        let unit = Self::scope(&reader.principal, "list referrals")?;
+        let scope = Self::scope(&reader.principal, "list referrals")?;
         let filter = query.filter()?;
         let limit = match page_size {
             0 => 100,
@@ -173,9 +217,7 @@ impl Handoff {
         };
         // Read-your-writes: include everything durable when the call arrived.
         self.inbox.wait_for(self.log.head().await?).await?;
-        let (latest, next) = self
-            .inbox
-            .page_where(unit.as_deref(), &filter, after, limit);
+        let (latest, next) = self.inbox.page_where(&scope, &filter, after, limit);
         let mut page = Vec::with_capacity(latest.len());
         for p in latest {
             page.push(self.referral_at(p).await?);
@@ -189,14 +231,17 @@ impl Handoff {
     /// The caller's referrals as they are issued and change: the log after `after_cursor`,
     /// then live. Each item carries the cursor to resume after it.
     ///
-    /// Each referral is recorded as read (an access record naming its case) before it is
-    /// delivered: the stream's reads are not known when it opens.
+    /// Every referral is recorded as read (an access record naming its case) before it is
+    /// delivered: the stream's reads are not known when it opens. The referrals ready at
+    /// once are recorded together, in one record, so a stream catching up on a backlog
+    /// costs one durable append per batch rather than one per referral (which capped a
+    /// stream at the log's fsync rate).
     pub async fn stream(
         &self,
         reader: &Reader,
         after_cursor: &str,
     ) -> Result<impl Stream<Item = Result<(pb::Referral, String)>> + Send + 'static> {
-        let unit = Self::scope(&reader.principal, "stream referrals")?;
+        let scope = Self::scope(&reader.principal, "stream referrals")?;
         let after: u64 = if after_cursor.is_empty() {
             0
         } else {
@@ -217,25 +262,35 @@ impl Handoff {
                         .flatten()
                         .as_ref()
                         .and_then(CaseEvent::referral)
-                        .filter(|r| unit.as_ref().is_none_or(|u| &r.department_unit == u))
+                        .filter(|r| scope.admits(&r.department_unit))
                         .map(|r| Ok((r.clone(), e.position.to_string()))),
                 };
                 futures::future::ready(out)
             })
-            .then(move |item| {
+            .ready_chunks(STREAM_RECORD_BATCH)
+            .then(move |chunk| {
                 let (access, reader) = (access.clone(), reader.clone());
                 async move {
-                    let (referral, cursor) = item?;
-                    access
-                        .record(
-                            &reader,
-                            STREAM_REFERRALS,
-                            cases_of(std::slice::from_ref(&referral)),
-                        )
-                        .await?;
-                    Ok((referral, cursor))
+                    // What precedes an error is recorded and delivered, then the error ends
+                    // the chunk: nothing after it goes out unrecorded.
+                    let mut chunk = chunk;
+                    if let Some(bad) = chunk.iter().position(Result::is_err) {
+                        chunk.truncate(bad + 1);
+                    }
+                    let ok: Vec<pb::Referral> = chunk
+                        .iter()
+                        .filter_map(|item| item.as_ref().ok().map(|(r, _)| r.clone()))
+                        .collect();
+                    if let Err(e) = access
+                        .record(&reader, STREAM_REFERRALS, cases_of(&ok))
+                        .await
+                    {
+                        return vec![Err(Error::from(e))];
+                    }
+                    chunk
                 }
-            }))
+            })
+            .flat_map(futures::stream::iter))
     }
 
     /// The referral as written by the event at `position`.
@@ -258,7 +313,7 @@ impl Handoff {
         }
     }
 
-    /// Finds a referral the principal may act on.
+    /// Finds a referral the principal may act on as its department.
     async fn own_referral(
         &self,
         principal: &Principal,
@@ -268,6 +323,21 @@ impl Handoff {
         let Principal::Department { unit } = principal else {
             return Err(denied(principal, action, Subject::Referral(referral_id)).into());
         };
+        let (case_id, at) = self.find(referral_id).await?;
+        if at != unit.to_string() {
+            return Err(denied(
+                principal,
+                &format!("{action} of another unit"),
+                Subject::Referral(referral_id),
+            )
+            .into());
+        }
+        Ok((case_id, at))
+    }
+
+    /// The case and current unit of a referral, waiting for the inbox to catch up with the
+    /// log before saying it does not exist.
+    async fn find(&self, referral_id: &str) -> Result<(Uuid, String)> {
         Uuid::parse_str(referral_id).map_err(|_| invalid("referral_id", "not a uuid"))?;
         let found = match self.inbox.get(referral_id) {
             Some(r) => Some(r),
@@ -277,14 +347,6 @@ impl Handoff {
             }
         };
         let r = found.ok_or_else(|| Error::NotFound(referral_id.to_owned()))?;
-        if r.department_unit != unit.to_string() {
-            return Err(denied(
-                principal,
-                &format!("{action} of another unit"),
-                Subject::Referral(referral_id),
-            )
-            .into());
-        }
         Ok((r.case_id, r.department_unit))
     }
 
@@ -313,20 +375,19 @@ impl Handoff {
             request_id,
             |e| matches!(e, CaseEvent::ReferralAcknowledged(r) if r.referral_id == referral_id),
         )?;
-        if let Some(answer) = self.answered_before(key.as_ref()).await? {
-            return Ok(answer);
-        }
-        self.transition(principal, case_id, referral_id, key.as_ref(), |r| {
-            if r.state == pb::ReferralState::Acknowledged as i32 {
-                return Ok(None);
-            }
-            let state = allowed(r, ReferralAction::Acknowledge)?;
-            Ok(Some(CaseEvent::ReferralAcknowledged(pb::Referral {
-                state: state as i32,
-                ..r.clone()
-            })))
-        })
-        .await
+        self.writer
+            .transition(principal, case_id, referral_id, key.as_ref(), |r| {
+                if r.state == pb::ReferralState::Acknowledged as i32 {
+                    return Ok(None);
+                }
+                let state = allowed(r, ReferralAction::Acknowledge)?;
+                Ok(Some(vec![CaseEvent::ReferralAcknowledged(pb::Referral {
+                    state: state as i32,
+                    ..r.clone()
+                })]))
+            })
+            .await
+            .map(first)
     }
 
     /// Records the decision on an ISSUED or ACKNOWLEDGED referral; closes the case in the
@@ -374,62 +435,300 @@ impl Handoff {
                 && r.decided_amount_fen == input.amount_fen
                 && r.note == input.note)
         })?;
-        if let Some(answer) = self.answered_before(key.as_ref()).await? {
-            return Ok(answer);
-        }
-        self.transition(principal, case_id, referral_id, key.as_ref(), |r| {
-            allowed(r, action)?;
-            Ok(Some(CaseEvent::ReferralDecided(pb::Referral {
-                state: state as i32,
-                decided_amount_fen: input.amount_fen,
-                note: input.note.clone(),
-                ..r.clone()
-            })))
-        })
-        .await
+        self.writer
+            .transition(principal, case_id, referral_id, key.as_ref(), |r| {
+                allowed(r, action)?;
+                Ok(Some(vec![CaseEvent::ReferralDecided(pb::Referral {
+                    state: state as i32,
+                    decided_amount_fen: input.amount_fen,
+                    note: input.note.clone(),
+                    ..r.clone()
+                })]))
+            })
+            .await
+            .map(first)
     }
 
-    /// Applies `change` to the referral's current state and appends the result with the
-    /// case's expected version, retrying on a concurrent write. `Ok(None)` from `change`
-    /// means "nothing to do": the current referral is returned.
+    /// Moves an open referral to another unit: the old referral ends TRANSFERRED and the
+    /// receiving unit gets a new referral, ISSUED with a fresh deadline, in one commit. A
+    /// department moves its own referral to its department in another district (the
+    /// household lives elsewhere than its registration); a supervisor moves any referral of
+    /// its district to another unit of its district. Returns (old, new).
+    pub async fn transfer(
+        &self,
+        principal: &Principal,
+        referral_id: &str,
+        transfer: &Transfer,
+        request_id: Option<&str>,
+    ) -> Result<(pb::Referral, pb::Referral)> {
+        Uuid::parse_str(referral_id).map_err(|_| invalid("referral_id", "not a uuid"))?;
+        let to: DepartmentUnit = transfer.to_unit.parse().map_err(|e| {
+            invalid(
+                "to_unit",
+                format!("{e} (expected <department>@<district code>)"),
+            )
+        })?;
+        required_text("reason", &transfer.reason)?;
+        let subject = Subject::Referral(referral_id);
+        let (case_id, from) = match principal {
+            Principal::Department { unit } => {
+                let found = self
+                    .own_referral(principal, referral_id, "transfer referrals")
+                    .await?;
+                if to.department != unit.department {
+                    return Err(denied(
+                        principal,
+                        "transfer a referral to another department",
+                        subject,
+                    )
+                    .into());
+                }
+                found
+            }
+            Principal::Supervisor { district } => {
+                let (case_id, from) = self.find(referral_id).await?;
+                if !Scope::District(district.to_string()).admits(&from) {
+                    return Err(denied(
+                        principal,
+                        "transfer a referral of another district",
+                        subject,
+                    )
+                    .into());
+                }
+                if to.district != *district {
+                    return Err(denied(
+                        principal,
+                        "transfer a referral out of its district",
+                        subject,
+                    )
+                    .into());
+                }
+                (case_id, from)
+            }
+            _ => return Err(denied(principal, "transfer referrals", subject).into()),
+        };
+        let to_unit = to.to_string();
+        if from == to_unit {
+            return Err(invalid(
+                "to_unit",
+                format!("the referral is already at {to_unit}"),
+            ));
+        }
+        let key = RequestKey::new(principal, request_id, |e| {
+            matches!(e, CaseEvent::ReferralTransferred(r) if r.referral_id == referral_id
+                && r.transfer_unit == to_unit
+                && r.transfer_reason == transfer.reason)
+        })?;
+        let now = self.writer.clock.now();
+        let actor = principal.actor();
+        let written = self
+            .writer
+            .transition(principal, case_id, referral_id, key.as_ref(), |r| {
+                let state = allowed(r, ReferralAction::Transfer)?;
+                let programme = Programme::from_proto(r.programme).ok_or_else(|| {
+                    Error::FailedPrecondition(format!(
+                        "cannot transfer referral {referral_id}: its programme {} is unknown",
+                        r.programme
+                    ))
+                })?;
+                let new_id = ids::transferred_referral(referral_id, &to_unit).to_string();
+                let old = pb::Referral {
+                    state: state as i32,
+                    transferred_to: new_id.clone(),
+                    transfer_unit: to_unit.clone(),
+                    transfer_reason: transfer.reason.clone(),
+                    transferred_by: actor.clone(),
+                    ..r.clone()
+                };
+                let new = pb::Referral {
+                    referral_id: new_id,
+                    department_unit: to_unit.clone(),
+                    state: pb::ReferralState::Issued as i32,
+                    due_at: rfc3339(self.catalogue.due_at(programme, now)),
+                    issued_at: rfc3339(now),
+                    decided_amount_fen: 0,
+                    note: String::new(),
+                    overdue: false,
+                    escalated_at: String::new(),
+                    transferred_to: String::new(),
+                    transferred_from: referral_id.to_owned(),
+                    transfer_unit: from.clone(),
+                    transfer_reason: transfer.reason.clone(),
+                    transferred_by: actor.clone(),
+                    information_requested: String::new(),
+                    information_requested_at: String::new(),
+                    information_provided: String::new(),
+                    information_provided_at: String::new(),
+                    ..r.clone()
+                };
+                Ok(Some(vec![
+                    CaseEvent::ReferralTransferred(old),
+                    CaseEvent::ReferralIssued(new),
+                ]))
+            })
+            .await?;
+        match <[pb::Referral; 2]>::try_from(written) {
+            Ok([old, new]) => {
+                tracing::info!(%case_id, referral = referral_id, department = %from, to = %to_unit, "referral transferred");
+                Ok((old, new))
+            }
+            Err(_) => Err(Error::FailedPrecondition(format!(
+                "request id {:?} was used for a different request",
+                request_id.unwrap_or_default()
+            ))),
+        }
+    }
+
+    /// Asks the household for information on an ISSUED or ACKNOWLEDGED referral (its
+    /// department only): the referral is NEEDS_INFO and its deadline pauses until a
+    /// terminal provides it ([`ReferralWriter::provide_information`]).
+    pub async fn request_information(
+        &self,
+        principal: &Principal,
+        referral_id: &str,
+        what: &str,
+        request_id: Option<&str>,
+    ) -> Result<pb::Referral> {
+        required_text("what", what)?;
+        let (case_id, _) = self
+            .own_referral(principal, referral_id, "request information")
+            .await?;
+        let key = RequestKey::new(principal, request_id, |e| {
+            matches!(e, CaseEvent::ReferralInformationRequested(r) if r.referral_id == referral_id
+                && r.information_requested == what)
+        })?;
+        let now = rfc3339(self.writer.clock.now());
+        self.writer
+            .transition(principal, case_id, referral_id, key.as_ref(), |r| {
+                let state = allowed(r, ReferralAction::RequestInformation)?;
+                Ok(Some(vec![CaseEvent::ReferralInformationRequested(
+                    pb::Referral {
+                        state: state as i32,
+                        information_requested: what.to_owned(),
+                        information_requested_at: now.clone(),
+                        information_provided: String::new(),
+                        information_provided_at: String::new(),
+                        ..r.clone()
+                    },
+                )]))
+            })
+            .await
+            .map(first)
+    }
+}
+
+/// The first referral of a transition's answer (every transition answers at least one).
+fn first(referrals: Vec<pb::Referral>) -> pb::Referral {
+    referrals.into_iter().next().unwrap_or_default()
+}
+
+/// Writes referral transitions: the change applied to the referral as the case stands,
+/// appended with the case's expected version and retried on a concurrent write, the case
+/// closed in the same commit when that leaves it ready, and an optional idempotency key.
+/// The one way a referral moves, whichever service asks.
+#[derive(Debug, Clone)]
+pub struct ReferralWriter {
+    log: Arc<dyn EventLog>,
+    clock: Arc<dyn Clock>,
+}
+
+impl ReferralWriter {
+    /// A writer over `log`, reading the time from the system clock.
+    pub fn new(log: Arc<dyn EventLog>) -> Self {
+        ReferralWriter {
+            log,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Reads the time from `clock` instead.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Records that the household provided what the department asked for (terminals
+    /// only): the NEEDS_INFO referral of `case_id` is ACKNOWLEDGED again and its `due_at`
+    /// moves later by the time it was paused, so the department loses none of its period
+    /// to the household's delay.
+    pub async fn provide_information(
+        &self,
+        principal: &Principal,
+        case_id: &str,
+        referral_id: &str,
+        note: &str,
+        request_id: Option<&str>,
+    ) -> Result<pb::Referral> {
+        if !matches!(principal, Principal::Terminal { .. }) {
+            return Err(denied(
+                principal,
+                "provide information",
+                Subject::Referral(referral_id),
+            )
+            .into());
+        }
+        let case_id = Uuid::parse_str(case_id).map_err(|_| invalid("case_id", "not a uuid"))?;
+        Uuid::parse_str(referral_id).map_err(|_| invalid("referral_id", "not a uuid"))?;
+        required_text("note", note)?;
+        let key = RequestKey::new(principal, request_id, |e| {
+            matches!(e, CaseEvent::ReferralInformationProvided(r) if r.referral_id == referral_id
+                && r.information_provided == note)
+        })?;
+        let now = self.clock.now();
+        self.transition(principal, case_id, referral_id, key.as_ref(), |r| {
+            let state = allowed(r, ReferralAction::ProvideInformation)?;
+            let paused = chrono::DateTime::parse_from_rfc3339(&r.information_requested_at)
+                .map(|asked| (now - asked.to_utc()).max(chrono::TimeDelta::zero()))
+                .unwrap_or_default();
+            let due_at = chrono::DateTime::parse_from_rfc3339(&r.due_at)
+                .map(|due| rfc3339(due.to_utc() + paused))
+                .unwrap_or_else(|_| r.due_at.clone());
+            Ok(Some(vec![CaseEvent::ReferralInformationProvided(
+                pb::Referral {
+                    state: state as i32,
+                    due_at,
+                    information_provided: note.to_owned(),
+                    information_provided_at: rfc3339(now),
+                    ..r.clone()
+                },
+            )]))
+        })
+        .await
+        .map(first)
+    }
+
+    /// Applies `change` to the referral's current state and appends the events it returns
+    /// with the case's expected version, retrying on a concurrent write. `Ok(None)` from
+    /// `change` means "nothing to do". Answers the referrals the events carry, in order
+    /// (the current referral when nothing was written).
     async fn transition(
         &self,
         principal: &Principal,
         case_id: Uuid,
         referral_id: &str,
         key: Option<&RequestKey<'_>>,
-        change: impl Fn(&pb::Referral) -> Result<Option<CaseEvent>>,
-    ) -> Result<pb::Referral> {
+        change: impl Fn(&pb::Referral) -> Result<Option<Vec<CaseEvent>>>,
+    ) -> Result<Vec<pb::Referral>> {
+        if let Some(answer) = self.answered_before(key).await? {
+            return Ok(answer);
+        }
         let outcome = append_case_commit(
             self.log.as_ref(),
             case_id,
-            |state| -> Result<Step<pb::Referral>> {
+            |state| -> Result<Step<Vec<pb::Referral>>> {
                 let current = state
                     .referral(referral_id)
                     .ok_or_else(|| Error::NotFound(referral_id.to_owned()))?;
-                let Some(event) = change(current)? else {
-                    return Ok(Step::Done(current.clone()));
+                let Some(mut events) = change(current)? else {
+                    return Ok(Step::Done(vec![current.clone()]));
                 };
-                let updated = event.referral().cloned().unwrap_or_default();
-                let mut events = vec![event];
-                let mut after = state.clone();
-                after.apply(
-                    EventMeta {
-                        version: state.version + 1,
-                        position: 0,
-                        event_type: events[0].event_type().into(),
-                        actor: String::new(),
-                        recorded_at: String::new(),
-                    },
-                    Some(&events[0]),
-                );
+                let updated: Vec<pb::Referral> = events
+                    .iter()
+                    .filter_map(|e| e.referral().cloned())
+                    .collect();
                 // A pending linkage step or a charity referral due closes it later, from
                 // the linkage worker.
-                if after.ready_to_close() {
-                    events.push(CaseEvent::CaseClosed(pb::CaseClosed {
-                        reason: "every referral is decided".into(),
-                    }));
-                }
+                events.extend(state.closed_by(&events));
                 let actor = principal.actor();
                 let commit = Commit {
                     version: state.version,
@@ -456,13 +755,18 @@ impl Handoff {
             }
         }
         if let Outcome::Appended(updated, _) = &outcome {
-            tracing::info!(%case_id, referral = referral_id, state = updated.state, department = %updated.department_unit, "referral updated");
+            for r in updated {
+                tracing::info!(%case_id, referral = %r.referral_id, state = r.state, department = %r.department_unit, "referral updated");
+            }
         }
         Ok(outcome.into_answer())
     }
 
     /// The original answer when the keyed request's commit is already in the log.
-    async fn answered_before(&self, key: Option<&RequestKey<'_>>) -> Result<Option<pb::Referral>> {
+    async fn answered_before(
+        &self,
+        key: Option<&RequestKey<'_>>,
+    ) -> Result<Option<Vec<pb::Referral>>> {
         let Some(key) = key else { return Ok(None) };
         let probe = NewEvent::new(REFERRAL_PROBE_TYPE, key.actor.clone(), Vec::new());
         match recorded_commit(self.log.as_ref(), key.commit_id, probe).await? {
@@ -505,18 +809,19 @@ impl<'a> RequestKey<'a> {
         }))
     }
 
-    /// The referral as the commit found under this key left it, if the commit is this
+    /// The referrals as the commit found under this key left them, if the commit is this
     /// request.
-    async fn original(&self, log: &dyn EventLog, appended: &Appended) -> Result<pb::Referral> {
+    async fn original(&self, log: &dyn EventLog, appended: &Appended) -> Result<Vec<pb::Referral>> {
         let events = commit_events(log, appended).await?;
-        let first = match events.first() {
-            Some(e) => CaseEvent::decode(&e.event_type, &e.payload)?,
-            None => None,
-        };
-        match first {
-            Some(event) if (self.same_request)(&event) => {
-                Ok(event.referral().cloned().unwrap_or_default())
-            }
+        let mut decoded = Vec::with_capacity(events.len());
+        for e in &events {
+            decoded.extend(CaseEvent::decode(&e.event_type, &e.payload)?);
+        }
+        match decoded.first() {
+            Some(event) if (self.same_request)(event) => Ok(decoded
+                .iter()
+                .filter_map(|e| e.referral().cloned())
+                .collect()),
             _ => Err(Error::FailedPrecondition(format!(
                 "request id {:?} was used for a different request",
                 self.request_id

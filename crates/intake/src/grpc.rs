@@ -5,7 +5,7 @@ use futures::StreamExt;
 use onecity_proto::v1 as pb;
 use onecity_proto::v1::intake_service_server::{IntakeService, IntakeServiceServer};
 use onecity_service::grpc::StreamLimit;
-use onecity_service::grpc::{principal, reader};
+use onecity_service::grpc::{principal, reader, request_key};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
@@ -112,13 +112,38 @@ impl IntakeService for IntakeGrpc {
             reason,
             request_id,
         } = req.into_inner();
-        let request_id = Some(request_id.as_str()).filter(|r| !r.is_empty());
         let case = self
             .intake
-            .withdraw_with_request_id(&who, &case_id, &reason, request_id)
+            .withdraw_with_request_id(&who, &case_id, &reason, request_key(&request_id))
             .await?;
         Ok(Response::new(pb::WithdrawApplicationResponse {
             case: Some(case),
+        }))
+    }
+
+    async fn provide_information(
+        &self,
+        req: Request<pb::ProvideInformationRequest>,
+    ) -> Result<Response<pb::ProvideInformationResponse>, Status> {
+        let who = principal(&req)?;
+        let pb::ProvideInformationRequest {
+            case_id,
+            referral_id,
+            request_id,
+            note,
+        } = req.into_inner();
+        let referral = self
+            .intake
+            .provide_information(
+                &who,
+                &case_id,
+                &referral_id,
+                &note,
+                request_key(&request_id),
+            )
+            .await?;
+        Ok(Response::new(pb::ProvideInformationResponse {
+            referral: Some(referral),
         }))
     }
 }

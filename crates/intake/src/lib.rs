@@ -59,6 +59,9 @@ pub enum Error {
     /// A stored event does not decode.
     #[error(transparent)]
     Corrupt(#[from] onecity_domain::events::DecodeError),
+    /// A referral transition (`ProvideInformation`) was refused or failed.
+    #[error(transparent)]
+    Referral(#[from] onecity_handoff::Error),
     /// The workers are too far behind to take new cases; nothing was written.
     #[error(
         "routing is behind: {consumer} has {lag} events waiting, over the bound of {max_lag}; \
@@ -82,6 +85,7 @@ impl ErrorClass for Error {
             Error::Service(e) => e.into_kind(),
             Error::Log(e) => Kind::Log(e),
             Error::Corrupt(_) => Kind::Internal,
+            Error::Referral(e) => e.into_kind(),
             Error::Overloaded { .. } => Kind::ResourceExhausted,
         }
     }
@@ -129,6 +133,7 @@ pub struct Intake {
     catalogue: Arc<Catalogue>,
     backpressure: Option<Arc<backpressure::Gauge>>,
     access: Access,
+    referrals: onecity_handoff::ReferralWriter,
 }
 
 /// The methods whose reads are recorded, as access records name them.
@@ -144,7 +149,7 @@ fn parse_case_id(s: &str) -> Result<Uuid> {
 }
 
 fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    onecity_domain::rfc3339(chrono::Utc::now())
 }
 
 impl Intake {
@@ -152,11 +157,35 @@ impl Intake {
     pub fn new(log: Arc<dyn EventLog>, policies: Arc<PolicyBook>) -> Self {
         Intake {
             access: Access::new(Arc::clone(&log)),
+            referrals: onecity_handoff::ReferralWriter::new(Arc::clone(&log)),
             log,
             policies,
             catalogue: Arc::new(Catalogue::embedded()),
             backpressure: None,
         }
+    }
+
+    /// Reads the time of `ProvideInformation` from `clock` (by default the system clock).
+    pub fn with_clock(mut self, clock: Arc<dyn onecity_service::clock::Clock>) -> Self {
+        self.referrals = self.referrals.with_clock(clock);
+        self
+    }
+
+    /// Records that the household provided what a department asked for on a NEEDS_INFO
+    /// referral of `case_id` (terminals only): ACKNOWLEDGED again, its deadline moved
+    /// later by the time it was paused. See [`onecity_handoff::ReferralWriter`].
+    pub async fn provide_information(
+        &self,
+        principal: &Principal,
+        case_id: &str,
+        referral_id: &str,
+        note: &str,
+        request_id: Option<&str>,
+    ) -> Result<pb::Referral> {
+        Ok(self
+            .referrals
+            .provide_information(principal, case_id, referral_id, note, request_id)
+            .await?)
     }
 
     /// Records reads through `access` (by default every read is recorded in the log).

@@ -86,7 +86,8 @@ pub fn view(
             case.application = case.application.map(|a| minimise(a, facts));
             Ok(case)
         }
-        Principal::Service { .. } => {
+        // A supervisor works on referrals (HandoffService), not on households' applications.
+        Principal::Service { .. } | Principal::Supervisor { .. } => {
             Err(denied(principal, "read cases", Subject::Case(case_id)).into())
         }
     }
@@ -103,7 +104,7 @@ pub(crate) fn event(
     match principal {
         Principal::Terminal { .. } | Principal::Admin { .. } => Some(event.clone()),
         Principal::Department { unit } => department_event(&unit.to_string(), event, audience),
-        Principal::Service { .. } => None,
+        Principal::Service { .. } | Principal::Supervisor { .. } => None,
     }
 }
 

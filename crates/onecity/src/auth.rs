@@ -224,7 +224,9 @@ impl EventLogAuth {
                 req.extensions_mut().insert(Audited(principal.actor()));
                 Ok(req)
             }
-            Principal::Terminal { .. } | Principal::Department { .. } => {
+            Principal::Terminal { .. }
+            | Principal::Department { .. }
+            | Principal::Supervisor { .. } => {
                 tracing::warn!(
                     principal = %principal,
                     kind = principal.kind(),
@@ -460,6 +462,6 @@ mod tests {
         assert_interceptor(&a);
         assert_interceptor(&a.event_log());
         assert_interceptor(&a.admin());
-        assert_eq!(format!("{a:?}"), "Auth { tokens: 13, client_uris: 0 }");
+        assert_eq!(format!("{a:?}"), "Auth { tokens: 14, client_uris: 0 }");
     }
 }

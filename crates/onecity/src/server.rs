@@ -713,6 +713,7 @@ fn start_roles(
     if let Some(slot) = &slots.intake {
         let intake = Intake::new(stamped(&log, INTAKE_APPENDS_AS), Arc::clone(&policies))
             .with_catalogue(Arc::clone(&catalogue))
+            .with_clock(Arc::clone(&config.clock.0))
             .with_backpressure(backpressure(config))
             .with_access(access(INTAKE_APPENDS_AS));
         let svc = IntakeGrpc::new(intake, stop.clone())
@@ -753,6 +754,8 @@ fn start_roles(
         let inbox = Inbox::start(Arc::clone(&log), stop.clone());
         sources.set_inbox(Arc::clone(&inbox));
         let handoff = Handoff::new(stamped(&log, onecity_handoff::ACTOR), inbox)
+            .with_catalogue(Arc::clone(&catalogue))
+            .with_clock(Arc::clone(&config.clock.0))
             .with_access(access(onecity_handoff::ACTOR));
         let svc = HandoffGrpc::new(handoff, stop.clone())
             .with_stream_limit(streams.clone())

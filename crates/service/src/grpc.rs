@@ -26,6 +26,12 @@ pub fn principal<T>(req: &Request<T>) -> Result<Principal, Status> {
         .ok_or_else(|| Status::unauthenticated("missing bearer token"))
 }
 
+/// The idempotency key of a request, if it carries one: proto3 sends "none" as the empty
+/// string.
+pub fn request_key(request_id: &str) -> Option<&str> {
+    Some(request_id).filter(|r| !r.is_empty())
+}
+
 /// The caller of a read: the principal and the `onecity-purpose` it stated.
 ///
 /// # Errors

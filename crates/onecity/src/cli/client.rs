@@ -284,6 +284,61 @@ pub(super) async fn client_command(command: Command) -> anyhow::Result<()> {
                 .await?;
             print(resp.get_ref())
         }
+        Command::Transfer {
+            client,
+            referral_id,
+            to,
+            reason,
+            request_id,
+        } => {
+            let c = Client::connect(&client).await?;
+            let resp = c
+                .handoff()
+                .transfer_referral(c.request(pb::TransferReferralRequest {
+                    referral_id,
+                    request_id,
+                    to_unit: to,
+                    reason,
+                }))
+                .await?;
+            print(resp.get_ref())
+        }
+        Command::Ask {
+            client,
+            referral_id,
+            what,
+            request_id,
+        } => {
+            let c = Client::connect(&client).await?;
+            let resp = c
+                .handoff()
+                .request_information(c.request(pb::RequestInformationRequest {
+                    referral_id,
+                    request_id,
+                    what,
+                }))
+                .await?;
+            print(resp.get_ref())
+        }
+        Command::Provide {
+            client,
+            case_id,
+            referral_id,
+            note,
+            request_id,
+        } => {
+            let c = Client::connect(&client).await?;
+            let resp = c
+                .intake()
+                .provide_information(c.request(pb::ProvideInformationRequest {
+                    case_id,
+                    referral_id,
+                    request_id,
+                    note,
+                }))
+                .await?;
+            print(resp.get_ref())
+        }
         Command::Policy { client, as_of } => {
             let c = Client::connect(&client).await?;
             let resp = c

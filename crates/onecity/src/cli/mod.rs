@@ -108,7 +108,25 @@ pub enum Command {
         #[arg(long, default_value = "")]
         request_id: String,
     },
-    /// List the calling department unit's referrals.
+    /// A terminal records that the household provided what a department asked for: the
+    /// referral is ACKNOWLEDGED again and its deadline moves by the time it waited.
+    Provide {
+        /// Server and token.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Case id (UUID).
+        case_id: String,
+        /// The referral that asked (NEEDS_INFO).
+        referral_id: String,
+        /// What was provided (no identity numbers).
+        #[arg(long)]
+        note: String,
+        /// Idempotency key: retrying with the same key returns the original result instead
+        /// of acting twice (see docs/api.md).
+        #[arg(long, default_value = "")]
+        request_id: String,
+    },
+    /// List the calling department unit's referrals (a supervisor: its district's).
     Referrals {
         /// Server and token.
         #[command(flatten)]
@@ -163,6 +181,41 @@ pub enum Command {
         /// Note explaining the decision.
         #[arg(long, default_value = "")]
         note: String,
+        /// Idempotency key: retrying with the same key returns the original result instead
+        /// of acting twice (see docs/api.md).
+        #[arg(long, default_value = "")]
+        request_id: String,
+    },
+    /// Move a referral to another unit: a department to its department in another
+    /// district, a supervisor to another unit of its district.
+    Transfer {
+        /// Server and token.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Referral id.
+        referral_id: String,
+        /// The receiving unit, e.g. `housing@120101`.
+        #[arg(long)]
+        to: String,
+        /// Why (shown to both units and on the case).
+        #[arg(long)]
+        reason: String,
+        /// Idempotency key: retrying with the same key returns the original result instead
+        /// of acting twice (see docs/api.md).
+        #[arg(long, default_value = "")]
+        request_id: String,
+    },
+    /// Ask the household for information on a referral: it waits (NEEDS_INFO) and its
+    /// deadline pauses until a terminal provides it (`onecity provide`).
+    Ask {
+        /// Server and token.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Referral id.
+        referral_id: String,
+        /// What is needed.
+        #[arg(long)]
+        what: String,
         /// Idempotency key: retrying with the same key returns the original result instead
         /// of acting twice (see docs/api.md).
         #[arg(long, default_value = "")]
@@ -597,7 +650,7 @@ pub enum StateArg {
     Approved,
     /// Denied.
     Denied,
-    /// Cancelled by withdrawal.
+    /// Cancelled by withdrawal or linkage.
     Cancelled,
     /// Moved to another unit.
     Transferred,

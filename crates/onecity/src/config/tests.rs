@@ -72,7 +72,13 @@ fn demo_tokens_cover_the_walkthrough() {
         *p.token("demo-service").unwrap(),
         Principal::Service { .. }
     ));
-    assert_eq!(p.tokens(), 13);
+    assert_eq!(
+        *p.token("demo-supervisor-120103").unwrap(),
+        Principal::Supervisor {
+            district: "120103".parse().unwrap()
+        }
+    );
+    assert_eq!(p.tokens(), 14);
 }
 
 #[test]
@@ -370,6 +376,14 @@ fn bad_token_entries_name_the_entry() {
         e.contains("`district` does not apply to a department token"),
         "{e}"
     );
+
+    let e = token_error("token = \"t-1\"\nprincipal = \"supervisor\"\ndistrict = \"120199\"");
+    assert!(
+        e.starts_with("tokens[0] (supervisor \"120199\"): unknown district"),
+        "{e}"
+    );
+    let e = token_error("token = \"t-1\"\nprincipal = \"supervisor\"\nunit = \"housing@120103\"");
+    assert!(e.contains("a supervisor token needs `district`"), "{e}");
 
     let e = token_error("token = \"t-1\"\nprincipal = \"admin\"");
     assert!(

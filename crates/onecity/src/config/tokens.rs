@@ -182,6 +182,8 @@ pub enum PrincipalKind {
     Terminal,
     /// A department unit's back-office system: needs `unit`.
     Department,
+    /// A district's supervisor (`supervisor@<district>`): needs `district`.
+    Supervisor,
     /// An administrator: needs `id`.
     Admin,
     /// Another onecity process (e.g. a worker reaching the shared log): needs `id`.
@@ -193,6 +195,7 @@ impl PrincipalKind {
         match self {
             PrincipalKind::Terminal => "terminal",
             PrincipalKind::Department => "department",
+            PrincipalKind::Supervisor => "supervisor",
             PrincipalKind::Admin => "admin",
             PrincipalKind::Service => "service",
         }
@@ -285,6 +288,21 @@ impl TokenConfig {
         }
     }
 
+    /// A district supervisor token.
+    pub fn supervisor(token: &str, district: &str) -> Self {
+        TokenConfig {
+            token: Some(token.to_owned()),
+            token_sha256: None,
+            client_uri: None,
+            principal: PrincipalKind::Supervisor,
+            id: None,
+            district: Some(district.to_owned()),
+            street_office: None,
+            unit: None,
+            roles: None,
+        }
+    }
+
     /// An admin or service token.
     pub fn named(token: &str, kind: PrincipalKind, id: &str) -> Self {
         TokenConfig {
@@ -302,7 +320,10 @@ impl TokenConfig {
 
     /// How errors name this entry: position, kind and id or unit, never the token.
     pub(super) fn label(&self, index: usize) -> String {
-        let name = self.id.as_deref().or(self.unit.as_deref());
+        let name = match self.principal {
+            PrincipalKind::Supervisor => self.district.as_deref(),
+            _ => self.id.as_deref().or(self.unit.as_deref()),
+        };
         match name {
             Some(name) => format!("tokens[{index}] ({} {name:?})", self.principal.as_str()),
             None => format!("tokens[{index}] ({})", self.principal.as_str()),
@@ -379,6 +400,7 @@ impl TokenConfig {
         let a_kind = match self.principal {
             PrincipalKind::Terminal => "a terminal",
             PrincipalKind::Department => "a department",
+            PrincipalKind::Supervisor => "a supervisor",
             PrincipalKind::Admin => "an admin",
             PrincipalKind::Service => "a service",
         };
@@ -387,6 +409,7 @@ impl TokenConfig {
         let needed: &[&str] = match self.principal {
             PrincipalKind::Terminal => &["id", "district", "street_office"],
             PrincipalKind::Department => &["unit"],
+            PrincipalKind::Supervisor => &["district"],
             PrincipalKind::Admin | PrincipalKind::Service => &["id"],
         };
         let fields = [
@@ -416,17 +439,21 @@ impl TokenConfig {
             }
             Ok(v.to_owned())
         };
+        let district = || {
+            let district = self.district.as_deref().unwrap_or_default();
+            DistrictCode::parse(district).ok_or_else(|| {
+                format!("unknown district {district:?}: expected one of the 16 Tianjin district codes (120101..120119)")
+            })
+        };
         Ok(match self.principal {
-            PrincipalKind::Terminal => {
-                let district = self.district.as_deref().unwrap_or_default();
-                Principal::Terminal {
-                    id: text("id", self.id.as_deref())?,
-                    district: DistrictCode::parse(district).ok_or_else(|| {
-                        format!("unknown district {district:?}: expected one of the 16 Tianjin district codes (120101..120119)")
-                    })?,
-                    street_office: text("street_office", self.street_office.as_deref())?,
-                }
-            }
+            PrincipalKind::Terminal => Principal::Terminal {
+                id: text("id", self.id.as_deref())?,
+                district: district()?,
+                street_office: text("street_office", self.street_office.as_deref())?,
+            },
+            PrincipalKind::Supervisor => Principal::Supervisor {
+                district: district()?,
+            },
             PrincipalKind::Department => {
                 let unit = self.unit.as_deref().unwrap_or_default();
                 Principal::Department {
@@ -473,6 +500,7 @@ fn check_token(token: &str) -> Result<(), String> {
 /// | `demo-terminal-120101` | terminal `T-120101-01`, Quanyechang street office, Heping |
 /// | `demo-<department>-120103` | each of the 8 department units in Hexi, e.g. `demo-civil-affairs-120103` |
 /// | `demo-civil-affairs-120101` | `civil-affairs@120101` (Heping) |
+/// | `demo-supervisor-120103` | the supervisor of Hexi (`supervisor@120103`) |
 /// | `demo-admin` | admin `demo-admin` |
 /// | `demo-service` | service `demo-service` |
 pub fn demo_tokens() -> Vec<TokenConfig> {
@@ -500,6 +528,7 @@ pub fn demo_tokens() -> Vec<TokenConfig> {
         "demo-civil-affairs-120101",
         "civil-affairs@120101",
     ));
+    tokens.push(TokenConfig::supervisor("demo-supervisor-120103", "120103"));
     tokens.push(TokenConfig::named(
         "demo-admin",
         PrincipalKind::Admin,

@@ -83,7 +83,7 @@ pub fn install(
                 .build();
             let tracer = provider.tracer("onecity");
             let _ = PROVIDER.set(provider);
-            Some(tracing_opentelemetry::layer().with_tracer(tracer))
+            Some(crate::observe::trace::layer(tracer))
         }
         None => None,
     };
