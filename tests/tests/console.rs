@@ -567,9 +567,126 @@ async fn the_supervision_page_shows_each_section_the_api_answers() {
     assert_eq!(status, 200, "{page}");
     assert_eq!(page.matches("Not available to you").count(), 2, "{page}");
 
+    // A district supervisor lists its district's overdue referrals; the admin's sections
+    // stay the admin's. The console has no list of roles: the API decides.
+    let supervisor = sign_in(console, "demo-supervisor-120103").await;
+    let (status, _, page) = call(console, "GET", "/supervision", Some(&supervisor), "").await;
+    assert_eq!(status, 200, "{page}");
+    let overdue = page.split("id=\"overdue\"").nth(1).unwrap();
+    let overdue = overdue.split("</section>").next().unwrap();
+    assert!(!overdue.contains("Not available to you"), "{page}");
+    assert_eq!(page.matches("Not available to you").count(), 2, "{page}");
+
     // A clerk may read none of it.
     let clerk = sign_in(console, tokens::TERMINAL).await;
     let (status, _, page) = call(console, "GET", "/supervision", Some(&clerk), "").await;
     assert_eq!(status, 403, "{page}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_referral_page_transfers_and_requests_information() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let running = server.console().await;
+    let console = running.addr;
+    let case = server.submit_handed_off(sample_application()).await;
+    let dibao = referral(&case, pb::Programme::Dibao);
+    let page = format!("/referrals/{}?case={}", dibao.referral_id, case.case_id);
+
+    // Hexi's civil affairs transfers it to Heping's: a refused unit is shown at its field,
+    // then the transfer is done and the page shows the referral transferred.
+    let civil = sign_in(console, tokens::CIVIL_AFFAIRS).await;
+    let (status, _, shown) = call(console, "GET", &page, Some(&civil), "").await;
+    assert_eq!(status, 200, "{shown}");
+    assert!(shown.contains("action=\"/referrals/"), "{shown}");
+    let csrf = hidden(&shown, "csrf");
+    let request_id = shown
+        .split("/transfer\"")
+        .nth(1)
+        .map(|form| hidden(form, "request_id"))
+        .expect("a transfer form");
+    let transfer = |to_unit: &str| {
+        encode(&[
+            ("csrf".into(), csrf.clone()),
+            ("case".into(), case.case_id.clone()),
+            ("request_id".into(), request_id.clone()),
+            ("to_unit".into(), to_unit.into()),
+            ("reason".into(), "the household moved to Heping".into()),
+        ])
+    };
+    let path = format!("/referrals/{}/transfer", dibao.referral_id);
+    let (status, _, refused) =
+        call(console, "POST", &path, Some(&civil), &transfer("nowhere")).await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(refused.contains("id=\"to_unit-error\""), "{refused}");
+    assert!(
+        refused.contains("the household moved to Heping"),
+        "{refused}"
+    );
+    let (status, _, _) = call(
+        console,
+        "POST",
+        &path,
+        Some(&civil),
+        &transfer("civil-affairs@120101"),
+    )
+    .await;
+    assert_eq!(status, 303);
+    let (_, _, shown) = call(console, "GET", &page, Some(&civil), "").await;
+    assert!(
+        shown.contains("data-state=\"REFERRAL_STATE_TRANSFERRED\""),
+        "{shown}"
+    );
+    assert!(!shown.contains("/transfer\""), "no more actions: {shown}");
+
+    // Heping's unit finds the new referral in its inbox and asks for information.
+    let heping = sign_in(console, tokens::CIVIL_AFFAIRS_HEPING).await;
+    let (_, _, inbox) = call(console, "GET", "/inbox", Some(&heping), "").await;
+    let link = inbox
+        .split("href=\"/referrals/")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .map(|l| format!("/referrals/{}", l.replace("&amp;", "&")))
+        .expect("the transferred referral in Heping's inbox");
+    let (status, _, shown) = call(console, "GET", &link, Some(&heping), "").await;
+    assert_eq!(status, 200, "{shown}");
+    let csrf = hidden(&shown, "csrf");
+    let form = shown
+        .split("/request-information\"")
+        .nth(1)
+        .expect("a request-information form");
+    let new_id = link
+        .strip_prefix("/referrals/")
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap();
+    let ask = |what: &str| {
+        encode(&[
+            ("csrf".into(), csrf.clone()),
+            ("case".into(), case.case_id.clone()),
+            ("request_id".into(), hidden(form, "request_id")),
+            ("what".into(), what.into()),
+        ])
+    };
+    let path = format!("/referrals/{new_id}/request-information");
+    let (status, _, refused) = call(console, "POST", &path, Some(&heping), &ask("")).await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(refused.contains("id=\"what-error\""), "{refused}");
+    let (status, _, _) = call(
+        console,
+        "POST",
+        &path,
+        Some(&heping),
+        &ask("the lease in Heping"),
+    )
+    .await;
+    assert_eq!(status, 303);
+    let (_, _, shown) = call(console, "GET", &link, Some(&heping), "").await;
+    assert!(
+        shown.contains("data-state=\"REFERRAL_STATE_NEEDS_INFO\""),
+        "{shown}"
+    );
     server.stop().await;
 }

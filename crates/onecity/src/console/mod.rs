@@ -99,6 +99,11 @@ impl Console {
             .route("/referrals/{id}", get(referral_page))
             .route("/referrals/{id}/acknowledge", post(acknowledge))
             .route("/referrals/{id}/decide", post(decide))
+            .route("/referrals/{id}/transfer", post(transfer))
+            .route(
+                "/referrals/{id}/request-information",
+                post(request_information),
+            )
             .route("/supervision", get(supervision))
             .layer(axum::middleware::map_response(security_headers))
             .with_state(self)
@@ -312,17 +317,19 @@ impl Console {
     /// by `hint` (the inbox's links carry it) and otherwise among the principal's
     /// referrals, page by page. A referral that is not the principal's is the 403 page,
     /// whether it exists or not, so the page tells nothing about other units' referrals.
+    /// A principal that may list the referral but not read its case (a supervisor) gets
+    /// the referral alone.
     async fn find_referral(
         &self,
         session: &Session,
         referral_id: &str,
         hint: Option<&str>,
-    ) -> Result<(pb::Referral, pb::Case), Response> {
+    ) -> Result<(pb::Referral, Option<pb::Case>), Response> {
         let lang = session.lang;
         if let Some(case_id) = hint {
             if let Ok(case) = self.get_case(session, case_id).await {
                 if let Some(r) = case.referrals.iter().find(|r| r.referral_id == referral_id) {
-                    return Ok((r.clone(), case));
+                    return Ok((r.clone(), Some(case)));
                 }
             }
         }
@@ -349,17 +356,20 @@ impl Console {
                 .into_iter()
                 .find(|r| r.referral_id == referral_id)
             {
-                let case = self
-                    .get_case(session, &found.case_id)
-                    .await
-                    .map_err(|s| page::status(lang, &s))?;
+                let case = match self.get_case(session, &found.case_id).await {
+                    Ok(case) => case,
+                    Err(s) if s.code() == tonic::Code::PermissionDenied => {
+                        return Ok((found, None))
+                    }
+                    Err(s) => return Err(page::status(lang, &s)),
+                };
                 let referral = case
                     .referrals
                     .iter()
                     .find(|r| r.referral_id == referral_id)
                     .cloned()
                     .unwrap_or(found);
-                return Ok((referral, case));
+                return Ok((referral, Some(case)));
             }
             if reply.next_page_token.is_empty() {
                 return Err(page::error(lang, StatusCode::FORBIDDEN));
@@ -625,7 +635,7 @@ async fn referral_page(
     {
         Ok((r, case)) => referral::page(
             &r,
-            &case,
+            case.as_ref(),
             &referral::Forms::new(&r),
             &apply::Problems::default(),
             &session.csrf,
@@ -636,13 +646,14 @@ async fn referral_page(
     }
 }
 
-/// A refused acknowledge or decide: the API's refusals of the principal are their pages;
+/// A refused action on a referral: the API's refusals of the principal are their pages;
 /// anything else (a state that no longer allows the action, bad input) is shown on the
-/// referral page with the decide form as entered.
+/// referral page with the posted form (`action`) as entered.
 async fn action_refused(
     console: &Console,
     session: &Session,
     referral_id: &str,
+    action: &str,
     form: &HashMap<String, String>,
     problems: Result<apply::Problems, tonic::Status>,
 ) -> Response {
@@ -664,10 +675,10 @@ async fn action_refused(
     let hint = form.get("case").map(String::as_str);
     match console.find_referral(session, referral_id, hint).await {
         Ok((r, case)) => {
-            let forms = referral::Forms::from_decide(form, &r);
+            let forms = referral::Forms::posted(form, &r, action);
             (
                 code,
-                referral::page(&r, &case, &forms, &problems, &session.csrf, lang),
+                referral::page(&r, case.as_ref(), &forms, &problems, &session.csrf, lang),
             )
                 .into_response()
         }
@@ -701,7 +712,17 @@ async fn acknowledge(
         .await
     {
         Ok(reply) => to_referral(&reply.into_inner().referral.unwrap_or_default()),
-        Err(status) => action_refused(&console, &session, &referral_id, &form, Err(status)).await,
+        Err(status) => {
+            action_refused(
+                &console,
+                &session,
+                &referral_id,
+                "acknowledge",
+                &form,
+                Err(status),
+            )
+            .await
+        }
     }
 }
 
@@ -731,7 +752,15 @@ async fn decide(
                 )
                 .to_owned(),
         );
-        return action_refused(&console, &session, &referral_id, &form, Ok(problems)).await;
+        return action_refused(
+            &console,
+            &session,
+            &referral_id,
+            "decide",
+            &form,
+            Ok(problems),
+        )
+        .await;
     };
     let request = pb::RecordDecisionRequest {
         referral_id: referral_id.clone(),
@@ -749,7 +778,98 @@ async fn decide(
         .await
     {
         Ok(reply) => to_referral(&reply.into_inner().referral.unwrap_or_default()),
-        Err(status) => action_refused(&console, &session, &referral_id, &form, Err(status)).await,
+        Err(status) => {
+            action_refused(
+                &console,
+                &session,
+                &referral_id,
+                "decide",
+                &form,
+                Err(status),
+            )
+            .await
+        }
+    }
+}
+
+/// `POST /referrals/{id}/transfer`: `TransferReferral`; back to the (now transferred)
+/// referral's page.
+async fn transfer(
+    State(console): State<Console>,
+    headers: HeaderMap,
+    Path(referral_id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let Some((_, session)) = console.session(&headers) else {
+        return Redirect::to("/").into_response();
+    };
+    let form = form(&body);
+    if !csrf_ok(&session, &form) {
+        return page::error(session.lang, StatusCode::FORBIDDEN);
+    }
+    let get = |k: &str| form.get(k).map_or("", |v| v.trim()).to_owned();
+    let request = pb::TransferReferralRequest {
+        referral_id: referral_id.clone(),
+        request_id: get("request_id"),
+        to_unit: get("to_unit"),
+        reason: get("reason"),
+    };
+    let request = match console.request(&session, request) {
+        Ok(r) => r,
+        Err(status) => return page::status(session.lang, &status),
+    };
+    match HandoffServiceClient::new(console.channel.clone())
+        .transfer_referral(request)
+        .await
+    {
+        Ok(reply) => to_referral(&reply.into_inner().transferred.unwrap_or_default()),
+        Err(status) => {
+            action_refused(
+                &console,
+                &session,
+                &referral_id,
+                "transfer",
+                &form,
+                Err(status),
+            )
+            .await
+        }
+    }
+}
+
+/// `POST /referrals/{id}/request-information`: `RequestInformation`.
+async fn request_information(
+    State(console): State<Console>,
+    headers: HeaderMap,
+    Path(referral_id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let Some((_, session)) = console.session(&headers) else {
+        return Redirect::to("/").into_response();
+    };
+    let form = form(&body);
+    if !csrf_ok(&session, &form) {
+        return page::error(session.lang, StatusCode::FORBIDDEN);
+    }
+    let get = |k: &str| form.get(k).map_or("", |v| v.trim()).to_owned();
+    let request = pb::RequestInformationRequest {
+        referral_id: referral_id.clone(),
+        request_id: get("request_id"),
+        what: get("what"),
+    };
+    let request = match console.request(&session, request) {
+        Ok(r) => r,
+        Err(status) => return page::status(session.lang, &status),
+    };
+    match HandoffServiceClient::new(console.channel.clone())
+        .request_information(request)
+        .await
+    {
+        Ok(reply) => to_referral(&reply.into_inner().referral.unwrap_or_default()),
+        Err(status) => {
+            let action = "request-information";
+            action_refused(&console, &session, &referral_id, action, &form, Err(status)).await
+        }
     }
 }
 

@@ -195,7 +195,7 @@ fn state_name(state: i32) -> &'static str {
 }
 
 /// A department's inbox; an overdue row is highlighted and says so in words (colour alone
-/// is not enough). The transfer and request-information actions attach to each row here.
+/// is not enough); each row links to the referral's page, where the unit acts on it.
 pub fn inbox(referrals: &[pb::Referral], next: Option<&str>, lang: Lang) -> Html<String> {
     let mut body = String::new();
     if referrals.is_empty() {

@@ -20,12 +20,22 @@ pub struct Forms {
     pub acknowledge_request: String,
     /// Request id of the decide form.
     pub decide_request: String,
+    /// Request id of the transfer form.
+    pub transfer_request: String,
+    /// Request id of the request-information form.
+    pub information_request: String,
     /// `DECISION_APPROVED` / `DECISION_DENIED`, or empty.
     pub decision: String,
     /// The amount in yuan as typed.
     pub amount: String,
     /// The note.
     pub note: String,
+    /// The transfer's receiving unit.
+    pub to_unit: String,
+    /// Why it is transferred.
+    pub reason: String,
+    /// What information is needed.
+    pub what: String,
 }
 
 impl Forms {
@@ -34,33 +44,62 @@ impl Forms {
         Forms {
             acknowledge_request: uuid::Uuid::now_v7().to_string(),
             decide_request: uuid::Uuid::now_v7().to_string(),
+            transfer_request: uuid::Uuid::now_v7().to_string(),
+            information_request: uuid::Uuid::now_v7().to_string(),
             decision: String::new(),
             amount: labels::yuan_input(referral.assessed_amount_fen),
             note: String::new(),
+            to_unit: String::new(),
+            reason: String::new(),
+            what: String::new(),
         }
     }
 
-    /// The decide form as posted, with fresh ids for whatever it does not carry.
-    pub fn from_decide(form: &HashMap<String, String>, referral: &pb::Referral) -> Forms {
+    /// The forms after `action` (`decide`, `transfer`, `request-information`) was posted:
+    /// that form as entered, with its request id; the others fresh.
+    pub fn posted(form: &HashMap<String, String>, referral: &pb::Referral, action: &str) -> Forms {
         let mut forms = Forms::new(referral);
         let get = |k: &str| form.get(k).cloned().unwrap_or_default();
-        if let Some(id) = form.get("request_id").filter(|r| !r.is_empty()) {
-            forms.decide_request = id.clone();
+        let posted_id = form.get("request_id").filter(|r| !r.is_empty()).cloned();
+        match action {
+            "decide" => {
+                forms.decide_request = posted_id.unwrap_or(forms.decide_request);
+                forms.decision = get("decision");
+                forms.amount = get("amount_fen");
+                forms.note = get("note");
+            }
+            "transfer" => {
+                forms.transfer_request = posted_id.unwrap_or(forms.transfer_request);
+                forms.to_unit = get("to_unit");
+                forms.reason = get("reason");
+            }
+            "request-information" => {
+                forms.information_request = posted_id.unwrap_or(forms.information_request);
+                forms.what = get("what");
+            }
+            _ => {}
         }
-        forms.decision = get("decision");
-        forms.amount = get("amount_fen");
-        forms.note = get("note");
         forms
     }
 }
 
-/// The problems of a refused acknowledge or decide call: field violations next to the
-/// decide form's inputs (`decision`, `amount_fen`, `note`), the rest above the forms.
+/// The inputs of the page's forms, named by their request fields.
+const INPUTS: [&str; 6] = [
+    "decision",
+    "amount_fen",
+    "note",
+    "to_unit",
+    "reason",
+    "what",
+];
+
+/// The problems of a refused action: field violations next to the forms' inputs, the rest
+/// above the forms.
 pub fn problems(status: &tonic::Status) -> Problems {
     let mut problems = Problems::default();
     if let Some(bad) = status.get_details_bad_request() {
         for v in bad.field_violations {
-            if ["decision", "amount_fen", "note"].contains(&v.field.as_str()) {
+            if INPUTS.contains(&v.field.as_str()) {
                 problems.fields.insert(v.field, v.description);
             } else {
                 problems
@@ -83,7 +122,7 @@ pub fn href(referral_id: &str, case_id: &str) -> String {
 /// The referral page.
 pub fn page(
     referral: &pb::Referral,
-    case: &pb::Case,
+    case: Option<&pb::Case>,
     forms: &Forms,
     problems: &Problems,
     csrf: &str,
@@ -112,7 +151,18 @@ pub fn page(
     }
     details(&mut body, referral, lang);
     actions(&mut body, referral, forms, problems, csrf, lang);
-    later_actions(&mut body, referral, csrf, lang);
+    later_actions(&mut body, referral, forms, problems, csrf, lang);
+    let Some(case) = case else {
+        let _ = write!(
+            body,
+            "<p>{}</p>",
+            lang.pick(
+                "The case itself is not available to you.",
+                "您无权查看该案件本身。"
+            )
+        );
+        return layout(lang, lang.pick("Referral", "转介"), &body);
+    };
     if let Some(a) = case
         .assessments
         .iter()
@@ -248,15 +298,7 @@ fn actions(
     ) {
         return;
     }
-    let error = |field: &str| -> (String, String) {
-        match problems.fields.get(field) {
-            Some(m) => (
-                format!(" aria-invalid=\"true\" aria-describedby=\"{field}-error\" autofocus"),
-                format!("<p class=\"error\" id=\"{field}-error\">{}</p>", esc(m)),
-            ),
-            None => (String::new(), String::new()),
-        }
-    };
+    let error = |field: &str| field_error(problems, field);
     let mut options = String::from("<option value=\"\">—</option>");
     for c in labels::DECISION.iter() {
         let selected = if c.name == forms.decision {
@@ -295,13 +337,77 @@ fn actions(
     );
 }
 
-/// The place of the later transitions of a referral (issue 15): transfer to another unit
-/// and request information from the household. They arrive as `HandoffService` RPCs
-/// (`TransferReferral`, `RequestInformation`); each gets a form here like `actions`'
-/// decide form (CSRF field, a request id chosen at render, shown for the states the RPC
-/// accepts) posting to `/referrals/{id}/transfer` and `/referrals/{id}/request-information`,
-/// and a handler in `mod.rs` like `decide`. Until then there is nothing to show.
-fn later_actions(_body: &mut String, _referral: &pb::Referral, _csrf: &str, _lang: Lang) {}
+/// The attributes of an input and the message after it, when the server named it.
+fn field_error(problems: &Problems, field: &str) -> (String, String) {
+    match problems.fields.get(field) {
+        Some(m) => (
+            format!(" aria-invalid=\"true\" aria-describedby=\"{field}-error\" autofocus"),
+            format!("<p class=\"error\" id=\"{field}-error\">{}</p>", esc(m)),
+        ),
+        None => (String::new(), String::new()),
+    }
+}
+
+/// The later transitions of a referral (issue 15): transfer to another unit (while open)
+/// and request information from the household (while ISSUED or ACKNOWLEDGED). Who may do
+/// which (a department its own referral to its department elsewhere, a supervisor within
+/// its district) is the API's to say; a refusal is shown on this page.
+fn later_actions(
+    body: &mut String,
+    r: &pb::Referral,
+    forms: &Forms,
+    problems: &Problems,
+    csrf: &str,
+    lang: Lang,
+) {
+    let state = pb::ReferralState::try_from(r.state).unwrap_or_default();
+    let open = matches!(
+        state,
+        pb::ReferralState::Issued | pb::ReferralState::Acknowledged
+    );
+    let case = format!(
+        "<input type=\"hidden\" name=\"case\" value=\"{}\">",
+        esc(&r.case_id)
+    );
+    if open || state == pb::ReferralState::NeedsInfo {
+        let (unit_attr, unit_error) = field_error(problems, "to_unit");
+        let (reason_attr, reason_error) = field_error(problems, "reason");
+        let _ = write!(
+            body,
+            "<h2>{}</h2><form method=\"post\" action=\"/referrals/{}/transfer\" novalidate>{}{case}\
+             <input type=\"hidden\" name=\"request_id\" value=\"{}\">\
+             <div class=\"field\"><label for=\"to_unit\">{}</label><input id=\"to_unit\" name=\"to_unit\" size=\"32\" placeholder=\"civil-affairs@120101\" value=\"{}\"{unit_attr}>{unit_error}</div>\
+             <div class=\"field\"><label for=\"reason\">{}</label><textarea id=\"reason\" name=\"reason\" rows=\"2\" cols=\"60\" maxlength=\"2000\"{reason_attr}>{}</textarea>{reason_error}</div>\
+             <p><button type=\"submit\" id=\"transfer\">{}</button></p></form>",
+            lang.pick("Transfer", "移交"),
+            esc(&r.referral_id),
+            csrf_field(csrf),
+            esc(&forms.transfer_request),
+            lang.pick("To unit (department@district)", "移交至单位（部门@区划代码）"),
+            esc(&forms.to_unit),
+            lang.pick("Why", "移交原因"),
+            esc(&forms.reason),
+            lang.pick("Transfer referral", "移交转介"),
+        );
+    }
+    if open {
+        let (what_attr, what_error) = field_error(problems, "what");
+        let _ = write!(
+            body,
+            "<h2>{}</h2><form method=\"post\" action=\"/referrals/{}/request-information\" novalidate>{}{case}\
+             <input type=\"hidden\" name=\"request_id\" value=\"{}\">\
+             <div class=\"field\"><label for=\"what\">{}</label><textarea id=\"what\" name=\"what\" rows=\"2\" cols=\"60\" maxlength=\"2000\"{what_attr}>{}</textarea>{what_error}</div>\
+             <p><button type=\"submit\" id=\"request-information\">{}</button></p></form>",
+            lang.pick("Request information", "补充材料"),
+            esc(&r.referral_id),
+            csrf_field(csrf),
+            esc(&forms.information_request),
+            lang.pick("What the household must provide (the deadline pauses until then)", "需家庭补充的材料（期间暂停计时）"),
+            esc(&forms.what),
+            lang.pick("Request information", "要求补充材料"),
+        );
+    }
+}
 
 fn assessment(body: &mut String, a: &pb::Assessment, lang: Lang) {
     let _ = write!(
