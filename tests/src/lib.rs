@@ -21,4 +21,4 @@ pub use fixtures::{
 };
 pub use pki::{CertFiles, Pki};
 pub use routed::Routed;
-pub use server::TestServer;
+pub use server::{ConsoleServer, TestServer};

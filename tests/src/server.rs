@@ -189,6 +189,29 @@ impl TestServer {
         client::admin(self.channel().await, token)
     }
 
+    /// The browser console of this server on a loopback port of its own (port 0), calling
+    /// the server's gRPC listener as `onecity serve` does (its `console_addr`); it stops
+    /// when the returned handle is dropped. Plaintext servers only, like the console.
+    pub async fn console(&self) -> ConsoleServer {
+        let grpc: std::net::SocketAddr = self
+            .url
+            .strip_prefix("http://")
+            .and_then(|a| a.parse().ok())
+            .expect("the console calls a plaintext grpc listener");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind console");
+        let addr = listener.local_addr().expect("addr");
+        let console = onecity::console::Console::new(grpc).expect("console");
+        let stop = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(onecity::console::serve(listener, console, stop.clone()));
+        ConsoleServer {
+            addr,
+            url: format!("http://{addr}"),
+            stop,
+        }
+    }
+
     /// Raw channel (no token).
     pub async fn raw(&self) -> Channel {
         self.channel().await
@@ -251,6 +274,22 @@ impl TestServer {
             .into_inner()
             .case_id;
         self.handed_off(&case_id).await
+    }
+}
+
+/// A console served by [`TestServer::console`]; stops when dropped.
+#[derive(Debug)]
+pub struct ConsoleServer {
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl Drop for ConsoleServer {
+    fn drop(&mut self) {
+        self.stop.cancel();
     }
 }
 

@@ -7,7 +7,11 @@
 //! only holds the session id in an HttpOnly, SameSite=Strict cookie, and every form carries
 //! the session's CSRF token, checked before any write.
 
+mod apply;
+mod labels;
 mod page;
+mod referral;
+mod supervise;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -16,13 +20,18 @@ use std::sync::{Arc, Mutex};
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use futures::StreamExt as _;
 use onecity_proto::v1 as pb;
+use pb::admin_service_client::AdminServiceClient;
+use pb::eligibility_service_client::EligibilityServiceClient;
 use pb::handoff_service_client::HandoffServiceClient;
 use pb::intake_service_client::IntakeServiceClient;
 use subtle::ConstantTimeEq as _;
+use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 
@@ -32,7 +41,8 @@ pub use page::Lang;
 pub const SESSION_COOKIE: &str = "onecity_session";
 /// The purpose every console call declares (recorded with each read).
 pub const PURPOSE: &str = "console";
-/// Most referrals the inbox page asks for in one call (the API's page limit).
+/// Most referrals one inbox page asks for in one call (the API's page limit); the page
+/// links the next.
 const INBOX_PAGE: u32 = 500;
 
 /// One signed-in browser.
@@ -48,6 +58,8 @@ struct Session {
 pub struct Console {
     channel: Channel,
     sessions: Arc<Mutex<HashMap<String, Session>>>,
+    /// Ends the live event streams, which would otherwise hold a graceful shutdown open.
+    stop: CancellationToken,
 }
 
 // Hand-written: the sessions hold tokens, which no log line may show.
@@ -67,6 +79,7 @@ impl Console {
         Ok(Console {
             channel,
             sessions: Arc::default(),
+            stop: CancellationToken::new(),
         })
     }
 
@@ -80,6 +93,19 @@ impl Console {
             .route("/inbox", get(inbox))
             .route("/case", get(find_case))
             .route("/cases/{id}", get(case))
+            .route("/cases/{id}/events", get(case_events))
+            .route("/console.js", get(script))
+            .route("/apply", get(apply_form).post(apply))
+            .route("/referrals/{id}", get(referral_page))
+            .route("/referrals/{id}/acknowledge", post(acknowledge))
+            .route("/referrals/{id}/decide", post(decide))
+            .route("/referrals/{id}/transfer", post(transfer))
+            .route(
+                "/referrals/{id}/request-information",
+                post(request_information),
+            )
+            .route("/supervision", get(supervision))
+            .layer(axum::middleware::map_response(security_headers))
             .with_state(self)
     }
 
@@ -90,11 +116,15 @@ impl Console {
     }
 
     /// A call as the session's principal; a token that cannot be sent (not ASCII) is
-    /// UNAUTHORIZED, as the API would answer.
-    fn request<T>(&self, session: &Session, message: T) -> Result<tonic::Request<T>, StatusCode> {
+    /// UNAUTHENTICATED, as the API would answer.
+    fn request<T>(
+        &self,
+        session: &Session,
+        message: T,
+    ) -> Result<tonic::Request<T>, tonic::Status> {
         let mut request = tonic::Request::new(message);
         let bearer = MetadataValue::try_from(format!("Bearer {}", session.token))
-            .map_err(|_| StatusCode::UNAUTHORIZED)?;
+            .map_err(|_| tonic::Status::unauthenticated("the token is not ascii"))?;
         request.metadata_mut().insert("authorization", bearer);
         request
             .metadata_mut()
@@ -109,6 +139,10 @@ pub async fn serve(
     console: Console,
     stop: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
+    let console = Console {
+        stop: stop.clone(),
+        ..console
+    };
     axum::serve(listener, console.router())
         .with_graceful_shutdown(stop.cancelled_owned())
         .await
@@ -215,7 +249,12 @@ async fn switch_lang(State(console): State<Console>, headers: HeaderMap, body: B
     Redirect::to("/").into_response()
 }
 
-async fn inbox(State(console): State<Console>, headers: HeaderMap) -> Response {
+/// `GET /inbox?page=…`: one page of the unit's referrals, in issue order, linking the next.
+async fn inbox(
+    State(console): State<Console>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
     let Some((_, session)) = console.session(&headers) else {
         return Redirect::to("/").into_response();
     };
@@ -224,16 +263,20 @@ async fn inbox(State(console): State<Console>, headers: HeaderMap) -> Response {
         pb::ListReferralsRequest {
             state: pb::ReferralState::Unspecified.into(),
             page_size: INBOX_PAGE,
-            page_token: String::new(),
+            page_token: query_param(query.as_deref(), "page").unwrap_or_default(),
             ..Default::default()
         },
     ) {
         Ok(r) => r,
-        Err(code) => return page::error(session.lang, code),
+        Err(status) => return page::status(session.lang, &status),
     };
     let mut client = HandoffServiceClient::new(console.channel.clone());
     match client.list_referrals(request).await {
-        Ok(reply) => page::inbox(&reply.into_inner().referrals, session.lang).into_response(),
+        Ok(reply) => {
+            let reply = reply.into_inner();
+            let next = Some(reply.next_page_token.as_str()).filter(|t| !t.is_empty());
+            page::inbox(&reply.referrals, next, session.lang).into_response()
+        }
         Err(status) => page::status(session.lang, &status),
     }
 }
@@ -251,6 +294,109 @@ async fn find_case(RawQuery(query): RawQuery) -> Response {
     Redirect::to(&format!("/cases/{id}")).into_response()
 }
 
+impl Console {
+    /// The case as the session's principal may see it.
+    async fn get_case(&self, session: &Session, case_id: &str) -> Result<pb::Case, tonic::Status> {
+        let request = self.request(
+            session,
+            pb::GetCaseRequest {
+                case_id: case_id.to_owned(),
+            },
+        )?;
+        let reply = IntakeServiceClient::new(self.channel.clone())
+            .get_case(request)
+            .await?;
+        reply
+            .into_inner()
+            .case
+            .ok_or_else(|| tonic::Status::not_found("no case in the reply"))
+    }
+
+    /// A referral the session's principal may see, with its case as that principal may
+    /// see it. The API has no call for one referral, so it is looked up in the case named
+    /// by `hint` (the inbox's links carry it) and otherwise among the principal's
+    /// referrals, page by page. A referral that is not the principal's is the 403 page,
+    /// whether it exists or not, so the page tells nothing about other units' referrals.
+    /// A principal that may list the referral but not read its case (a supervisor) gets
+    /// the referral alone.
+    async fn find_referral(
+        &self,
+        session: &Session,
+        referral_id: &str,
+        hint: Option<&str>,
+    ) -> Result<(pb::Referral, Option<pb::Case>), Response> {
+        let lang = session.lang;
+        if let Some(case_id) = hint {
+            if let Ok(case) = self.get_case(session, case_id).await {
+                if let Some(r) = case.referrals.iter().find(|r| r.referral_id == referral_id) {
+                    return Ok((r.clone(), Some(case)));
+                }
+            }
+        }
+        let mut client = HandoffServiceClient::new(self.channel.clone());
+        let mut page_token = String::new();
+        loop {
+            let request = self
+                .request(
+                    session,
+                    pb::ListReferralsRequest {
+                        page_size: INBOX_PAGE,
+                        page_token,
+                        ..Default::default()
+                    },
+                )
+                .map_err(|s| page::status(lang, &s))?;
+            let reply = client
+                .list_referrals(request)
+                .await
+                .map_err(|s| page::status(lang, &s))?
+                .into_inner();
+            if let Some(found) = reply
+                .referrals
+                .into_iter()
+                .find(|r| r.referral_id == referral_id)
+            {
+                let case = match self.get_case(session, &found.case_id).await {
+                    Ok(case) => case,
+                    Err(s) if s.code() == tonic::Code::PermissionDenied => {
+                        return Ok((found, None))
+                    }
+                    Err(s) => return Err(page::status(lang, &s)),
+                };
+                let referral = case
+                    .referrals
+                    .iter()
+                    .find(|r| r.referral_id == referral_id)
+                    .cloned()
+                    .unwrap_or(found);
+                return Ok((referral, Some(case)));
+            }
+            if reply.next_page_token.is_empty() {
+                return Err(page::error(lang, StatusCode::FORBIDDEN));
+            }
+            page_token = reply.next_page_token;
+        }
+    }
+}
+
+/// A query parameter of the request.
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    query
+        .map(|q| form(&Bytes::copy_from_slice(q.as_bytes())))
+        .and_then(|f| f.get(name).cloned())
+        .filter(|v| !v.is_empty())
+}
+
+/// The redirect to a referral's page after an action; the ids are the server's (UUIDs),
+/// never the request's.
+fn to_referral(referral: &pb::Referral) -> Response {
+    let uuid = |s: &str| uuid::Uuid::parse_str(s).ok();
+    match (uuid(&referral.referral_id), uuid(&referral.case_id)) {
+        (Some(r), Some(c)) => Redirect::to(&format!("/referrals/{r}?case={c}")).into_response(),
+        _ => Redirect::to("/inbox").into_response(),
+    }
+}
+
 async fn case(
     State(console): State<Console>,
     headers: HeaderMap,
@@ -259,18 +405,531 @@ async fn case(
     let Some((_, session)) = console.session(&headers) else {
         return Redirect::to("/").into_response();
     };
-    let request = match console.request(&session, pb::GetCaseRequest { case_id }) {
-        Ok(r) => r,
-        Err(code) => return page::error(session.lang, code),
-    };
-    let mut client = IntakeServiceClient::new(console.channel.clone());
-    match client.get_case(request).await {
-        Ok(reply) => match reply.into_inner().case {
-            Some(case) => page::case(&case, session.lang).into_response(),
-            None => page::error(session.lang, StatusCode::NOT_FOUND),
-        },
+    match console.get_case(&session, &case_id).await {
+        Ok(case) => page::case(&case, session.lang).into_response(),
         Err(status) => page::status(session.lang, &status),
     }
+}
+
+/// `GET /cases/{id}/events?after=N`: the case's events after version `N` (or after the
+/// `Last-Event-ID` the browser resumes from) as Server-Sent Events, relayed from
+/// `WatchCase` with the session's token. The stream holds one of the principal's
+/// streams on the server while the page is open.
+async fn case_events(
+    State(console): State<Console>,
+    headers: HeaderMap,
+    Path(case_id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let Some((_, session)) = console.session(&headers) else {
+        return StatusCode::UNAUTHORIZED.into_response();
+    };
+    let after_query = query_param(query.as_deref(), "after").and_then(|a| a.parse().ok());
+    let resumed = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let after: u64 = after_query.max(resumed).unwrap_or(0);
+    let request = match console.request(&session, pb::WatchCaseRequest { case_id }) {
+        Ok(r) => r,
+        Err(status) => return page::status(session.lang, &status),
+    };
+    let stream = match IntakeServiceClient::new(console.channel.clone())
+        .watch_case(request)
+        .await
+    {
+        Ok(reply) => reply.into_inner(),
+        Err(status) => return page::status(session.lang, &status),
+    };
+    let lang = session.lang;
+    let events = stream
+        .take_while(|item| std::future::ready(item.is_ok()))
+        .filter_map(move |item| {
+            let event = item.ok().and_then(|w| {
+                let e = w.event?;
+                (e.version > after).then(|| {
+                    let data = serde_json::json!({
+                        "version": e.version,
+                        "text": page::timeline_text(&e),
+                        "status": labels::case_status(w.status, lang),
+                    });
+                    Ok::<_, std::convert::Infallible>(
+                        Event::default()
+                            .event("case")
+                            .id(e.version.to_string())
+                            .data(data.to_string()),
+                    )
+                })
+            });
+            std::future::ready(event)
+        })
+        .take_until(console.stop.clone().cancelled_owned());
+    Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+/// The case page's script, compiled into the binary (no CDN, no build step).
+async fn script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("console.js"),
+    )
+        .into_response()
+}
+
+/// Every page may run only the console's own script and be framed by no one.
+async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; style-src 'unsafe-inline'; frame-ancestors 'none'; form-action 'self'",
+        ),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    response
+}
+
+async fn apply_form(State(console): State<Console>, headers: HeaderMap) -> Response {
+    let Some((_, session)) = console.session(&headers) else {
+        return Redirect::to("/").into_response();
+    };
+    apply::page(
+        &apply::Draft::new(),
+        &apply::Shown::default(),
+        &session.csrf,
+        session.lang,
+    )
+    .into_response()
+}
+
+/// `POST /apply`: the form's buttons. Add and remove re-render the form; screen calls
+/// `Screen` and shows the twelve assessments under it; submit calls `SubmitApplication`
+/// with the form's request id and goes to the new case. A refusal re-renders the form with
+/// the entries and the problems next to their inputs.
+async fn apply(State(console): State<Console>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some((_, session)) = console.session(&headers) else {
+        return Redirect::to("/").into_response();
+    };
+    let form = form(&body);
+    if !csrf_ok(&session, &form) {
+        return page::error(session.lang, StatusCode::FORBIDDEN);
+    }
+    let lang = session.lang;
+    let show = |draft: &apply::Draft, shown: apply::Shown<'_>, code: StatusCode| {
+        (code, apply::page(draft, &shown, &session.csrf, lang)).into_response()
+    };
+    let mut draft = apply::Draft::from_form(&form);
+    let action = form.get("action").map_or("screen", String::as_str);
+    if action == "add_member" {
+        draft.add_member();
+        return show(&draft, apply::Shown::default(), StatusCode::OK);
+    }
+    if let Some(i) = action.strip_prefix("remove:") {
+        if let Ok(i) = i.parse() {
+            draft.remove_member(i);
+        }
+        return show(&draft, apply::Shown::default(), StatusCode::OK);
+    }
+    let application = match draft.application(lang) {
+        Ok(a) => a,
+        Err(problems) => {
+            let shown = apply::Shown {
+                problems,
+                screened: None,
+            };
+            return show(&draft, shown, StatusCode::BAD_REQUEST);
+        }
+    };
+    let refused = |draft: &apply::Draft, status: tonic::Status| -> Response {
+        let code = match status.code() {
+            tonic::Code::PermissionDenied
+            | tonic::Code::Unauthenticated
+            | tonic::Code::NotFound => return page::status(lang, &status),
+            tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
+            tonic::Code::FailedPrecondition => StatusCode::CONFLICT,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        let problems = if code == StatusCode::SERVICE_UNAVAILABLE {
+            apply::Problems::general(lang.pick(
+                "The server could not answer. Try again: submitting again never opens a second case.",
+                "服务器暂时无法应答。请重试：重复提交不会重复立案。",
+            ))
+        } else {
+            draft.problems(&status)
+        };
+        let shown = apply::Shown {
+            problems,
+            screened: None,
+        };
+        show(draft, shown, code)
+    };
+    if action == "submit" {
+        let request = pb::SubmitApplicationRequest {
+            request_id: draft.request_id.clone(),
+            application: Some(application),
+        };
+        let request = match console.request(&session, request) {
+            Ok(r) => r,
+            Err(status) => return page::status(lang, &status),
+        };
+        return match IntakeServiceClient::new(console.channel.clone())
+            .submit_application(request)
+            .await
+        {
+            Ok(reply) => match uuid::Uuid::parse_str(&reply.into_inner().case_id) {
+                Ok(case_id) => Redirect::to(&format!("/cases/{case_id}")).into_response(),
+                Err(_) => page::error(lang, StatusCode::BAD_GATEWAY),
+            },
+            Err(status) => refused(&draft, status),
+        };
+    }
+    let request = pb::ScreenRequest {
+        application: Some(application),
+        view: pb::ScreenView::Full.into(),
+    };
+    let request = match console.request(&session, request) {
+        Ok(r) => r,
+        Err(status) => return page::status(lang, &status),
+    };
+    match EligibilityServiceClient::new(console.channel.clone())
+        .screen(request)
+        .await
+    {
+        Ok(reply) => {
+            let assessments = reply.into_inner().assessments;
+            let shown = apply::Shown {
+                problems: apply::Problems::default(),
+                screened: Some(&assessments),
+            };
+            show(&draft, shown, StatusCode::OK)
+        }
+        Err(status) => refused(&draft, status),
+    }
+}
+
+async fn referral_page(
+    State(console): State<Console>,
+    headers: HeaderMap,
+    Path(referral_id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let Some((_, session)) = console.session(&headers) else {
+        return Redirect::to("/").into_response();
+    };
+    let hint = query_param(query.as_deref(), "case");
+    match console
+        .find_referral(&session, &referral_id, hint.as_deref())
+        .await
+    {
+        Ok((r, case)) => referral::page(
+            &r,
+            case.as_ref(),
+            &referral::Forms::new(&r),
+            &apply::Problems::default(),
+            &session.csrf,
+            session.lang,
+        )
+        .into_response(),
+        Err(response) => response,
+    }
+}
+
+/// A refused action on a referral: the API's refusals of the principal are their pages;
+/// anything else (a state that no longer allows the action, bad input) is shown on the
+/// referral page with the posted form (`action`) as entered.
+async fn action_refused(
+    console: &Console,
+    session: &Session,
+    referral_id: &str,
+    action: &str,
+    form: &HashMap<String, String>,
+    problems: Result<apply::Problems, tonic::Status>,
+) -> Response {
+    let lang = session.lang;
+    let (problems, code) = match problems {
+        Ok(problems) => (problems, StatusCode::BAD_REQUEST),
+        Err(status) => match status.code() {
+            tonic::Code::PermissionDenied
+            | tonic::Code::Unauthenticated
+            | tonic::Code::NotFound => return page::status(lang, &status),
+            tonic::Code::InvalidArgument => (referral::problems(&status), StatusCode::BAD_REQUEST),
+            tonic::Code::FailedPrecondition => (referral::problems(&status), StatusCode::CONFLICT),
+            _ => (
+                apply::Problems::general(lang.t("failed")),
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+        },
+    };
+    let hint = form.get("case").map(String::as_str);
+    match console.find_referral(session, referral_id, hint).await {
+        Ok((r, case)) => {
+            let forms = referral::Forms::posted(form, &r, action);
+            (
+                code,
+                referral::page(&r, case.as_ref(), &forms, &problems, &session.csrf, lang),
+            )
+                .into_response()
+        }
+        Err(response) => response,
+    }
+}
+
+async fn acknowledge(
+    State(console): State<Console>,
+    headers: HeaderMap,
+    Path(referral_id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let Some((_, session)) = console.session(&headers) else {
+        return Redirect::to("/").into_response();
+    };
+    let form = form(&body);
+    if !csrf_ok(&session, &form) {
+        return page::error(session.lang, StatusCode::FORBIDDEN);
+    }
+    let request = pb::AcknowledgeReferralRequest {
+        referral_id: referral_id.clone(),
+        request_id: form.get("request_id").cloned().unwrap_or_default(),
+    };
+    let request = match console.request(&session, request) {
+        Ok(r) => r,
+        Err(status) => return page::status(session.lang, &status),
+    };
+    match HandoffServiceClient::new(console.channel.clone())
+        .acknowledge_referral(request)
+        .await
+    {
+        Ok(reply) => to_referral(&reply.into_inner().referral.unwrap_or_default()),
+        Err(status) => {
+            action_refused(
+                &console,
+                &session,
+                &referral_id,
+                "acknowledge",
+                &form,
+                Err(status),
+            )
+            .await
+        }
+    }
+}
+
+async fn decide(
+    State(console): State<Console>,
+    headers: HeaderMap,
+    Path(referral_id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let Some((_, session)) = console.session(&headers) else {
+        return Redirect::to("/").into_response();
+    };
+    let form = form(&body);
+    if !csrf_ok(&session, &form) {
+        return page::error(session.lang, StatusCode::FORBIDDEN);
+    }
+    let get = |k: &str| form.get(k).map_or("", |v| v.trim());
+    let Some(amount_fen) = labels::parse_yuan(get("amount_fen")) else {
+        let mut problems = apply::Problems::default();
+        problems.fields.insert(
+            "amount_fen".to_owned(),
+            session
+                .lang
+                .pick(
+                    "not an amount in yuan (e.g. 1200.50)",
+                    "不是以元为单位的金额（如 1200.50）",
+                )
+                .to_owned(),
+        );
+        return action_refused(
+            &console,
+            &session,
+            &referral_id,
+            "decide",
+            &form,
+            Ok(problems),
+        )
+        .await;
+    };
+    let request = pb::RecordDecisionRequest {
+        referral_id: referral_id.clone(),
+        decision: labels::DECISION.parse(get("decision")).unwrap_or(0),
+        amount_fen,
+        note: get("note").to_owned(),
+        request_id: get("request_id").to_owned(),
+    };
+    let request = match console.request(&session, request) {
+        Ok(r) => r,
+        Err(status) => return page::status(session.lang, &status),
+    };
+    match HandoffServiceClient::new(console.channel.clone())
+        .record_decision(request)
+        .await
+    {
+        Ok(reply) => to_referral(&reply.into_inner().referral.unwrap_or_default()),
+        Err(status) => {
+            action_refused(
+                &console,
+                &session,
+                &referral_id,
+                "decide",
+                &form,
+                Err(status),
+            )
+            .await
+        }
+    }
+}
+
+/// `POST /referrals/{id}/transfer`: `TransferReferral`; back to the (now transferred)
+/// referral's page.
+async fn transfer(
+    State(console): State<Console>,
+    headers: HeaderMap,
+    Path(referral_id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let Some((_, session)) = console.session(&headers) else {
+        return Redirect::to("/").into_response();
+    };
+    let form = form(&body);
+    if !csrf_ok(&session, &form) {
+        return page::error(session.lang, StatusCode::FORBIDDEN);
+    }
+    let get = |k: &str| form.get(k).map_or("", |v| v.trim()).to_owned();
+    let request = pb::TransferReferralRequest {
+        referral_id: referral_id.clone(),
+        request_id: get("request_id"),
+        to_unit: get("to_unit"),
+        reason: get("reason"),
+    };
+    let request = match console.request(&session, request) {
+        Ok(r) => r,
+        Err(status) => return page::status(session.lang, &status),
+    };
+    match HandoffServiceClient::new(console.channel.clone())
+        .transfer_referral(request)
+        .await
+    {
+        Ok(reply) => to_referral(&reply.into_inner().transferred.unwrap_or_default()),
+        Err(status) => {
+            action_refused(
+                &console,
+                &session,
+                &referral_id,
+                "transfer",
+                &form,
+                Err(status),
+            )
+            .await
+        }
+    }
+}
+
+/// `POST /referrals/{id}/request-information`: `RequestInformation`.
+async fn request_information(
+    State(console): State<Console>,
+    headers: HeaderMap,
+    Path(referral_id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let Some((_, session)) = console.session(&headers) else {
+        return Redirect::to("/").into_response();
+    };
+    let form = form(&body);
+    if !csrf_ok(&session, &form) {
+        return page::error(session.lang, StatusCode::FORBIDDEN);
+    }
+    let get = |k: &str| form.get(k).map_or("", |v| v.trim()).to_owned();
+    let request = pb::RequestInformationRequest {
+        referral_id: referral_id.clone(),
+        request_id: get("request_id"),
+        what: get("what"),
+    };
+    let request = match console.request(&session, request) {
+        Ok(r) => r,
+        Err(status) => return page::status(session.lang, &status),
+    };
+    match HandoffServiceClient::new(console.channel.clone())
+        .request_information(request)
+        .await
+    {
+        Ok(reply) => to_referral(&reply.into_inner().referral.unwrap_or_default()),
+        Err(status) => {
+            let action = "request-information";
+            action_refused(&console, &session, &referral_id, action, &form, Err(status)).await
+        }
+    }
+}
+
+/// `GET /supervision`: three API calls, each shown as the API answers it (see
+/// `supervise`); only when the API refuses all three is it the 403 page.
+async fn supervision(State(console): State<Console>, headers: HeaderMap) -> Response {
+    let Some((_, session)) = console.session(&headers) else {
+        return Redirect::to("/").into_response();
+    };
+    let overdue = async {
+        let request = console.request(
+            &session,
+            pb::ListReferralsRequest {
+                overdue_only: true,
+                page_size: INBOX_PAGE,
+                ..Default::default()
+            },
+        )?;
+        let reply = HandoffServiceClient::new(console.channel.clone())
+            .list_referrals(request)
+            .await?;
+        Ok(reply.into_inner().referrals)
+    };
+    let quarantined = async {
+        let request = console.request(&session, pb::ListQuarantinedRequest {})?;
+        let reply = AdminServiceClient::new(console.channel.clone())
+            .list_quarantined(request)
+            .await?;
+        Ok(reply.into_inner().events)
+    };
+    let lag = async {
+        let request = console.request(&session, pb::GetRoutingLagRequest {})?;
+        let reply = AdminServiceClient::new(console.channel.clone())
+            .get_routing_lag(request)
+            .await?;
+        Ok(reply.into_inner().consumers)
+    };
+    let (overdue, quarantined, lag): (
+        Result<_, tonic::Status>,
+        Result<_, tonic::Status>,
+        Result<_, tonic::Status>,
+    ) = tokio::join!(overdue, quarantined, lag);
+    for result in [
+        overdue.as_ref().err(),
+        quarantined.as_ref().err(),
+        lag.as_ref().err(),
+    ] {
+        if let Some(status) = result.filter(|s| s.code() == tonic::Code::Unauthenticated) {
+            return page::status(session.lang, status);
+        }
+    }
+    let sections = supervise::Sections {
+        overdue: supervise::Section::of(overdue),
+        quarantined: supervise::Section::of(quarantined),
+        lag: supervise::Section::of(lag),
+    };
+    if sections.overdue.refused() && sections.quarantined.refused() && sections.lag.refused() {
+        return page::error(session.lang, StatusCode::FORBIDDEN);
+    }
+    supervise::page(&sections, session.lang).into_response()
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! The console's HTML: plain server-rendered pages, escaped by hand, no script, no CDN.
+//! The console's HTML: plain server-rendered pages, escaped by hand, no CDN; the case page
+//! loads the one script, `/console.js`, for its live timeline.
 
 use std::fmt::Write as _;
 use std::str::FromStr;
@@ -6,6 +7,8 @@ use std::str::FromStr;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use onecity_proto::v1 as pb;
+
+use super::labels;
 
 /// Label language of a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +31,14 @@ impl FromStr for Lang {
 }
 
 impl Lang {
+    /// The English or the Chinese text, by the session's language.
+    pub fn pick(self, en: &'static str, zh: &'static str) -> &'static str {
+        match self {
+            Lang::En => en,
+            Lang::Zh => zh,
+        }
+    }
+
     fn code(self) -> &'static str {
         match self {
             Lang::En => "en",
@@ -35,7 +46,7 @@ impl Lang {
         }
     }
 
-    fn t(self, key: &'static str) -> &'static str {
+    pub(super) fn t(self, key: &'static str) -> &'static str {
         let (en, zh) = match key {
             "title" => ("onecity console", "一城通 控制台"),
             "token" => ("Access token", "访问令牌"),
@@ -95,14 +106,23 @@ pub fn esc(text: &str) -> String {
 }
 
 const STYLE: &str = "body{font-family:sans-serif;margin:2em;max-width:70em}\
-a:focus,button:focus,input:focus,select:focus{outline:3px solid #1a5fb4;outline-offset:2px}\
-table{border-collapse:collapse}td,th{border:1px solid #999;padding:.3em .6em;text-align:left}\
-.error{color:#a51d2d}label{display:block;margin-top:.6em}tr.overdue{background:#fbe3e4}";
+a:focus,button:focus,input:focus,select:focus,textarea:focus,summary:focus{outline:3px solid #1a5fb4;outline-offset:2px}\
+table{border-collapse:collapse}td,th{border:1px solid #999;padding:.3em .6em;text-align:left;vertical-align:top}\
+.error{color:#a51d2d}label{display:block;margin-top:.6em}tr.overdue{background:#fbe3e4}\
+.check label{display:inline}fieldset{margin:1em 0;border:1px solid #999}\
+[aria-invalid=true]{border:2px solid #a51d2d}.sr-only{position:absolute;left:-10000px;width:1px;height:1px;overflow:hidden}\
+nav ul{list-style:none;padding:0;display:flex;gap:1.5em}\
+dl{display:grid;grid-template-columns:max-content 1fr;gap:.2em 1.5em}dt{font-weight:bold}dd{margin:0}";
 
-fn layout(lang: Lang, title: &str, body: &str) -> Html<String> {
+pub(super) fn layout(lang: Lang, title: &str, body: &str) -> Html<String> {
+    page_with(lang, title, body, "")
+}
+
+/// The page frame; `head` is extra markup for the head (the case page's script).
+fn page_with(lang: Lang, title: &str, body: &str, head: &str) -> Html<String> {
     Html(format!(
         "<!doctype html><html lang=\"{}\"><head><meta charset=\"utf-8\">\
-         <title>{} · {}</title><style>{STYLE}</style></head><body>\
+         <title>{} · {}</title><style>{STYLE}</style>{head}</head><body>\
          <header><a href=\"/\">{}</a></header><main><h1>{}</h1>{body}</main></body></html>",
         lang.code(),
         esc(title),
@@ -129,7 +149,7 @@ pub fn sign_in(lang: Lang) -> Html<String> {
     layout(lang, lang.t("sign_in"), &body)
 }
 
-fn csrf_field(csrf: &str) -> String {
+pub(super) fn csrf_field(csrf: &str) -> String {
     format!(
         "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
         esc(csrf)
@@ -143,7 +163,8 @@ pub fn home(csrf: &str, lang: Lang) -> Html<String> {
         Lang::Zh => ("en", "English"),
     };
     let body = format!(
-        "<nav><ul><li><a href=\"/inbox\">{inbox}</a></li></ul></nav>\
+        "<nav><ul><li><a href=\"/apply\">{apply}</a></li><li><a href=\"/inbox\">{inbox}</a></li>\
+         <li><a href=\"/supervision\">{supervision}</a></li></ul></nav>\
          <h2>{find}</h2><form method=\"get\" action=\"/case\">\
          <label for=\"id\">{case_id}</label><input id=\"id\" name=\"id\" required>\
          <button type=\"submit\">{open}</button></form>\
@@ -152,7 +173,9 @@ pub fn home(csrf: &str, lang: Lang) -> Html<String> {
          <button type=\"submit\">{switch}: {name}</button></form>\
          <form method=\"post\" action=\"/signout\">{csrf}\
          <p><button type=\"submit\">{sign_out}</button></p></form>",
+        apply = lang.pick("New application (clerks)", "新申请（窗口）"),
         inbox = lang.t("inbox"),
+        supervision = lang.pick("Supervision (supervisors, admins)", "督办与运维"),
         find = lang.t("find_case"),
         case_id = lang.t("case_id"),
         open = lang.t("open"),
@@ -171,15 +194,9 @@ fn state_name(state: i32) -> &'static str {
         .unwrap_or("UNKNOWN")
 }
 
-fn programme_name(programme: i32) -> &'static str {
-    pb::Programme::try_from(programme)
-        .map(|p| p.as_str_name())
-        .unwrap_or("UNKNOWN")
-}
-
 /// A department's inbox; an overdue row is highlighted and says so in words (colour alone
-/// is not enough). The transfer and request-information actions attach to each row here.
-pub fn inbox(referrals: &[pb::Referral], lang: Lang) -> Html<String> {
+/// is not enough); each row links to the referral's page, where the unit acts on it.
+pub fn inbox(referrals: &[pb::Referral], next: Option<&str>, lang: Lang) -> Html<String> {
     let mut body = String::new();
     if referrals.is_empty() {
         let _ = write!(body, "<p>{}</p>", lang.t("empty"));
@@ -203,65 +220,117 @@ pub fn inbox(referrals: &[pb::Referral], lang: Lang) -> Html<String> {
             }
             let _ = write!(
                 body,
-                "<tr{}><td>{}</td><td><a href=\"/cases/{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr{}><td><a href=\"{}\">{}</a></td><td><a href=\"/cases/{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 if r.overdue { " class=\"overdue\"" } else { "" },
+                super::referral::href(&r.referral_id, &r.case_id),
                 esc(&r.referral_id),
                 esc(&r.case_id),
                 esc(&r.case_id),
-                programme_name(r.programme),
-                state_name(r.state),
+                labels::programme(r.programme, lang),
+                labels::referral_state(r.state, lang),
                 due,
             );
         }
         body.push_str("</tbody></table>");
     }
+    if let Some(next) = next {
+        let token: String = form_urlencoded::byte_serialize(next.as_bytes()).collect();
+        let _ = write!(
+            body,
+            "<p><a href=\"/inbox?page={}\" id=\"next-page\">{}</a></p>",
+            esc(&token),
+            lang.pick("Next page", "下一页")
+        );
+    }
     layout(lang, lang.t("inbox"), &body)
 }
 
-/// A case as the signed-in principal may see it.
+/// The text of one timeline entry, the same in the page and in the live script's
+/// additions (the console's event stream sends it).
+pub fn timeline_text(e: &pb::CaseEvent) -> String {
+    let kind = e.event_type.rsplit('.').next().unwrap_or(&e.event_type);
+    if e.summary.is_empty() {
+        format!("{kind} · {}", e.recorded_at)
+    } else {
+        format!("{kind} — {} · {}", e.summary, e.recorded_at)
+    }
+}
+
+/// A case as the signed-in principal may see it. With the script the timeline follows the
+/// case live; without it the page is the same, and a reload shows what changed.
 pub fn case(case: &pb::Case, lang: Lang) -> Html<String> {
-    let status = pb::CaseStatus::try_from(case.status)
-        .map(|s| s.as_str_name())
-        .unwrap_or("UNKNOWN");
     let mut body = format!(
-        "<dl><dt>{}</dt><dd>{}</dd><dt>{}</dt><dd>{}</dd><dt>{}</dt><dd>{}</dd><dt>{}</dt><dd>{}</dd></dl>",
+        "<dl id=\"case-summary\"><dt>{}</dt><dd>{}</dd><dt>{}</dt><dd id=\"case-status\" data-status=\"{}\">{}</dd><dt>{}</dt><dd>{}</dd><dt>{}</dt><dd>{}</dd></dl>",
         lang.t("case_id"),
         esc(&case.case_id),
         lang.t("status"),
-        status,
+        pb::CaseStatus::try_from(case.status).map_or("", |s| s.as_str_name()),
+        labels::case_status(case.status, lang),
         lang.t("version"),
         case.version,
         lang.t("submitted"),
         esc(&case.submitted_at),
     );
-    let _ = write!(body, "<h2>{}</h2>", lang.t("referral"));
+    let _ = write!(
+        body,
+        "<section id=\"referrals\" aria-live=\"polite\"><h2>{}</h2>",
+        lang.pick("Referrals", "转介")
+    );
     if case.referrals.is_empty() {
         let _ = write!(body, "<p>{}</p>", lang.t("empty"));
     } else {
         let _ = write!(
             body,
-            "<table><thead><tr><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>",
+            "<table><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>",
             lang.t("programme"),
             lang.t("unit"),
             lang.t("state"),
+            lang.t("due"),
+            lang.pick("Decided amount (yuan)", "核定金额（元）"),
         );
         for r in &case.referrals {
+            let decided = matches!(
+                pb::ReferralState::try_from(r.state),
+                Ok(pb::ReferralState::Approved | pb::ReferralState::Denied)
+            );
             let _ = write!(
                 body,
-                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-                programme_name(r.programme),
-                esc(&r.department_unit),
+                "<tr data-referral=\"{}\" data-state=\"{}\"><td><a href=\"{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&r.referral_id),
                 state_name(r.state),
+                super::referral::href(&r.referral_id, &r.case_id),
+                labels::programme(r.programme, lang),
+                esc(&r.department_unit),
+                labels::referral_state(r.state, lang),
+                esc(&r.due_at),
+                if decided { labels::yuan(r.decided_amount_fen) } else { String::new() },
             );
         }
         body.push_str("</tbody></table>");
     }
-    let _ = write!(body, "<h2>{}</h2><ol>", lang.t("timeline"));
+    body.push_str("</section>");
+    let shown = case.events.iter().map(|e| e.version).max().unwrap_or(0);
+    let _ = write!(
+        body,
+        "<h2>{}</h2><ol id=\"timeline\" data-case=\"{}\" data-version=\"{shown}\" aria-live=\"polite\">",
+        lang.t("timeline"),
+        esc(&case.case_id),
+    );
     for e in &case.events {
-        let _ = write!(body, "<li>{} · {}</li>", e.version, esc(&e.event_type));
+        let _ = write!(
+            body,
+            "<li value=\"{}\">{}</li>",
+            e.version,
+            esc(&timeline_text(e))
+        );
     }
     body.push_str("</ol>");
-    layout(lang, lang.t("case"), &body)
+    page_with(
+        lang,
+        lang.t("case"),
+        &body,
+        "<script src=\"/console.js\" defer></script>",
+    )
 }
 
 /// An error page that says nothing about what was asked for.
@@ -317,13 +386,14 @@ mod tests {
             escalated_at: "2027-01-09T00:00:00.000Z".into(),
             ..Default::default()
         };
-        let Html(en) = inbox(std::slice::from_ref(&on_time), Lang::En);
+        let Html(en) = inbox(std::slice::from_ref(&on_time), None, Lang::En);
         assert!(!en.contains("class=\"overdue\""), "{en}");
         assert!(!en.contains("<strong>overdue</strong>"), "{en}");
-        let Html(en) = inbox(&[on_time.clone(), late.clone()], Lang::En);
+        let Html(en) = inbox(&[on_time.clone(), late.clone()], Some("7"), Lang::En);
         assert_eq!(en.matches("<tr class=\"overdue\">").count(), 1, "{en}");
         assert!(en.contains("<strong>overdue</strong> <strong>escalated</strong>"));
-        let Html(zh) = inbox(&[late], Lang::Zh);
+        assert!(en.contains("href=\"/inbox?page=7\""), "{en}");
+        let Html(zh) = inbox(&[late], None, Lang::Zh);
         assert!(zh.contains("<strong>已逾期</strong>"), "{zh}");
     }
 }

@@ -143,6 +143,15 @@ async fn a_form_without_the_session_csrf_token_is_refused() {
     assert_eq!(wrong.status, 403);
     let lang = call(addr, "POST", "/lang", Some(&id), "lang=zh").await;
     assert_eq!(lang.status, 403);
+    // The writing forms too: refused before any call (the gRPC side here answers nothing).
+    for path in [
+        "/apply",
+        "/referrals/00000000-0000-0000-0000-000000000000/acknowledge",
+        "/referrals/00000000-0000-0000-0000-000000000000/decide",
+    ] {
+        let refused = call(addr, "POST", path, Some(&id), "action=submit&csrf=00").await;
+        assert_eq!(refused.status, 403, "{path}");
+    }
     // Refused forms changed nothing: the session is still there, still in English.
     let home = call(addr, "GET", "/", Some(&id), "").await;
     assert!(home.body.contains("lang=\"en\""));
@@ -168,6 +177,28 @@ async fn a_form_without_the_session_csrf_token_is_refused() {
         home.body.contains("action=\"/signin\""),
         "the session is gone"
     );
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn the_script_comes_from_the_binary_and_pages_run_no_other() {
+    let (addr, stop) = start().await;
+    let js = call(addr, "GET", "/console.js", None, "").await;
+    assert_eq!(js.status, 200);
+    assert!(js
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/javascript"));
+    assert!(js.body.contains("EventSource"));
+    let page = call(addr, "GET", "/", None, "").await;
+    let csp = page.header("content-security-policy").expect("a policy");
+    assert!(csp.contains("default-src 'self'"), "{csp}");
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(
+        !csp.contains("script-src"),
+        "scripts only from the console: {csp}"
+    );
+    assert_eq!(page.header("x-content-type-options"), Some("nosniff"));
     stop.cancel();
 }
 
