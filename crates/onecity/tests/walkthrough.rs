@@ -126,11 +126,71 @@ async fn readme_walkthrough() {
         denied.stderr
     );
 
-    // The other five departments decide.
+    // The supervisor of Hexi sees every unit's referrals and moves one between its units;
+    // the receiving unit decides it.
+    let supervisor = "demo-supervisor-120103";
+    let district = lines(&ok(url, supervisor, &["referrals", "-q", "--state", "issued"]).await);
+    let education = lines(
+        &ok(
+            url,
+            "demo-education-120103",
+            &["referrals", "-q", "--state", "issued"],
+        )
+        .await,
+    );
+    assert_eq!(education.len(), 1, "{education:?}");
+    assert!(district.contains(&education[0]), "{district:?}");
+    let moved = ok(
+        url,
+        supervisor,
+        &[
+            "transfer",
+            &education[0],
+            "--to",
+            "civil-affairs@120103",
+            "--reason",
+            "handled by civil affairs this term",
+        ],
+    )
+    .await;
+    assert!(moved.contains("REFERRAL_STATE_TRANSFERRED"), "{moved}");
+    let received = lines(&ok(url, civil, &["referrals", "-q", "--state", "issued"]).await);
+    assert_eq!(received.len(), 1, "{received:?}");
+    ok(url, civil, &["decide", &received[0], "approve"]).await;
+
+    // Housing asks the household for a document; the terminal records it, and housing
+    // decides.
+    let housing = lines(
+        &ok(
+            url,
+            tokens::HOUSING,
+            &["referrals", "-q", "--state", "issued"],
+        )
+        .await,
+    );
+    assert_eq!(housing.len(), 1, "{housing:?}");
+    let asked = ok(
+        url,
+        tokens::HOUSING,
+        &["ask", &housing[0], "--what", "tenancy contract"],
+    )
+    .await;
+    assert!(asked.contains("REFERRAL_STATE_NEEDS_INFO"), "{asked}");
+    let provided = ok(
+        url,
+        terminal,
+        &["provide", &case, &housing[0], "--note", "contract scanned"],
+    )
+    .await;
+    assert!(
+        provided.contains("REFERRAL_STATE_ACKNOWLEDGED"),
+        "{provided}"
+    );
+    ok(url, tokens::HOUSING, &["decide", &housing[0], "approve"]).await;
+
+    // The other three departments decide.
     for department in [
         "medical-security",
-        "education",
-        "housing",
         "human-resources",
         "disabled-persons-federation",
     ] {
