@@ -60,7 +60,7 @@ fn review_date(
 /// The events that put the approved recognition referral `under_review` under review at
 /// `now`: `ReverificationDue` and the review referral (same programme, to the unit that
 /// decided it, a fresh deadline from `catalogue`, `reviews` naming it).
-pub(crate) fn review_events(
+pub fn review_events(
     catalogue: &Catalogue,
     case_id: Uuid,
     under_review: &pb::Referral,
