@@ -626,9 +626,12 @@ impl Monitoring {
                     return Err(Error::NotFound(warning_id.to_string()));
                 };
                 if warning.unit != unit {
-                    return Err(Error::Service(onecity_service::Error::PermissionDenied(
-                        format!("only {} may resolve this warning", warning.unit),
-                    )));
+                    return Err(denied(
+                        principal,
+                        "resolve another unit's warnings",
+                        Subject::Nothing,
+                    )
+                    .into());
                 }
                 let case_id = resolution.case_id.map(|c| c.to_string()).unwrap_or_default();
                 if warning.state == pb::WarningState::Resolved as i32 {
