@@ -503,6 +503,8 @@ mod tests {
                 department_unit: "civil-affairs@120101".into(),
                 review_due_on: "2027-01-31".into(),
                 review_referral_id: "v".into(),
+                cause: "death of a member reported".into(),
+                signal_id: "s".into(),
             }),
         ];
         for e in events {

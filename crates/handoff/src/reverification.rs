@@ -95,6 +95,9 @@ pub fn review_events(
             department_unit: under_review.department_unit.clone(),
             review_due_on: under_review.review_due_on.clone(),
             review_referral_id: review_id,
+            // Set by the caller for a review asked for before its date (a death).
+            cause: String::new(),
+            signal_id: String::new(),
         }),
         CaseEvent::ReferralIssued(review),
     ]

@@ -464,7 +464,7 @@ impl Monitoring {
             .submitted
             .as_ref()
             .and_then(|s| s.application.as_ref())
-            .map(|a| a.members.iter().map(|m| m.monthly_income_fen.max(0)).sum());
+            .map(|a| a.members.iter().map(|m| m.monthly_income_fen.max(0)).sum::<i64>());
         Ok(Household {
             district,
             case_ids,
@@ -509,7 +509,7 @@ impl Monitoring {
                 events.push(review);
             }
             if events.is_empty() {
-                return Ok::<_, Error>(Step::Done(Vec::new()));
+                return Ok::<_, Error>(Step::Done(Vec::<String>::new()));
             }
             Ok(Step::Append(
                 Commit {
@@ -717,7 +717,8 @@ pub fn threshold(
     match (signal.kind, monthly_income_fen) {
         (pb::SignalKind::MedicalExpense, Some(income)) => {
             let annual = i128::from(income) * 12;
-            (amount * 10_000 >= i128::from(p.catastrophic_medical_bp) * annual).then(|| {
+            (amount > 0 && amount * 10_000 >= i128::from(p.catastrophic_medical_bp) * annual)
+                .then(|| {
                 format!(
                     "medical expense {} fen is at least {} of the household's annual income {annual} fen",
                     signal.amount_fen,
@@ -726,7 +727,9 @@ pub fn threshold(
             })
         }
         (pb::SignalKind::IncomeDrop, Some(income)) => {
-            (amount * 10_000 >= i128::from(p.income_drop_warning_bp) * i128::from(income)).then(
+            (amount > 0
+                && amount * 10_000 >= i128::from(p.income_drop_warning_bp) * i128::from(income))
+                .then(
                 || {
                     format!(
                         "monthly income lost {} fen is at least {} of the household's monthly income {income} fen",
