@@ -161,7 +161,13 @@ async fn a_signal_is_idempotent_and_an_unknown_person_is_warned_about_in_its_dis
     let server = TestServer::start(dir.path()).await;
     let mut medical = monitoring(&server, tokens::MEDICAL).await;
     let person = stranger();
-    let req = signal("claim-1", &person, pb::SignalKind::Unemployment, 0, "120101");
+    let req = signal(
+        "claim-1",
+        &person,
+        pb::SignalKind::Unemployment,
+        0,
+        "120101",
+    );
 
     let first = report(&mut medical, req.clone()).await;
     let warning = first.warning.clone().expect("unemployment always warns");
@@ -256,7 +262,13 @@ async fn a_signal_is_idempotent_and_an_unknown_person_is_warned_about_in_its_dis
     for token in [tokens::TERMINAL, SUPERVISOR, tokens::ADMIN] {
         let err = monitoring(&server, token)
             .await
-            .report_signal(signal("claim-3", &person, pb::SignalKind::Death, 0, "120101"))
+            .report_signal(signal(
+                "claim-3",
+                &person,
+                pb::SignalKind::Death,
+                0,
+                "120101",
+            ))
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::PermissionDenied, "{token}");
@@ -264,7 +276,13 @@ async fn a_signal_is_idempotent_and_an_unknown_person_is_warned_about_in_its_dis
 
     // Civil affairs of Heping sees it; Hexi's civil affairs and supervisor do not; other
     // departments may not list warnings at all; admins see every district's.
-    listed(&server, tokens::CIVIL_AFFAIRS_HEPING, &warning.warning_id, |_| true).await;
+    listed(
+        &server,
+        tokens::CIVIL_AFFAIRS_HEPING,
+        &warning.warning_id,
+        |_| true,
+    )
+    .await;
     for token in [tokens::CIVIL_AFFAIRS, SUPERVISOR] {
         let seen = list(&server, token, pb::ListWarningsRequest::default()).await;
         assert!(
@@ -283,8 +301,9 @@ async fn a_signal_is_idempotent_and_an_unknown_person_is_warned_about_in_its_dis
     // The listing left an access record naming the warning.
     let log = server.whole_log().await;
     assert!(
-        log.iter().any(|e| e.event_type == "onecity.v1.PersonalDataRead"
-            && String::from_utf8_lossy(&e.payload).contains(&warning.warning_id)),
+        log.iter()
+            .any(|e| e.event_type == "onecity.v1.PersonalDataRead"
+                && String::from_utf8_lossy(&e.payload).contains(&warning.warning_id)),
         "no access record of the listing"
     );
     // No identity number anywhere in the log's signal events.
@@ -310,13 +329,25 @@ async fn a_threshold_crossed_warns_the_case_district_once_and_one_below_it_does_
     // Reported in Heping, but the household's case is in Hexi.
     let below = report(
         &mut medical,
-        signal("bill-1", &child, pb::SignalKind::MedicalExpense, 1_199_999, "120101"),
+        signal(
+            "bill-1",
+            &child,
+            pb::SignalKind::MedicalExpense,
+            1_199_999,
+            "120101",
+        ),
     )
     .await;
     assert_eq!(below.warning, None, "below the threshold");
     let above = report(
         &mut medical,
-        signal("bill-2", &child, pb::SignalKind::MedicalExpense, 1_200_000, "120101"),
+        signal(
+            "bill-2",
+            &child,
+            pb::SignalKind::MedicalExpense,
+            1_200_000,
+            "120101",
+        ),
     )
     .await;
     let warning = above.warning.expect("at the threshold");
@@ -327,16 +358,30 @@ async fn a_threshold_crossed_warns_the_case_district_once_and_one_below_it_does_
     // An income drop of 30 % of the monthly income warns, one below does not.
     let small = report(
         &mut medical,
-        signal("drop-1", &child, pb::SignalKind::IncomeDrop, 59_999, "120103"),
+        signal(
+            "drop-1",
+            &child,
+            pb::SignalKind::IncomeDrop,
+            59_999,
+            "120103",
+        ),
     )
     .await;
     assert_eq!(small.warning, None);
 
     // Exactly one warning for the household, to Hexi's civil affairs, and its supervisor
     // sees it too.
-    listed(&server, tokens::CIVIL_AFFAIRS, &warning.warning_id, |_| true).await;
+    listed(&server, tokens::CIVIL_AFFAIRS, &warning.warning_id, |_| {
+        true
+    })
+    .await;
     listed(&server, SUPERVISOR, &warning.warning_id, |_| true).await;
-    let hexi = list(&server, tokens::CIVIL_AFFAIRS, pb::ListWarningsRequest::default()).await;
+    let hexi = list(
+        &server,
+        tokens::CIVIL_AFFAIRS,
+        pb::ListWarningsRequest::default(),
+    )
+    .await;
     assert_eq!(hexi.len(), 1, "{hexi:?}");
     let heping = list(
         &server,
@@ -376,13 +421,23 @@ async fn warnings_are_resolved_by_civil_affairs_of_their_district_with_an_outcom
     // CASE_OPENED without a case or with one that does not exist, an unknown warning.
     let err = monitoring(&server, tokens::CIVIL_AFFAIRS_HEPING)
         .await
-        .resolve_warning(resolve(&warnings[0], "r-1", pb::WarningOutcome::VisitedNoNeed, ""))
+        .resolve_warning(resolve(
+            &warnings[0],
+            "r-1",
+            pb::WarningOutcome::VisitedNoNeed,
+            "",
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
     let err = monitoring(&server, tokens::HOUSING)
         .await
-        .resolve_warning(resolve(&warnings[0], "r-1", pb::WarningOutcome::VisitedNoNeed, ""))
+        .resolve_warning(resolve(
+            &warnings[0],
+            "r-1",
+            pb::WarningOutcome::VisitedNoNeed,
+            "",
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
@@ -449,13 +504,23 @@ async fn warnings_are_resolved_by_civil_affairs_of_their_district_with_an_outcom
         .unwrap();
     assert_eq!(retried, opened);
     let err = civil
-        .resolve_warning(resolve(&warnings[0], "r-9", pb::WarningOutcome::VisitedNoNeed, ""))
+        .resolve_warning(resolve(
+            &warnings[0],
+            "r-9",
+            pb::WarningOutcome::VisitedNoNeed,
+            "",
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     // The same request id for another warning is refused, not taken as a retry.
     let err = civil
-        .resolve_warning(resolve(&warnings[1], "r-1", pb::WarningOutcome::VisitedNoNeed, ""))
+        .resolve_warning(resolve(
+            &warnings[1],
+            "r-1",
+            pb::WarningOutcome::VisitedNoNeed,
+            "",
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
@@ -559,7 +624,13 @@ async fn an_open_warning_past_its_deadline_is_escalated_once() {
     let mut service = monitoring(&server, tokens::SERVICE).await;
     let warning = report(
         &mut service,
-        signal("job-1", &stranger(), pb::SignalKind::Unemployment, 0, "120103"),
+        signal(
+            "job-1",
+            &stranger(),
+            pb::SignalKind::Unemployment,
+            0,
+            "120103",
+        ),
     )
     .await
     .warning
@@ -581,7 +652,10 @@ async fn an_open_warning_past_its_deadline_is_escalated_once() {
     assert_eq!(escalated.state, pb::WarningState::Open as i32);
     let shown = list(&server, SUPERVISOR, overdue()).await;
     assert_eq!(shown.len(), 1, "{shown:?}");
-    assert_eq!(count(&server, &warning.warning_id, WARNING_ESCALATED).await, 1);
+    assert_eq!(
+        count(&server, &warning.warning_id, WARNING_ESCALATED).await,
+        1
+    );
 
     // Resolved late, it is no longer overdue.
     monitoring(&server, tokens::CIVIL_AFFAIRS)

@@ -63,8 +63,14 @@ pub const WARNING_PREFIX: &str = "onecity.v1.Warning";
 
 /// The warning a warning event carries (every warning message shares one shape, field 1
 /// = Warning); `Ok(None)` for any other event type.
-pub fn decode_warning(event_type: &str, payload: &[u8]) -> Result<Option<pb::Warning>, DecodeError> {
-    if !matches!(event_type, WARNING_RAISED | WARNING_RESOLVED | WARNING_ESCALATED) {
+pub fn decode_warning(
+    event_type: &str,
+    payload: &[u8],
+) -> Result<Option<pb::Warning>, DecodeError> {
+    if !matches!(
+        event_type,
+        WARNING_RAISED | WARNING_RESOLVED | WARNING_ESCALATED
+    ) {
         return Ok(None);
     }
     let corrupt = |reason: String| DecodeError {

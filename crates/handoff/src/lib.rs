@@ -28,11 +28,11 @@ mod worker;
 
 pub use deadlines::{DeadlinePolicy, DeadlineWorker};
 pub use inbox::{Inbox, InboxCounts, InboxEntry, ReferralFilter, Scope};
-pub use reverification::review_events;
 pub use linkage::{LinkageWorker, Linked, LINKAGE_ACTOR, LINKAGE_CONSUMER};
 /// The deterministic id of a referral (defined with every other id in
 /// [`onecity_domain::ids`]).
 pub use onecity_domain::ids::referral_id;
+pub use reverification::review_events;
 pub use service::{DecisionInput, Handoff, ListQuery, ReferralWriter, Transfer};
 pub use worker::{Done, HandoffWorker};
 

@@ -215,9 +215,9 @@ impl TryFrom<pb::ResolveWarningRequest> for Resolution {
             (pb::WarningOutcome::CaseOpened, true) => {
                 return Err(invalid("case_id", "required with CASE_OPENED"))
             }
-            (pb::WarningOutcome::CaseOpened, false) => Some(
-                Uuid::parse_str(&case_id).map_err(|_| invalid("case_id", "must be a UUID"))?,
-            ),
+            (pb::WarningOutcome::CaseOpened, false) => {
+                Some(Uuid::parse_str(&case_id).map_err(|_| invalid("case_id", "must be a UUID"))?)
+            }
             (_, true) => None,
             (_, false) => return Err(invalid("case_id", "only with CASE_OPENED")),
         };
@@ -327,7 +327,10 @@ impl Monitoring {
                 same_signal(&stored, &signal, &person)?;
                 (stored, warning)
             }
-            None => self.record(principal, &signal, signal_id, person, now).await?,
+            None => {
+                self.record(principal, &signal, signal_id, person, now)
+                    .await?
+            }
         };
         let (stored, warning) = report;
         let mut review_referral_ids = Vec::new();
@@ -464,7 +467,12 @@ impl Monitoring {
             .submitted
             .as_ref()
             .and_then(|s| s.application.as_ref())
-            .map(|a| a.members.iter().map(|m| m.monthly_income_fen.max(0)).sum::<i64>());
+            .map(|a| {
+                a.members
+                    .iter()
+                    .map(|m| m.monthly_income_fen.max(0))
+                    .sum::<i64>()
+            });
         Ok(Household {
             district,
             case_ids,
@@ -584,11 +592,7 @@ impl Monitoring {
         streams.sort_unstable();
         streams.dedup();
         self.access
-            .record(
-                reader,
-                "onecity.v1.MonitoringService/ListWarnings",
-                streams,
-            )
+            .record(reader, "onecity.v1.MonitoringService/ListWarnings", streams)
             .await?;
         Ok(shown)
     }
@@ -633,7 +637,10 @@ impl Monitoring {
                     )
                     .into());
                 }
-                let case_id = resolution.case_id.map(|c| c.to_string()).unwrap_or_default();
+                let case_id = resolution
+                    .case_id
+                    .map(|c| c.to_string())
+                    .unwrap_or_default();
                 if warning.state == pb::WarningState::Resolved as i32 {
                     let same = warning.resolved_by == *actor
                         && warning.outcome == resolution.outcome as i32
