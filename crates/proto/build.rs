@@ -14,6 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "onecity/v1/eventlog.proto",
         "onecity/v1/handoff.proto",
         "onecity/v1/intake.proto",
+        "onecity/v1/monitoring.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());

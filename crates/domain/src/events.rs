@@ -50,6 +50,48 @@ pub const PERSON_CLAIMED: &str = "onecity.v1.PersonClaimed";
 /// `SubmissionAbandoned`: the first and only event of a case id that will never open.
 pub const SUBMISSION_ABANDONED: &str = "onecity.v1.SubmissionAbandoned";
 
+/// `SignalReported`: the first event of a signal stream (never a case).
+pub const SIGNAL_REPORTED: &str = "onecity.v1.SignalReported";
+/// `WarningRaised`: a signal crossed its threshold (on the signal's stream).
+pub const WARNING_RAISED: &str = "onecity.v1.WarningRaised";
+/// `WarningResolved`: civil affairs resolved a warning.
+pub const WARNING_RESOLVED: &str = "onecity.v1.WarningResolved";
+/// `WarningEscalated`: an open warning passed its deadline.
+pub const WARNING_ESCALATED: &str = "onecity.v1.WarningEscalated";
+/// Prefix of every warning event.
+pub const WARNING_PREFIX: &str = "onecity.v1.Warning";
+
+/// The warning a warning event carries (every warning message shares one shape, field 1
+/// = Warning); `Ok(None)` for any other event type.
+pub fn decode_warning(
+    event_type: &str,
+    payload: &[u8],
+) -> Result<Option<pb::Warning>, DecodeError> {
+    if !matches!(
+        event_type,
+        WARNING_RAISED | WARNING_RESOLVED | WARNING_ESCALATED
+    ) {
+        return Ok(None);
+    }
+    let corrupt = |reason: String| DecodeError {
+        event_type: event_type.to_owned(),
+        reason,
+    };
+    pb::WarningRaised::decode(payload)
+        .map_err(|e| corrupt(e.to_string()))?
+        .warning
+        .map(Some)
+        .ok_or_else(|| corrupt("missing warning".into()))
+}
+
+/// A warning event of `event_type` carrying `warning`, encoded.
+pub fn encode_warning(warning: &pb::Warning) -> Vec<u8> {
+    pb::WarningRaised {
+        warning: Some(warning.clone()),
+    }
+    .encode_to_vec()
+}
+
 /// One event of a case stream.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CaseEvent {
@@ -467,6 +509,8 @@ mod tests {
                 department_unit: "civil-affairs@120101".into(),
                 review_due_on: "2027-01-31".into(),
                 review_referral_id: "v".into(),
+                cause: "death of a member reported".into(),
+                signal_id: "s".into(),
             }),
         ];
         for e in events {

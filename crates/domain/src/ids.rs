@@ -77,6 +77,27 @@ pub fn referral_id(case_id: Uuid, programme: Programme) -> Uuid {
     derive(&["referral", &case_id.to_string(), programme.as_str()])
 }
 
+/// Id of the stream of the signal `source_id` of `source` (and of the warning it raises):
+/// a retry of the report names the same signal.
+pub fn signal_stream(source: &str, source_id: &str) -> Uuid {
+    derive(&["signal", source, source_id])
+}
+
+/// Commit id of the report of the signal `signal_id`: written once.
+pub fn signal_commit(signal_id: Uuid) -> Uuid {
+    derive(&["signal-report", &signal_id.to_string()])
+}
+
+/// Commit id of the review a DEATH signal `signal_id` asks of `case_id`: once per case.
+pub fn death_review_commit(signal_id: Uuid, case_id: Uuid) -> Uuid {
+    derive(&["death-review", &signal_id.to_string(), &case_id.to_string()])
+}
+
+/// Commit id of the escalation of warning `warning_id`: once per warning.
+pub fn warning_escalation_commit(warning_id: Uuid) -> Uuid {
+    derive(&["warning-escalated", &warning_id.to_string()])
+}
+
 /// Id of the referral that replaces `referral_id` at `to_unit` after a transfer: a
 /// referral is transferred at most once, so the pair names the new referral, and a retried
 /// transfer names the same one.

@@ -63,6 +63,9 @@ macro_rules! parameters {
                         "must be between 1 and review_interval_months".into(),
                     ));
                 }
+                if self.warning_days == 0 {
+                    return Err(("warning_days", "must be positive".into()));
+                }
                 Ok(())
             }
         }
@@ -130,6 +133,11 @@ parameters! {
     /// The same for a household with unstable income (`docs/policy.md`), at most
     /// `review_interval_months`.
     unstable_income_review_interval_months,
+    /// Calendar days civil affairs has to resolve a warning (docs/monitoring.md).
+    warning_days,
+    /// An INCOME_DROP signal warns when the monthly income lost is at least this share of
+    /// the household's monthly income, basis points.
+    income_drop_warning_bp,
 }
 
 /// One dated version of the parameters.

@@ -933,10 +933,12 @@ fn default_policy_has_every_parameter_with_the_specified_defaults() {
         ("charity_multiple_bp", 20000),
         ("review_interval_months", 12),
         ("unstable_income_review_interval_months", 6),
+        ("warning_days", 7),
+        ("income_drop_warning_bp", 3000),
     ];
     for v in b.versions() {
         let params = v.parameters();
-        assert_eq!(params.len(), 21);
+        assert_eq!(params.len(), 23);
         for name in [
             "dibao_standard_fen",
             "temporary_cap_fen",
@@ -1006,6 +1008,8 @@ disability_care_subsidy_fen = 10000
 charity_multiple_bp = 20000
 review_interval_months = 12
 unstable_income_review_interval_months = 6
+warning_days = 7
+income_drop_warning_bp = 3000
 "#;
 
 fn second(id: &str, date: &str) -> String {

@@ -8,6 +8,9 @@
 //! the review referral in one commit, for a recognition still in force (no review issued,
 //! case not withdrawn).
 //!
+//! It also escalates open warnings (docs/monitoring.md): when the clock passes a
+//! warning's `due_at` with the warning still open, it writes `WarningEscalated` once.
+//!
 //! Its state is rebuilt from the log's referral events at every start, so it has no
 //! checkpoint to trust; each event is written under a commit id derived from the referral
 //! and the stage (or the approval under review), after checking the case as it stands, so
@@ -23,7 +26,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use futures::StreamExt;
 use onecity_domain::case::is_recognition;
 use onecity_domain::events::{
-    CaseEvent, REFERRAL_DUE_SOON, REFERRAL_ESCALATED, REFERRAL_OVERDUE, REFERRAL_PREFIX,
+    decode_warning, encode_warning, CaseEvent, REFERRAL_DUE_SOON, REFERRAL_ESCALATED,
+    REFERRAL_OVERDUE, REFERRAL_PREFIX, WARNING_ESCALATED, WARNING_PREFIX,
 };
 use onecity_domain::referral::ReferralState;
 use onecity_domain::{beijing_midnight, ids, parse_date, Partition};
@@ -118,6 +122,8 @@ pub struct DeadlineWorker {
     partition: Partition,
     open: Arc<Mutex<HashMap<u128, Open>>>,
     approved: Arc<Mutex<HashMap<u128, Approved>>>,
+    /// Open, unescalated warnings → their `due_at` in ms.
+    warnings: Arc<Mutex<HashMap<u128, i64>>>,
     ready: Arc<AtomicBool>,
 }
 
@@ -132,6 +138,7 @@ impl DeadlineWorker {
             partition: Partition::default(),
             open: Arc::default(),
             approved: Arc::default(),
+            warnings: Arc::default(),
             ready: Arc::default(),
         }
     }
@@ -149,6 +156,7 @@ impl DeadlineWorker {
         self.partition = partition;
         self.open = Arc::default();
         self.approved = Arc::default();
+        self.warnings = Arc::default();
         self.ready = Arc::default();
         self
     }
@@ -175,6 +183,17 @@ impl DeadlineWorker {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u128, Open>> {
         self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// How many open warnings wait for their deadline.
+    pub fn open_warnings(&self) -> usize {
+        self.lock_warnings().len()
+    }
+
+    fn lock_warnings(&self) -> std::sync::MutexGuard<'_, HashMap<u128, i64>> {
+        self.warnings
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -207,13 +226,14 @@ impl DeadlineWorker {
         self.ready.store(false, Ordering::Release);
         self.lock().clear();
         self.lock_approved().clear();
+        self.lock_warnings().clear();
         let head = self.log.head().await?;
         if head == 0 {
             self.ready.store(true, Ordering::Release);
         }
         let mut stream = self
             .log
-            .subscribe(1, Filter::prefixes([REFERRAL_PREFIX]))
+            .subscribe(1, Filter::prefixes([REFERRAL_PREFIX, WARNING_PREFIX]))
             .await?;
         let mut tick = tokio::time::interval(self.policy.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -243,6 +263,22 @@ impl DeadlineWorker {
     /// other types are ignored; a referral event that does not decode is an error.
     pub fn apply(&self, event: &RecordedEvent) -> Result<()> {
         if !self.partition.owns(event.case_id.as_bytes()) {
+            return Ok(());
+        }
+        if let Some(w) = decode_warning(&event.event_type, &event.payload)? {
+            let key = event.case_id.as_u128();
+            let mut warnings = self.lock_warnings();
+            match millis(&w.due_at) {
+                Some(due)
+                    if w.state == onecity_proto::v1::WarningState::Open as i32
+                        && w.escalated_at.is_empty() =>
+                {
+                    warnings.insert(key, due);
+                }
+                _ => {
+                    warnings.remove(&key);
+                }
+            }
             return Ok(());
         }
         let Some(decoded) = CaseEvent::decode(&event.event_type, &event.payload)? else {
@@ -314,6 +350,7 @@ impl DeadlineWorker {
     pub async fn tick(&self) -> Result<usize> {
         let now = self.clock.now().timestamp_millis();
         let mut written = self.review_due(now).await;
+        written += self.warnings_due(now).await;
         let escalate_ms = i64::from(self.policy.escalation_days) * 86_400_000;
         let due: Vec<(u128, Open, Stage)> = self
             .lock()
@@ -420,6 +457,66 @@ impl DeadlineWorker {
 }
 
 impl DeadlineWorker {
+    /// Escalates every open warning whose deadline `now_ms` has passed.
+    async fn warnings_due(&self, now_ms: i64) -> usize {
+        let due: Vec<u128> = self
+            .lock_warnings()
+            .iter()
+            .filter(|(_, due)| now_ms >= **due)
+            .map(|(k, _)| *k)
+            .collect();
+        let mut written = 0;
+        for key in due {
+            let warning_id = Uuid::from_u128(key);
+            match self.escalate_warning(warning_id, now_ms).await {
+                Ok(w) => {
+                    written += usize::from(w == Written::Yes);
+                    self.lock_warnings().remove(&key);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, warning = %warning_id, "warning escalation failed, retried at the next tick");
+                }
+            }
+        }
+        written
+    }
+
+    async fn escalate_warning(&self, warning_id: Uuid, now_ms: i64) -> Result<Written> {
+        let log = self.log.as_ref();
+        let at = DateTime::<Utc>::UNIX_EPOCH + TimeDelta::milliseconds(now_ms);
+        let outcome = append_with_retries(log, warning_id, |_| async move {
+            let Some((version, _, Some(warning))) =
+                onecity_service::case::load_signal(log, warning_id).await?
+            else {
+                return Ok::<_, Error>(Step::Done(Written::Closed));
+            };
+            if warning.state != onecity_proto::v1::WarningState::Open as i32
+                || !warning.escalated_at.is_empty()
+            {
+                return Ok(Step::Done(Written::Closed));
+            }
+            let mut w = warning;
+            w.escalated_at = onecity_domain::rfc3339(at);
+            Ok(Step::Append(
+                Commit {
+                    version,
+                    events: vec![NewEvent::new(WARNING_ESCALATED, ACTOR, encode_warning(&w))],
+                    commit_id: ids::warning_escalation_commit(warning_id),
+                },
+                Written::Yes,
+            ))
+        })
+        .await?;
+        Ok(match outcome {
+            Outcome::Appended(_, a) if a.deduplicated => Written::Already,
+            Outcome::Appended(w, _) => {
+                tracing::info!(warning = %warning_id, "open warning past its deadline escalated");
+                w
+            }
+            Outcome::Unchanged(w) => w,
+        })
+    }
+
     /// Issues the review of every approval whose review date `now_ms` has reached.
     async fn review_due(&self, now_ms: i64) -> usize {
         let due: Vec<(u128, Approved)> = self

@@ -60,7 +60,7 @@ fn review_date(
 /// The events that put the approved recognition referral `under_review` under review at
 /// `now`: `ReverificationDue` and the review referral (same programme, to the unit that
 /// decided it, a fresh deadline from `catalogue`, `reviews` naming it).
-pub(crate) fn review_events(
+pub fn review_events(
     catalogue: &Catalogue,
     case_id: Uuid,
     under_review: &pb::Referral,
@@ -95,6 +95,9 @@ pub(crate) fn review_events(
             department_unit: under_review.department_unit.clone(),
             review_due_on: under_review.review_due_on.clone(),
             review_referral_id: review_id,
+            // Set by the caller for a review asked for before its date (a death).
+            cause: String::new(),
+            signal_id: String::new(),
         }),
         CaseEvent::ReferralIssued(review),
     ]

@@ -47,6 +47,9 @@ proto_names!(
     RetryQuarantinedResponse,
     ListAccessResponse,
     GetRoutingLagResponse,
+    ReportSignalResponse,
+    ListWarningsResponse,
+    ResolveWarningResponse,
 );
 
 /// Every `onecity.v1` descriptor (decoded once).

@@ -17,7 +17,8 @@ use onecity_domain::events::{
     PERSON_CLAIMED, RECOGNITION_LINKED, REFERRAL_ACKNOWLEDGED, REFERRAL_BASIS_UPDATED,
     REFERRAL_CANCELLED, REFERRAL_DECIDED, REFERRAL_DUE_SOON, REFERRAL_ESCALATED,
     REFERRAL_INFORMATION_PROVIDED, REFERRAL_INFORMATION_REQUESTED, REFERRAL_ISSUED,
-    REFERRAL_OVERDUE, REFERRAL_TRANSFERRED, REVERIFICATION_DUE, SUBMISSION_ABANDONED,
+    REFERRAL_OVERDUE, REFERRAL_TRANSFERRED, REVERIFICATION_DUE, SIGNAL_REPORTED,
+    SUBMISSION_ABANDONED, WARNING_ESCALATED, WARNING_RAISED, WARNING_RESOLVED,
 };
 use onecity_eventlog::access::PERSONAL_DATA_READ;
 use onecity_eventlog::quarantine::{EVENT_QUARANTINED, QUARANTINE_RELEASED};
@@ -60,6 +61,12 @@ pub const EVENT_TYPES: &[(&str, &[Role])] = &[
     // a process that runs the worker.
     (EVENT_QUARANTINED, &[Eligibility, Handoff]),
     (QUARANTINE_RELEASED, &[Eligibility, Handoff]),
+    // Signals and warnings: the monitoring service runs in the handoff role (a death's
+    // reviews are referrals), and so does the deadline worker that escalates warnings.
+    (SIGNAL_REPORTED, &[Handoff]),
+    (WARNING_RAISED, &[Handoff]),
+    (WARNING_RESOLVED, &[Handoff]),
+    (WARNING_ESCALATED, &[Handoff]),
     // Every role that answers reads of residents' data records them.
     (PERSONAL_DATA_READ, &[Intake, Eligibility, Handoff]),
 ];

@@ -24,6 +24,8 @@ use onecity_handoff::{
 };
 use onecity_intake::grpc::IntakeGrpc;
 use onecity_intake::{Backpressure, Gauge, Intake, PersonIndex, PersonKey, Watched};
+use onecity_monitoring::grpc::MonitoringGrpc;
+use onecity_monitoring::{Monitoring, Warnings};
 use onecity_service::access::Access;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -46,6 +48,7 @@ use onecity_proto::v1::eligibility_service_server::EligibilityServiceServer;
 use onecity_proto::v1::event_log_service_server::EventLogServiceServer;
 use onecity_proto::v1::handoff_service_server::HandoffServiceServer;
 use onecity_proto::v1::intake_service_server::IntakeServiceServer;
+use onecity_proto::v1::monitoring_service_server::MonitoringServiceServer;
 
 /// The identity the intake role stamps on the commits it appends in-process
 /// (`appended_by`; the workers use their `ACTOR`).
@@ -361,6 +364,9 @@ struct Slots {
     intake: Option<Late<InterceptedService<IntakeServiceServer<IntakeGrpc>, Auth>>>,
     eligibility: Option<Late<InterceptedService<EligibilityServiceServer<EligibilityGrpc>, Auth>>>,
     handoff: Option<Late<InterceptedService<HandoffServiceServer<HandoffGrpc>, Auth>>>,
+    /// Served by the handoff role: a death's reviews are referrals, which only the handoff
+    /// role writes, and its deadline worker escalates the warnings.
+    monitoring: Option<Late<InterceptedService<MonitoringServiceServer<MonitoringGrpc>, Auth>>>,
     log: Option<Late<InterceptedService<EventLogServiceServer<EventLogGrpc>, EventLogAuth>>>,
     admin: Late<InterceptedService<AdminServiceServer<AdminGrpc>, AdminAuth>>,
 }
@@ -396,7 +402,9 @@ async fn serve(
         );
     }
     let (policies, catalogue) = load_rules(&config)?;
-    let person_key = if config.runs(Role::Intake) {
+    // Intake finds duplicates by person, the handoff role's monitoring finds the person a
+    // signal names.
+    let person_key = if config.runs(Role::Intake) || config.runs(Role::Handoff) {
         Some(config.person_key()?)
     } else {
         None
@@ -442,6 +450,7 @@ async fn serve(
         intake: config.runs(Role::Intake).then(Late::new),
         eligibility: config.runs(Role::Eligibility).then(Late::new),
         handoff: config.runs(Role::Handoff).then(Late::new),
+        monitoring: config.runs(Role::Handoff).then(Late::new),
         // Over the store itself only: a sled store this process owns, or JetStream.
         log: (direct_log && config.runs(Role::Log)).then(Late::new),
         admin: Late::new(),
@@ -458,6 +467,10 @@ async fn serve(
         (
             slots.handoff.is_some(),
             HandoffServiceServer::<HandoffGrpc>::NAME,
+        ),
+        (
+            slots.monitoring.is_some(),
+            MonitoringServiceServer::<MonitoringGrpc>::NAME,
         ),
         (
             slots.log.is_some(),
@@ -526,6 +539,7 @@ async fn serve(
         .add_optional_service(slots.intake.clone())
         .add_optional_service(slots.eligibility.clone())
         .add_optional_service(slots.handoff.clone())
+        .add_optional_service(slots.monitoring.clone())
         .add_optional_service(slots.log.clone())
         .add_service(slots.admin.clone());
     let shutdown = async move {
@@ -715,15 +729,16 @@ fn start_roles(
             Access::off(log)
         }
     };
+    // One index per process, shared by the roles that need it.
+    let persons = person_key.map(|key| PersonIndex::start(Arc::clone(&log), key, stop.clone()));
     if let Some(slot) = &slots.intake {
         let mut intake = Intake::new(stamped(&log, INTAKE_APPENDS_AS), Arc::clone(&policies))
             .with_catalogue(Arc::clone(&catalogue))
             .with_clock(Arc::clone(&config.clock.0))
             .with_backpressure(backpressure(config))
             .with_access(access(INTAKE_APPENDS_AS));
-        if let Some(key) = person_key {
-            intake =
-                intake.with_person_index(PersonIndex::start(Arc::clone(&log), key, stop.clone()));
+        if let Some(persons) = &persons {
+            intake = intake.with_person_index(Arc::clone(persons));
         }
         let svc = IntakeGrpc::new(intake, stop.clone())
             .with_stream_limit(streams.clone())
@@ -773,6 +788,19 @@ fn start_roles(
         let svc = HandoffGrpc::new(handoff, stop.clone())
             .with_stream_limit(streams.clone())
             .into_server();
+        slot.set(InterceptedService::new(svc, auth.clone()));
+    }
+    if let (Some(slot), Some(persons)) = (&slots.monitoring, &persons) {
+        let monitoring = Monitoring::new(
+            stamped(&log, onecity_monitoring::ACTOR),
+            Arc::clone(persons),
+            Warnings::start(Arc::clone(&log), stop.clone()),
+            Arc::clone(&policies),
+        )
+        .with_catalogue(Arc::clone(&catalogue))
+        .with_clock(Arc::clone(&config.clock.0))
+        .with_access(access(onecity_monitoring::ACTOR));
+        let svc = MonitoringGrpc::new(monitoring).into_server();
         slot.set(InterceptedService::new(svc, auth.clone()));
     }
     if let Some(slot) = &slots.log {

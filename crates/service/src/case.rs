@@ -7,6 +7,7 @@ use onecity_domain::case::{CaseState, EventMeta};
 use onecity_domain::events::CaseEvent;
 use onecity_domain::Principal;
 use onecity_eventlog::{Appended, EventLog, Expected, NewEvent, RecordedEvent};
+use onecity_proto::v1 as pb;
 use uuid::Uuid;
 
 use crate::{Error, Result};
@@ -54,6 +55,37 @@ pub async fn load_case(log: &dyn EventLog, case_id: Uuid) -> Result<CaseState> {
     Ok(CaseState::from_stored(
         events.iter().map(|e| (meta(e), e.payload.as_slice())),
     )?)
+}
+
+/// A signal stream as it stands: its version, its report and its warning (the latest
+/// warning event's), if it raised one. `None` when the stream has no events.
+pub async fn load_signal(
+    log: &dyn EventLog,
+    signal_id: Uuid,
+) -> Result<Option<(u64, pb::SignalReported, Option<pb::Warning>)>> {
+    let events = match log.read_case_all(signal_id).await {
+        Err(onecity_eventlog::Error::NotFound(_)) => return Ok(None),
+        other => other?,
+    };
+    let Some(last) = events.last() else {
+        return Ok(None);
+    };
+    let mut report = None;
+    let mut warning = None;
+    for e in &events {
+        if e.event_type == onecity_domain::events::SIGNAL_REPORTED {
+            report = Some(
+                <pb::SignalReported as onecity_proto::prost::Message>::decode(e.payload.as_slice())
+                    .map_err(|err| onecity_domain::events::DecodeError {
+                        event_type: e.event_type.clone(),
+                        reason: err.to_string(),
+                    })?,
+            );
+        } else if let Some(w) = onecity_domain::events::decode_warning(&e.event_type, &e.payload)? {
+            warning = Some(w);
+        }
+    }
+    Ok(report.map(|r| (last.version, r, warning)))
 }
 
 /// What a refused action was about, for the log line.

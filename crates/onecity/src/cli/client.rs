@@ -12,6 +12,7 @@ use onecity_proto::v1::eligibility_service_client::EligibilityServiceClient;
 use onecity_proto::v1::event_log_service_client::EventLogServiceClient;
 use onecity_proto::v1::handoff_service_client::HandoffServiceClient;
 use onecity_proto::v1::intake_service_client::IntakeServiceClient;
+use onecity_proto::v1::monitoring_service_client::MonitoringServiceClient;
 use prost::Message as _;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
@@ -88,6 +89,11 @@ impl Client {
     /// Handoff service client.
     pub fn handoff(&self) -> HandoffServiceClient<Channel> {
         HandoffServiceClient::new(self.channel.clone())
+    }
+
+    /// Monitoring service client.
+    pub fn monitoring(&self) -> MonitoringServiceClient<Channel> {
+        MonitoringServiceClient::new(self.channel.clone())
     }
 
     /// Health client (no token needed).
@@ -269,6 +275,77 @@ pub(super) async fn client_command(command: Command) -> anyhow::Result<()> {
                 .await?;
             print(resp.get_ref())
         }
+        Command::Signal {
+            client,
+            kind,
+            source,
+            source_id,
+            id_number,
+            occurred_on,
+            amount_fen,
+            district,
+        } => {
+            let kind = enum_arg::<pb::SignalKind>("SIGNAL_KIND_", &kind, pb::SignalKind::from_str_name)
+                .context("kind: one of medical-expense, unemployment, disability-recognised, death, disaster, income-drop")?;
+            let c = Client::connect(&client).await?;
+            let resp = c
+                .monitoring()
+                .report_signal(c.request(pb::ReportSignalRequest {
+                    source,
+                    source_id,
+                    id_number,
+                    kind: kind as i32,
+                    occurred_on,
+                    amount_fen,
+                    district_code: district,
+                }))
+                .await?;
+            print(resp.get_ref())
+        }
+        Command::Warnings {
+            client,
+            open,
+            overdue,
+            district,
+        } => {
+            let c = Client::connect(&client).await?;
+            let resp = c
+                .monitoring()
+                .list_warnings(c.request(pb::ListWarningsRequest {
+                    open_only: open,
+                    overdue_only: overdue,
+                    district_code: district,
+                }))
+                .await?;
+            print(resp.get_ref())
+        }
+        Command::ResolveWarning {
+            client,
+            warning_id,
+            outcome,
+            case_id,
+            note,
+            request_id,
+        } => {
+            let outcome = enum_arg::<pb::WarningOutcome>(
+                "WARNING_OUTCOME_",
+                &outcome,
+                pb::WarningOutcome::from_str_name,
+            )
+            .context("outcome: one of visited-no-need, case-opened, referred-to-charity")?;
+            let c = Client::connect(&client).await?;
+            let resp = c
+                .monitoring()
+                .resolve_warning(c.request(pb::ResolveWarningRequest {
+                    warning_id,
+                    request_id,
+                    outcome: outcome as i32,
+                    case_id,
+                    note,
+                }))
+                .await?;
+            print(resp.get_ref())
+        }
         Command::Decide {
             client,
             referral_id,
@@ -444,6 +521,16 @@ async fn admin(command: AdminCommand) -> anyhow::Result<()> {
 }
 
 /// Every page of ListReferrals, printed as one `ListReferralsResponse`.
+/// A proto enum from its CLI spelling: `death` for `SIGNAL_KIND_DEATH` (`prefix`); the
+/// unspecified value is no answer.
+fn enum_arg<E>(prefix: &str, arg: &str, from: fn(&str) -> Option<E>) -> anyhow::Result<E> {
+    let name = format!("{prefix}{}", arg.to_uppercase().replace('-', "_"));
+    match from(&name) {
+        Some(e) if !name.ends_with("_UNSPECIFIED") => Ok(e),
+        _ => anyhow::bail!("unknown value {arg:?}"),
+    }
+}
+
 async fn list_referrals(
     c: &Client,
     filters: pb::ListReferralsRequest,

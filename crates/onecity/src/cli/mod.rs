@@ -178,6 +178,68 @@ pub enum Command {
         #[arg(long, default_value = "")]
         request_id: String,
     },
+    /// Report a signal about a resident (department or service token); see
+    /// docs/monitoring.md.
+    Signal {
+        /// Server and token.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// What happened: medical-expense, unemployment, disability-recognised, death,
+        /// disaster or income-drop.
+        kind: String,
+        /// Reporting system, e.g. `medical-insurance`.
+        #[arg(long)]
+        source: String,
+        /// The source's record id (with --source, the idempotency key).
+        #[arg(long)]
+        source_id: String,
+        /// Resident identity number (18 characters).
+        #[arg(long)]
+        id_number: String,
+        /// When it happened (YYYY-MM-DD).
+        #[arg(long)]
+        occurred_on: String,
+        /// Amount in fen (1 yuan = 100 fen), for the kinds that have one.
+        #[arg(long, default_value_t = 0)]
+        amount_fen: i64,
+        /// District where it happened (six digits).
+        #[arg(long)]
+        district: String,
+    },
+    /// List warnings (civil affairs and supervisors: their district's; admins: all).
+    Warnings {
+        /// Server and token.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Only open warnings.
+        #[arg(long)]
+        open: bool,
+        /// Only open warnings past their deadline.
+        #[arg(long)]
+        overdue: bool,
+        /// Admins: only this district's.
+        #[arg(long, default_value = "")]
+        district: String,
+    },
+    /// Resolve a warning (civil affairs of its district).
+    ResolveWarning {
+        /// Server and token.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Warning id.
+        warning_id: String,
+        /// visited-no-need, case-opened or referred-to-charity.
+        outcome: String,
+        /// With case-opened: the case (UUID).
+        #[arg(long, default_value = "")]
+        case_id: String,
+        /// What civil affairs found.
+        #[arg(long, default_value = "")]
+        note: String,
+        /// Idempotency key.
+        #[arg(long)]
+        request_id: String,
+    },
     /// Record a department's decision on a referral.
     Decide {
         /// Server and token.

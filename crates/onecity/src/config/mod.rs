@@ -666,9 +666,11 @@ impl Config {
                 "tls: no certificate; set [tls] cert and key ({ENV_TLS_CERT}, {ENV_TLS_KEY})"
             ));
         }
-        if self.runs(Role::Intake) && self.person_index_key_file.is_none() {
+        if (self.runs(Role::Intake) || self.runs(Role::Handoff))
+            && self.person_index_key_file.is_none()
+        {
             findings.push(format!(
-                "person_index_key_file: not set; the person index needs a secret key shared by every intake process (`openssl rand -hex 32 > FILE`, {ENV_PERSON_INDEX_KEY_FILE})"
+                "person_index_key_file: not set; the person index needs a secret key shared by every intake and handoff process (`openssl rand -hex 32 > FILE`, {ENV_PERSON_INDEX_KEY_FILE})"
             ));
         }
         if findings.is_empty() || self.insecure {

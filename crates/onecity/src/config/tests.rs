@@ -595,7 +595,8 @@ fn a_non_loopback_address_refuses_what_is_unsafe_naming_the_setting() {
         ..Config::default()
     };
     assert!(safe.check_exposure(exposed).unwrap().is_empty());
-    // Intake off loopback needs the person index key; other roles do not.
+    // Intake and handoff (its monitoring) off loopback need the person index key; other
+    // roles do not.
     let keyless = Config {
         person_index_key_file: None,
         ..safe.clone()
@@ -604,9 +605,14 @@ fn a_non_loopback_address_refuses_what_is_unsafe_naming_the_setting() {
     assert!(err.contains("person_index_key_file"), "{err}");
     let handoff_only = Config {
         roles: vec![Role::Handoff],
+        ..keyless.clone()
+    };
+    assert!(handoff_only.check_exposure(exposed).is_err());
+    let eligibility_only = Config {
+        roles: vec![Role::Eligibility],
         ..keyless
     };
-    assert!(handoff_only.check_exposure(exposed).unwrap().is_empty());
+    assert!(eligibility_only.check_exposure(exposed).unwrap().is_empty());
 
     // --insecure turns the refusals into warnings.
     let insecure = Config {
