@@ -859,6 +859,7 @@ async fn apply(State(console): State<Console>, headers: HeaderMap, body: Bytes) 
         let request = pb::SubmitApplicationRequest {
             request_id: draft.request_id.clone(),
             application: Some(application),
+            duplicate_override_reason: String::new(),
         };
         let request = match console.request(&session, request) {
             Ok(r) => r,
