@@ -37,8 +37,13 @@ async fn send(
 
 /// The status, head and body of the response read to its end.
 async fn response(mut stream: impl tokio::io::AsyncRead + Unpin) -> (u16, String, String) {
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).await.unwrap();
+    let mut raw = Vec::new();
+    // A TLS peer that closes without close_notify ends the read with UnexpectedEof, after
+    // the whole response.
+    if let Err(e) = stream.read_to_end(&mut raw).await {
+        assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof, "{e}");
+    }
+    let raw = String::from_utf8(raw).unwrap();
     let (head, body) = raw.split_once("\r\n\r\n").unwrap();
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
     (status, head.to_owned(), body.to_owned())

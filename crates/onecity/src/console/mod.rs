@@ -33,6 +33,7 @@ use pb::eligibility_service_client::EligibilityServiceClient;
 use pb::handoff_service_client::HandoffServiceClient;
 use pb::intake_service_client::IntakeServiceClient;
 use subtle::ConstantTimeEq as _;
+use tokio::io::DuplexStream;
 use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
@@ -159,9 +160,7 @@ impl Console {
 }
 
 /// The in-process connections of [`Console::in_process`], for the gRPC server to serve.
-pub type InProcessIncoming = tokio_stream::wrappers::ReceiverStream<DuplexStream>;
-
-type DuplexStream = tokio::io::DuplexStream;
+pub type InProcessIncoming = tokio_stream::wrappers::ReceiverStream<tokio::io::DuplexStream>;
 
 /// Bytes a pipe buffers each way (one gRPC frame of a usual page, or more).
 const PIPE_BUFFER: usize = 64 * 1024;
@@ -838,7 +837,8 @@ async fn apply(State(console): State<Console>, headers: HeaderMap, body: Bytes) 
             | tonic::Code::Unauthenticated
             | tonic::Code::NotFound => return page::status(lang, &status),
             tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
-            tonic::Code::FailedPrecondition => StatusCode::CONFLICT,
+            // A member already in an open case: the server's message names that case.
+            tonic::Code::FailedPrecondition | tonic::Code::AlreadyExists => StatusCode::CONFLICT,
             _ => StatusCode::SERVICE_UNAVAILABLE,
         };
         let problems = if code == StatusCode::SERVICE_UNAVAILABLE {
