@@ -204,7 +204,12 @@ impl TestServer {
         let addr = listener.local_addr().expect("addr");
         let console = onecity::console::Console::new(grpc).expect("console");
         let stop = tokio_util::sync::CancellationToken::new();
-        tokio::spawn(onecity::console::serve(listener, console, stop.clone()));
+        tokio::spawn(onecity::console::serve(
+            listener,
+            console,
+            None,
+            stop.clone(),
+        ));
         ConsoleServer {
             addr,
             url: format!("http://{addr}"),

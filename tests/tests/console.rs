@@ -10,6 +10,18 @@ use onecity_proto::v1 as pb;
 use onecity_tests::{referral, sample_application, tokens, TestServer};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
+/// The request a browser would send (one per connection).
+fn request_text(method: &str, path: &str, cookie: Option<&str>, body: &str) -> String {
+    let cookie = cookie
+        .map(|c| format!("Cookie: {SESSION_COOKIE}={c}\r\n"))
+        .unwrap_or_default();
+    format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{cookie}\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
 async fn send(
     addr: SocketAddr,
     method: &str,
@@ -18,16 +30,23 @@ async fn send(
     body: &str,
 ) -> tokio::net::TcpStream {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let cookie = cookie
-        .map(|c| format!("Cookie: {SESSION_COOKIE}={c}\r\n"))
-        .unwrap_or_default();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{cookie}\
-         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
+    let request = request_text(method, path, cookie, body);
     stream.write_all(request.as_bytes()).await.unwrap();
     stream
+}
+
+/// The status, head and body of the response read to its end.
+async fn response(mut stream: impl tokio::io::AsyncRead + Unpin) -> (u16, String, String) {
+    let mut raw = Vec::new();
+    // A TLS peer that closes without close_notify ends the read with UnexpectedEof, after
+    // the whole response.
+    if let Err(e) = stream.read_to_end(&mut raw).await {
+        assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof, "{e}");
+    }
+    let raw = String::from_utf8(raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, head.to_owned(), body.to_owned())
 }
 
 async fn call(
@@ -37,12 +56,7 @@ async fn call(
     cookie: Option<&str>,
     body: &str,
 ) -> (u16, String, String) {
-    let mut stream = send(addr, method, path, cookie, body).await;
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).await.unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, head.to_owned(), body.to_owned())
+    response(send(addr, method, path, cookie, body).await).await
 }
 
 fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
@@ -687,6 +701,354 @@ async fn the_referral_page_transfers_and_requests_information() {
     assert!(
         shown.contains("data-state=\"REFERRAL_STATE_NEEDS_INFO\""),
         "{shown}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clerk_finds_cases_by_identity_number_and_provides_requested_information() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let running = server.console().await;
+    let console = running.addr;
+    let application = sample_application();
+    let id_number = application.members[0].id_number.clone();
+    let case = server.submit_handed_off(application.clone()).await;
+    let dibao = referral(&case, pb::Programme::Dibao);
+
+    // Find: the number goes in a POST body; a malformed one is refused at its input.
+    let clerk = sign_in(console, tokens::TERMINAL).await;
+    let (status, _, form) = call(console, "GET", "/find", Some(&clerk), "").await;
+    assert_eq!(status, 200, "{form}");
+    assert!(form.contains("method=\"post\" action=\"/find\""), "{form}");
+    let csrf = hidden(&form, "csrf");
+    let find = |number: &str| {
+        encode(&[
+            ("csrf".into(), csrf.clone()),
+            ("id_number".into(), number.into()),
+        ])
+    };
+    let (status, _, refused) = call(console, "POST", "/find", Some(&clerk), &find("12345")).await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(refused.contains("id=\"id_number-error\""), "{refused}");
+    assert!(refused.contains("value=\"12345\""), "{refused}");
+    let (status, _, found) = call(console, "POST", "/find", Some(&clerk), &find(&id_number)).await;
+    assert_eq!(status, 200, "{found}");
+    assert!(
+        found.contains(&format!("href=\"/cases/{}\"", case.case_id)),
+        "{found}"
+    );
+    assert!(!found.contains(&id_number), "the number unmasked: {found}");
+    // Without the session's CSRF token nothing is looked up.
+    let (status, _, _) = call(
+        console,
+        "POST",
+        "/find",
+        Some(&clerk),
+        &format!("id_number={id_number}"),
+    )
+    .await;
+    assert_eq!(status, 403);
+    // A department may not search by person: the API's refusal is the 403 page.
+    let civil = sign_in(console, tokens::CIVIL_AFFAIRS).await;
+    let (_, _, form) = call(console, "GET", "/find", Some(&civil), "").await;
+    let body = encode(&[
+        ("csrf".into(), hidden(&form, "csrf")),
+        ("id_number".into(), id_number.clone()),
+    ]);
+    let (status, _, page) = call(console, "POST", "/find", Some(&civil), &body).await;
+    assert_eq!(status, 403, "{page}");
+    assert!(!page.contains(&case.case_id), "{page}");
+
+    // The department asks for information; the clerk's case page shows what and a form.
+    server
+        .handoff(tokens::CIVIL_AFFAIRS)
+        .await
+        .request_information(pb::RequestInformationRequest {
+            referral_id: dibao.referral_id.clone(),
+            request_id: String::new(),
+            what: "the tenancy contract".into(),
+        })
+        .await
+        .expect("request information");
+    let case_page = format!("/cases/{}", case.case_id);
+    let (status, _, shown) = call(console, "GET", &case_page, Some(&clerk), "").await;
+    assert_eq!(status, 200, "{shown}");
+    let section = shown
+        .split("id=\"needs-info\"")
+        .nth(1)
+        .expect("a needs-info section");
+    assert!(section.contains("the tenancy contract"), "{shown}");
+    let csrf = hidden(&shown, "csrf");
+    let request_id = hidden(section, "request_id");
+    assert_eq!(hidden(section, "referral_id"), dibao.referral_id);
+    let provide = |note: &str| {
+        encode(&[
+            ("csrf".into(), csrf.clone()),
+            ("referral_id".into(), dibao.referral_id.clone()),
+            ("request_id".into(), request_id.clone()),
+            ("note".into(), note.into()),
+        ])
+    };
+    let path = format!("/cases/{}/provide-information", case.case_id);
+    let (status, _, refused) = call(console, "POST", &path, Some(&clerk), &provide("")).await;
+    assert_eq!(status, 400, "{refused}");
+    let error_id = format!("id=\"note-{}-error\"", dibao.referral_id);
+    assert!(refused.contains(&error_id), "{refused}");
+    assert_eq!(hidden(&refused, "request_id"), request_id, "{refused}");
+    let head = server.head().await;
+    let (status, _, _) = call(
+        console,
+        "POST",
+        &path,
+        Some(&clerk),
+        &provide("contract scanned, 3 pages"),
+    )
+    .await;
+    assert_eq!(status, 303);
+    // The same form again (a double click) is answered, not recorded twice.
+    let once = server.head().await;
+    assert!(once > head, "nothing recorded");
+    let (status, _, _) = call(
+        console,
+        "POST",
+        &path,
+        Some(&clerk),
+        &provide("contract scanned, 3 pages"),
+    )
+    .await;
+    assert_eq!(status, 303);
+    assert_eq!(server.head().await, once, "a resubmission wrote again");
+    let (_, _, shown) = call(console, "GET", &case_page, Some(&clerk), "").await;
+    assert!(!shown.contains("id=\"needs-info\""), "{shown}");
+    assert!(
+        shown.contains(&format!(
+            "data-referral=\"{}\" data-state=\"REFERRAL_STATE_ACKNOWLEDGED\"",
+            dibao.referral_id
+        )),
+        "{shown}"
+    );
+    // The department's referral page shows what was asked and provided.
+    let (_, _, referral_page) = call(
+        console,
+        "GET",
+        &format!("/referrals/{}?case={}", dibao.referral_id, case.case_id),
+        Some(&civil),
+        "",
+    )
+    .await;
+    assert!(
+        referral_page.contains("contract scanned, 3 pages"),
+        "{referral_page}"
+    );
+
+    // A case opened over a duplicate shows why, on its page.
+    let second = server
+        .intake(tokens::TERMINAL)
+        .await
+        .submit_application(pb::SubmitApplicationRequest {
+            duplicate_override_reason: "the household split after a divorce".into(),
+            ..onecity_tests::submission(application)
+        })
+        .await
+        .expect("submit with override")
+        .into_inner()
+        .case_id;
+    let (status, _, shown) = call(
+        console,
+        "GET",
+        &format!("/cases/{second}"),
+        Some(&clerk),
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{shown}");
+    let reason = shown
+        .split("id=\"duplicate-override\"")
+        .nth(1)
+        .expect("the override reason");
+    assert!(
+        reason.contains("the household split after a divorce"),
+        "{shown}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_supervisor_lists_its_district_and_transfers_within_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let running = server.console().await;
+    let console = running.addr;
+    let case = server.submit_handed_off(sample_application()).await;
+    let housing = referral(&case, pb::Programme::Housing);
+    let supervisor = sign_in(console, "demo-supervisor-120103").await;
+
+    let (status, _, home) = call(console, "GET", "/", Some(&supervisor), "").await;
+    assert_eq!(status, 200, "{home}");
+    assert!(home.contains("href=\"/inbox\""), "{home}");
+    assert!(home.contains("href=\"/supervision\""), "{home}");
+    // The district's referrals, every unit's.
+    let (status, _, inbox) = call(console, "GET", "/inbox", Some(&supervisor), "").await;
+    assert_eq!(status, 200, "{inbox}");
+    for r in &case.referrals {
+        assert!(inbox.contains(&r.referral_id), "{inbox}");
+    }
+    let (status, _, page) = call(console, "GET", "/supervision", Some(&supervisor), "").await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("id=\"overdue\""), "{page}");
+
+    // The referral page: the referral without its case, and the transfer form.
+    let link = format!("/referrals/{}?case={}", housing.referral_id, case.case_id);
+    let (status, _, shown) = call(console, "GET", &link, Some(&supervisor), "").await;
+    assert_eq!(status, 200, "{shown}");
+    assert!(
+        shown.contains("The case itself is not available to you"),
+        "{shown}"
+    );
+    let csrf = hidden(&shown, "csrf");
+    let form = shown.split("/transfer\"").nth(1).expect("a transfer form");
+    let request_id = hidden(form, "request_id");
+    let transfer = |to: &str| {
+        encode(&[
+            ("csrf".into(), csrf.clone()),
+            ("case".into(), case.case_id.clone()),
+            ("request_id".into(), request_id.clone()),
+            ("to_unit".into(), to.into()),
+            ("reason".into(), "handled by civil affairs this year".into()),
+        ])
+    };
+    let path = format!("/referrals/{}/transfer", housing.referral_id);
+    // Out of its district: the API refuses the supervisor, shown as the 403 page.
+    let head = server.head().await;
+    let (status, _, refused) = call(
+        console,
+        "POST",
+        &path,
+        Some(&supervisor),
+        &transfer("housing@120101"),
+    )
+    .await;
+    assert_eq!(status, 403, "{refused}");
+    assert_eq!(server.head().await, head, "a refusal wrote something");
+    // Deciding is not the supervisor's either.
+    let body = encode(&[
+        ("csrf".into(), csrf.clone()),
+        ("case".into(), case.case_id.clone()),
+        ("request_id".into(), request_id.clone()),
+        ("decision".into(), "DECISION_APPROVED".into()),
+        ("amount_fen".into(), "1.00".into()),
+    ]);
+    let decide = format!("/referrals/{}/decide", housing.referral_id);
+    let (status, _, _) = call(console, "POST", &decide, Some(&supervisor), &body).await;
+    assert_eq!(status, 403);
+    // Within its district: done, and the page shows it transferred.
+    let (status, _, _) = call(
+        console,
+        "POST",
+        &path,
+        Some(&supervisor),
+        &transfer("civil-affairs@120103"),
+    )
+    .await;
+    assert_eq!(status, 303);
+    let (_, _, shown) = call(console, "GET", &link, Some(&supervisor), "").await;
+    assert!(
+        shown.contains("data-state=\"REFERRAL_STATE_TRANSFERRED\""),
+        "{shown}"
+    );
+    server.stop().await;
+}
+
+/// A TLS client trusting only `ca`, offering HTTP/2 and HTTP/1.1 as browsers do.
+fn https_client(ca: &std::path::Path) -> tokio_rustls::TlsConnector {
+    use rustls_pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(ca).unwrap();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}
+
+async fn https_call(
+    client: &tokio_rustls::TlsConnector,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    cookie: Option<&str>,
+    body: &str,
+) -> (u16, String, String) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = client.connect(name, tcp).await.expect("tls handshake");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let request = request_text(method, path, cookie, body);
+    tls.write_all(request.as_bytes()).await.unwrap();
+    response(tls).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_tls_the_console_speaks_https_with_a_secure_cookie() {
+    let pki = onecity_tests::Pki::new("console test CA");
+    let dir = tempfile::tempdir().unwrap();
+    // A free port for `console_addr`, as an operator would name one.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let server = TestServer::start_with(dir.path(), |c| {
+        c.tls = pki.server_tls();
+        c.console_addr = onecity::config::ConsoleAddr::At(addr);
+    })
+    .await
+    .with_client_tls(pki.client(None));
+    // The console is bound before the gRPC listener answers its first call.
+    let case = server.submit_handed_off(sample_application()).await;
+    let client = https_client(&pki.ca());
+
+    let body = format!("token={}", tokens::TERMINAL);
+    let (status, head, _) = https_call(&client, addr, "POST", "/signin", None, &body).await;
+    assert_eq!(status, 303, "{head}");
+    let cookie = header(&head, "set-cookie").expect("a session cookie");
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    assert!(cookie.contains("HttpOnly"), "{cookie}");
+    let session = cookie
+        .strip_prefix(&format!("{SESSION_COOKIE}="))
+        .and_then(|c| c.split(';').next())
+        .unwrap()
+        .to_owned();
+    // The page calls the gRPC services in-process, with the clerk's token.
+    let path = format!("/cases/{}", case.case_id);
+    let (status, _, page) = https_call(&client, addr, "GET", &path, Some(&session), "").await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("REFERRAL_STATE_ISSUED"), "{page}");
+    // ...as that principal: another district's unit gets the 403 page.
+    let body = format!("token={}", tokens::CIVIL_AFFAIRS_HEPING);
+    let (_, head, _) = https_call(&client, addr, "POST", "/signin", None, &body).await;
+    let heping = header(&head, "set-cookie")
+        .and_then(|c| c.strip_prefix(&format!("{SESSION_COOKIE}=")))
+        .and_then(|c| c.split(';').next())
+        .unwrap()
+        .to_owned();
+    let (status, _, _) = https_call(&client, addr, "GET", &path, Some(&heping), "").await;
+    assert_eq!(status, 403);
+
+    // Plain HTTP to the console's port gets no HTTP answer.
+    let mut plain = send(addr, "GET", "/", None, "").await;
+    let mut raw = Vec::new();
+    let _ = plain.read_to_end(&mut raw).await;
+    assert!(
+        !raw.starts_with(b"HTTP/"),
+        "{}",
+        String::from_utf8_lossy(&raw)
     );
     server.stop().await;
 }

@@ -519,29 +519,34 @@ async fn serve(
         log_open = started_at_once.is_some(),
         "onecity listening"
     );
-    start_console(&config, addr, tls.is_some(), stop.clone()).await?;
+    let console_incoming = start_console(&config, addr, tls.clone(), stop.clone()).await?;
     let server_stop = stop.clone();
     let server_quit = quit.clone();
     let server_vitals = vitals.clone();
-    let router = tonic::transport::Server::builder()
-        // Outermost: the count and latency include the timeout's and the
-        // interceptors' refusals.
-        .layer(RpcLayer)
-        // Limits for a public service: a unary call that takes longer is cut (streams are
-        // not: the limit ends at the response headers), a peer that stops answering pings
-        // is dropped, and one connection cannot open unbounded concurrent calls.
-        .timeout(REQUEST_TIMEOUT)
-        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
-        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-        .max_concurrent_streams(Some(MAX_CONCURRENT_STREAMS))
-        .add_service(health)
-        .add_service(reflection)
-        .add_optional_service(slots.intake.clone())
-        .add_optional_service(slots.eligibility.clone())
-        .add_optional_service(slots.handoff.clone())
-        .add_optional_service(slots.monitoring.clone())
-        .add_optional_service(slots.log.clone())
-        .add_service(slots.admin.clone());
+    // Built twice when the console calls in-process: the same services, interceptors and
+    // layers answer the listener and the console's pipes.
+    let router = || {
+        tonic::transport::Server::builder()
+            // Outermost: the count and latency include the timeout's and the
+            // interceptors' refusals.
+            .layer(RpcLayer)
+            // Limits for a public service: a unary call that takes longer is cut (streams
+            // are not: the limit ends at the response headers), a peer that stops
+            // answering pings is dropped, and one connection cannot open unbounded
+            // concurrent calls.
+            .timeout(REQUEST_TIMEOUT)
+            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+            .max_concurrent_streams(Some(MAX_CONCURRENT_STREAMS))
+            .add_service(health.clone())
+            .add_service(reflection.clone())
+            .add_optional_service(slots.intake.clone())
+            .add_optional_service(slots.eligibility.clone())
+            .add_optional_service(slots.handoff.clone())
+            .add_optional_service(slots.monitoring.clone())
+            .add_optional_service(slots.log.clone())
+            .add_service(slots.admin.clone())
+    };
     let shutdown = async move {
         tokio::select! {
             () = shutdown => tracing::info!("shutting down"),
@@ -557,9 +562,28 @@ async fn serve(
             Some(tls) => {
                 reload_on_sighup(tls.clone(), stop.clone())?;
                 let incoming = tls.incoming(listener, stop.clone());
-                router
-                    .serve_with_incoming_shutdown(incoming, shutdown)
-                    .await?;
+                let console = async {
+                    if let Some(pipes) = console_incoming {
+                        router()
+                            .serve_with_incoming_shutdown(
+                                pipes.map(Ok::<_, std::io::Error>),
+                                stop.clone().cancelled_owned(),
+                            )
+                            .await?;
+                    }
+                    anyhow::Ok(())
+                };
+                let listener = async {
+                    let served = router()
+                        .serve_with_incoming_shutdown(incoming, shutdown)
+                        .await;
+                    // A listener that failed must not leave the console's side serving.
+                    stop.cancel();
+                    served
+                };
+                let (served, console) = tokio::join!(listener, console);
+                served?;
+                console?;
             }
             None => {
                 // TCP_NODELAY on every accepted connection. With an incoming stream of our
@@ -572,7 +596,7 @@ async fn serve(
                         Ok(stream)
                     })
                 });
-                router
+                router()
                     .serve_with_incoming_shutdown(incoming, shutdown)
                     .await?;
             }
@@ -832,30 +856,32 @@ fn start_roles(
     workers
 }
 
-/// Starts the browser console on `console_addr` (see docs/console.md). It calls this
-/// server's own gRPC listener at `grpc` over loopback, which it can only do in plain text.
+/// Starts the browser console on `console_addr` (see docs/console.md). Without TLS it calls
+/// this server's gRPC listener at `grpc` over loopback; with TLS it serves HTTPS with the
+/// listener's certificates and calls the gRPC services in-process, over the pipes the
+/// returned stream yields, which the caller serves.
 async fn start_console(
     config: &Config,
     grpc: SocketAddr,
-    grpc_tls: bool,
+    tls: Option<ServerTls>,
     stop: CancellationToken,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<crate::console::InProcessIncoming>> {
     let listener = match config.console_addr {
-        ConsoleAddr::Off => return Ok(()),
+        ConsoleAddr::Off => return Ok(None),
         ConsoleAddr::Default => {
             let addr: SocketAddr = DEFAULT_CONSOLE_ADDR.parse()?;
             match TcpListener::bind(addr).await {
                 Ok(listener) => listener,
                 Err(error) => {
                     tracing::warn!(%addr, %error, "console address taken, running without the console");
-                    return Ok(());
+                    return Ok(None);
                 }
             }
         }
         ConsoleAddr::At(addr) => {
-            if !addr.ip().is_loopback() && !config.insecure {
+            if !addr.ip().is_loopback() && tls.is_none() && !config.insecure {
                 anyhow::bail!(
-                    "console_addr {addr} is not loopback: the console speaks plain http, set insecure = true to expose it anyway"
+                    "console_addr {addr} is not loopback: without [tls] the console speaks plain http, set insecure = true to expose it anyway"
                 );
             }
             TcpListener::bind(addr)
@@ -863,24 +889,29 @@ async fn start_console(
                 .with_context(|| format!("bind console_addr {addr}"))?
         }
     };
-    if grpc_tls {
-        tracing::warn!("the console needs a plaintext grpc listener to call over loopback, running without the console");
-        return Ok(());
-    }
-    let loopback = if grpc.ip().is_unspecified() {
-        SocketAddr::from(([127, 0, 0, 1], grpc.port()))
-    } else {
-        grpc
-    };
     let addr = listener.local_addr()?;
-    let console = crate::console::Console::new(loopback)?;
+    let (console, incoming) = match &tls {
+        Some(_) => {
+            let (console, incoming) = crate::console::Console::in_process()?;
+            (console, Some(incoming))
+        }
+        None => {
+            let loopback = if grpc.ip().is_unspecified() {
+                SocketAddr::from(([127, 0, 0, 1], grpc.port()))
+            } else {
+                grpc
+            };
+            (crate::console::Console::new(loopback)?, None)
+        }
+    };
+    let https = tls.is_some();
     tokio::spawn(async move {
-        if let Err(error) = crate::console::serve(listener, console, stop).await {
+        if let Err(error) = crate::console::serve(listener, console, tls, stop).await {
             tracing::error!(%error, "console stopped");
         }
     });
-    tracing::info!(%addr, "console listening");
-    Ok(())
+    tracing::info!(%addr, https, "console listening");
+    Ok(incoming)
 }
 
 /// Re-reads the certificates on every SIGHUP until `stop`: new connections get the new ones,

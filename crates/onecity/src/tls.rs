@@ -39,6 +39,9 @@ const ACCEPT_QUEUE: usize = 128;
 pub struct ServerTls {
     files: TlsConfig,
     current: Arc<RwLock<Arc<ServerConfig>>>,
+    /// The ALPN protocols of this listener when they are not gRPC's `h2` (the console's
+    /// HTTP/1.1); the certificates are the shared ones, so a reload reaches every listener.
+    alpn: Option<Vec<Vec<u8>>>,
 }
 
 impl std::fmt::Debug for ServerTls {
@@ -59,7 +62,16 @@ impl ServerTls {
         Ok(Some(ServerTls {
             files: files.clone(),
             current: Arc::new(RwLock::new(Arc::new(config))),
+            alpn: None,
         }))
+    }
+
+    /// The same certificates (and reloads) for a listener speaking HTTP/1.1 (the console).
+    pub fn for_http1(&self) -> ServerTls {
+        ServerTls {
+            alpn: Some(vec![b"http/1.1".to_vec()]),
+            ..self.clone()
+        }
     }
 
     /// Re-reads every file; on any error the configuration in use stays.
@@ -75,7 +87,15 @@ impl ServerTls {
     }
 
     fn acceptor(&self) -> TlsAcceptor {
-        TlsAcceptor::from(Arc::clone(&self.current.read().expect("tls config lock")))
+        let current = Arc::clone(&self.current.read().expect("tls config lock"));
+        match &self.alpn {
+            None => TlsAcceptor::from(current),
+            Some(alpn) => {
+                let mut config = (*current).clone();
+                config.alpn_protocols.clone_from(alpn);
+                TlsAcceptor::from(Arc::new(config))
+            }
+        }
     }
 
     /// The TLS connections accepted on `listener` until `stop`: each handshake runs in its

@@ -16,8 +16,8 @@ pub enum ConsoleAddr {
     Default,
     /// No console.
     Off,
-    /// This address; a failure to bind it refuses start-up. Off loopback only with
-    /// `insecure`, since the console speaks plain HTTP.
+    /// This address; a failure to bind it refuses start-up. Off loopback only with `[tls]`
+    /// (the console then speaks HTTPS) or `insecure`.
     At(SocketAddr),
 }
 

@@ -1,6 +1,7 @@
 //! The browser console: server-rendered pages for clerks, departments and supervisors.
 //!
-//! The console is a gRPC client of this very server over loopback: every page calls the
+//! The console is a gRPC client of this very server (over loopback, or over in-process pipes
+//! when the gRPC listener has TLS and the console speaks HTTPS): every page calls the
 //! API with the signed-in principal's own token and `onecity-purpose: console`, so who sees
 //! what, and the access records of every read, are exactly those of the API; the console
 //! holds no privilege of its own. The token is kept server-side in a session; the browser
@@ -8,6 +9,7 @@
 //! the session's CSRF token, checked before any write.
 
 mod apply;
+mod clerk;
 mod labels;
 mod page;
 mod referral;
@@ -31,6 +33,7 @@ use pb::eligibility_service_client::EligibilityServiceClient;
 use pb::handoff_service_client::HandoffServiceClient;
 use pb::intake_service_client::IntakeServiceClient;
 use subtle::ConstantTimeEq as _;
+use tokio::io::DuplexStream;
 use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
@@ -57,6 +60,8 @@ struct Session {
 #[derive(Clone)]
 pub struct Console {
     channel: Channel,
+    /// Whether the console is served over HTTPS: its cookie is then `Secure`.
+    secure: bool,
     sessions: Arc<Mutex<HashMap<String, Session>>>,
     /// Ends the live event streams, which would otherwise hold a graceful shutdown open.
     stop: CancellationToken,
@@ -78,9 +83,28 @@ impl Console {
         let channel = Endpoint::from_shared(format!("http://{grpc}"))?.connect_lazy();
         Ok(Console {
             channel,
+            secure: false,
             sessions: Arc::default(),
             stop: CancellationToken::new(),
         })
+    }
+
+    /// A console calling this process's gRPC services over in-process pipes (no socket,
+    /// no TLS to trust or present), for a server whose gRPC listener speaks TLS: the
+    /// connections arrive on the returned stream, which the server serves as it serves
+    /// its listener (the same services, interceptors and layers). Its cookie is `Secure`.
+    pub fn in_process() -> anyhow::Result<(Console, InProcessIncoming)> {
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        // The address is never dialled: the connector hands over one end of a pipe.
+        let channel = Endpoint::from_static("http://in-process.console")
+            .connect_with_connector_lazy(InProcess(tx));
+        let console = Console {
+            channel,
+            secure: true,
+            sessions: Arc::default(),
+            stop: CancellationToken::new(),
+        };
+        Ok((console, tokio_stream::wrappers::ReceiverStream::new(rx)))
     }
 
     /// The console's routes.
@@ -94,6 +118,8 @@ impl Console {
             .route("/case", get(find_case))
             .route("/cases/{id}", get(case))
             .route("/cases/{id}/events", get(case_events))
+            .route("/cases/{id}/provide-information", post(provide_information))
+            .route("/find", get(find_form).post(find_cases))
             .route("/console.js", get(script))
             .route("/apply", get(apply_form).post(apply))
             .route("/referrals/{id}", get(referral_page))
@@ -133,19 +159,118 @@ impl Console {
     }
 }
 
-/// Serves the console on `listener` until `stop`.
+/// The in-process connections of [`Console::in_process`], for the gRPC server to serve.
+pub type InProcessIncoming = tokio_stream::wrappers::ReceiverStream<tokio::io::DuplexStream>;
+
+/// Bytes a pipe buffers each way (one gRPC frame of a usual page, or more).
+const PIPE_BUFFER: usize = 64 * 1024;
+
+/// The connector of the in-process channel: each connection is a new pipe whose other end
+/// goes to the server.
+#[derive(Clone)]
+struct InProcess(tokio::sync::mpsc::Sender<DuplexStream>);
+
+impl tower::Service<tonic::codegen::http::Uri> for InProcess {
+    type Response = hyper_util::rt::TokioIo<DuplexStream>;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: tonic::codegen::http::Uri) -> Self::Future {
+        let server = self.0.clone();
+        Box::pin(async move {
+            let (client, served) = tokio::io::duplex(PIPE_BUFFER);
+            server.send(served).await.map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::NotConnected, "the server has stopped")
+            })?;
+            Ok(hyper_util::rt::TokioIo::new(client))
+        })
+    }
+}
+
+/// Serves the console on `listener` until `stop`: over HTTPS with `tls` (the gRPC
+/// listener's certificates, reloaded with them), else plain HTTP.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     console: Console,
+    tls: Option<crate::tls::ServerTls>,
     stop: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
     let console = Console {
         stop: stop.clone(),
         ..console
     };
-    axum::serve(listener, console.router())
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await
+    match tls {
+        None => {
+            axum::serve(listener, console.router())
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        }
+        Some(tls) => {
+            let local = listener.local_addr()?;
+            let incoming = Box::pin(tls.for_http1().incoming(listener, stop.clone()));
+            axum::serve(TlsListener { incoming, local }, console.router())
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        }
+    }
+}
+
+type TlsConnection = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+
+/// The handshaken connections of the console's TLS listener, as axum takes them.
+struct TlsListener {
+    incoming: std::pin::Pin<
+        Box<dyn futures::Stream<Item = std::io::Result<TlsConnection>> + Send + 'static>,
+    >,
+    local: SocketAddr,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsConnection;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.incoming.next().await {
+                Some(Ok(conn)) => {
+                    let peer = conn.get_ref().0.peer_addr().unwrap_or(self.local);
+                    return (conn, peer);
+                }
+                // `incoming` logs and drops failed handshakes; it yields no errors today.
+                Some(Err(_)) => continue,
+                // Stopped: the graceful shutdown ends the server.
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.local)
+    }
+}
+
+impl Console {
+    /// The `Set-Cookie` value for the session `id` (empty and expired to end it).
+    fn cookie(&self, id: &str, expired: bool) -> String {
+        let mut cookie = format!("{SESSION_COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/");
+        if expired {
+            cookie.push_str("; Max-Age=0");
+        }
+        // Over HTTPS the browser must never send the session id in clear.
+        if self.secure {
+            cookie.push_str("; Secure");
+        }
+        cookie
+    }
 }
 
 fn session_id(headers: &HeaderMap) -> Option<String> {
@@ -204,7 +329,7 @@ async fn sign_in(State(console): State<Console>, body: Bytes) -> Response {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .insert(id.clone(), session);
-    let cookie = format!("{SESSION_COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/");
+    let cookie = console.cookie(&id, false);
     let mut response = Redirect::to("/").into_response();
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, value);
@@ -224,7 +349,7 @@ async fn sign_out(State(console): State<Console>, headers: HeaderMap, body: Byte
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .remove(&id);
-    let expired = format!("{SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
+    let expired = console.cookie("", true);
     let mut response = Redirect::to("/").into_response();
     if let Ok(value) = HeaderValue::from_str(&expired) {
         response.headers_mut().insert(header::SET_COOKIE, value);
@@ -406,9 +531,163 @@ async fn case(
         return Redirect::to("/").into_response();
     };
     match console.get_case(&session, &case_id).await {
-        Ok(case) => page::case(&case, session.lang).into_response(),
+        Ok(case) => page::case(
+            &case,
+            &clerk::Provide::default(),
+            &session.csrf,
+            session.lang,
+        )
+        .into_response(),
         Err(status) => page::status(session.lang, &status),
     }
+}
+
+/// `POST /cases/{id}/provide-information`: `ProvideInformation` for one NEEDS_INFO
+/// referral of the case, with the form's request id; back to the case page. A refusal of
+/// the input is shown at the form, with the note kept.
+async fn provide_information(
+    State(console): State<Console>,
+    headers: HeaderMap,
+    Path(case_id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let Some((_, session)) = console.session(&headers) else {
+        return Redirect::to("/").into_response();
+    };
+    let form = form(&body);
+    if !csrf_ok(&session, &form) {
+        return page::error(session.lang, StatusCode::FORBIDDEN);
+    }
+    let lang = session.lang;
+    let get = |k: &str| form.get(k).map_or("", |v| v.trim()).to_owned();
+    let request = pb::ProvideInformationRequest {
+        case_id: case_id.clone(),
+        referral_id: get("referral_id"),
+        request_id: get("request_id"),
+        note: get("note"),
+    };
+    let request = match console.request(&session, request) {
+        Ok(r) => r,
+        Err(status) => return page::status(lang, &status),
+    };
+    let status = match IntakeServiceClient::new(console.channel.clone())
+        .provide_information(request)
+        .await
+    {
+        Ok(_) => {
+            return match uuid::Uuid::parse_str(&case_id) {
+                Ok(id) => Redirect::to(&format!("/cases/{id}")).into_response(),
+                Err(_) => Redirect::to("/").into_response(),
+            }
+        }
+        Err(status) => status,
+    };
+    let code = match status.code() {
+        tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
+        tonic::Code::FailedPrecondition => StatusCode::CONFLICT,
+        tonic::Code::PermissionDenied | tonic::Code::Unauthenticated | tonic::Code::NotFound => {
+            return page::status(lang, &status)
+        }
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    let problems = if code == StatusCode::SERVICE_UNAVAILABLE {
+        apply::Problems::general(lang.t("failed"))
+    } else {
+        referral::problems(&status)
+    };
+    let provide = clerk::Provide {
+        referral_id: get("referral_id"),
+        request_id: get("request_id"),
+        note: form.get("note").cloned().unwrap_or_default(),
+        problems,
+    };
+    match console.get_case(&session, &case_id).await {
+        Ok(case) => (code, page::case(&case, &provide, &session.csrf, lang)).into_response(),
+        Err(status) => page::status(lang, &status),
+    }
+}
+
+/// `GET /find`: the form for finding a person's cases.
+async fn find_form(State(console): State<Console>, headers: HeaderMap) -> Response {
+    let Some((_, session)) = console.session(&headers) else {
+        return Redirect::to("/").into_response();
+    };
+    clerk::find_page(
+        "",
+        None,
+        &apply::Problems::default(),
+        &session.csrf,
+        session.lang,
+    )
+    .into_response()
+}
+
+/// `POST /find`: `FindCases` with the posted identity number. The number is in the body
+/// only, and the API's refusal of it is shown at the input.
+async fn find_cases(State(console): State<Console>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some((_, session)) = console.session(&headers) else {
+        return Redirect::to("/").into_response();
+    };
+    let form = form(&body);
+    if !csrf_ok(&session, &form) {
+        return page::error(session.lang, StatusCode::FORBIDDEN);
+    }
+    let lang = session.lang;
+    let id_number = form.get("id_number").map_or("", |v| v.trim()).to_owned();
+    let request = match console.request(
+        &session,
+        pb::FindCasesRequest {
+            id_number: id_number.clone(),
+        },
+    ) {
+        Ok(r) => r,
+        Err(status) => return page::status(lang, &status),
+    };
+    let status = match IntakeServiceClient::new(console.channel.clone())
+        .find_cases(request)
+        .await
+    {
+        Ok(reply) => {
+            let found = reply.into_inner().cases;
+            // The results carry the number masked; the form starts empty again.
+            return clerk::find_page(
+                "",
+                Some(&found),
+                &apply::Problems::default(),
+                &session.csrf,
+                lang,
+            )
+            .into_response();
+        }
+        Err(status) => status,
+    };
+    let (code, problems) = match status.code() {
+        tonic::Code::InvalidArgument => (StatusCode::BAD_REQUEST, find_problems(&status)),
+        tonic::Code::PermissionDenied | tonic::Code::Unauthenticated | tonic::Code::NotFound => {
+            return page::status(lang, &status)
+        }
+        _ => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            apply::Problems::general(lang.t("failed")),
+        ),
+    };
+    (
+        code,
+        clerk::find_page(&id_number, None, &problems, &session.csrf, lang),
+    )
+        .into_response()
+}
+
+/// A refused search's problems, at the identity number's input: its only field.
+fn find_problems(status: &tonic::Status) -> apply::Problems {
+    use tonic_types::StatusExt as _;
+    let mut problems = apply::Problems::default();
+    let message = status
+        .get_details_bad_request()
+        .and_then(|bad| bad.field_violations.into_iter().next())
+        .map_or_else(|| status.message().to_owned(), |v| v.description);
+    problems.fields.insert("id_number".to_owned(), message);
+    problems
 }
 
 /// `GET /cases/{id}/events?after=N`: the case's events after version `N` (or after the
@@ -558,7 +837,8 @@ async fn apply(State(console): State<Console>, headers: HeaderMap, body: Bytes) 
             | tonic::Code::Unauthenticated
             | tonic::Code::NotFound => return page::status(lang, &status),
             tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
-            tonic::Code::FailedPrecondition => StatusCode::CONFLICT,
+            // A member already in an open case: the server's message names that case.
+            tonic::Code::FailedPrecondition | tonic::Code::AlreadyExists => StatusCode::CONFLICT,
             _ => StatusCode::SERVICE_UNAVAILABLE,
         };
         let problems = if code == StatusCode::SERVICE_UNAVAILABLE {

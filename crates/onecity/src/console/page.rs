@@ -164,7 +164,7 @@ pub fn home(csrf: &str, lang: Lang) -> Html<String> {
     };
     let body = format!(
         "<nav><ul><li><a href=\"/apply\">{apply}</a></li><li><a href=\"/inbox\">{inbox}</a></li>\
-         <li><a href=\"/supervision\">{supervision}</a></li></ul></nav>\
+         <li><a href=\"/find\">{find_cases}</a></li><li><a href=\"/supervision\">{supervision}</a></li></ul></nav>\
          <h2>{find}</h2><form method=\"get\" action=\"/case\">\
          <label for=\"id\">{case_id}</label><input id=\"id\" name=\"id\" required>\
          <button type=\"submit\">{open}</button></form>\
@@ -175,6 +175,7 @@ pub fn home(csrf: &str, lang: Lang) -> Html<String> {
          <p><button type=\"submit\">{sign_out}</button></p></form>",
         apply = lang.pick("New application (clerks)", "新申请（窗口）"),
         inbox = lang.t("inbox"),
+        find_cases = lang.pick("Find cases by identity number (clerks)", "按身份号码查找案件（窗口）"),
         supervision = lang.pick("Supervision (supervisors, admins)", "督办与运维"),
         find = lang.t("find_case"),
         case_id = lang.t("case_id"),
@@ -258,7 +259,12 @@ pub fn timeline_text(e: &pb::CaseEvent) -> String {
 
 /// A case as the signed-in principal may see it. With the script the timeline follows the
 /// case live; without it the page is the same, and a reload shows what changed.
-pub fn case(case: &pb::Case, lang: Lang) -> Html<String> {
+pub fn case(
+    case: &pb::Case,
+    provide: &super::clerk::Provide,
+    csrf: &str,
+    lang: Lang,
+) -> Html<String> {
     let mut body = format!(
         "<dl id=\"case-summary\"><dt>{}</dt><dd>{}</dd><dt>{}</dt><dd id=\"case-status\" data-status=\"{}\">{}</dd><dt>{}</dt><dd>{}</dd><dt>{}</dt><dd>{}</dd></dl>",
         lang.t("case_id"),
@@ -309,6 +315,18 @@ pub fn case(case: &pb::Case, lang: Lang) -> Html<String> {
         body.push_str("</tbody></table>");
     }
     body.push_str("</section>");
+    if !case.duplicate_override_reason.is_empty() {
+        let _ = write!(
+            body,
+            "<p id=\"duplicate-override\"><strong>{}</strong> {}</p>",
+            lang.pick(
+                "Opened although a member already had an open case, because:",
+                "成员已有在办案件，仍予立案，理由：",
+            ),
+            esc(&case.duplicate_override_reason),
+        );
+    }
+    super::clerk::needs_info(&mut body, case, provide, csrf, lang);
     let shown = case.events.iter().map(|e| e.version).max().unwrap_or(0);
     let _ = write!(
         body,

@@ -257,6 +257,26 @@ fn details(body: &mut String, r: &pb::Referral, lang: Lang) {
         lang.pick("Cancelled because", "取消原因"),
         &esc(&r.cancel_reason),
     );
+    row(
+        body,
+        lang.pick("Information asked for", "要求补充材料"),
+        &esc(&r.information_requested),
+    );
+    row(
+        body,
+        lang.pick("Asked at", "要求时间"),
+        &esc(&r.information_requested_at),
+    );
+    row(
+        body,
+        lang.pick("Information provided", "已补充材料"),
+        &esc(&r.information_provided),
+    );
+    row(
+        body,
+        lang.pick("Provided at", "补充时间"),
+        &esc(&r.information_provided_at),
+    );
     row(body, lang.pick("Summary", "摘要"), &esc(&r.summary));
     row(
         body,
@@ -338,7 +358,7 @@ fn actions(
 }
 
 /// The attributes of an input and the message after it, when the server named it.
-fn field_error(problems: &Problems, field: &str) -> (String, String) {
+pub(super) fn field_error(problems: &Problems, field: &str) -> (String, String) {
     match problems.fields.get(field) {
         Some(m) => (
             format!(" aria-invalid=\"true\" aria-describedby=\"{field}-error\" autofocus"),

@@ -14,7 +14,7 @@ async fn start() -> (SocketAddr, CancellationToken) {
     let addr = listener.local_addr().unwrap();
     let console = Console::new(SocketAddr::from(([127, 0, 0, 1], 9))).unwrap();
     let stop = CancellationToken::new();
-    tokio::spawn(serve(listener, console, stop.clone()));
+    tokio::spawn(serve(listener, console, None, stop.clone()));
     (addr, stop)
 }
 
