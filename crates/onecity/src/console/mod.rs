@@ -135,6 +135,24 @@ impl Console {
             .with_state(self)
     }
 
+    /// The session of a form post and its fields, once the form proved it comes from
+    /// this session's pages (its CSRF token); otherwise the answer to send: back to the
+    /// sign-in page without a session, 403 with a wrong or missing token (nothing done).
+    fn posted(
+        &self,
+        headers: &HeaderMap,
+        body: &Bytes,
+    ) -> Result<(String, Session, HashMap<String, String>), Box<Response>> {
+        let Some((id, session)) = self.session(headers) else {
+            return Err(Box::new(Redirect::to("/").into_response()));
+        };
+        let form = form(body);
+        if !csrf_ok(&session, &form) {
+            return Err(Box::new(page::error(session.lang, StatusCode::FORBIDDEN)));
+        }
+        Ok((id, session, form))
+    }
+
     fn session(&self, headers: &HeaderMap) -> Option<(String, Session)> {
         let id = session_id(headers)?;
         let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
@@ -338,12 +356,10 @@ async fn sign_in(State(console): State<Console>, body: Bytes) -> Response {
 }
 
 async fn sign_out(State(console): State<Console>, headers: HeaderMap, body: Bytes) -> Response {
-    let Some((id, session)) = console.session(&headers) else {
-        return Redirect::to("/").into_response();
+    let (id, _, _) = match console.posted(&headers, &body) {
+        Ok(posted) => posted,
+        Err(answer) => return *answer,
     };
-    if !csrf_ok(&session, &form(&body)) {
-        return page::error(session.lang, StatusCode::FORBIDDEN);
-    }
     console
         .sessions
         .lock()
@@ -358,13 +374,10 @@ async fn sign_out(State(console): State<Console>, headers: HeaderMap, body: Byte
 }
 
 async fn switch_lang(State(console): State<Console>, headers: HeaderMap, body: Bytes) -> Response {
-    let Some((id, session)) = console.session(&headers) else {
-        return Redirect::to("/").into_response();
+    let (id, _, form) = match console.posted(&headers, &body) {
+        Ok(posted) => posted,
+        Err(answer) => return *answer,
     };
-    let form = form(&body);
-    if !csrf_ok(&session, &form) {
-        return page::error(session.lang, StatusCode::FORBIDDEN);
-    }
     if let Some(lang) = form.get("lang").and_then(|l| l.parse().ok()) {
         let mut sessions = console.sessions.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(s) = sessions.get_mut(&id) {
@@ -551,13 +564,10 @@ async fn provide_information(
     Path(case_id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let Some((_, session)) = console.session(&headers) else {
-        return Redirect::to("/").into_response();
+    let (_, session, form) = match console.posted(&headers, &body) {
+        Ok(posted) => posted,
+        Err(answer) => return *answer,
     };
-    let form = form(&body);
-    if !csrf_ok(&session, &form) {
-        return page::error(session.lang, StatusCode::FORBIDDEN);
-    }
     let lang = session.lang;
     let get = |k: &str| form.get(k).map_or("", |v| v.trim()).to_owned();
     let request = pb::ProvideInformationRequest {
@@ -625,13 +635,10 @@ async fn find_form(State(console): State<Console>, headers: HeaderMap) -> Respon
 /// `POST /find`: `FindCases` with the posted identity number. The number is in the body
 /// only, and the API's refusal of it is shown at the input.
 async fn find_cases(State(console): State<Console>, headers: HeaderMap, body: Bytes) -> Response {
-    let Some((_, session)) = console.session(&headers) else {
-        return Redirect::to("/").into_response();
+    let (_, session, form) = match console.posted(&headers, &body) {
+        Ok(posted) => posted,
+        Err(answer) => return *answer,
     };
-    let form = form(&body);
-    if !csrf_ok(&session, &form) {
-        return page::error(session.lang, StatusCode::FORBIDDEN);
-    }
     let lang = session.lang;
     let id_number = form.get("id_number").map_or("", |v| v.trim()).to_owned();
     let request = match console.request(
@@ -798,13 +805,10 @@ async fn apply_form(State(console): State<Console>, headers: HeaderMap) -> Respo
 /// with the form's request id and goes to the new case. A refusal re-renders the form with
 /// the entries and the problems next to their inputs.
 async fn apply(State(console): State<Console>, headers: HeaderMap, body: Bytes) -> Response {
-    let Some((_, session)) = console.session(&headers) else {
-        return Redirect::to("/").into_response();
+    let (_, session, form) = match console.posted(&headers, &body) {
+        Ok(posted) => posted,
+        Err(answer) => return *answer,
     };
-    let form = form(&body);
-    if !csrf_ok(&session, &form) {
-        return page::error(session.lang, StatusCode::FORBIDDEN);
-    }
     let lang = session.lang;
     let show = |draft: &apply::Draft, shown: apply::Shown<'_>, code: StatusCode| {
         (code, apply::page(draft, &shown, &session.csrf, lang)).into_response()
@@ -973,13 +977,10 @@ async fn acknowledge(
     Path(referral_id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let Some((_, session)) = console.session(&headers) else {
-        return Redirect::to("/").into_response();
+    let (_, session, form) = match console.posted(&headers, &body) {
+        Ok(posted) => posted,
+        Err(answer) => return *answer,
     };
-    let form = form(&body);
-    if !csrf_ok(&session, &form) {
-        return page::error(session.lang, StatusCode::FORBIDDEN);
-    }
     let request = pb::AcknowledgeReferralRequest {
         referral_id: referral_id.clone(),
         request_id: form.get("request_id").cloned().unwrap_or_default(),
@@ -1013,13 +1014,10 @@ async fn decide(
     Path(referral_id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let Some((_, session)) = console.session(&headers) else {
-        return Redirect::to("/").into_response();
+    let (_, session, form) = match console.posted(&headers, &body) {
+        Ok(posted) => posted,
+        Err(answer) => return *answer,
     };
-    let form = form(&body);
-    if !csrf_ok(&session, &form) {
-        return page::error(session.lang, StatusCode::FORBIDDEN);
-    }
     let get = |k: &str| form.get(k).map_or("", |v| v.trim());
     let Some(amount_fen) = labels::parse_yuan(get("amount_fen")) else {
         let mut problems = apply::Problems::default();
@@ -1081,13 +1079,10 @@ async fn transfer(
     Path(referral_id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let Some((_, session)) = console.session(&headers) else {
-        return Redirect::to("/").into_response();
+    let (_, session, form) = match console.posted(&headers, &body) {
+        Ok(posted) => posted,
+        Err(answer) => return *answer,
     };
-    let form = form(&body);
-    if !csrf_ok(&session, &form) {
-        return page::error(session.lang, StatusCode::FORBIDDEN);
-    }
     let get = |k: &str| form.get(k).map_or("", |v| v.trim()).to_owned();
     let request = pb::TransferReferralRequest {
         referral_id: referral_id.clone(),
@@ -1125,13 +1120,10 @@ async fn request_information(
     Path(referral_id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let Some((_, session)) = console.session(&headers) else {
-        return Redirect::to("/").into_response();
+    let (_, session, form) = match console.posted(&headers, &body) {
+        Ok(posted) => posted,
+        Err(answer) => return *answer,
     };
-    let form = form(&body);
-    if !csrf_ok(&session, &form) {
-        return page::error(session.lang, StatusCode::FORBIDDEN);
-    }
     let get = |k: &str| form.get(k).map_or("", |v| v.trim()).to_owned();
     let request = pb::RequestInformationRequest {
         referral_id: referral_id.clone(),
