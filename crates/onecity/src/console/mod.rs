@@ -971,6 +971,24 @@ async fn action_refused(
     }
 }
 
+/// The answer to a referral action's API call: the referral's page as the action left it,
+/// or the page again with the API's refusal at its fields (see [`action_refused`]).
+async fn answer_action(
+    console: &Console,
+    session: &Session,
+    referral_id: &str,
+    action: &str,
+    form: &HashMap<String, String>,
+    result: Result<pb::Referral, tonic::Status>,
+) -> Response {
+    match result {
+        Ok(referral) => to_referral(&referral),
+        Err(status) => {
+            action_refused(console, session, referral_id, action, form, Err(status)).await
+        }
+    }
+}
+
 async fn acknowledge(
     State(console): State<Console>,
     headers: HeaderMap,
@@ -989,23 +1007,19 @@ async fn acknowledge(
         Ok(r) => r,
         Err(status) => return page::status(session.lang, &status),
     };
-    match HandoffServiceClient::new(console.channel.clone())
+    let result = HandoffServiceClient::new(console.channel.clone())
         .acknowledge_referral(request)
         .await
-    {
-        Ok(reply) => to_referral(&reply.into_inner().referral.unwrap_or_default()),
-        Err(status) => {
-            action_refused(
-                &console,
-                &session,
-                &referral_id,
-                "acknowledge",
-                &form,
-                Err(status),
-            )
-            .await
-        }
-    }
+        .map(|reply| reply.into_inner().referral.unwrap_or_default());
+    answer_action(
+        &console,
+        &session,
+        &referral_id,
+        "acknowledge",
+        &form,
+        result,
+    )
+    .await
 }
 
 async fn decide(
@@ -1052,23 +1066,11 @@ async fn decide(
         Ok(r) => r,
         Err(status) => return page::status(session.lang, &status),
     };
-    match HandoffServiceClient::new(console.channel.clone())
+    let result = HandoffServiceClient::new(console.channel.clone())
         .record_decision(request)
         .await
-    {
-        Ok(reply) => to_referral(&reply.into_inner().referral.unwrap_or_default()),
-        Err(status) => {
-            action_refused(
-                &console,
-                &session,
-                &referral_id,
-                "decide",
-                &form,
-                Err(status),
-            )
-            .await
-        }
-    }
+        .map(|reply| reply.into_inner().referral.unwrap_or_default());
+    answer_action(&console, &session, &referral_id, "decide", &form, result).await
 }
 
 /// `POST /referrals/{id}/transfer`: `TransferReferral`; back to the (now transferred)
@@ -1094,23 +1096,11 @@ async fn transfer(
         Ok(r) => r,
         Err(status) => return page::status(session.lang, &status),
     };
-    match HandoffServiceClient::new(console.channel.clone())
+    let result = HandoffServiceClient::new(console.channel.clone())
         .transfer_referral(request)
         .await
-    {
-        Ok(reply) => to_referral(&reply.into_inner().transferred.unwrap_or_default()),
-        Err(status) => {
-            action_refused(
-                &console,
-                &session,
-                &referral_id,
-                "transfer",
-                &form,
-                Err(status),
-            )
-            .await
-        }
-    }
+        .map(|reply| reply.into_inner().transferred.unwrap_or_default());
+    answer_action(&console, &session, &referral_id, "transfer", &form, result).await
 }
 
 /// `POST /referrals/{id}/request-information`: `RequestInformation`.
@@ -1134,16 +1124,19 @@ async fn request_information(
         Ok(r) => r,
         Err(status) => return page::status(session.lang, &status),
     };
-    match HandoffServiceClient::new(console.channel.clone())
+    let result = HandoffServiceClient::new(console.channel.clone())
         .request_information(request)
         .await
-    {
-        Ok(reply) => to_referral(&reply.into_inner().referral.unwrap_or_default()),
-        Err(status) => {
-            let action = "request-information";
-            action_refused(&console, &session, &referral_id, action, &form, Err(status)).await
-        }
-    }
+        .map(|reply| reply.into_inner().referral.unwrap_or_default());
+    answer_action(
+        &console,
+        &session,
+        &referral_id,
+        "request-information",
+        &form,
+        result,
+    )
+    .await
 }
 
 /// `GET /supervision`: three API calls, each shown as the API answers it (see
