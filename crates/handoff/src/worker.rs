@@ -181,7 +181,7 @@ impl HandoffWorker {
         let submitted_at = chrono::DateTime::parse_from_rfc3339(&submitted.submitted_at)
             .map(|t| t.with_timezone(&chrono::Utc))
             .unwrap_or_else(|_| chrono::Utc::now());
-        let issued_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let issued_at = onecity_domain::rfc3339(chrono::Utc::now());
         // A dependent referral rests on the predicted recognition when any recognition
         // programme was referred, else on none (it is met another way).
         let predicted = assessed.assessments.iter().any(|a| {
@@ -208,10 +208,7 @@ impl HandoffWorker {
             if !referred {
                 continue;
             }
-            let due_at = self
-                .catalogue
-                .due_at(programme, submitted_at)
-                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            let due_at = onecity_domain::rfc3339(self.catalogue.due_at(programme, submitted_at));
             events.push(CaseEvent::ReferralIssued(pb::Referral {
                 referral_id: referral_id(case_id, programme).to_string(),
                 case_id: case_id.to_string(),
