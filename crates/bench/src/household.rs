@@ -72,6 +72,22 @@ impl Household {
     }
 }
 
+/// Makes `application`'s members people of region of first registration `region` (six
+/// digits; any number is a region): the same household with another `region` names other
+/// people, while birth dates, and so every rule's outcome, stay the same. Intake keeps one
+/// open case per person, so a pooled household sent twice as it is would be a duplicate.
+pub fn with_region(application: &mut pb::Application, region: u64) {
+    let region = format!("{:06}", 100_000 + region % 900_000);
+    for m in &mut application.members {
+        if let Some(rest) = m.id_number.get(6..17) {
+            let first17 = format!("{region}{rest}");
+            if let Some(check) = onecity_domain::IdNumber::check_character(&first17) {
+                m.id_number = format!("{first17}{check}");
+            }
+        }
+    }
+}
+
 /// Pre-generated households, reused round-robin (each submission still opens a new case).
 #[derive(Debug)]
 pub struct Pool {

@@ -118,6 +118,9 @@ enum Scenario {
     Route,
     /// Cold start over a log of N cases.
     Rebuild,
+    /// `FindCases` at concurrency 64 against the `rebuild` scenario's child, over its N
+    /// cases (runs the rebuild too).
+    FindCases,
     /// `GetCase` at concurrency 64 with every read recorded (`get-case`), against a
     /// second in-process server with `record_reads = false` (`get-case-unrecorded`).
     GetCase,
@@ -134,6 +137,8 @@ const CONCURRENCIES: [usize; 3] = [1, 64, 256];
 const HOUSEHOLD_SEED: u64 = 0x006f_6e65_6369_7479;
 const SCREEN_CONCURRENCY: usize = 64;
 const SUBMIT_INTAKE_CONCURRENCY: usize = 64;
+const SUBMIT_UNCHECKED_CONCURRENCY: usize = 64;
+const FIND_CASES_CONCURRENCY: usize = 64;
 const GET_CASE_CONCURRENCY: usize = 64;
 const OBSERVE_CONCURRENCY: usize = 64;
 const ROUTE_RATES: [f64; 2] = [200.0, 1000.0];
@@ -158,6 +163,9 @@ enum Step {
     /// without routing workers on the same cores (cell `submit-intake`, which the `submit`
     /// target judges: a terminal talks to an intake node).
     SubmitIntake(usize),
+    /// `SubmitApplication` against a second in-process server (every role) with
+    /// `duplicate_check = false` (cell `submit-unchecked`): what the duplicate check costs.
+    SubmitUnchecked(usize),
     /// `Screen` at a concurrency, in the default (BASIC) view or the FULL one.
     Screen(usize, bool),
     RouteOpen(f64),
@@ -185,6 +193,7 @@ impl Step {
             Step::DurableNoop(c) => format!("durable-noop c={c}"),
             Step::Submit(c) => format!("submit c={c}"),
             Step::SubmitIntake(c) => format!("submit-intake c={c}"),
+            Step::SubmitUnchecked(c) => format!("submit-unchecked c={c}"),
             Step::Screen(c, false) => format!("screen c={c}"),
             Step::Screen(c, true) => format!("screen-full c={c}"),
             Step::RouteOpen(r) => format!("route {r:.0}/s"),
@@ -225,6 +234,9 @@ fn plan(selected: &[Scenario], in_process: bool, sled: bool, tls: bool) -> Vec<S
             if in_process && c == SUBMIT_INTAKE_CONCURRENCY {
                 steps.push(Step::SubmitIntake(c));
             }
+            if in_process && c == SUBMIT_UNCHECKED_CONCURRENCY {
+                steps.push(Step::SubmitUnchecked(c));
+            }
         }
         if has(Scenario::Screen) && c == SCREEN_CONCURRENCY {
             steps.push(Step::Screen(c, false));
@@ -244,7 +256,9 @@ fn plan(selected: &[Scenario], in_process: bool, sled: bool, tls: bool) -> Vec<S
         steps.push(Step::Connect(false));
     }
     // The rebuild writes its log with `SledLog` directly and starts a sled child.
-    if has(Scenario::Rebuild) && sled && (in_process || selected.contains(&Scenario::Rebuild)) {
+    let rebuild = has(Scenario::Rebuild) || has(Scenario::FindCases);
+    let named = selected.contains(&Scenario::Rebuild) || selected.contains(&Scenario::FindCases);
+    if rebuild && sled && (in_process || named) {
         steps.push(Step::Rebuild);
     }
     if has(Scenario::Observe) && in_process {
@@ -428,6 +442,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     } else {
         None
     };
+    let unchecked_url = if steps.iter().any(|s| matches!(s, Step::SubmitUnchecked(_))) {
+        let (s, url) = InProcess::start_with(
+            |config| config.duplicate_check = false,
+            |dir: &Path| log_for("unchecked", dir),
+            tls.clone(),
+        )?;
+        servers.push(s);
+        Some(url)
+    } else {
+        None
+    };
     let unrecorded_url = if steps.iter().any(|s| matches!(s, Step::GetCase(_, false))) {
         let (s, url) = InProcess::start_with(
             |config| config.record_reads = false,
@@ -477,6 +502,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 intake: intake_url.as_deref(),
                 plaintext: plaintext_url.as_deref(),
                 unrecorded: unrecorded_url.as_deref(),
+                unchecked: unchecked_url.as_deref(),
                 observed: observed.as_deref(),
             };
             run_steps(&cli, &s, &steps, urls).await
@@ -604,6 +630,8 @@ struct Urls<'a> {
     plaintext: Option<&'a str>,
     /// Every role, reads not recorded (`get-case-unrecorded`).
     unrecorded: Option<&'a str>,
+    /// Every role, no duplicate check (`submit-unchecked`).
+    unchecked: Option<&'a str>,
     /// Starts a fresh server of the run's backend with metrics and tracing on (`true`)
     /// or off (the `observe` cells), when they are planned.
     observed: Option<&'a ObservedServer>,
@@ -633,9 +661,15 @@ async fn run_steps(cli: &Cli, s: &Settings, steps: &[Step], urls: Urls<'_>) -> a
         progress: progress.clone(),
     };
     progress.message("waiting for the servers to be ready");
-    for u in [Some(url), intake_url, urls.plaintext, urls.unrecorded]
-        .into_iter()
-        .flatten()
+    for u in [
+        Some(url),
+        intake_url,
+        urls.plaintext,
+        urls.unrecorded,
+        urls.unchecked,
+    ]
+    .into_iter()
+    .flatten()
     {
         scenarios::ready(u, s.quiesce_limit).await?;
     }
@@ -645,6 +679,8 @@ async fn run_steps(cli: &Cli, s: &Settings, steps: &[Step], urls: Urls<'_>) -> a
         if i == 0 && !matches!(step, Step::Rebuild) {
             scenarios::quiesce(url, s.quiesce_limit).await?;
         }
+        // A second cell the step measured (the rebuild's child answers `find-cases`).
+        let mut also: Option<Cell> = None;
         let mut cell = match *step {
             Step::Noop(c) => scenarios::noop(&ctx, c).await,
             Step::DurableNoop(c) => scenarios::durable_noop(&ctx, c).await,
@@ -658,6 +694,22 @@ async fn run_steps(cli: &Cli, s: &Settings, steps: &[Step], urls: Urls<'_>) -> a
                     cell.scenario = "submit-intake".into();
                     cell
                 })
+            }
+            Step::SubmitUnchecked(c) => {
+                let unchecked = urls
+                    .unchecked
+                    .context("no server without the duplicate check")?;
+                let ctx = Ctx {
+                    url: unchecked.to_owned(),
+                    ..ctx.clone()
+                };
+                let cell = scenarios::submit(&ctx, c).await.map(|mut cell| {
+                    cell.scenario = "submit-unchecked".into();
+                    cell
+                });
+                // Its own routing backlog must not weigh on the next cells.
+                scenarios::quiesce(unchecked, s.quiesce_limit).await?;
+                cell
             }
             Step::SubmitPlaintext(c) => {
                 let plaintext = urls.plaintext.context("no plaintext server")?;
@@ -725,14 +777,22 @@ async fn run_steps(cli: &Cli, s: &Settings, steps: &[Step], urls: Urls<'_>) -> a
                 cell
             }
             Step::Rebuild => {
+                let find = (cli.scenarios.is_empty()
+                    || cli.scenarios.contains(&Scenario::FindCases))
+                .then_some((FIND_CASES_CONCURRENCY, s.window));
                 rebuild::rebuild(
                     &pool,
                     s.rebuild_cases,
                     s.rebuild_concurrency,
                     s.rebuild_timeout,
+                    find,
                     &progress,
                 )
                 .await
+                .map(|(cell, found)| {
+                    also = found;
+                    cell
+                })
             }
         }
         .with_context(|| format!("cell {}", step.label()))?;
@@ -752,6 +812,10 @@ async fn run_steps(cli: &Cli, s: &Settings, steps: &[Step], urls: Urls<'_>) -> a
         }
         println!("{}", cell.json());
         cells.push(cell);
+        if let Some(found) = also {
+            println!("{}", found.json());
+            cells.push(found);
+        }
     }
     progress.finish();
     let command = std::env::args().collect::<Vec<_>>().join(" ");
@@ -768,34 +832,35 @@ fn find<'a>(cells: &'a [Cell], scenario: &str, c: usize) -> Option<&'a Cell> {
 }
 
 fn attach_ceiling(cell: &mut Cell, step: &Step, earlier: &[Cell]) {
-    cell.ceiling =
-        match *step {
-            Step::Submit(c) | Step::SubmitIntake(c) => find(earlier, "durable-noop", c)
-                .map(|d| (format!("durable-noop c={c}"), d.ops_per_s)),
-            Step::Screen(c, _) => {
-                find(earlier, "noop", c).map(|d| (format!("noop c={c}"), d.ops_per_s))
-            }
-            Step::RouteOpen(r) => Some(("offered load".into(), r)),
-            Step::RouteSaturation(_) => best_submit(earlier)
-                .map(|b| (format!("best submit ({})", b.load()), b.ops_per_s))
-                .or_else(|| {
-                    cell.extra
-                        .get("submitted_per_s")
-                        .and_then(|v| v.as_f64())
-                        .map(|v| ("intake in the same cell".into(), v))
-                }),
-            // Judged against the off cell (`targets`), not a ceiling.
-            Step::Observe(..) => None,
-            Step::SubmitPlaintext(c) => find(earlier, "durable-noop", c)
-                .map(|d| (format!("durable-noop c={c}"), d.ops_per_s)),
-            Step::GetCase(c, true) => find(earlier, "get-case-unrecorded", c)
-                .map(|d| (format!("get-case-unrecorded c={c}"), d.ops_per_s)),
-            Step::Noop(_)
-            | Step::DurableNoop(_)
-            | Step::Rebuild
-            | Step::Connect(_)
-            | Step::GetCase(_, false) => cell.ceiling.clone(),
-        };
+    cell.ceiling = match *step {
+        Step::Submit(c) | Step::SubmitIntake(c) | Step::SubmitUnchecked(c) => {
+            find(earlier, "durable-noop", c).map(|d| (format!("durable-noop c={c}"), d.ops_per_s))
+        }
+        Step::Screen(c, _) => {
+            find(earlier, "noop", c).map(|d| (format!("noop c={c}"), d.ops_per_s))
+        }
+        Step::RouteOpen(r) => Some(("offered load".into(), r)),
+        Step::RouteSaturation(_) => best_submit(earlier)
+            .map(|b| (format!("best submit ({})", b.load()), b.ops_per_s))
+            .or_else(|| {
+                cell.extra
+                    .get("submitted_per_s")
+                    .and_then(|v| v.as_f64())
+                    .map(|v| ("intake in the same cell".into(), v))
+            }),
+        // Judged against the off cell (`targets`), not a ceiling.
+        Step::Observe(..) => None,
+        Step::SubmitPlaintext(c) => {
+            find(earlier, "durable-noop", c).map(|d| (format!("durable-noop c={c}"), d.ops_per_s))
+        }
+        Step::GetCase(c, true) => find(earlier, "get-case-unrecorded", c)
+            .map(|d| (format!("get-case-unrecorded c={c}"), d.ops_per_s)),
+        Step::Noop(_)
+        | Step::DurableNoop(_)
+        | Step::Rebuild
+        | Step::Connect(_)
+        | Step::GetCase(_, false) => cell.ceiling.clone(),
+    };
 }
 
 fn best_submit(cells: &[Cell]) -> Option<&Cell> {
@@ -1033,6 +1098,13 @@ fn targets(cells: &[Cell]) -> Vec<Target> {
         find(cells, "durable-noop", c),
         0.3,
     )));
+    let c = SUBMIT_UNCHECKED_CONCURRENCY;
+    out.push(versus(
+        &format!("submit c={c} (duplicate check) >= 90% of submit-unchecked c={c}"),
+        find(cells, "submit", c),
+        find(cells, "submit-unchecked", c),
+        0.9,
+    ));
     let c = GET_CASE_CONCURRENCY;
     out.push(ratio_target(
         &format!("get-case c={c} (reads recorded) >= 70% of get-case-unrecorded c={c}"),
@@ -1089,6 +1161,18 @@ fn targets(cells: &[Cell]) -> Vec<Target> {
                 ),
             },
             pass: ready.filter(|_| exact).map(|v| v <= 30.0),
+            judged: true,
+        });
+        let found = find(cells, "find-cases", FIND_CASES_CONCURRENCY);
+        let p99 = found.and_then(|c| c.ms(0.99));
+        out.push(Target {
+            name: format!("find-cases c={FIND_CASES_CONCURRENCY} p99 <= 5 ms over 1M cases"),
+            measured: match p99 {
+                None => "not measured".into(),
+                Some(v) if exact => format!("p99 {v:.1} ms"),
+                Some(v) => format!("p99 {v:.1} ms over {cases:.0} cases (run --large)"),
+            },
+            pass: p99.filter(|_| exact).map(|v| v <= 5.0),
             judged: true,
         });
         out.push(Target {

@@ -35,7 +35,7 @@ use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::client::{Conns, Progress};
+use crate::client::{Conns, Progress, Window};
 use crate::household::{Household, Pool};
 use crate::scenarios::tokens;
 use crate::stats::{Cell, Samples};
@@ -84,13 +84,16 @@ impl Template {
     }
 }
 
-/// Writes one case the way intake, the assessment worker and the handoff worker do.
-async fn write_case(log: &SledLog, t: &Template) -> anyhow::Result<()> {
+/// Writes one case the way intake, the assessment worker and the handoff worker do, its
+/// members the people of `region` ([`crate::household::with_region`]).
+async fn write_case(log: &SledLog, t: &Template, region: u64) -> anyhow::Result<()> {
+    let mut application = t.application.clone();
+    crate::household::with_region(&mut application, region);
     let case_id = Uuid::now_v7();
     let request_id = Uuid::now_v7().to_string();
     let now = chrono::Utc::now();
     let submitted = CaseEvent::ApplicationSubmitted(pb::ApplicationSubmitted {
-        application: Some(t.application.clone()),
+        application: Some(application),
         terminal_id: TERMINAL_ID.into(),
         street_office: STREET_OFFICE.into(),
         request_id: request_id.clone(),
@@ -162,6 +165,14 @@ async fn write_case(log: &SledLog, t: &Template) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The household and region of generated case `i`: every case of the log names its own
+/// people (unique as long as the pool's households do not share a member's birth date and
+/// sequence number), as in a city, so a `FindCases` answers one case, not hundreds.
+fn case_people(i: u64, households: usize) -> (usize, u64) {
+    let n = households as u64;
+    ((i % n) as usize, i / n)
+}
+
 /// What the generated log ends with: the last case and what a correct server says of it.
 #[derive(Debug, Clone)]
 struct LastCase {
@@ -169,6 +180,8 @@ struct LastCase {
     version: u64,
     referral_ids: Vec<String>,
     first_referral_position: u64,
+    /// A member of the last case, for the person index's readiness.
+    id_number: String,
 }
 
 /// Generates the log in `dir` and returns its last case and the number of events.
@@ -203,7 +216,8 @@ async fn generate(
                     if i >= cases {
                         return anyhow::Ok(());
                     }
-                    write_case(&log, &templates[(i % templates.len() as u64) as usize]).await?;
+                    let (household, region) = case_people(i, templates.len());
+                    write_case(&log, &templates[household], region).await?;
                     bar.inc(1);
                 }
             })
@@ -230,12 +244,23 @@ async fn generate(
     let events = log.read_case_all(last.case_id).await?;
     let mut referral_ids = Vec::new();
     let mut first_referral_position = 0;
+    let mut id_number = String::new();
     for e in &events {
-        if let Some(CaseEvent::ReferralIssued(r)) = CaseEvent::decode(&e.event_type, &e.payload)? {
-            if first_referral_position == 0 {
-                first_referral_position = e.position;
+        match CaseEvent::decode(&e.event_type, &e.payload)? {
+            Some(CaseEvent::ReferralIssued(r)) => {
+                if first_referral_position == 0 {
+                    first_referral_position = e.position;
+                }
+                referral_ids.push(r.referral_id);
             }
-            referral_ids.push(r.referral_id);
+            Some(CaseEvent::ApplicationSubmitted(s)) => {
+                id_number = s
+                    .application
+                    .and_then(|a| a.members.into_iter().next())
+                    .map(|m| m.id_number)
+                    .unwrap_or_default();
+            }
+            _ => {}
         }
     }
     let last = LastCase {
@@ -243,6 +268,7 @@ async fn generate(
         version: events.len() as u64,
         referral_ids,
         first_referral_position,
+        id_number,
     };
     log.shutdown();
     drop(log);
@@ -357,13 +383,17 @@ async fn until_listed(url: &str, last: &LastCase, start: Instant) -> anyhow::Res
 }
 
 /// Runs the scenario over `cases` cases.
+///
+/// With `find` (concurrency and window), the child also answers `find-cases`: `FindCases`
+/// by the members of random cases of the log, once its person index holds the last case.
 pub async fn rebuild(
     pool: &Pool,
     cases: u64,
     concurrency: usize,
     timeout: Duration,
+    find: Option<(usize, Window)>,
     progress: &Progress,
-) -> anyhow::Result<Cell> {
+) -> anyhow::Result<(Cell, Option<Cell>)> {
     let tmp = tempfile::tempdir().context("temp dir")?;
     let log_dir = tmp.path().join("log");
     let gen_start = Instant::now();
@@ -376,7 +406,12 @@ pub async fn rebuild(
     ));
 
     progress.message("rebuild: cold start of a child server");
-    let child = cold_start(&log_dir, &last, timeout).await?;
+    let find = find.map(|(c, window)| FindPlan {
+        concurrency: c,
+        window,
+        id_numbers: sample_people(pool, cases, FIND_SAMPLE),
+    });
+    let child = cold_start(&log_dir, &last, timeout, find.as_ref(), progress).await?;
     let ready = child.ready;
 
     progress.message("rebuild: ceiling (read every event once)");
@@ -406,7 +441,96 @@ pub async fn rebuild(
     ] {
         cell.extra.insert(k.into(), v);
     }
-    Ok(cell)
+    Ok((cell, child.find))
+}
+
+/// How many distinct people the `find-cases` cell asks for, drawn from the whole log.
+const FIND_SAMPLE: u64 = 8192;
+
+/// What the `find-cases` cell asks of the child.
+struct FindPlan {
+    concurrency: usize,
+    window: Window,
+    id_numbers: Vec<String>,
+}
+
+/// Identity numbers of members of `n` cases spread over the `cases` of the generated log.
+fn sample_people(pool: &Pool, cases: u64, n: u64) -> Vec<String> {
+    let mut rng = crate::household::Rng::new(0x0f1d_ca5e);
+    (0..n.min(cases))
+        .filter_map(|k| {
+            let i = rng.next_u64() % cases;
+            let (household, region) = case_people(i, pool.households.len());
+            let mut application = pool.households[household].application.clone();
+            crate::household::with_region(&mut application, region);
+            let members = application.members.len() as u64;
+            application
+                .members
+                .into_iter()
+                .nth((k % members.max(1)) as usize)
+                .map(|m| m.id_number)
+        })
+        .collect()
+}
+
+/// Polls `FindCases` until the person index holds the last case of the log.
+async fn until_found(url: &str, last: &LastCase) -> anyhow::Result<()> {
+    let conns = Conns::connect(url, 1).await?;
+    let mut intake = IntakeServiceClient::new(conns.authed(0, tokens::TERMINAL));
+    loop {
+        let r = intake
+            .find_cases(pb::FindCasesRequest {
+                id_number: last.id_number.clone(),
+            })
+            .await;
+        if let Ok(r) = r {
+            if r.into_inner()
+                .cases
+                .iter()
+                .any(|c| c.case_id == last.case_id)
+            {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// `find-cases`: `IntakeService.FindCases` by a terminal at `plan.concurrency`, each call a
+/// member of a random case of the log (each call also records its read durably). An
+/// answer without a case counts as an error: every number asked for names one.
+async fn find_cases(url: &str, plan: &FindPlan) -> anyhow::Result<Cell> {
+    let c = plan.concurrency;
+    let conns = Conns::connect(url, crate::client::connections_for(c)).await?;
+    let clients: Arc<Vec<_>> = Arc::new(
+        (0..c)
+            .map(|t| IntakeServiceClient::new(conns.authed(t, tokens::TERMINAL)))
+            .collect(),
+    );
+    let ids: Arc<Vec<String>> = Arc::new(plan.id_numbers.clone());
+    let run = crate::client::closed_loop(c, plan.window, move |t, i| {
+        let mut client = clients[t].clone();
+        let id_number = ids
+            [((t as u64).wrapping_mul(7_919).wrapping_add(i) % ids.len() as u64) as usize]
+            .clone();
+        async move {
+            let found = client
+                .find_cases(pb::FindCasesRequest { id_number })
+                .await?
+                .into_inner();
+            if found.cases.is_empty() {
+                return Err(tonic::Status::not_found("a generated person has no case"));
+            }
+            Ok(())
+        }
+    })
+    .await;
+    Ok(crate::scenarios::closed_cell(
+        "find-cases",
+        c,
+        plan.window,
+        run,
+    ))
 }
 
 /// Starts the child on `log_dir` and measures it until it is ready.
@@ -414,6 +538,8 @@ async fn cold_start(
     log_dir: &Path,
     last: &LastCase,
     timeout: Duration,
+    find: Option<&FindPlan>,
+    progress: &Progress,
 ) -> anyhow::Result<ColdStart> {
     let exe = std::env::current_exe().context("own executable")?;
     let start = Instant::now();
@@ -447,6 +573,17 @@ async fn cold_start(
     let ready = get_case.max(listed);
     let peak = peak_rss(pid);
     let cpu = cpu_secs(pid);
+    let find = match find {
+        Some(plan) => {
+            progress.message("find-cases: waiting for the person index");
+            tokio::time::timeout(timeout, until_found(&url, last))
+                .await
+                .context("the child's person index did not reach the last case in time")??;
+            progress.message("find-cases");
+            Some(find_cases(&url, plan).await?)
+        }
+        None => None,
+    };
     // Closing stdin asks the child to shut down gracefully (it releases the sled lock).
     drop(child.stdin.take());
     if tokio::time::timeout(Duration::from_secs(60), child.wait())
@@ -462,6 +599,7 @@ async fn cold_start(
         peak_rss: peak,
         rss_at_get_case,
         cpu_s: cpu,
+        find,
     })
 }
 
@@ -474,6 +612,8 @@ struct ColdStart {
     peak_rss: Option<u64>,
     rss_at_get_case: Option<u64>,
     cpu_s: Option<f64>,
+    /// The `find-cases` cell, when asked for.
+    find: Option<Cell>,
 }
 
 /// The ceiling: every event read (and decoded as a `RecordedEvent`) once, in position order.

@@ -73,7 +73,7 @@ pub struct Ctx {
     pub progress: Progress,
 }
 
-fn closed_cell(scenario: &str, c: usize, window: Window, run: Run) -> Cell {
+pub(crate) fn closed_cell(scenario: &str, c: usize, window: Window, run: Run) -> Cell {
     let mut cell = Cell::new(scenario, Some(c), run.ok, window.measure, run.samples);
     cell.cpu = Some(run.cpu);
     cell
@@ -177,24 +177,13 @@ pub async fn durable_noop(ctx: &Ctx, c: usize) -> anyhow::Result<Cell> {
 }
 
 /// A submission of the pool's household `n`, its members made people no other submission
-/// of this run names: intake keeps one open case per person (and the bench's cases stay
-/// open), so a pooled household sent twice as it is would be refused as a duplicate. Each
-/// submission takes the next number of a process-wide sequence as the members' region code
-/// (any six digits are a region of first registration); birth dates, and so every rule's
-/// outcome, stay the pool's.
+/// of this run names (the next number of a process-wide sequence as their region:
+/// [`crate::household::with_region`]).
 fn submission(pool: &Pool, n: u64) -> pb::SubmitApplicationRequest {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let round = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let region = format!("{:06}", 100_000 + round % 900_000);
     let mut application = pool.get(n).application.clone();
-    for m in &mut application.members {
-        if let Some(rest) = m.id_number.get(6..17) {
-            let first17 = format!("{region}{rest}");
-            if let Some(check) = onecity_domain::IdNumber::check_character(&first17) {
-                m.id_number = format!("{first17}{check}");
-            }
-        }
-    }
+    crate::household::with_region(&mut application, round);
     pb::SubmitApplicationRequest {
         request_id: Uuid::now_v7().to_string(),
         application: Some(application),

@@ -418,6 +418,12 @@ async fn serve(
              for measurements only, never in service"
         );
     }
+    if !config.duplicate_check && config.runs(Role::Intake) {
+        tracing::warn!(
+            "duplicate_check is off: a person may be named by several open cases; \
+             for measurements only, never in service"
+        );
+    }
 
     crate::observe::trace::install();
     let sources = Arc::new(Sources::default());
@@ -763,6 +769,9 @@ fn start_roles(
             .with_access(access(INTAKE_APPENDS_AS));
         if let Some(persons) = &persons {
             intake = intake.with_person_index(Arc::clone(persons));
+            if !config.duplicate_check {
+                intake = intake.without_duplicate_check();
+            }
         }
         let svc = IntakeGrpc::new(intake, stop.clone())
             .with_stream_limit(streams.clone())

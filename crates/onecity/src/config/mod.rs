@@ -159,6 +159,10 @@ pub struct Config {
     /// docs/security.md). On by default; off only to measure what recording costs, and
     /// the server says so loudly at start-up.
     pub record_reads: bool,
+    /// Whether intake refuses a submission naming a member of an open case (docs/policy.md,
+    /// "One open case per person"). On by default; off only to measure what the check
+    /// costs, and the server says so loudly at start-up.
+    pub duplicate_check: bool,
     /// TLS of the listener and of the calls to a `remote:https://` log.
     pub tls: TlsConfig,
     /// Serve on a non-loopback address even with demo tokens, no tokens, tokens in clear
@@ -360,6 +364,7 @@ impl Default for Config {
             worker_partitions: None,
             max_streams_per_principal: onecity_service::grpc::DEFAULT_MAX_STREAMS_PER_PRINCIPAL,
             record_reads: true,
+            duplicate_check: true,
             tls: TlsConfig::default(),
             insecure: false,
             nats: NatsConfig::default(),
@@ -392,6 +397,7 @@ impl fmt::Debug for Config {
             .field("worker_partitions", &self.worker_partitions)
             .field("max_streams_per_principal", &self.max_streams_per_principal)
             .field("record_reads", &self.record_reads)
+            .field("duplicate_check", &self.duplicate_check)
             .field("escalation_days", &self.escalation_days)
             .field("deadline_tick_ms", &self.deadline_tick_ms)
             .field("tls", &self.tls)
