@@ -144,11 +144,24 @@ impl Writer {
         let mut own_attempts: Vec<String> = Vec::new();
         let mut created = false;
         let mut unknown = 0;
-        for _ in 0..MAX_ROUNDS {
+        for round in 0..MAX_ROUNDS {
             let tail = self.tail().await?;
-            let Some(head) = self.case_head(case_id, tail).await? else {
-                self.forget();
-                continue;
+            // A commit that expects no stream (a new case, a person's first claim) is
+            // published at once, expecting no message on the case's subject, which the
+            // server checks: the look-up would cost a round trip while every other append
+            // of this process waits. If the case does exist, the publish is refused and
+            // the next round looks.
+            let new_stream = round == 0
+                && matches!(expected, Expected::NoStream | Expected::Exact(0))
+                && !self.cases.contains_key(&case_id);
+            let head = if new_stream {
+                CaseHead { seq: 0, version: 0 }
+            } else {
+                let Some(head) = self.case_head(case_id, tail).await? else {
+                    self.forget();
+                    continue;
+                };
+                head
             };
             let admitted = expected.admits(head.version);
             let next_seq = tail.seq + 1;

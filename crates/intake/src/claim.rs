@@ -2,12 +2,19 @@
 //! (docs/eventlog.md, "Person claims").
 //!
 //! The log is atomic per stream only, so a submission first claims each member on the
-//! member's person stream (`ids::person_stream` of the keyed hash), in one global order,
+//! member's person stream (`ids::person_stream` of the keyed hash), all members at once,
 //! each claim appended with the person stream's expected version after every earlier
 //! claim there was judged not to block; then it opens the case with the case id its
 //! claims name, expecting no stream. A claim whose case never opened is voided by a
 //! `SubmissionAbandoned` written to that case id expecting no stream, so exactly one of
 //! "the case opens" and "the claim is void" happens, whoever writes first.
+//!
+//! Claiming every member at once costs one round of appends instead of one per member,
+//! but two submissions may then each hold a member the other needs. They never wait on
+//! each other in a cycle ("wait-die"): a submission that meets the pending claim of an
+//! older one (smaller case id: case ids are UUID v7, so older first) gives up at once,
+//! voiding its own case id, and waits only for the older one's outcome; only an older
+//! submission waits for a younger one to open or give up.
 
 use std::time::{Duration, SystemTime};
 
@@ -40,6 +47,9 @@ pub(crate) enum Stop {
     Landed(Uuid),
     /// Another submission naming a member is between its claim and its case.
     InProgress,
+    /// An older submission, its case not open yet, holds a member: this one gives up its
+    /// claims and waits for that case's outcome.
+    Younger(Uuid),
     /// The shared plumbing or the log failed.
     Service(onecity_service::Error),
 }
@@ -65,6 +75,8 @@ pub(crate) enum Holder {
     Void,
     /// Opened; now in this status.
     Opened(CaseStatus),
+    /// Not opened yet, and older than the submission that asks: it does not wait.
+    Older,
 }
 
 /// The claims of one submission.
@@ -76,8 +88,7 @@ pub(crate) struct Claims<'a> {
     pub stale: Duration,
 }
 
-/// Each distinct member once, as (hash, person stream), in the order every submission
-/// claims them (by stream id): two submissions never wait on each other in a cycle.
+/// Each distinct member once, as (hash, person stream).
 pub(crate) fn persons(hashes: impl IntoIterator<Item = PersonHash>) -> Vec<(PersonHash, Uuid)> {
     let mut persons: Vec<(PersonHash, Uuid)> = hashes
         .into_iter()
@@ -120,7 +131,10 @@ impl Claims<'_> {
                 };
                 claimed.push(holder_id);
                 let own = claim.submission == submission_str;
-                match self.settle(holder_id, e.recorded_at, own).await? {
+                // Wait-die (module docs): only an older submission waits.
+                let waits = own || holder_id > case_id;
+                match self.settle(holder_id, e.recorded_at, own, waits).await? {
+                    Holder::Older => return Err(Stop::Younger(holder_id)),
                     Holder::Void | Holder::Opened(CaseStatus::Closed | CaseStatus::Withdrawn) => {}
                     Holder::Opened(CaseStatus::Open) if own => return Err(Stop::Landed(holder_id)),
                     Holder::Opened(CaseStatus::Open) if overriding => {}
@@ -168,18 +182,24 @@ impl Claims<'_> {
     }
 
     /// Where the case of a claim recorded at `claimed_at` stands, once settled: a pending
-    /// one is waited for, then voided when stale (at once when it is `own`: an earlier
-    /// attempt of the same submission, which a retry replaces). Still pending and not stale
-    /// after the wait: [`Holder::Pending`].
+    /// one is voided when stale (at once when it is `own`: an earlier attempt of the same
+    /// submission, which a retry replaces), else waited for when the asker `waits`
+    /// ([`Holder::Older`] when it does not). Still pending and not stale after the wait:
+    /// [`Holder::Pending`].
     async fn settle(
         &self,
         case_id: Uuid,
         claimed_at: SystemTime,
         own: bool,
+        waits: bool,
     ) -> Result<Holder, Stop> {
         let holder = self.holder(case_id).await?;
         if holder != Holder::Pending {
             return Ok(holder);
+        }
+        let stale = claimed_at.elapsed().unwrap_or_default() >= self.stale;
+        if !own && !waits && !stale {
+            return Ok(Holder::Older);
         }
         if !own {
             // The case's own stream, from its first event: wakes as soon as it opens
@@ -210,6 +230,18 @@ impl Claims<'_> {
             Some(e) if e.event_type == SUBMISSION_ABANDONED => Ok(Holder::Void),
             Some(_) => Ok(Holder::Opened(load_case(self.log, case_id).await?.status)),
         }
+    }
+
+    /// The outcome of the older submission `case_id` that a younger one gave way to: waits
+    /// for it to open or give up, like any pending claim.
+    pub async fn outcome(&self, case_id: Uuid) -> Result<Holder, Stop> {
+        let holder = self.holder(case_id).await?;
+        if holder != Holder::Pending {
+            return Ok(holder);
+        }
+        let mut first = self.log.subscribe_case(case_id, 1).await?;
+        let _ = tokio::time::timeout(self.wait, first.next()).await;
+        self.holder(case_id).await
     }
 
     /// Voids `case_id` unless it opened first; where it then stands.
@@ -247,3 +279,6 @@ fn decode_claim(e: &RecordedEvent) -> Option<pb::PersonClaimed> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

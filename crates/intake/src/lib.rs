@@ -445,20 +445,19 @@ impl Intake {
                 {
                     return Ok::<_, Error>(Err(claim::Stop::Landed(original.case_id)));
                 }
-                for person in &members {
-                    if let Err(stop) = claims
-                        .claim(*person, case_id, commit_id, !override_reason.is_empty())
-                        .await
-                    {
-                        // This case id will never open: void it, so its claims block
-                        // nobody. If that fails too, the claims go stale and the next
-                        // submission voids them.
-                        if let Err(e) = claims.void(case_id, "a member could not be claimed").await
-                        {
-                            tracing::warn!(%case_id, error = ?e, "abandoned case id not voided");
-                        }
-                        return Ok(Err(stop));
+                // Every member at once: one round of appends (claim.rs, "wait-die").
+                let claimed = futures::future::try_join_all(members.iter().map(|person| {
+                    claims.claim(*person, case_id, commit_id, !override_reason.is_empty())
+                }))
+                .await;
+                if let Err(stop) = claimed {
+                    // This case id will never open: void it, so its claims block nobody.
+                    // If that fails too, the claims go stale and the next submission
+                    // voids them.
+                    if let Err(e) = claims.void(case_id, "a member could not be claimed").await {
+                        tracing::warn!(%case_id, error = ?e, "abandoned case id not voided");
                     }
+                    return Ok(Err(stop));
                 }
                 Ok(Ok(()))
             }
@@ -476,6 +475,25 @@ impl Intake {
                     }
                     claim::Stop::InProgress => Err(Error::InProgress),
                     claim::Stop::Service(e) => Err(e.into()),
+                    // Gave way to an older submission: its outcome decides.
+                    claim::Stop::Younger(older) => match claims
+                        .outcome(older)
+                        .instrument(tracing::info_span!("claims"))
+                        .await
+                    {
+                        Ok(claim::Holder::Opened(CaseStatus::Open))
+                            if override_reason.is_empty() =>
+                        {
+                            tracing::info!(case_id = %older, terminal = %terminal_id, "submission refused: a member belongs to an open case");
+                            Err(Error::AlreadyExists { case_id: older })
+                        }
+                        Ok(claim::Holder::Pending) => Err(Error::InProgress),
+                        // It opened (and this one overrides), closed or gave up:
+                        // claim again under a new case id.
+                        Ok(_) => continue,
+                        Err(claim::Stop::Service(e)) => Err(e.into()),
+                        Err(_) => Err(Error::InProgress),
+                    },
                 };
             }
             match self
