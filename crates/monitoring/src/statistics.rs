@@ -10,8 +10,8 @@ use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use onecity_domain::events::{
-    decode_warning, CaseEvent, REFERRAL_PREFIX, REVERIFICATION_DUE, WARNING_PREFIX,
-    WARNING_RAISED, WARNING_RESOLVED,
+    decode_warning, CaseEvent, REFERRAL_PREFIX, REVERIFICATION_DUE, WARNING_PREFIX, WARNING_RAISED,
+    WARNING_RESOLVED,
 };
 use onecity_domain::{beijing_date, parse_date, DistrictCode, Programme};
 use onecity_eventlog::{EventLog, RecordedEvent};
@@ -202,11 +202,7 @@ impl State {
             return;
         }
         match &event {
-            CaseEvent::ReferralIssued(r) if !r.transferred_from.is_empty() => {
-                if self.reviews.remove(&r.transferred_from) {
-                    self.reviews.insert(r.referral_id.clone());
-                }
-            }
+            CaseEvent::ReferralIssued(r) if !r.transferred_from.is_empty() => self.moved(r),
             CaseEvent::ReferralIssued(r) => {
                 let due = self.awaiting_issue.remove(&r.referral_id);
                 let b = self.bucket(day_of(&r.issued_at, recorded), district, r.programme);
@@ -231,6 +227,13 @@ impl State {
                     .overdue += 1;
             }
             _ => {}
+        }
+    }
+
+    /// A transfer issued `r` in place of the referral it names: a review stays a review.
+    fn moved(&mut self, r: &pb::Referral) {
+        if self.reviews.remove(&r.transferred_from) {
+            self.reviews.insert(r.referral_id.clone());
         }
     }
 

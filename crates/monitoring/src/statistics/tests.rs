@@ -40,8 +40,14 @@ fn the_median_is_exact_for_odd_and_even_counts() {
     assert_eq!(histogram(&[7]).median_days_to_decision(), Some(7.0));
     assert_eq!(histogram(&[9, 1, 4]).median_days_to_decision(), Some(4.0));
     assert_eq!(histogram(&[0, 3]).median_days_to_decision(), Some(1.5));
-    assert_eq!(histogram(&[0, 0, 2, 30]).median_days_to_decision(), Some(1.0));
-    assert_eq!(histogram(&[5, 5, 5, 6]).median_days_to_decision(), Some(5.0));
+    assert_eq!(
+        histogram(&[0, 0, 2, 30]).median_days_to_decision(),
+        Some(1.0)
+    );
+    assert_eq!(
+        histogram(&[5, 5, 5, 6]).median_days_to_decision(),
+        Some(5.0)
+    );
     // Merging buckets keeps every decision: the median of the union, not of medians.
     let mut sum = histogram(&[1, 1, 1]);
     sum.add(&histogram(&[10, 20]));
@@ -108,7 +114,10 @@ impl Scenario {
     }
 
     async fn case(&self, case_id: Uuid, events: &[CaseEvent]) {
-        let events = events.iter().map(|e| (e.event_type(), e.encode())).collect();
+        let events = events
+            .iter()
+            .map(|e| (e.event_type(), e.encode()))
+            .collect();
         self.commit(case_id, events).await;
     }
 
@@ -164,7 +173,8 @@ async fn counts_each_event_on_its_day_in_its_district_and_programme() {
         ],
     )
     .await;
-    s.case(b, &[CaseEvent::ReferralIssued(housing.clone())]).await;
+    s.case(b, &[CaseEvent::ReferralIssued(housing.clone())])
+        .await;
     // Decisions: dibao approved on 4 January (3 days), medical denied on 2 January
     // (1 day), housing approved at 00:30 Beijing on 3 January (1 day).
     s.case(
@@ -249,8 +259,14 @@ async fn counts_each_event_on_its_day_in_its_district_and_programme() {
     assert_eq!(overdue.overdue, 1, "overdue on the Beijing day of due_at");
     assert_eq!(stats.totals(&query("2027-01-20", "2027-01-20")).overdue, 0);
     let warnings = stats.totals(&query("2027-01-06", "2027-01-08"));
-    assert_eq!((warnings.warnings_raised, warnings.warnings_resolved), (0, 1));
-    assert_eq!(stats.totals(&query("2026-12-31", "2026-12-31")), Counts::default());
+    assert_eq!(
+        (warnings.warnings_raised, warnings.warnings_resolved),
+        (0, 1)
+    );
+    assert_eq!(
+        stats.totals(&query("2026-12-31", "2026-12-31")),
+        Counts::default()
+    );
 
     // One district.
     let hexi = stats.totals(&StatsQuery {
@@ -258,7 +274,12 @@ async fn counts_each_event_on_its_day_in_its_district_and_programme() {
         ..query("2027-01-01", "2027-01-31")
     });
     assert_eq!(
-        (hexi.issued, hexi.decided, hexi.approved, hexi.warnings_raised),
+        (
+            hexi.issued,
+            hexi.decided,
+            hexi.approved,
+            hexi.warnings_raised
+        ),
         (3, 2, 1, 1)
     );
     assert_eq!(hexi.median_days_to_decision(), Some(2.0));
@@ -266,7 +287,10 @@ async fn counts_each_event_on_its_day_in_its_district_and_programme() {
         district: Some(district(HEPING)),
         ..query("2027-01-01", "2027-01-31")
     });
-    assert_eq!((heping.issued, heping.decided, heping.warnings_raised), (1, 1, 0));
+    assert_eq!(
+        (heping.issued, heping.decided, heping.warnings_raised),
+        (1, 1, 0)
+    );
 
     // One programme: its referrals, and the warnings (of no programme).
     let dibao_only = stats.totals(&StatsQuery {
@@ -293,7 +317,8 @@ async fn re_verifications_count_when_due_and_when_their_review_is_decided() {
     let case = Uuid::now_v7();
     let unit = "civil-affairs@120103";
     let dibao = referral(case, pb::Programme::Dibao, unit, "2027-01-01T02:00:00.000Z");
-    s.case(case, &[CaseEvent::ReferralIssued(dibao.clone())]).await;
+    s.case(case, &[CaseEvent::ReferralIssued(dibao.clone())])
+        .await;
     let approved = pb::Referral {
         state: pb::ReferralState::Approved as i32,
         decided_at: "2027-01-02T02:00:00.000Z".into(),
@@ -369,14 +394,21 @@ async fn re_verifications_count_when_due_and_when_their_review_is_decided() {
         case,
         &[
             CaseEvent::ReferralIssued(medical.clone()),
-            decided(&medical, pb::ReferralState::Approved, "2027-07-03T02:00:00.000Z"),
+            decided(
+                &medical,
+                pb::ReferralState::Approved,
+                "2027-07-03T02:00:00.000Z",
+            ),
         ],
     )
     .await;
 
     let stats = s.project().await;
     let july = stats.totals(&query("2027-07-01", "2027-07-31"));
-    assert_eq!((july.reverifications_due, july.reverifications_done), (1, 1));
+    assert_eq!(
+        (july.reverifications_due, july.reverifications_done),
+        (1, 1)
+    );
     // Issued: the review and the medical referral; the transfer is not issued again.
     assert_eq!((july.issued, july.decided, july.approved), (2, 2, 1));
     // The review was issued on 2 July (Beijing), the moved referral on 5 July and decided
@@ -388,7 +420,10 @@ async fn re_verifications_count_when_due_and_when_their_review_is_decided() {
         district: Some(district(HEXI)),
         ..query("2027-07-01", "2027-07-31")
     });
-    assert_eq!((hexi.reverifications_due, hexi.reverifications_done), (1, 0));
+    assert_eq!(
+        (hexi.reverifications_due, hexi.reverifications_done),
+        (1, 0)
+    );
     let heping = stats.totals(&StatsQuery {
         district: Some(district(HEPING)),
         ..query("2027-07-01", "2027-07-31")
@@ -408,7 +443,8 @@ async fn a_decision_without_its_time_counts_on_the_day_the_log_recorded_it() {
         "civil-affairs@120103",
         "2020-01-01T02:00:00.000Z",
     );
-    s.case(case, &[CaseEvent::ReferralIssued(dibao.clone())]).await;
+    s.case(case, &[CaseEvent::ReferralIssued(dibao.clone())])
+        .await;
     s.case(case, &[decided(&dibao, pb::ReferralState::Approved, "")])
         .await;
     let recorded = s.events().await.last().unwrap().recorded_at;
@@ -487,6 +523,12 @@ fn a_query_is_validated_field_by_field() {
     assert_eq!(field_of(request("", 0, "2027-02-30", "2027-03-01")), "from");
     assert_eq!(field_of(request("", 0, "2027-01-01", "")), "to");
     assert_eq!(field_of(request("", 0, "2027-01-01", "1/2/2027")), "to");
-    assert_eq!(field_of(request("999999", 0, "2027-01-01", "2027-01-02")), "district_code");
-    assert_eq!(field_of(request("", 99, "2027-01-01", "2027-01-02")), "programme");
+    assert_eq!(
+        field_of(request("999999", 0, "2027-01-01", "2027-01-02")),
+        "district_code"
+    );
+    assert_eq!(
+        field_of(request("", 99, "2027-01-01", "2027-01-02")),
+        "programme"
+    );
 }
