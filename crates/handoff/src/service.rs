@@ -460,6 +460,7 @@ impl Handoff {
                     decided_amount_fen: input.amount_fen,
                     note: input.note.clone(),
                     review_due_on,
+                    decided_at: rfc3339(now),
                     ..r.clone()
                 })]))
             })

@@ -6,7 +6,7 @@ use onecity_proto::v1::monitoring_service_server::{MonitoringService, Monitoring
 use onecity_service::grpc::{principal, reader};
 use tonic::{Request, Response, Status};
 
-use crate::{invalid, Error, Monitoring, Resolution, Signal, WarningQuery};
+use crate::{invalid, Error, Monitoring, Resolution, Signal, StatsQuery, WarningQuery};
 
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
@@ -90,5 +90,14 @@ impl MonitoringService for MonitoringGrpc {
         Ok(Response::new(pb::ResolveWarningResponse {
             warning: Some(warning),
         }))
+    }
+
+    async fn get_statistics(
+        &self,
+        req: Request<pb::GetStatisticsRequest>,
+    ) -> Result<Response<pb::GetStatisticsResponse>, Status> {
+        let who = principal(&req)?;
+        let query = StatsQuery::try_from(req.into_inner())?;
+        Ok(Response::new(self.monitoring.statistics(&who, query)?))
     }
 }

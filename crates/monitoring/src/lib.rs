@@ -20,7 +20,7 @@ use onecity_domain::events::{
 use onecity_domain::text::{check_name, check_request_id, check_text, TextKind};
 use onecity_domain::{
     beijing_date, format_date, ids, parse_date, rfc3339, Department, DistrictCode, IdNumber,
-    Principal,
+    Principal, Programme,
 };
 use onecity_eligibility::{Catalogue, PolicyBook, PolicyVersion};
 use onecity_eventlog::{EventLog, Expected, NewEvent};
@@ -37,8 +37,11 @@ use onecity_service::{ErrorClass, Kind};
 use uuid::Uuid;
 
 pub mod grpc;
+mod projection;
+mod statistics;
 mod warnings;
 
+pub use statistics::{Counts, Statistics, StatsQuery, MAX_RANGE_DAYS};
 pub use warnings::Warnings;
 
 /// Result alias of this crate.
@@ -249,6 +252,7 @@ pub struct Monitoring {
     log: Arc<dyn EventLog>,
     persons: Arc<PersonIndex>,
     warnings: Arc<Warnings>,
+    statistics: Arc<Statistics>,
     policies: Arc<PolicyBook>,
     catalogue: Arc<Catalogue>,
     clock: Arc<dyn Clock>,
@@ -267,12 +271,13 @@ struct Household {
 }
 
 impl Monitoring {
-    /// A service over `log`, finding people through `persons` and listing warnings from
-    /// `warnings`.
+    /// A service over `log`, finding people through `persons`, listing warnings from
+    /// `warnings` and counting from `statistics`.
     pub fn new(
         log: Arc<dyn EventLog>,
         persons: Arc<PersonIndex>,
         warnings: Arc<Warnings>,
+        statistics: Arc<Statistics>,
         policies: Arc<PolicyBook>,
     ) -> Self {
         let access = Access::new(Arc::clone(&log));
@@ -280,6 +285,7 @@ impl Monitoring {
             log,
             persons,
             warnings,
+            statistics,
             policies,
             catalogue: Arc::new(Catalogue::embedded()),
             clock: Arc::new(SystemClock),
@@ -690,6 +696,53 @@ impl Monitoring {
             }
             Outcome::Unchanged(w) => Ok(w),
         }
+    }
+}
+
+impl Monitoring {
+    /// The statistics `principal` may read (docs/monitoring.md, "Statistics"): a
+    /// supervisor its own district's, an admin any district's or every district's;
+    /// everyone else is refused. Counts only, from the projection: the log is not read.
+    pub fn statistics(
+        &self,
+        principal: &Principal,
+        query: StatsQuery,
+    ) -> Result<pb::GetStatisticsResponse> {
+        let query = match (principal, query.district) {
+            (Principal::Supervisor { district }, None) => StatsQuery {
+                district: Some(*district),
+                ..query
+            },
+            (Principal::Supervisor { district }, Some(asked)) if asked != *district => {
+                return Err(denied(
+                    principal,
+                    "read another district's statistics",
+                    Subject::Nothing,
+                )
+                .into())
+            }
+            (Principal::Supervisor { .. } | Principal::Admin { .. }, _) => query,
+            _ => return Err(denied(principal, "read statistics", Subject::Nothing).into()),
+        };
+        let counts = self.statistics.totals(&query);
+        Ok(pb::GetStatisticsResponse {
+            district_code: query
+                .district
+                .map(|d| d.code().to_owned())
+                .unwrap_or_default(),
+            programme: query.programme.map_or(0, Programme::to_proto),
+            from: format_date(query.from),
+            to: format_date(query.to),
+            referrals_issued: counts.issued,
+            referrals_decided: counts.decided,
+            referrals_approved: counts.approved,
+            referrals_overdue: counts.overdue,
+            median_days_to_decision: counts.median_days_to_decision().unwrap_or(0.0),
+            warnings_raised: counts.warnings_raised,
+            warnings_resolved: counts.warnings_resolved,
+            reverifications_due: counts.reverifications_due,
+            reverifications_done: counts.reverifications_done,
+        })
     }
 }
 

@@ -4,13 +4,13 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-use futures::StreamExt;
 use onecity_domain::events::{decode_warning, WARNING_PREFIX};
-use onecity_eventlog::retry::{self, Backoff};
-use onecity_eventlog::{EventLog, Filter, RecordedEvent};
+use onecity_eventlog::{EventLog, RecordedEvent};
 use onecity_proto::v1 as pb;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+use crate::projection::{follow, Projection};
 
 /// Every warning by id, in its latest state.
 #[derive(Debug, Default)]
@@ -25,49 +25,33 @@ impl Warnings {
     /// them until `shutdown`.
     pub fn start(log: Arc<dyn EventLog>, shutdown: CancellationToken) -> Arc<Warnings> {
         let warnings = Arc::new(Warnings::default());
-        let feeder = Arc::clone(&warnings);
-        tokio::spawn(async move { feeder.feed(log, shutdown).await });
+        tokio::spawn(follow(Arc::clone(&warnings), log, shutdown));
         warnings
+    }
+
+    /// Every warning, in the order raised.
+    pub fn all(&self) -> Vec<pb::Warning> {
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let mut all: Vec<&(u64, pb::Warning)> = state.values().collect();
+        all.sort_by_key(|(position, _)| *position);
+        all.into_iter().map(|(_, w)| w.clone()).collect()
+    }
+}
+
+impl Projection for Warnings {
+    const NAME: &'static str = "warnings";
+
+    fn prefixes() -> Vec<&'static str> {
+        vec![WARNING_PREFIX]
     }
 
     fn applied(&self) -> u64 {
         *self.applied.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn feed(&self, log: Arc<dyn EventLog>, shutdown: CancellationToken) {
-        let mut delays = Backoff::new();
-        while !shutdown.is_cancelled() {
-            let subscribed = retry::until_ok(
-                &shutdown,
-                || log.subscribe(self.applied() + 1, Filter::prefixes([WARNING_PREFIX])),
-                |e, delay| tracing::warn!(error = %e, ?delay, "warnings subscription failed, retrying"),
-            )
-            .await;
-            let Some(mut stream) = subscribed else { return };
-            loop {
-                let next =
-                    tokio::select! { n = stream.next() => n, () = shutdown.cancelled() => return };
-                match next {
-                    Some(Ok(event)) => {
-                        delays.reset();
-                        self.apply(&event);
-                    }
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "warnings subscription broke, resuming");
-                        break;
-                    }
-                    None => break,
-                }
-            }
-            if !Backoff::pause(delays.next_delay(), &shutdown).await {
-                return;
-            }
-        }
-    }
-
     /// Applies one event (others than warning events are skipped, and so is an event at or
     /// below the applied position, so a replay changes nothing).
-    pub fn apply(&self, event: &RecordedEvent) {
+    fn apply(&self, event: &RecordedEvent) {
         let mut applied = self.applied.write().unwrap_or_else(|p| p.into_inner());
         if event.position <= *applied {
             return;
@@ -86,13 +70,5 @@ impl Warnings {
                 tracing::error!(error = %e, position = event.position, "undecodable warning event skipped");
             }
         }
-    }
-
-    /// Every warning, in the order raised.
-    pub fn all(&self) -> Vec<pb::Warning> {
-        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
-        let mut all: Vec<&(u64, pb::Warning)> = state.values().collect();
-        all.sort_by_key(|(position, _)| *position);
-        all.into_iter().map(|(_, w)| w.clone()).collect()
     }
 }

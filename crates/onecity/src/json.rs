@@ -50,6 +50,7 @@ proto_names!(
     ReportSignalResponse,
     ListWarningsResponse,
     ResolveWarningResponse,
+    GetStatisticsResponse,
 );
 
 /// Every `onecity.v1` descriptor (decoded once).

@@ -25,7 +25,7 @@ use onecity_handoff::{
 use onecity_intake::grpc::IntakeGrpc;
 use onecity_intake::{Backpressure, Gauge, Intake, PersonIndex, PersonKey, Watched};
 use onecity_monitoring::grpc::MonitoringGrpc;
-use onecity_monitoring::{Monitoring, Warnings};
+use onecity_monitoring::{Monitoring, Statistics, Warnings};
 use onecity_service::access::Access;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -828,6 +828,7 @@ fn start_roles(
             stamped(&log, onecity_monitoring::ACTOR),
             Arc::clone(persons),
             Warnings::start(Arc::clone(&log), stop.clone()),
+            Statistics::start(Arc::clone(&log), stop.clone()),
             Arc::clone(&policies),
         )
         .with_catalogue(Arc::clone(&catalogue))

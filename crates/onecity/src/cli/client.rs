@@ -319,6 +319,32 @@ pub(super) async fn client_command(command: Command) -> anyhow::Result<()> {
                 .await?;
             print(resp.get_ref())
         }
+        Command::Stats {
+            client,
+            district,
+            programme,
+            from,
+            to,
+        } => {
+            let programme = match programme {
+                Some(slug) => slug
+                    .parse::<onecity_domain::Programme>()
+                    .map_err(|e| anyhow::anyhow!("--programme: {e}"))?
+                    .to_proto(),
+                None => 0,
+            };
+            let c = Client::connect(&client).await?;
+            let resp = c
+                .monitoring()
+                .get_statistics(c.request(pb::GetStatisticsRequest {
+                    district_code: district,
+                    programme,
+                    from,
+                    to,
+                }))
+                .await?;
+            print(resp.get_ref())
+        }
         Command::ResolveWarning {
             client,
             warning_id,

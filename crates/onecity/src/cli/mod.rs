@@ -221,6 +221,27 @@ pub enum Command {
         #[arg(long, default_value = "")]
         district: String,
     },
+    /// Count referrals, decisions, warnings and re-verifications over a range of days
+    /// (supervisors: their district; admins: any or every district); see
+    /// docs/monitoring.md.
+    Stats {
+        /// Server and token.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// District (six digits); empty: the supervisor's own, or every district for an
+        /// admin.
+        #[arg(long, default_value = "")]
+        district: String,
+        /// Only this programme's referrals (slug, e.g. `dibao`).
+        #[arg(long)]
+        programme: Option<String>,
+        /// First day counted (YYYY-MM-DD, Beijing).
+        #[arg(long)]
+        from: String,
+        /// Last day counted, included (YYYY-MM-DD, Beijing).
+        #[arg(long)]
+        to: String,
+    },
     /// Resolve a warning (civil affairs of its district).
     ResolveWarning {
         /// Server and token.
