@@ -1,13 +1,14 @@
 //! Assessment: the eligibility role. [`Assessor`] follows the log, assesses every new
 //! application under the policy in force on its date and appends one
-//! `EligibilityAssessed` per case; [`Screener`] answers dry runs (`Screen`) and policy
+//! `EligibilityAssessed` per case, and re-assesses a case after each change of
+//! circumstances (`ApplicationAmended`, see `reassess.rs`); [`Screener`] answers dry runs (`Screen`) and policy
 //! look-ups (`GetPolicy`) without writing anything. The rules themselves are the pure
 //! functions of `onecity-eligibility`.
 
 use std::sync::Arc;
 
 use onecity_domain::case::CaseStatus;
-use onecity_domain::events::{CaseEvent, APPLICATION_SUBMITTED};
+use onecity_domain::events::{CaseEvent, APPLICATION_AMENDED, APPLICATION_SUBMITTED};
 use onecity_domain::{ids, parse_date, validate_application, Partition, Principal};
 use onecity_eligibility::{assess, assess_with, Catalogue, Detail, PolicyBook};
 use onecity_eventlog::{EventLog, Filter, NewEvent, RecordedEvent};
@@ -20,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub mod grpc;
+mod reassess;
 
 /// Result alias of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -188,6 +190,8 @@ pub struct Assessor {
 pub enum Done {
     /// Appended the assessment.
     Assessed,
+    /// Appended a re-assessment (and its referral effects).
+    Reassessed,
     /// Already assessed (a replay), or the case was withdrawn first.
     Skipped,
 }
@@ -214,8 +218,11 @@ impl Assessor {
         self
     }
 
-    /// The event type the worker follows (every case's first event).
+    /// The event type the worker follows to open cases (every case's first event): what
+    /// intake's backpressure waits on.
     pub const FOLLOWS: &'static str = APPLICATION_SUBMITTED;
+    /// Every event type the worker follows: submissions, and amendments to re-assess.
+    pub const FOLLOWS_ALL: [&'static str; 2] = [APPLICATION_SUBMITTED, APPLICATION_AMENDED];
 
     /// The checkpoint name of the worker that handles `partition`: [`CONSUMER`], with the
     /// partition's suffix when there are several.
@@ -228,14 +235,18 @@ impl Assessor {
     /// no-op. Transient log errors are retried with backoff.
     pub async fn run(self, shutdown: CancellationToken) {
         let consumer = Self::consumer_name(&self.partition);
-        let filter = Filter::prefixes([Self::FOLLOWS]);
+        let filter = Filter::prefixes(Self::FOLLOWS_ALL);
         onecity_eventlog::consumer::run(Arc::clone(&self.log), &consumer, filter, shutdown, &self)
             .await;
     }
 
     /// Assesses the case opened by `submitted`, exactly once per case: the commit id is
-    /// derived from the case, and a case already assessed (or withdrawn) is skipped.
+    /// derived from the case, and a case already assessed (or withdrawn) is skipped. An
+    /// `ApplicationAmended` is re-assessed instead, once per amendment.
     pub async fn process(&self, submitted: &RecordedEvent) -> Result<Done> {
+        if submitted.event_type == APPLICATION_AMENDED {
+            return self.process_amendment(submitted).await;
+        }
         match self.decide(submitted)? {
             Some(decided) => self.record(decided).await,
             None => Ok(Done::Skipped),
@@ -347,22 +358,51 @@ struct Decided {
 #[async_trait::async_trait]
 impl onecity_eventlog::consumer::ChunkHandler for Assessor {
     type Error = Error;
-    /// Chunks overlap safely: a case has one submission, and every write is checked
-    /// against the case's version.
+    /// Chunks overlap safely: a case has one submission, every write is checked against
+    /// the case's version, and a re-assessment reads what is done from the case.
     const IN_FLIGHT: usize = 4;
 
-    /// A chunk holds at most one such event per case, so its cases are processed
+    /// A chunk holds at most one submission per case, so its cases are processed
     /// concurrently: their writes share the log's group commit instead of each waiting for
-    /// its own fsync.
+    /// its own fsync. Then its amendments: one case's in order, the cases concurrently.
     ///
     /// The rules run on the blocking pool: a chunk's rules are enough computation to stall,
     /// on a runtime thread, every request and stream scheduled behind them.
     async fn handle(&self, events: &[RecordedEvent]) -> Result<()> {
-        let owned: Vec<RecordedEvent> = events
+        let (owned, amendments): (Vec<RecordedEvent>, Vec<RecordedEvent>) = events
             .iter()
             .filter(|e| self.partition.owns(e.case_id.as_bytes()))
             .cloned()
-            .collect();
+            .partition(|e| e.event_type != APPLICATION_AMENDED);
+        self.handle_submissions(owned).await?;
+        let mut cases: Vec<Vec<&RecordedEvent>> = Vec::new();
+        for e in &amendments {
+            match cases.iter_mut().find(|c| c[0].case_id == e.case_id) {
+                Some(case) => case.push(e),
+                None => cases.push(vec![e]),
+            }
+        }
+        futures::future::try_join_all(cases.into_iter().map(|case| async move {
+            for e in case {
+                self.process_amendment(e).await?;
+            }
+            Ok::<_, Error>(())
+        }))
+        .await
+        .map(drop)
+    }
+
+    /// A stored event that does not decode never will: the consumer quarantines it.
+    fn is_poison(err: &Error) -> bool {
+        matches!(err, Error::Corrupt(_))
+    }
+}
+
+impl Assessor {
+    /// The submissions of a chunk (see [`ChunkHandler::handle`]).
+    ///
+    /// [`ChunkHandler::handle`]: onecity_eventlog::consumer::ChunkHandler::handle
+    async fn handle_submissions(&self, owned: Vec<RecordedEvent>) -> Result<()> {
         let worker = self.clone();
         let decided = tokio::task::spawn_blocking(move || {
             owned
@@ -375,10 +415,5 @@ impl onecity_eventlog::consumer::ChunkHandler for Assessor {
         futures::future::try_join_all(decided.into_iter().flatten().map(|d| self.record(d)))
             .await
             .map(drop)
-    }
-
-    /// A stored event that does not decode never will: the consumer quarantines it.
-    fn is_poison(err: &Error) -> bool {
-        matches!(err, Error::Corrupt(_))
     }
 }

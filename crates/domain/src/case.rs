@@ -51,8 +51,15 @@ pub struct CaseState {
     pub status: CaseStatus,
     /// The submission (the first event).
     pub submitted: Option<pb::ApplicationSubmitted>,
-    /// The assessment, once made.
+    /// The current assessment, once made: the first one (`EligibilityAssessed`), or the
+    /// latest re-assessment's (`EligibilityReassessed`).
     pub assessed: Option<pb::EligibilityAssessed>,
+    /// The latest change of circumstances, if any: its application is the household's
+    /// current one ([`CaseState::application`]).
+    pub amended: Option<pb::ApplicationAmended>,
+    /// The causes of the re-assessments made (`EligibilityReassessed.cause`: amendment
+    /// event ids, policy version ids), in order.
+    pub reassessed: Vec<String>,
     /// Referrals in issue order, each in its latest state.
     pub referrals: Vec<pb::Referral>,
     /// One history line per event.
@@ -71,6 +78,8 @@ impl Default for CaseState {
             status: CaseStatus::Open,
             submitted: None,
             assessed: None,
+            amended: None,
+            reassessed: Vec::new(),
             referrals: Vec::new(),
             history: Vec::new(),
             audiences: Vec::new(),
@@ -170,6 +179,28 @@ impl CaseState {
                     self.status = CaseStatus::Open;
                 }
             }
+            // A closed case may be amended only while an approval is in force (intake checks),
+            // and a re-assessment may issue referrals on a closed case: either re-opens it
+            // until what it started is decided (the re-assessment's own commit closes it
+            // again when it left nothing open).
+            CaseEvent::ApplicationAmended(a) => {
+                self.amended = Some(a.clone());
+                if self.status == CaseStatus::Closed {
+                    self.status = CaseStatus::Open;
+                }
+            }
+            CaseEvent::EligibilityReassessed(a) => {
+                self.assessed = Some(pb::EligibilityAssessed {
+                    assessments: a.assessments.clone(),
+                    policy_version: a.policy_version.clone(),
+                });
+                self.reassessed.push(a.cause.clone());
+                if self.status == CaseStatus::Closed {
+                    self.status = CaseStatus::Open;
+                }
+            }
+            // Its review referral comes in the same commit, as a `ReferralIssued`.
+            CaseEvent::ReviewRequested(_) => {}
             CaseEvent::ApplicationWithdrawn(_) => self.status = CaseStatus::Withdrawn,
             CaseEvent::CaseClosed(_) => {
                 if self.status == CaseStatus::Open {
@@ -190,6 +221,61 @@ impl CaseState {
             state.apply(meta, event.as_ref());
         }
         Ok(state)
+    }
+
+    /// The household's application as it now stands: the latest amendment's, else the
+    /// submission's.
+    pub fn application(&self) -> Option<&pb::Application> {
+        self.amended
+            .as_ref()
+            .and_then(|a| a.application.as_ref())
+            .or_else(|| self.submitted.as_ref()?.application.as_ref())
+    }
+
+    /// The policy version of the current assessment (empty before the first).
+    pub fn policy_version(&self) -> &str {
+        self.assessed
+            .as_ref()
+            .map_or("", |a| a.policy_version.as_str())
+    }
+
+    /// The referral that now carries `programme` (wire value) at a unit: the latest one
+    /// issued for it (a review, a re-issue after a cancellation), followed through its
+    /// transfers. `None` when the programme was never referred.
+    pub fn current_referral(&self, programme: i32) -> Option<&pb::Referral> {
+        let latest = self
+            .referrals
+            .iter()
+            .rev()
+            .find(|r| r.programme == programme)?;
+        self.successor(&latest.referral_id)
+    }
+
+    /// Whether `r` is an approval in force: APPROVED and not replaced by the decision of a
+    /// review of it (a review still open leaves it in force).
+    pub fn approval_in_force(&self, r: &pb::Referral) -> bool {
+        r.state == pb::ReferralState::Approved as i32
+            && self
+                .review_of(&r.referral_id)
+                .and_then(|review| self.successor(&review.referral_id))
+                .is_none_or(|review| !is_decided(review.state))
+    }
+
+    /// Whether the case holds a decided approval in force (what lets a closed case be
+    /// amended, and keeps it among the active cases a new policy version reaches).
+    pub fn holds_approval(&self) -> bool {
+        self.status != CaseStatus::Withdrawn
+            && self.referrals.iter().any(|r| self.approval_in_force(r))
+    }
+
+    /// Whether a new policy version reaches the case: open, or closed holding an approval
+    /// in force.
+    pub fn is_active(&self) -> bool {
+        match self.status {
+            CaseStatus::Open => self.submitted.is_some(),
+            CaseStatus::Closed => self.holds_approval(),
+            CaseStatus::Withdrawn => false,
+        }
     }
 
     /// The referral with this id.
@@ -257,11 +343,7 @@ impl CaseState {
     /// programme) and no charity referral exists (from intake's charity rule or an earlier
     /// dead end). The one place this condition is written.
     pub fn charity_due(&self) -> bool {
-        let consent = self
-            .submitted
-            .as_ref()
-            .and_then(|s| s.application.as_ref())
-            .is_some_and(|a| a.consent_to_share);
+        let consent = self.application().is_some_and(|a| a.consent_to_share);
         let charity = pb::Programme::Charity as i32;
         let public = || self.referrals.iter().filter(|r| r.programme != charity);
         self.status == CaseStatus::Open

@@ -45,6 +45,14 @@ pub const REFERRAL_INFORMATION_PROVIDED: &str = "onecity.v1.ReferralInformationP
 /// `ReverificationDue`: an approved recognition reached its review date; a review
 /// referral is issued in the same commit.
 pub const REVERIFICATION_DUE: &str = "onecity.v1.ReverificationDue";
+/// `ApplicationAmended`: a terminal recorded a change of the household's circumstances.
+pub const APPLICATION_AMENDED: &str = "onecity.v1.ApplicationAmended";
+/// `EligibilityReassessed`: a case assessed again (after an amendment or a new policy
+/// version), with its referral effects in the same commit.
+pub const ELIGIBILITY_REASSESSED: &str = "onecity.v1.EligibilityReassessed";
+/// `ReviewRequested`: a re-assessment would change a decided approval; a review referral
+/// is issued in the same commit.
+pub const REVIEW_REQUESTED: &str = "onecity.v1.ReviewRequested";
 /// `PersonClaimed`: a submission claims a person (on a person stream, never a case).
 pub const PERSON_CLAIMED: &str = "onecity.v1.PersonClaimed";
 /// `SubmissionAbandoned`: the first and only event of a case id that will never open.
@@ -131,6 +139,13 @@ pub enum CaseEvent {
     /// An approved recognition reached its review date (the review referral is issued in
     /// the same commit).
     ReverificationDue(pb::ReverificationDue),
+    /// A terminal recorded a change of circumstances (the application as it now stands).
+    ApplicationAmended(pb::ApplicationAmended),
+    /// The case was assessed again; from now on its current assessment.
+    EligibilityReassessed(pb::EligibilityReassessed),
+    /// A re-assessment asks the deciding unit to review an approval (the review referral
+    /// is issued in the same commit).
+    ReviewRequested(pb::ReviewRequested),
 }
 
 /// An event payload that does not decode as its declared type.
@@ -164,6 +179,9 @@ impl CaseEvent {
             CaseEvent::ReferralInformationRequested(_) => REFERRAL_INFORMATION_REQUESTED,
             CaseEvent::ReferralInformationProvided(_) => REFERRAL_INFORMATION_PROVIDED,
             CaseEvent::ReverificationDue(_) => REVERIFICATION_DUE,
+            CaseEvent::ApplicationAmended(_) => APPLICATION_AMENDED,
+            CaseEvent::EligibilityReassessed(_) => ELIGIBILITY_REASSESSED,
+            CaseEvent::ReviewRequested(_) => REVIEW_REQUESTED,
         }
     }
 
@@ -190,6 +208,9 @@ impl CaseEvent {
             CaseEvent::CaseClosed(m) => m.encode_to_vec(),
             CaseEvent::RecognitionLinked(m) => m.encode_to_vec(),
             CaseEvent::ReverificationDue(m) => m.encode_to_vec(),
+            CaseEvent::ApplicationAmended(m) => m.encode_to_vec(),
+            CaseEvent::EligibilityReassessed(m) => m.encode_to_vec(),
+            CaseEvent::ReviewRequested(m) => m.encode_to_vec(),
         }
     }
 
@@ -241,6 +262,15 @@ impl CaseEvent {
             }
             REVERIFICATION_DUE => {
                 CaseEvent::ReverificationDue(pb::ReverificationDue::decode(payload).map_err(err)?)
+            }
+            APPLICATION_AMENDED => {
+                CaseEvent::ApplicationAmended(pb::ApplicationAmended::decode(payload).map_err(err)?)
+            }
+            ELIGIBILITY_REASSESSED => CaseEvent::EligibilityReassessed(
+                pb::EligibilityReassessed::decode(payload).map_err(err)?,
+            ),
+            REVIEW_REQUESTED => {
+                CaseEvent::ReviewRequested(pb::ReviewRequested::decode(payload).map_err(err)?)
             }
             _ => return Ok(None),
         }))
@@ -375,6 +405,33 @@ impl CaseEvent {
                 r.information_provided,
                 r.due_at
             ),
+            CaseEvent::ApplicationAmended(a) => format!(
+                "application amended at {} by terminal {} ({} members): {}",
+                a.street_office,
+                a.terminal_id,
+                a.application.as_ref().map_or(0, |a| a.members.len()),
+                a.reason
+            ),
+            CaseEvent::EligibilityReassessed(a) => {
+                let referred = a
+                    .assessments
+                    .iter()
+                    .filter(|x| {
+                        x.outcome == pb::Outcome::Eligible as i32
+                            || x.outcome == pb::Outcome::NeedsReview as i32
+                    })
+                    .count();
+                format!(
+                    "re-assessed under policy {} ({}): {referred} programmes met",
+                    a.policy_version, a.reason
+                )
+            }
+            CaseEvent::ReviewRequested(r) => format!(
+                "approval of {} to be reviewed by {}: {}",
+                programme_name(r.programme),
+                r.department_unit,
+                r.cause
+            ),
             CaseEvent::ApplicationWithdrawn(_) => "application withdrawn".into(),
             CaseEvent::CaseClosed(c) => format!("case closed: {}", c.reason),
         }
@@ -388,6 +445,15 @@ impl CaseEvent {
             CaseEvent::ApplicationSubmitted(_)
             | CaseEvent::ApplicationWithdrawn(_)
             | CaseEvent::CaseClosed(_) => Audience::Case,
+            // Every unit holding a referral reads the household's data; the reason is the
+            // household's, not another unit's outcome.
+            CaseEvent::ApplicationAmended(_) => Audience::Case,
+            // The full summary counts the programmes met, other units' included.
+            CaseEvent::EligibilityReassessed(a) => {
+                Audience::CaseRedacted(format!("re-assessed under policy {}", a.policy_version))
+            }
+            // The review is the deciding unit's business, like its decision.
+            CaseEvent::ReviewRequested(r) => Audience::Unit(r.department_unit.clone()),
             // The full summary counts the programmes referred, other units' included.
             CaseEvent::EligibilityAssessed(a) => {
                 Audience::CaseRedacted(format!("assessed under policy {}", a.policy_version))
@@ -511,6 +577,27 @@ mod tests {
                 review_referral_id: "v".into(),
                 cause: "death of a member reported".into(),
                 signal_id: "s".into(),
+            }),
+            CaseEvent::ApplicationAmended(pb::ApplicationAmended {
+                reason: "new job".into(),
+                amended_on: "2026-12-04".into(),
+                ..Default::default()
+            }),
+            CaseEvent::EligibilityReassessed(pb::EligibilityReassessed {
+                policy_version: "p".into(),
+                trigger: pb::ReassessmentTrigger::Amendment as i32,
+                cause: "e".into(),
+                reason: "new job".into(),
+                ..Default::default()
+            }),
+            CaseEvent::ReviewRequested(pb::ReviewRequested {
+                referral_id: "r".into(),
+                programme: pb::Programme::Dibao as i32,
+                department_unit: "civil-affairs@120101".into(),
+                review_referral_id: "v".into(),
+                cause: "new job".into(),
+                outcome: pb::Outcome::Ineligible as i32,
+                ..Default::default()
             }),
         ];
         for e in events {

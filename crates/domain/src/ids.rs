@@ -118,6 +118,32 @@ pub fn review_referral(referral_id: &str) -> Uuid {
     derive(&["review", referral_id])
 }
 
+/// Commit id of a case's re-assessment caused by `cause` of kind `trigger` (`amendment`:
+/// the `ApplicationAmended` event id; `policy`: the policy version id): each amendment, and
+/// each policy version, re-assesses a case once.
+pub fn reassess_commit(case_id: Uuid, trigger: &str, cause: &str) -> Uuid {
+    derive(&["reassess", &case_id.to_string(), trigger, cause])
+}
+
+/// Id of the referral of `programme` a re-assessment (`trigger`, `cause` as for
+/// [`reassess_commit`]) issues in `case_id`: the programme may have had a referral before
+/// (cancelled, denied), so the cause is part of the name; a replayed re-assessment names
+/// the same referral.
+pub fn reassessed_referral(
+    case_id: Uuid,
+    programme: Programme,
+    trigger: &str,
+    cause: &str,
+) -> Uuid {
+    derive(&[
+        "reassessed-referral",
+        &case_id.to_string(),
+        programme.as_str(),
+        trigger,
+        cause,
+    ])
+}
+
 /// Id of the system stream of quarantine records (`EventQuarantined`,
 /// `QuarantineReleased`): one stream for every consumer, never a case.
 pub fn quarantine_stream() -> Uuid {
@@ -244,6 +270,14 @@ mod tests {
                 transferred_referral("r-1", "housing@120103"),
                 "0b7bc50a-e5fd-53ff-acab-7d7cd5ca3533",
             ),
+            (
+                reassess_commit(CASE, "policy", "2027-01"),
+                "026e22bc-0b44-56c7-bda3-27f5ecbb81b0",
+            ),
+            (
+                reassessed_referral(CASE, Programme::Dibao, "policy", "2027-01"),
+                "06a3d920-f725-5bf0-a3e4-7b777cd25286",
+            ),
         ];
         for (id, want) in pinned {
             assert_eq!(id.to_string(), want);
@@ -265,8 +299,15 @@ mod tests {
             review_referral(&case.to_string()),
             abandon_commit(case),
             transferred_referral(&case.to_string(), "housing@120103"),
+            reassess_commit(case, "amendment", "e"),
+            reassess_commit(case, "policy", "e"),
         ];
         ids.extend(Programme::ALL.iter().map(|p| referral_id(case, *p)));
+        ids.extend(
+            Programme::ALL
+                .iter()
+                .map(|p| reassessed_referral(case, *p, "policy", "e")),
+        );
         ids
     }
 

@@ -15,6 +15,7 @@ mod error;
 pub mod format;
 mod holidays;
 mod policy;
+pub mod reassess;
 pub mod review;
 
 pub use assess::{

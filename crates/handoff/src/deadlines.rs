@@ -561,8 +561,12 @@ impl DeadlineWorker {
                 let Some(approved) = state.review_due(&rid) else {
                     return Ok::<_, Error>(Step::Done(Written::Closed));
                 };
-                let events =
-                    crate::reverification::review_events(&self.catalogue, case_id, approved, now);
+                let events = onecity_eligibility::reassess::review_events(
+                    &self.catalogue,
+                    case_id,
+                    approved,
+                    now,
+                );
                 Ok(Step::Append(
                     Commit {
                         version: state.version,

@@ -32,7 +32,7 @@ pub use linkage::{LinkageWorker, Linked, LINKAGE_ACTOR, LINKAGE_CONSUMER};
 /// The deterministic id of a referral (defined with every other id in
 /// [`onecity_domain::ids`]).
 pub use onecity_domain::ids::referral_id;
-pub use reverification::review_events;
+pub use onecity_eligibility::reassess::review_events;
 pub use service::{DecisionInput, Handoff, ListQuery, ReferralWriter, Transfer};
 pub use worker::{Done, HandoffWorker};
 

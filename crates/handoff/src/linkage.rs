@@ -219,9 +219,8 @@ impl LinkageWorker {
             decided_on: decided_on.clone(),
         });
         let Some(app) = state
-            .submitted
-            .as_ref()
-            .and_then(|s| s.application.clone())
+            .application()
+            .cloned()
             .and_then(|a| validate_application(a, onecity_domain::today()).ok())
         else {
             tracing::error!(%case_id, "stored application fails validation, decision linked without re-assessment");
@@ -278,8 +277,9 @@ impl LinkageWorker {
             let id = referral_id(case_id, p).to_string();
             let met = a.outcome.is_referred();
             let outcome = a.outcome.to_proto();
-            // A transferred referral lives on at the unit it was moved to.
-            match state.successor(&id) {
+            // The programme's latest referral (a re-assessment may have issued one after the
+            // first ended); a transferred referral lives on at the unit it was moved to.
+            match state.current_referral(programme as i32) {
                 Some(r) if is_final(r.state) => {}
                 Some(r)
                     if met
@@ -345,9 +345,7 @@ impl LinkageWorker {
     /// ended.
     fn charity(&self, case_id: Uuid, state: &CaseState) -> Option<pb::Referral> {
         let Some(district) = state
-            .submitted
-            .as_ref()
-            .and_then(|s| s.application.as_ref())
+            .application()
             .and_then(|a| DistrictCode::parse(&a.district_code))
         else {
             tracing::error!(%case_id, "stored application has no district of the city, no charity referral");

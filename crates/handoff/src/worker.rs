@@ -3,11 +3,13 @@
 
 use std::sync::Arc;
 
-use onecity_domain::case::{is_dependent, is_recognition};
+use onecity_domain::case::is_recognition;
 use onecity_domain::events::{
-    CaseEvent, APPLICATION_WITHDRAWN, CASE_CLOSED, ELIGIBILITY_ASSESSED, REFERRAL_PREFIX,
+    CaseEvent, APPLICATION_WITHDRAWN, CASE_CLOSED, ELIGIBILITY_ASSESSED, ELIGIBILITY_REASSESSED,
+    REFERRAL_PREFIX,
 };
 use onecity_domain::{ids, Partition, Programme};
+use onecity_eligibility::reassess::issued_basis;
 use onecity_eligibility::Catalogue;
 use onecity_eventlog::{EventLog, Filter, NewEvent, RecordedEvent, MAX_READ_LIMIT};
 use onecity_proto::v1 as pb;
@@ -143,7 +145,7 @@ impl HandoffWorker {
     }
 
     /// The case's version when it still waits for its referrals after `assessed`; `None`
-    /// when it has moved on: referrals issued (a replay), withdrawn or closed. Reads only
+    /// when it has moved on: referrals issued (a replay), re-assessed, withdrawn or closed. Reads only
     /// the events after the assessment (decoding none of them): nothing that ends the
     /// wait can come before it, since the assessor skips withdrawn cases and referrals
     /// follow the assessment.
@@ -154,10 +156,13 @@ impl HandoffWorker {
                 .log
                 .read_case(assessed.case_id, version + 1, MAX_READ_LIMIT)
                 .await?;
+            // A re-assessment (an amendment came first) issues what the case now needs
+            // itself, from the application as amended.
             let moved_on = later.iter().any(|e| {
                 e.event_type.starts_with(REFERRAL_PREFIX)
                     || e.event_type == APPLICATION_WITHDRAWN
                     || e.event_type == CASE_CLOSED
+                    || e.event_type == ELIGIBILITY_REASSESSED
             });
             if moved_on {
                 return Ok(None);
@@ -189,15 +194,7 @@ impl HandoffWorker {
                 && (a.outcome == pb::Outcome::Eligible as i32
                     || a.outcome == pb::Outcome::NeedsReview as i32)
         });
-        let basis = |programme: i32| {
-            if !is_dependent(programme) {
-                pb::ReferralBasis::Unspecified
-            } else if predicted {
-                pb::ReferralBasis::Predicted
-            } else {
-                pb::ReferralBasis::None
-            }
-        };
+        let basis = |programme: i32| issued_basis(programme, predicted);
         let mut events = Vec::new();
         for a in &assessed.assessments {
             let referred = a.outcome == pb::Outcome::Eligible as i32

@@ -160,4 +160,25 @@ impl IntakeService for IntakeGrpc {
         let cases = self.intake.find_cases(&who, &id_number).await?;
         Ok(Response::new(pb::FindCasesResponse { cases }))
     }
+
+    async fn amend_application(
+        &self,
+        req: Request<pb::AmendApplicationRequest>,
+    ) -> Result<Response<pb::AmendApplicationResponse>, Status> {
+        let who = principal(&req)?;
+        let pb::AmendApplicationRequest {
+            case_id,
+            request_id,
+            application,
+            reason,
+        } = req.into_inner();
+        let amended = self
+            .intake
+            .amend(&who, &case_id, &request_id, application, &reason)
+            .await?;
+        Ok(Response::new(pb::AmendApplicationResponse {
+            case: Some(amended.case),
+            duplicate: amended.duplicate,
+        }))
+    }
 }

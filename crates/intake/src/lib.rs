@@ -3,6 +3,9 @@
 //! event and answers with the case id. Case views (`GetCase`, `WatchCase`) are folds of
 //! the case stream, so they are always exactly what the log says.
 //!
+//! A change of the household's circumstances is recorded on the case
+//! (`AmendApplication`, [`Intake::amend`]); the assessment worker re-assesses it.
+//!
 //! The core here never mentions tonic; [`grpc`] is the transport edge.
 
 use std::sync::Arc;
@@ -159,10 +162,20 @@ pub struct Submitted {
     pub submitted_at: String,
 }
 
+/// The answer to an amendment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Amended {
+    /// The case after the amendment was recorded.
+    pub case: pb::Case,
+    /// True when the terminal had already recorded this request id for this amendment.
+    pub duplicate: bool,
+}
+
 /// The intake service core.
 #[derive(Debug, Clone)]
 pub struct Intake {
     log: Arc<dyn EventLog>,
+    clock: Arc<dyn onecity_service::clock::Clock>,
     policies: Arc<PolicyBook>,
     catalogue: Arc<Catalogue>,
     backpressure: Option<Arc<backpressure::Gauge>>,
@@ -213,6 +226,7 @@ impl Intake {
         Intake {
             access: Access::new(Arc::clone(&log)),
             referrals: onecity_handoff::ReferralWriter::new(Arc::clone(&log)),
+            clock: Arc::new(onecity_service::clock::SystemClock),
             log,
             policies,
             catalogue: Arc::new(Catalogue::embedded()),
@@ -221,9 +235,11 @@ impl Intake {
         }
     }
 
-    /// Reads the time of `ProvideInformation` from `clock` (by default the system clock).
+    /// Reads the time of `ProvideInformation` and of amendments from `clock` (by default
+    /// the system clock).
     pub fn with_clock(mut self, clock: Arc<dyn onecity_service::clock::Clock>) -> Self {
-        self.referrals = self.referrals.with_clock(clock);
+        self.referrals = self.referrals.with_clock(Arc::clone(&clock));
+        self.clock = clock;
         self
     }
 
@@ -856,6 +872,149 @@ impl Intake {
                 self.view(principal, case_id, &state)
             }
         }
+    }
+
+    /// Records a change of the household's circumstances on `case_id` (terminals only):
+    /// `application` is the whole application as it now stands, validated like a
+    /// submission (its district cannot change), `reason` says why (required). Open cases
+    /// may be amended, and closed ones while a decided approval is in force (the case
+    /// re-opens); withdrawn ones not. Idempotent per (terminal, `request_id`): a retry
+    /// returns the case, the same key for another amendment is
+    /// [`Error::FailedPrecondition`]. The assessment worker re-assesses the case under the
+    /// policy in force on the amendment date (Beijing, by this intake's clock).
+    pub async fn amend(
+        &self,
+        principal: &Principal,
+        case_id: &str,
+        request_id: &str,
+        application: Option<pb::Application>,
+        reason: &str,
+    ) -> Result<Amended> {
+        let Principal::Terminal {
+            id: terminal_id,
+            street_office,
+            ..
+        } = principal
+        else {
+            return Err(denied(principal, "amend an application", Subject::Nothing).into());
+        };
+        let case_id = parse_case_id(case_id)?;
+        check_request_id("request_id", request_id)?;
+        let application =
+            application.ok_or_else(|| Error::invalid("application", "is required"))?;
+        let app = validate_application(application, onecity_domain::today())?;
+        if reason.trim().is_empty() {
+            return Err(Error::invalid("reason", "is required"));
+        }
+        check_text("reason", reason, MAX_REASON_CHARS, TextKind::Paragraph)?;
+        let now = self.clock.now();
+        let amended_on = onecity_domain::beijing_date(now);
+        if self.policies.in_force(amended_on).is_none() {
+            return Err(Error::FailedPrecondition(format!(
+                "no policy version is in force on {amended_on}"
+            )));
+        }
+        let canonical = pb::Application::from(&app);
+        let event = CaseEvent::ApplicationAmended(pb::ApplicationAmended {
+            application: Some(canonical.clone()),
+            reason: reason.to_owned(),
+            amended_on: onecity_domain::format_date(amended_on),
+            terminal_id: terminal_id.clone(),
+            street_office: street_office.clone(),
+            request_id: request_id.to_owned(),
+            amended_at: onecity_domain::rfc3339(now),
+        });
+        let commit_id = ids::request_commit(&principal.actor(), request_id);
+        let new = NewEvent::new(event.event_type(), principal.actor(), event.encode())
+            .caused_by(request_id);
+        if let Some(original) = recorded_commit(self.log.as_ref(), commit_id, new.clone()).await? {
+            return self
+                .amended_before(principal, case_id, &canonical, reason, request_id, original)
+                .await;
+        }
+        // Every attempt appends or refuses: there is no answer without a write.
+        let outcome: Outcome<std::convert::Infallible, CaseStatus> =
+            append_case_commit(self.log.as_ref(), case_id, |state| {
+            not_void(case_id, state)?;
+            match state.status {
+                CaseStatus::Withdrawn => {
+                    return Err(Error::FailedPrecondition(format!(
+                        "case {case_id} is withdrawn"
+                    )))
+                }
+                CaseStatus::Closed if !state.holds_approval() => {
+                    return Err(Error::FailedPrecondition(format!(
+                        "case {case_id} is closed and holds no approval in force: submit a new application"
+                    )))
+                }
+                CaseStatus::Open | CaseStatus::Closed => {}
+            }
+            let district = state.application().map(|a| a.district_code.as_str());
+            if district.is_some_and(|d| d != canonical.district_code) {
+                return Err(Error::invalid(
+                    "application.district_code",
+                    "an amendment cannot move the case to another district: withdraw it and apply there",
+                ));
+            }
+            Ok(Step::Append(
+                Commit {
+                    version: state.version,
+                    events: vec![new.clone()],
+                    commit_id,
+                },
+                state.status,
+            ))
+        })
+        .await?;
+        match outcome {
+            Outcome::Unchanged(never) => match never {},
+            Outcome::Appended(_, appended) if appended.deduplicated => {
+                self.amended_before(principal, case_id, &canonical, reason, request_id, appended)
+                    .await
+            }
+            Outcome::Appended(was, _) => {
+                tracing::info!(%case_id, terminal = %terminal_id, reopened = (was == CaseStatus::Closed), members = app.members.len(), "application amended");
+                let state = load_case(self.log.as_ref(), case_id).await?;
+                Ok(Amended {
+                    case: self.view(principal, case_id, &state)?,
+                    duplicate: false,
+                })
+            }
+        }
+    }
+
+    /// The answer to an amendment whose commit id is already in the log: the case as it
+    /// is now when that commit amended this case with the same application and reason,
+    /// otherwise [`Error::FailedPrecondition`].
+    async fn amended_before(
+        &self,
+        principal: &Principal,
+        case_id: Uuid,
+        application: &pb::Application,
+        reason: &str,
+        request_id: &str,
+        original: Appended,
+    ) -> Result<Amended> {
+        let events = commit_events(self.log.as_ref(), &original).await?;
+        let same = original.case_id == case_id
+            && events.first().is_some_and(|e| {
+                matches!(
+                    CaseEvent::decode(&e.event_type, &e.payload),
+                    Ok(Some(CaseEvent::ApplicationAmended(a)))
+                        if a.application.as_ref() == Some(application) && a.reason == reason
+                )
+            });
+        if !same {
+            return Err(Error::FailedPrecondition(format!(
+                "request id {request_id:?} was used for a different request"
+            )));
+        }
+        tracing::info!(%case_id, "duplicate amendment answered with the case");
+        let state = load_case(self.log.as_ref(), case_id).await?;
+        Ok(Amended {
+            case: self.view(principal, case_id, &state)?,
+            duplicate: true,
+        })
     }
 
     /// The answer to a keyed withdrawal whose commit is already in the log: the case as it

@@ -1,7 +1,14 @@
 //! The person index: every member's cases, keyed by the keyed hash of the identity
 //! number ([`PersonKey`]), so the index (and the person streams of the claims, see
 //! `claim.rs`) never hold an identity number. A projection of the log, rebuilt on start
-//! from the submissions, withdrawals and closings, and kept current by a subscription.
+//! from the submissions, amendments, re-assessments, withdrawals and closings, and kept
+//! current by a subscription.
+//!
+//! A member an amendment adds is indexed under the case from the amendment on (a member
+//! it leaves out stays indexed: the case named them). Such a member is not claimed on
+//! their person stream (the case is already open, no submission races it), but a later
+//! submission naming them meets the case here: the claims consult the index for open
+//! cases a person stream does not know.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -11,7 +18,8 @@ use futures::StreamExt;
 use hmac::{Hmac, Mac};
 use onecity_domain::case::CaseStatus;
 use onecity_domain::events::{
-    CaseEvent, APPLICATION_SUBMITTED, APPLICATION_WITHDRAWN, CASE_CLOSED,
+    CaseEvent, APPLICATION_AMENDED, APPLICATION_SUBMITTED, APPLICATION_WITHDRAWN, CASE_CLOSED,
+    ELIGIBILITY_REASSESSED,
 };
 use onecity_domain::IdNumber;
 use onecity_eventlog::retry::{self, Backoff};
@@ -98,6 +106,16 @@ struct State {
     cases: HashMap<Uuid, IndexedCase>,
 }
 
+/// A closed case is open again (amended while an approval is in force, or re-assessed),
+/// as in the case fold.
+fn reopen(st: &mut State, case_id: Uuid) {
+    if let Some(c) = st.cases.get_mut(&case_id) {
+        if c.status == CaseStatus::Closed {
+            c.status = CaseStatus::Open;
+        }
+    }
+}
+
 /// The person index (see the module documentation).
 #[derive(Debug)]
 pub struct PersonIndex {
@@ -108,7 +126,13 @@ pub struct PersonIndex {
 }
 
 /// The event types the index follows.
-pub const FOLLOWS: [&str; 3] = [APPLICATION_SUBMITTED, APPLICATION_WITHDRAWN, CASE_CLOSED];
+pub const FOLLOWS: [&str; 5] = [
+    APPLICATION_SUBMITTED,
+    APPLICATION_AMENDED,
+    ELIGIBILITY_REASSESSED,
+    APPLICATION_WITHDRAWN,
+    CASE_CLOSED,
+];
 
 impl PersonIndex {
     /// An empty index under `key`, fed by nothing: [`PersonIndex::apply`] feeds it.
@@ -189,6 +213,12 @@ impl PersonIndex {
                 if !FOLLOWS.contains(&e.event_type.as_str()) {
                     continue;
                 }
+                // A re-assessment re-opens a closed case as the case fold does; its
+                // payload (every programme's assessment) is not needed for that.
+                if e.event_type == ELIGIBILITY_REASSESSED {
+                    reopen(&mut st, e.case_id);
+                    continue;
+                }
                 let event = match CaseEvent::decode(&e.event_type, &e.payload) {
                     Ok(Some(event)) => event,
                     Ok(None) => continue,
@@ -199,6 +229,12 @@ impl PersonIndex {
                 };
                 match event {
                     CaseEvent::ApplicationSubmitted(s) => self.submitted(&mut st, e.case_id, &s),
+                    CaseEvent::ApplicationAmended(a) => {
+                        reopen(&mut st, e.case_id);
+                        if let Some(app) = &a.application {
+                            self.members(&mut st, e.case_id, app);
+                        }
+                    }
                     CaseEvent::ApplicationWithdrawn(_) => {
                         if let Some(c) = st.cases.get_mut(&e.case_id) {
                             c.status = CaseStatus::Withdrawn;
@@ -234,13 +270,22 @@ impl PersonIndex {
                 submitted_date: s.submitted_at.get(..10).unwrap_or_default().to_owned(),
             },
         );
+        self.members(st, case_id, app);
+    }
+
+    /// Indexes `app`'s members under `case_id` (each once per case).
+    fn members(&self, st: &mut State, case_id: Uuid, app: &pb::Application) {
+        if !st.cases.contains_key(&case_id) {
+            return;
+        }
         for m in &app.members {
             match self.key.hash_str(&m.id_number) {
-                Some(person) => st
-                    .people
-                    .entry(person)
-                    .or_default()
-                    .push((case_id, m.relationship)),
+                Some(person) => {
+                    let cases = st.people.entry(person).or_default();
+                    if !cases.iter().any(|(c, _)| *c == case_id) {
+                        cases.push((case_id, m.relationship));
+                    }
+                }
                 None => {
                     tracing::error!(%case_id, "a stored member's identity number does not parse; not indexed")
                 }
@@ -248,7 +293,7 @@ impl PersonIndex {
         }
     }
 
-    /// The cases naming `person`, in submission order.
+    /// The cases naming `person`, in the order they first named them.
     pub fn cases_of(&self, person: &PersonHash) -> Vec<PersonCase> {
         let st = self.state.read().unwrap_or_else(|p| p.into_inner());
         st.people
@@ -379,6 +424,50 @@ mod tests {
         for m in &app.members {
             assert!(!text.contains(&m.id_number), "{text}");
         }
+    }
+
+    #[test]
+    fn an_amendment_indexes_added_members_and_reopens_a_closed_case() {
+        let index = PersonIndex::new(key(1));
+        let app = sample_application();
+        let case = Uuid::now_v7();
+        index.apply(&[recorded(
+            case,
+            1,
+            &submitted(app.clone(), "2026-03-01T08:00:00Z"),
+        )]);
+        let closed = CaseEvent::CaseClosed(pb::CaseClosed::default());
+        index.apply(&[recorded(case, 2, &closed)]);
+        assert_eq!(index.status(case), Some(CaseStatus::Closed));
+        let mut amended = app.clone();
+        let mut newborn = amended.members[2].clone();
+        newborn.id_number = onecity_domain::fixtures::valid_id_number(
+            "120103",
+            chrono::NaiveDate::from_ymd_opt(2026, 1, 2).unwrap(),
+            77,
+        );
+        amended.members.push(newborn.clone());
+        let event = CaseEvent::ApplicationAmended(pb::ApplicationAmended {
+            application: Some(amended),
+            reason: "a child was born".into(),
+            ..Default::default()
+        });
+        index.apply(&[recorded(case, 3, &event), recorded(case, 4, &event)]);
+        assert_eq!(index.status(case), Some(CaseStatus::Open));
+        let added = key(1).hash_str(&newborn.id_number).unwrap();
+        let found = index.cases_of(&added);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].case.case_id, case);
+        // A member already named is not listed twice.
+        let first = key(1).hash_str(&app.members[0].id_number).unwrap();
+        assert_eq!(index.cases_of(&first).len(), 1);
+        // A re-assessment re-opens a closed case too, without its payload.
+        index.apply(&[recorded(case, 5, &closed)]);
+        let mut reassessed = recorded(case, 6, &closed);
+        reassessed.event_type = ELIGIBILITY_REASSESSED.into();
+        reassessed.payload = vec![0xff];
+        index.apply(&[reassessed]);
+        assert_eq!(index.status(case), Some(CaseStatus::Open));
     }
 
     proptest! {

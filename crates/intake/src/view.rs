@@ -40,14 +40,14 @@ pub fn view(
             .unwrap_or_default(),
         referrals: state.referrals.clone(),
         events: state.history.clone(),
-        district_code: submitted
-            .application
-            .as_ref()
+        district_code: state
+            .application()
             .map(|a| a.district_code.clone())
             .unwrap_or_default(),
         terminal_id: submitted.terminal_id,
         submitted_at: submitted.submitted_at,
-        application: submitted.application,
+        // As it now stands: the latest amendment's, else the submission's.
+        application: state.application().cloned(),
         // Every principal that sees the case sees why it was opened beside another.
         duplicate_override_reason: submitted.duplicate_override_reason,
     };

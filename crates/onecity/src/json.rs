@@ -32,6 +32,7 @@ proto_names!(
     GetCaseResponse,
     WatchCaseResponse,
     WithdrawApplicationResponse,
+    AmendApplicationResponse,
     FindCasesResponse,
     ScreenResponse,
     GetPolicyResponse,

@@ -13,12 +13,13 @@
 use std::sync::Arc;
 
 use onecity_domain::events::{
-    APPLICATION_SUBMITTED, APPLICATION_WITHDRAWN, CASE_CLOSED, ELIGIBILITY_ASSESSED,
-    PERSON_CLAIMED, RECOGNITION_LINKED, REFERRAL_ACKNOWLEDGED, REFERRAL_BASIS_UPDATED,
-    REFERRAL_CANCELLED, REFERRAL_DECIDED, REFERRAL_DUE_SOON, REFERRAL_ESCALATED,
-    REFERRAL_INFORMATION_PROVIDED, REFERRAL_INFORMATION_REQUESTED, REFERRAL_ISSUED,
-    REFERRAL_OVERDUE, REFERRAL_TRANSFERRED, REVERIFICATION_DUE, SIGNAL_REPORTED,
-    SUBMISSION_ABANDONED, WARNING_ESCALATED, WARNING_RAISED, WARNING_RESOLVED,
+    APPLICATION_AMENDED, APPLICATION_SUBMITTED, APPLICATION_WITHDRAWN, CASE_CLOSED,
+    ELIGIBILITY_ASSESSED, ELIGIBILITY_REASSESSED, PERSON_CLAIMED, RECOGNITION_LINKED,
+    REFERRAL_ACKNOWLEDGED, REFERRAL_BASIS_UPDATED, REFERRAL_CANCELLED, REFERRAL_DECIDED,
+    REFERRAL_DUE_SOON, REFERRAL_ESCALATED, REFERRAL_INFORMATION_PROVIDED,
+    REFERRAL_INFORMATION_REQUESTED, REFERRAL_ISSUED, REFERRAL_OVERDUE, REFERRAL_TRANSFERRED,
+    REVERIFICATION_DUE, REVIEW_REQUESTED, SIGNAL_REPORTED, SUBMISSION_ABANDONED, WARNING_ESCALATED,
+    WARNING_RAISED, WARNING_RESOLVED,
 };
 use onecity_eventlog::access::PERSONAL_DATA_READ;
 use onecity_eventlog::quarantine::{EVENT_QUARANTINED, QUARANTINE_RELEASED};
@@ -35,12 +36,19 @@ pub const EVENT_TYPES: &[(&str, &[Role])] = &[
     // The person claims of a submission (docs/eventlog.md, "Person claims").
     (PERSON_CLAIMED, &[Intake]),
     (SUBMISSION_ABANDONED, &[Intake]),
+    // A change of circumstances, recorded at a terminal.
+    (APPLICATION_AMENDED, &[Intake]),
     (ELIGIBILITY_ASSESSED, &[Eligibility]),
-    (REFERRAL_ISSUED, &[Handoff]),
+    // A re-assessment (the assessment worker, after an amendment or a new policy version)
+    // writes its referral effects in its own commit: new referrals, cancellations, reviews
+    // and the closing when nothing is left open.
+    (ELIGIBILITY_REASSESSED, &[Eligibility]),
+    (REVIEW_REQUESTED, &[Eligibility]),
+    (REFERRAL_ISSUED, &[Eligibility, Handoff]),
     (REFERRAL_ACKNOWLEDGED, &[Handoff]),
     (REFERRAL_DECIDED, &[Handoff]),
     // A withdrawal (intake) cancels the case's open referrals in the same commit.
-    (REFERRAL_CANCELLED, &[Intake, Handoff]),
+    (REFERRAL_CANCELLED, &[Intake, Eligibility, Handoff]),
     // The deadline worker runs in the handoff role.
     (REFERRAL_DUE_SOON, &[Handoff]),
     (REFERRAL_OVERDUE, &[Handoff]),
@@ -53,7 +61,7 @@ pub const EVENT_TYPES: &[(&str, &[Role])] = &[
     (REFERRAL_TRANSFERRED, &[Handoff]),
     (REFERRAL_INFORMATION_REQUESTED, &[Handoff]),
     (REFERRAL_INFORMATION_PROVIDED, &[Intake]),
-    (CASE_CLOSED, &[Handoff]),
+    (CASE_CLOSED, &[Eligibility, Handoff]),
     // The linkage worker runs with the handoff.
     (REFERRAL_BASIS_UPDATED, &[Handoff]),
     (RECOGNITION_LINKED, &[Handoff]),
@@ -141,6 +149,9 @@ mod tests {
             CaseEvent::ReferralTransferred(pb::Referral::default()),
             CaseEvent::ReferralInformationRequested(pb::Referral::default()),
             CaseEvent::ReferralInformationProvided(pb::Referral::default()),
+            CaseEvent::ApplicationAmended(pb::ApplicationAmended::default()),
+            CaseEvent::EligibilityReassessed(pb::EligibilityReassessed::default()),
+            CaseEvent::ReviewRequested(pb::ReviewRequested::default()),
         ];
         for e in events {
             let t = e.event_type();
@@ -163,12 +174,15 @@ mod tests {
         assert!(intake.may_append(REFERRAL_CANCELLED));
         assert!(intake.may_append(PERSONAL_DATA_READ));
         assert!(intake.may_append(REFERRAL_INFORMATION_PROVIDED));
+        assert!(intake.may_append(APPLICATION_AMENDED));
         for t in [
             REFERRAL_DECIDED,
             REFERRAL_TRANSFERRED,
             REFERRAL_INFORMATION_REQUESTED,
             REFERRAL_ISSUED,
             ELIGIBILITY_ASSESSED,
+            ELIGIBILITY_REASSESSED,
+            REVIEW_REQUESTED,
             CASE_CLOSED,
             EVENT_QUARANTINED,
             "onecity.test.Anything",
@@ -190,7 +204,11 @@ mod tests {
         let eligibility = grant(Some(&[Eligibility]));
         assert!(eligibility.may_append(ELIGIBILITY_ASSESSED));
         assert!(eligibility.may_checkpoint("assessment"));
-        assert!(!eligibility.may_append(REFERRAL_ISSUED));
+        // A re-assessment's referral effects, but no department's decision.
+        assert!(eligibility.may_append(REFERRAL_ISSUED));
+        assert!(eligibility.may_append(REVIEW_REQUESTED));
+        assert!(!eligibility.may_append(REFERRAL_DECIDED));
+        assert!(!eligibility.may_append(APPLICATION_AMENDED));
     }
 
     #[test]

@@ -127,6 +127,20 @@ pub fn default_request_id(app: &pb::Application) -> String {
     )
 }
 
+/// The default request id of `amend`: a name-based UUID of the case id, the application's
+/// protobuf encoding and the reason, so the same amendment of the same case is one request.
+pub fn default_amend_request_id(case_id: &str, app: &pb::Application, reason: &str) -> String {
+    let key = [
+        case_id.as_bytes(),
+        &[0],
+        &app.encode_to_vec(),
+        &[0],
+        reason.as_bytes(),
+    ]
+    .concat();
+    format!("cli-{}", onecity_domain::ids::cli_request_id(&key))
+}
+
 /// Runs one client command (`serve` and `config` are [`super::run`]'s).
 pub(super) async fn client_command(command: Command) -> anyhow::Result<()> {
     match command {
@@ -210,6 +224,28 @@ pub(super) async fn client_command(command: Command) -> anyhow::Result<()> {
                 }
             }
             Ok(())
+        }
+        Command::Amend {
+            client,
+            case_id,
+            file,
+            reason,
+            request_id,
+        } => {
+            let application = read_application(&file)?;
+            let request_id = request_id
+                .unwrap_or_else(|| default_amend_request_id(&case_id, &application, &reason));
+            let c = Client::connect(&client).await?;
+            let resp = c
+                .intake()
+                .amend_application(c.request(pb::AmendApplicationRequest {
+                    case_id,
+                    request_id,
+                    application: Some(application),
+                    reason,
+                }))
+                .await?;
+            print(resp.get_ref())
         }
         Command::Withdraw {
             client,

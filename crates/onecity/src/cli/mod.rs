@@ -106,6 +106,24 @@ pub enum Command {
         #[arg(long)]
         watch: bool,
     },
+    /// Record a change of the household's circumstances (terminal token): the whole
+    /// application as it now stands; the case is re-assessed and its referrals follow.
+    Amend {
+        /// Server and token.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Case id (UUID).
+        case_id: String,
+        /// The application as it now stands, in proto3 JSON.
+        file: PathBuf,
+        /// Why it changed (required; no identity numbers).
+        #[arg(long)]
+        reason: String,
+        /// Idempotency key; default: derived from the case, the application and the
+        /// reason, so running the same command again records nothing new.
+        #[arg(long)]
+        request_id: Option<String>,
+    },
     /// Withdraw an application; its open referrals are cancelled.
     Withdraw {
         /// Server and token.
