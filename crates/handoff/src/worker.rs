@@ -14,6 +14,7 @@ use onecity_eligibility::Catalogue;
 use onecity_eventlog::{EventLog, Filter, NewEvent, RecordedEvent, MAX_READ_LIMIT};
 use onecity_proto::v1 as pb;
 use onecity_service::case::{append_with_retries, Commit, Outcome, Step};
+use onecity_service::clock::{Clock, SystemClock};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -25,6 +26,7 @@ pub struct HandoffWorker {
     log: Arc<dyn EventLog>,
     catalogue: Arc<Catalogue>,
     partition: Partition,
+    clock: Arc<dyn Clock>,
 }
 
 /// What the worker did with one assessment.
@@ -43,7 +45,14 @@ impl HandoffWorker {
             log,
             catalogue,
             partition: Partition::default(),
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// Reads the time (a referral's `issued_at`) from `clock` instead of the system's.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Makes this instance handle only the cases of `partition` (with its own checkpoint),
@@ -185,8 +194,8 @@ impl HandoffWorker {
     ) -> Vec<CaseEvent> {
         let submitted_at = chrono::DateTime::parse_from_rfc3339(&submitted.submitted_at)
             .map(|t| t.with_timezone(&chrono::Utc))
-            .unwrap_or_else(|_| chrono::Utc::now());
-        let issued_at = onecity_domain::rfc3339(chrono::Utc::now());
+            .unwrap_or_else(|_| self.clock.now());
+        let issued_at = onecity_domain::rfc3339(self.clock.now());
         // A dependent referral rests on the predicted recognition when any recognition
         // programme was referred, else on none (it is met another way).
         let predicted = assessed.assessments.iter().any(|a| {

@@ -791,10 +791,10 @@ fn start_roles(
         slot.set(InterceptedService::new(svc, auth.clone()));
     }
     if let Some(slot) = &slots.handoff {
-        crew.start(HandoffWorker::new(
-            stamped(&log, onecity_handoff::ACTOR),
-            Arc::clone(&catalogue),
-        ));
+        crew.start(
+            HandoffWorker::new(stamped(&log, onecity_handoff::ACTOR), Arc::clone(&catalogue))
+                .with_clock(Arc::clone(&config.clock.0)),
+        );
         crew.start(
             DeadlineWorker::new(
                 stamped(&log, onecity_handoff::ACTOR),
