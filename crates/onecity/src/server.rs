@@ -792,8 +792,11 @@ fn start_roles(
     }
     if let Some(slot) = &slots.handoff {
         crew.start(
-            HandoffWorker::new(stamped(&log, onecity_handoff::ACTOR), Arc::clone(&catalogue))
-                .with_clock(Arc::clone(&config.clock.0)),
+            HandoffWorker::new(
+                stamped(&log, onecity_handoff::ACTOR),
+                Arc::clone(&catalogue),
+            )
+            .with_clock(Arc::clone(&config.clock.0)),
         );
         crew.start(
             DeadlineWorker::new(
