@@ -50,6 +50,7 @@ fn quick_run_prints_parseable_json_for_every_scenario() {
         scenarios,
         BTreeSet::from([
             "durable-noop",
+            "find-cases",
             "get-case",
             "get-case-unrecorded",
             "noop",
@@ -60,7 +61,8 @@ fn quick_run_prints_parseable_json_for_every_scenario() {
             "submit",
             "submit-intake",
             "submit-observe-off",
-            "submit-observe-on"
+            "submit-observe-on",
+            "submit-unchecked"
         ]),
         "{stdout}"
     );
@@ -91,6 +93,8 @@ fn quick_run_prints_parseable_json_for_every_scenario() {
             ("durable-noop", 3),
             ("route", 3),
             ("submit-intake", 1),
+            ("submit-unchecked", 1),
+            ("find-cases", 1),
             ("get-case", 1),
             ("get-case-unrecorded", 1),
         ],
