@@ -2,7 +2,7 @@
 //! refuses writes, or that cannot be reached.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use onecity_eventlog::{
     Appended, Error, EventLog, EventStream, Expected, Filter, NewEvent, RecordedEvent, Result,
@@ -17,6 +17,8 @@ pub struct FaultyLog {
     inner: Arc<dyn EventLog>,
     failing: AtomicBool,
     unreachable: AtomicBool,
+    /// Commits starting with this event type: how many more may land before they fail.
+    budget: Mutex<Option<(String, usize)>>,
 }
 
 impl FaultyLog {
@@ -27,7 +29,15 @@ impl FaultyLog {
             inner: Arc::new(log),
             failing: AtomicBool::new(false),
             unreachable: AtomicBool::new(false),
+            budget: Mutex::new(None),
         })
+    }
+
+    /// From now on, commits whose first event is of `event_type` land `landing` more
+    /// times, then fail as [`FaultyLog::fail_appends`] makes them (other commits are not
+    /// affected): a worker stopped after exactly that many of its steps.
+    pub fn fail_commits_of(&self, event_type: &str, landing: usize) {
+        *self.budget.lock().unwrap() = Some((event_type.to_owned(), landing));
     }
 
     /// Turns the append failures on or off.
@@ -64,6 +74,14 @@ impl EventLog for FaultyLog {
         self.reach()?;
         if self.failing.load(Ordering::SeqCst) {
             return Err(Error::Storage("injected by the test".into()));
+        }
+        if let Some((event_type, left)) = self.budget.lock().unwrap().as_mut() {
+            if events.first().is_some_and(|e| e.event_type == *event_type) {
+                if *left == 0 {
+                    return Err(Error::Storage("injected by the test".into()));
+                }
+                *left -= 1;
+            }
         }
         self.inner
             .append_as(appended_by, case_id, expected, events, commit_id)

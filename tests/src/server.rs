@@ -51,6 +51,15 @@ impl TestServer {
         TestServer::start_over(data_dir, Some(log), |_| {}).await
     }
 
+    /// [`TestServer::start_with_log`] with the configuration changed by `edit` first.
+    pub async fn start_with_log_and(
+        data_dir: &Path,
+        log: Arc<dyn EventLog>,
+        edit: impl FnOnce(&mut Config),
+    ) -> TestServer {
+        TestServer::start_over(data_dir, Some(log), edit).await
+    }
+
     async fn start_over(
         data_dir: &Path,
         log: Option<Arc<dyn EventLog>>,

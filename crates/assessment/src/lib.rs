@@ -2,7 +2,9 @@
 //! application under the policy in force on its date and appends one
 //! `EligibilityAssessed` per case, and re-assesses a case after each change of
 //! circumstances (`ApplicationAmended`, see `reassess.rs`); [`Screener`] answers dry runs (`Screen`) and policy
-//! look-ups (`GetPolicy`) without writing anything. The rules themselves are the pure
+//! look-ups (`GetPolicy`) without writing anything. [`PolicySweeper`] re-assesses the
+//! active cases when a new policy version takes effect (`sweep.rs`), and counts what a
+//! version would change without writing. The rules themselves are the pure
 //! functions of `onecity-eligibility`.
 
 use std::sync::Arc;
@@ -21,7 +23,14 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub mod grpc;
+mod policy_record;
 mod reassess;
+mod sweep;
+
+pub use policy_record::{check_in_force, record as record_policy_version};
+pub use sweep::{
+    ActiveCases, Counts, Impact, PolicySweeper, Swept, DEFAULT_SWEEP_BATCH, SWEEP_CONSUMER,
+};
 
 /// Result alias of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -50,6 +59,9 @@ pub enum Error {
     /// A stored event does not decode.
     #[error(transparent)]
     Corrupt(#[from] onecity_domain::events::DecodeError),
+    /// A policy version in force differs from what the log recorded of it.
+    #[error("{0}")]
+    PolicyChanged(String),
     /// The blocking task that applies the rules to a chunk failed (it panicked or was
     /// cancelled); nothing of the chunk was written.
     #[error("assessment did not finish: {0}")]
@@ -61,6 +73,7 @@ impl ErrorClass for Error {
         match self {
             Error::Invalid { field, reason } => Kind::Invalid { field, reason },
             Error::NotFound(_) => Kind::NotFound,
+            Error::PolicyChanged(_) => Kind::FailedPrecondition,
             Error::Service(e) => e.into_kind(),
             Error::Log(e) => Kind::Log(e),
             Error::Corrupt(_) | Error::TaskFailed(_) => Kind::Internal,

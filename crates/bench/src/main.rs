@@ -18,6 +18,7 @@ mod cpu;
 mod deadlines;
 mod household;
 mod inbox;
+mod reassess;
 mod rebuild;
 mod scenarios;
 mod stats;
@@ -91,6 +92,17 @@ enum Command {
         /// Measured requests (after three warm-up ones).
         #[arg(long, default_value_t = 50)]
         requests: usize,
+    },
+    /// The `reassess` cell: N active cases, then a new policy version takes effect; the
+    /// time until every case is re-assessed under it, in this process; prints one JSON
+    /// line.
+    Reassess {
+        /// Active cases in the log.
+        #[arg(long, default_value_t = 1_000_000)]
+        cases: u64,
+        /// Cases per sweep batch.
+        #[arg(long, default_value_t = onecity_assessment::DEFAULT_SWEEP_BATCH)]
+        batch: usize,
     },
     /// Internal: the `rebuild` scenario's child server over an existing log.
     #[command(hide = true)]
@@ -285,6 +297,14 @@ fn main() -> std::process::ExitCode {
             runtime
                 .map_err(anyhow::Error::from)
                 .and_then(|rt| rt.block_on(deadlines::deadlines(referrals))),
+        );
+    }
+    if let Some(Command::Reassess { cases, batch }) = cli.command {
+        let runtime = tokio::runtime::Runtime::new();
+        return exit(
+            runtime
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(reassess::reassess(cases, batch))),
         );
     }
     if let Some(Command::Inbox {

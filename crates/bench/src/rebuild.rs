@@ -175,7 +175,7 @@ fn case_people(i: u64, households: usize) -> (usize, u64) {
 
 /// What the generated log ends with: the last case and what a correct server says of it.
 #[derive(Debug, Clone)]
-struct LastCase {
+pub(crate) struct LastCase {
     case_id: String,
     version: u64,
     referral_ids: Vec<String>,
@@ -185,7 +185,7 @@ struct LastCase {
 }
 
 /// Generates the log in `dir` and returns its last case and the number of events.
-async fn generate(
+pub(crate) async fn generate(
     dir: &Path,
     pool: &Pool,
     cases: u64,
@@ -280,7 +280,7 @@ fn mib(bytes: u64) -> f64 {
 }
 
 /// Bytes under `dir`, recursively.
-fn dir_bytes(dir: &Path) -> u64 {
+pub(crate) fn dir_bytes(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };

@@ -53,6 +53,9 @@ pub const ELIGIBILITY_REASSESSED: &str = "onecity.v1.EligibilityReassessed";
 /// `ReviewRequested`: a re-assessment would change a decided approval; a review referral
 /// is issued in the same commit.
 pub const REVIEW_REQUESTED: &str = "onecity.v1.ReviewRequested";
+/// `PolicyVersionRecorded`: the parameters of a policy version in force (on the policy
+/// stream, never a case).
+pub const POLICY_VERSION_RECORDED: &str = "onecity.v1.PolicyVersionRecorded";
 /// `PersonClaimed`: a submission claims a person (on a person stream, never a case).
 pub const PERSON_CLAIMED: &str = "onecity.v1.PersonClaimed";
 /// `SubmissionAbandoned`: the first and only event of a case id that will never open.

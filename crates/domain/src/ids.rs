@@ -144,6 +144,18 @@ pub fn reassessed_referral(
     ])
 }
 
+/// Id of the policy stream: the `PolicyVersionRecorded` records of the policy versions in
+/// force, one system stream, never a case.
+pub fn policy_stream() -> Uuid {
+    derive(&["policy"])
+}
+
+/// Commit id of the record of policy version `version_id` with `fingerprint`: written
+/// once per content, whichever process records it first.
+pub fn policy_record_commit(version_id: &str, fingerprint: &str) -> Uuid {
+    derive(&["policy-record", version_id, fingerprint])
+}
+
 /// Id of the system stream of quarantine records (`EventQuarantined`,
 /// `QuarantineReleased`): one stream for every consumer, never a case.
 pub fn quarantine_stream() -> Uuid {
@@ -270,6 +282,7 @@ mod tests {
                 transferred_referral("r-1", "housing@120103"),
                 "0b7bc50a-e5fd-53ff-acab-7d7cd5ca3533",
             ),
+            (policy_stream(), "66b8810a-672b-5616-a921-3740f97c6bc8"),
             (
                 reassess_commit(CASE, "policy", "2027-01"),
                 "026e22bc-0b44-56c7-bda3-27f5ecbb81b0",

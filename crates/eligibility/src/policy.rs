@@ -222,6 +222,23 @@ impl PolicyVersion {
             .map(|d| (d, self.standard_for(d)))
             .collect()
     }
+
+    /// Hex SHA-256 of what the version says: its id, `effective_from`, every parameter by
+    /// name and every district's standard, one `name=value` line each in name order. The
+    /// log records it with the parameters once the version is in force, and a version in
+    /// force must keep it (docs/policy.md, "A version in force is immutable").
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest as _;
+        use std::fmt::Write as _;
+        let mut text = format!("id={}\neffective_from={}\n", self.id, self.effective_from);
+        for (name, value) in self.parameters() {
+            let _ = writeln!(text, "{name}={value}");
+        }
+        for (district, standard) in self.district_standards() {
+            let _ = writeln!(text, "district.{}={standard}", district.code());
+        }
+        hex::encode(sha2::Sha256::digest(text.as_bytes()))
+    }
 }
 
 impl From<&PolicyVersion> for proto::Policy {

@@ -48,6 +48,7 @@ proto_names!(
     RetryQuarantinedResponse,
     ListAccessResponse,
     GetRoutingLagResponse,
+    GetPolicyImpactResponse,
     ReportSignalResponse,
     ListWarningsResponse,
     ResolveWarningResponse,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use onecity_assessment::grpc::EligibilityGrpc;
-use onecity_assessment::{Assessor, Screener};
+use onecity_assessment::{ActiveCases, Assessor, PolicySweeper, Screener};
 use onecity_domain::Partition;
 use onecity_eligibility::{Catalogue, PolicyBook};
 use onecity_eventlog::leases::{hold, LeaseTiming, Leases, MemoryLeases, Share};
@@ -491,6 +491,14 @@ async fn serve(
 
     let rules = (policies, catalogue, person_key);
     let begin = |(log, shared_leases): Opened| async {
+        // A policy version in force is immutable: the role that assesses under the
+        // versions checks them against the log (and records new ones) before it starts.
+        if config.runs(Role::Eligibility) {
+            let (policies, ..) = &rules;
+            onecity_assessment::check_in_force(log.as_ref(), policies, config.clock.0.now())
+                .await
+                .context("policy file refused")?;
+        }
         let workers = start_roles(
             &config,
             &slots,
@@ -505,13 +513,13 @@ async fn serve(
         );
         vitals.waiting_for_log(false).await;
         tracing::info!(%addr, %instance, "event log open, onecity serving");
-        workers
+        anyhow::Ok(workers)
     };
     // A log that opens at once (sled, a log the caller opened) is open before the first
     // call is accepted; only one that has to be waited for is waited for while listening.
     let mut open = std::pin::pin!(open);
     let started_at_once = match futures::poll!(open.as_mut()) {
-        std::task::Poll::Ready(opened) => Some(begin(opened?).await),
+        std::task::Poll::Ready(opened) => Some(begin(opened?).await?),
         std::task::Poll::Pending => None,
     };
     tracing::info!(
@@ -618,7 +626,13 @@ async fn serve(
             () = stop.cancelled() => return Ok(Vec::new()),
         };
         match opened {
-            Ok(opened) => Ok(begin(opened).await),
+            Ok(opened) => match begin(opened).await {
+                Ok(workers) => Ok(workers),
+                Err(e) => {
+                    quit.cancel();
+                    Err(e)
+                }
+            },
             Err(e) => {
                 quit.cancel();
                 Err(e)
@@ -676,6 +690,7 @@ partitioned!(Assessor, onecity_assessment::CONSUMER);
 partitioned!(HandoffWorker, onecity_handoff::CONSUMER);
 partitioned!(DeadlineWorker, onecity_handoff::DEADLINES_CONSUMER);
 partitioned!(LinkageWorker, onecity_handoff::LINKAGE_CONSUMER);
+partitioned!(PolicySweeper, onecity_assessment::SWEEP_CONSUMER);
 
 /// What starting this process's workers needs, and what it collects: their tasks (awaited
 /// after `stop`) and their handlers by checkpoint name (for the admin's retry of a
@@ -761,6 +776,8 @@ fn start_roles(
     };
     // One index per process, shared by the roles that need it.
     let persons = person_key.map(|key| PersonIndex::start(Arc::clone(&log), key, stop.clone()));
+    // The policy impact report runs where the sweep does (the eligibility role).
+    let mut impact = None;
     if let Some(slot) = &slots.intake {
         let mut intake = Intake::new(stamped(&log, INTAKE_APPENDS_AS), Arc::clone(&policies))
             .with_catalogue(Arc::clone(&catalogue))
@@ -784,7 +801,16 @@ fn start_roles(
             Arc::clone(&policies),
             Arc::clone(&catalogue),
         );
+        let sweeper = PolicySweeper::new(
+            assessor.clone(),
+            ActiveCases::start(Arc::clone(&log), &policies, stop.clone()),
+            Arc::clone(&config.clock.0),
+            std::time::Duration::from_millis(config.deadline_tick_ms.max(1)),
+        )
+        .with_batch(config.policy_sweep_batch);
+        impact = Some(sweeper.clone());
         crew.start(assessor);
+        crew.start(sweeper);
         let svc =
             EligibilityGrpc::new(Screener::new(Arc::clone(&policies), Arc::clone(&catalogue)))
                 .into_server();
@@ -851,15 +877,17 @@ fn start_roles(
     let Crew {
         workers, handlers, ..
     } = crew;
-    let admin = Admin::new(stamped(&log, ADMIN_APPENDS_AS), handlers).with_routing(
-        Gauge::new(backpressure(config)),
-        leases,
-        // Routing is what intake's backpressure waits on, whichever roles run here.
-        vec![
-            onecity_assessment::CONSUMER.to_owned(),
-            onecity_handoff::CONSUMER.to_owned(),
-        ],
-    );
+    let admin = Admin::new(stamped(&log, ADMIN_APPENDS_AS), handlers)
+        .with_policy_impact(impact)
+        .with_routing(
+            Gauge::new(backpressure(config)),
+            leases,
+            // Routing is what intake's backpressure waits on, whichever roles run here.
+            vec![
+                onecity_assessment::CONSUMER.to_owned(),
+                onecity_handoff::CONSUMER.to_owned(),
+            ],
+        );
     sources.set_admin(admin.clone());
     let admin = AdminGrpc::new(admin).into_server();
     slots

@@ -35,6 +35,7 @@ impl onecity_service::ErrorClass for Error {
             },
             Error::FailedPrecondition(_) => Kind::FailedPrecondition,
             Error::Log(e) => Kind::Log(e),
+            Error::Assessment(e) => e.into_kind(),
             Error::Unavailable(_) => Kind::Unavailable,
         }
     }
@@ -54,6 +55,43 @@ fn to_proto(q: onecity_eventlog::quarantine::Quarantined) -> pb::QuarantinedEven
         event_type: q.event_type,
         reason: q.reason,
         quarantined_at: q.quarantined_at,
+    }
+}
+
+fn count_to_proto(key: String, c: onecity_assessment::Counts) -> pb::ImpactCount {
+    let onecity_assessment::Counts {
+        newly_eligible,
+        no_longer_eligible,
+        amount_changed,
+    } = c;
+    pb::ImpactCount {
+        key,
+        newly_eligible,
+        no_longer_eligible,
+        amount_changed,
+    }
+}
+
+fn impact_to_proto(i: onecity_assessment::Impact) -> pb::GetPolicyImpactResponse {
+    let onecity_assessment::Impact {
+        version_id,
+        cases,
+        unchanged,
+        by_programme,
+        by_district,
+    } = i;
+    pb::GetPolicyImpactResponse {
+        version_id,
+        cases,
+        by_programme: by_programme
+            .into_iter()
+            .map(|(p, c)| count_to_proto(p.as_str().to_owned(), c))
+            .collect(),
+        by_district: by_district
+            .into_iter()
+            .map(|(d, c)| count_to_proto(d, c))
+            .collect(),
+        unchanged,
     }
 }
 
@@ -201,5 +239,14 @@ impl AdminService for AdminGrpc {
         let consumer = Some(req.consumer.as_str()).filter(|c| !c.is_empty());
         let consumer = self.0.retry(req.position, consumer).await?;
         Ok(Response::new(pb::RetryQuarantinedResponse { consumer }))
+    }
+
+    async fn get_policy_impact(
+        &self,
+        req: Request<pb::GetPolicyImpactRequest>,
+    ) -> Result<Response<pb::GetPolicyImpactResponse>, Status> {
+        let pb::GetPolicyImpactRequest { version_id } = req.into_inner();
+        let impact = self.0.policy_impact(&version_id).await?;
+        Ok(Response::new(impact_to_proto(impact)))
     }
 }

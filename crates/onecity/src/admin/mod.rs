@@ -1,5 +1,5 @@
-//! Operating the workers: the events they quarantined, and their retry after a fix; and
-//! the audit of reads: who looked at a household.
+//! Operating the workers: the events they quarantined, and their retry after a fix; the
+//! audit of reads: who looked at a household; and what a policy version would change.
 //!
 //! [`Admin`] is the core of `onecity.v1.AdminService` (its gRPC face is [`grpc`]; who may
 //! call it is decided in [`crate::auth`]). The quarantine records are in the log, so any
@@ -40,6 +40,9 @@ pub enum Error {
     /// The log or the handler failed transiently.
     #[error(transparent)]
     Log(#[from] onecity_eventlog::Error),
+    /// The policy impact report failed.
+    #[error(transparent)]
+    Assessment(#[from] onecity_assessment::Error),
     /// The handler failed transiently.
     #[error("{0}")]
     Unavailable(String),
@@ -90,6 +93,7 @@ pub struct Admin {
     log: Arc<dyn EventLog>,
     workers: Arc<Workers>,
     routing: Option<Arc<Routing>>,
+    impact: Option<onecity_assessment::PolicySweeper>,
 }
 
 impl std::fmt::Debug for Admin {
@@ -107,7 +111,39 @@ impl Admin {
             log,
             workers: Arc::new(workers),
             routing: None,
+            impact: None,
         }
+    }
+
+    /// Answers [`Admin::policy_impact`] with `sweeper` (the eligibility role's); without
+    /// it the report is refused as not run here.
+    pub fn with_policy_impact(
+        mut self,
+        sweeper: Option<onecity_assessment::PolicySweeper>,
+    ) -> Self {
+        self.impact = sweeper;
+        self
+    }
+
+    /// What policy version `version_id` would change if it took effect now, writing
+    /// nothing (see `onecity_assessment::PolicySweeper::impact`).
+    pub async fn policy_impact(
+        &self,
+        version_id: &str,
+    ) -> Result<onecity_assessment::Impact, Error> {
+        if version_id.is_empty() {
+            return Err(Error::Invalid {
+                field: "version_id",
+                reason: "is required".into(),
+            });
+        }
+        let sweeper = self.impact.as_ref().ok_or_else(|| {
+            Error::FailedPrecondition(
+                "the eligibility role does not run in this process: ask a process that runs it"
+                    .into(),
+            )
+        })?;
+        Ok(sweeper.impact(version_id).await?)
     }
 
     /// Reports the routing lag of the checkpoints `gauge` watches, with the holders of

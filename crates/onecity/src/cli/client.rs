@@ -19,7 +19,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::Request;
 
 use super::output::{emit, print};
-use super::{AdminCommand, ClientArgs, Command, DecisionArg, StateArg};
+use super::{AdminCommand, ClientArgs, Command, DecisionArg, PolicyCommand, StateArg};
 use crate::json;
 
 /// A connected client: one HTTP/2 channel and the caller's bearer token.
@@ -488,7 +488,24 @@ pub(super) async fn client_command(command: Command) -> anyhow::Result<()> {
                 .await?;
             print(resp.get_ref())
         }
-        Command::Policy { client, as_of } => {
+        Command::Policy {
+            command: Some(PolicyCommand::Impact { client, version }),
+            ..
+        } => {
+            let c = Client::connect(&client).await?;
+            let resp = c
+                .admin()
+                .get_policy_impact(c.request(pb::GetPolicyImpactRequest {
+                    version_id: version,
+                }))
+                .await?;
+            print(resp.get_ref())
+        }
+        Command::Policy {
+            command: None,
+            client,
+            as_of,
+        } => {
             let c = Client::connect(&client).await?;
             let resp = c
                 .eligibility()

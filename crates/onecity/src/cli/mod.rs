@@ -335,8 +335,12 @@ pub enum Command {
         #[arg(long, default_value = "")]
         request_id: String,
     },
-    /// Show the policy parameters in force on a date.
+    /// Show the policy parameters in force on a date, or what a version would change.
+    #[command(args_conflicts_with_subcommands = true)]
     Policy {
+        /// What else to do with the policy.
+        #[command(subcommand)]
+        command: Option<PolicyCommand>,
         /// Server and token.
         #[command(flatten)]
         client: ClientArgs,
@@ -463,6 +467,23 @@ pub enum CertCommand {
 }
 
 /// `onecity admin ...`.
+/// `onecity policy ...` beyond showing a version.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// What a policy version would change if it took effect now (admin token; writes
+    /// nothing): programmes newly eligible, no longer eligible and with another amount,
+    /// by programme and by district.
+    #[command(disable_version_flag = true)]
+    Impact {
+        /// Server and token.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The policy version id (e.g. 2027-01).
+        #[arg(long, value_name = "ID")]
+        version: String,
+    },
+}
+
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
     /// List the events the workers quarantined (could not handle and moved past).

@@ -174,8 +174,12 @@ pub struct Config {
     /// Calendar days an overdue referral may stay undecided before the deadline worker
     /// escalates it to the district supervisor. Default 5.
     pub escalation_days: u32,
-    /// Milliseconds between the deadline worker's checks of the clock. Default 30000.
+    /// Milliseconds between the deadline worker's checks of the clock (and the policy
+    /// sweep's: a new policy version takes effect when the clock passes its date).
+    /// Default 30000.
     pub deadline_tick_ms: u64,
+    /// Cases the policy sweep reads, re-assesses and appends together. Default 512.
+    pub policy_sweep_batch: usize,
     /// The clock the deadline worker reads: the system clock; tests inject a manual one.
     /// Not read from files or the environment.
     #[serde(skip)]
@@ -370,6 +374,7 @@ impl Default for Config {
             nats: NatsConfig::default(),
             escalation_days: 5,
             deadline_tick_ms: 30_000,
+            policy_sweep_batch: onecity_assessment::DEFAULT_SWEEP_BATCH,
             clock: onecity_service::clock::SharedClock::default(),
             metrics_addr: MetricsAddr::DEFAULT,
             log_format: crate::observe::LogFormat::Text,
@@ -400,6 +405,7 @@ impl fmt::Debug for Config {
             .field("duplicate_check", &self.duplicate_check)
             .field("escalation_days", &self.escalation_days)
             .field("deadline_tick_ms", &self.deadline_tick_ms)
+            .field("policy_sweep_batch", &self.policy_sweep_batch)
             .field("tls", &self.tls)
             .field("insecure", &self.insecure)
             .field("nats", &self.nats)
