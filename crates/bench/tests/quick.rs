@@ -182,3 +182,36 @@ fn quick_run_on_jetstream_covers_submit_and_route() {
         assert_eq!(j["errors"].as_object().map(|e| e.len()), Some(0), "{j}");
     }
 }
+
+/// The `reassess` cell over a few hundred cases: every case re-assessed once, its figures
+/// reported (a new policy version on a manual clock, in the bench's own process).
+#[test]
+fn reassess_re_assesses_every_case_once() {
+    let out = Command::new(env!("CARGO_BIN_EXE_onecity-bench"))
+        .args(["reassess", "--cases", "300", "--batch", "64"])
+        .output()
+        .expect("run onecity-bench reassess");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "onecity-bench reassess failed: {}\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line: Value = stdout
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .expect("a JSON line");
+    assert_eq!(line["scenario"], "reassess");
+    assert_eq!(line["reassessed"], 300, "{line}");
+    assert!(line["events_appended"].as_u64().unwrap() >= 300, "{line}");
+    for figure in [
+        "sweep_s",
+        "cases_per_s",
+        "peak_rss_mib",
+        "log_bytes_appended_mib",
+    ] {
+        assert!(line[figure].is_number(), "{figure} in {line}");
+    }
+}

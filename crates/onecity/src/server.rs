@@ -232,6 +232,33 @@ fn load_rules(config: &Config) -> anyhow::Result<(Arc<PolicyBook>, Arc<Catalogue
     Ok((Arc::new(policies), Arc::new(catalogue)))
 }
 
+/// Checks the policy versions in force against the log (`onecity_assessment::check_in_force`),
+/// retrying while the log fails transiently. A changed version in force refuses the start;
+/// `false` when `stop` came first.
+async fn check_policy_versions(
+    log: &dyn EventLog,
+    policies: &PolicyBook,
+    config: &Config,
+    stop: &CancellationToken,
+) -> anyhow::Result<bool> {
+    let mut delays = onecity_eventlog::retry::Backoff::new();
+    loop {
+        match onecity_assessment::check_in_force(log, policies, config.clock.0.now()).await {
+            Ok(()) => return Ok(true),
+            Err(e @ onecity_assessment::Error::PolicyChanged(_)) => {
+                return Err(anyhow::Error::new(e).context("policy file refused"))
+            }
+            Err(e) => {
+                let delay = delays.next_delay();
+                tracing::warn!(error = %e, ?delay, "policy versions not checked against the log, retrying");
+                if !onecity_eventlog::retry::Backoff::pause(delay, stop).await {
+                    return Ok(false);
+                }
+            }
+        }
+    }
+}
+
 /// Intake's bound on the routing lag: the checkpoints of both routing workers, in every
 /// partition they run with.
 fn backpressure(config: &Config) -> Backpressure {
@@ -495,9 +522,9 @@ async fn serve(
         // versions checks them against the log (and records new ones) before it starts.
         if config.runs(Role::Eligibility) {
             let (policies, ..) = &rules;
-            onecity_assessment::check_in_force(log.as_ref(), policies, config.clock.0.now())
-                .await
-                .context("policy file refused")?;
+            if !check_policy_versions(log.as_ref(), policies, &config, &stop).await? {
+                return Ok(Vec::new());
+            }
         }
         let workers = start_roles(
             &config,

@@ -91,3 +91,52 @@ fn default_request_id_depends_on_content_only() {
     assert_ne!(default_request_id(&a), default_request_id(&b));
     assert!(default_request_id(&a).len() <= 128);
 }
+
+#[test]
+fn parses_amend_and_policy_impact() {
+    match parse(&["amend", "c-1", "now.json", "--reason", "new job"]).command {
+        Command::Amend {
+            case_id,
+            file,
+            reason,
+            request_id,
+            ..
+        } => {
+            assert_eq!(case_id, "c-1");
+            assert_eq!(file, std::path::PathBuf::from("now.json"));
+            assert_eq!(reason, "new job");
+            assert_eq!(request_id, None);
+        }
+        other => panic!("{other:?}"),
+    }
+    // A reason is required.
+    assert!(Cli::try_parse_from(["onecity", "amend", "c-1", "now.json"]).is_err());
+    match parse(&["policy", "impact", "--version", "2027-01", "--token", "a"]).command {
+        Command::Policy {
+            command: Some(PolicyCommand::Impact { version, client }),
+            ..
+        } => {
+            assert_eq!(version, "2027-01");
+            assert_eq!(client.token, "a");
+        }
+        other => panic!("{other:?}"),
+    }
+    match parse(&["policy", "--as-of", "2026-03-01"]).command {
+        Command::Policy {
+            command: None,
+            as_of,
+            ..
+        } => assert_eq!(as_of.as_deref(), Some("2026-03-01")),
+        other => panic!("{other:?}"),
+    }
+    // The same amendment of the same case is one request; another reason is another.
+    let app = onecity_proto::v1::Application::default();
+    assert_eq!(
+        client::default_amend_request_id("c-1", &app, "x"),
+        client::default_amend_request_id("c-1", &app, "x")
+    );
+    assert_ne!(
+        client::default_amend_request_id("c-1", &app, "x"),
+        client::default_amend_request_id("c-1", &app, "y")
+    );
+}
