@@ -33,8 +33,8 @@ use onecity_domain::{beijing_date, Partition, Programme};
 use onecity_eligibility::reassess::{Effect, Trigger};
 use onecity_eligibility::{Detail, PolicyBook};
 use onecity_eventlog::quarantine::{Failure, Redo};
-use onecity_eventlog::retry::{self, Backoff};
-use onecity_eventlog::{EventLog, Expected, Filter, RecordedEvent};
+use onecity_eventlog::retry;
+use onecity_eventlog::{EventLog, Expected, RecordedEvent};
 use onecity_proto::prost::Message as _;
 use onecity_proto::v1 as pb;
 use onecity_service::case::load_case;
@@ -99,6 +99,21 @@ struct PolicyOf {
     policy_version: String,
 }
 
+impl onecity_eventlog::projection::Projection for ActiveCases {
+    fn name(&self) -> &'static str {
+        "active cases"
+    }
+    fn prefixes(&self) -> Vec<&'static str> {
+        FOLLOWS.to_vec()
+    }
+    fn applied(&self) -> u64 {
+        ActiveCases::applied(self)
+    }
+    fn apply(&self, events: &[RecordedEvent]) {
+        ActiveCases::apply(self, events);
+    }
+}
+
 impl ActiveCases {
     /// An empty projection over the versions of `policies`, fed by
     /// [`ActiveCases::apply`].
@@ -121,10 +136,7 @@ impl ActiveCases {
         policies: &PolicyBook,
         shutdown: CancellationToken,
     ) -> Arc<ActiveCases> {
-        let active = Arc::new(ActiveCases::new(policies));
-        let feeder = Arc::clone(&active);
-        tokio::spawn(async move { feeder.feed(log, shutdown).await });
-        active
+        onecity_eventlog::projection::start(Arc::new(ActiveCases::new(policies)), log, shutdown)
     }
 
     /// Position of the last event applied.
@@ -156,40 +168,6 @@ impl ActiveCases {
         let mut rx = self.applied.subscribe();
         let _ = rx.wait_for(|p| *p >= target).await;
         Ok(())
-    }
-
-    async fn feed(&self, log: Arc<dyn EventLog>, shutdown: CancellationToken) {
-        let mut delays = Backoff::new();
-        while !shutdown.is_cancelled() {
-            let subscribed = retry::until_ok(
-                &shutdown,
-                || log.subscribe(self.applied() + 1, Filter::prefixes(FOLLOWS)),
-                |e, delay| {
-                    tracing::warn!(error = %e, ?delay, "active cases subscription failed, retrying")
-                },
-            )
-            .await;
-            let Some(stream) = subscribed else { return };
-            let mut chunks = stream.ready_chunks(1024);
-            loop {
-                let next =
-                    tokio::select! { n = chunks.next() => n, () = shutdown.cancelled() => return };
-                let Some(chunk) = next else { break };
-                let (ok, failed): (Vec<_>, Vec<_>) = chunk.into_iter().partition(Result::is_ok);
-                let ok: Vec<RecordedEvent> = ok.into_iter().filter_map(Result::ok).collect();
-                if !ok.is_empty() {
-                    delays.reset();
-                    self.apply(&ok);
-                }
-                if let Some(Err(e)) = failed.into_iter().next() {
-                    tracing::warn!(error = %e, "active cases subscription broke, resuming");
-                    break;
-                }
-            }
-            if !Backoff::pause(delays.next_delay(), &shutdown).await {
-                return;
-            }
-        }
     }
 
     fn version_index(&self, id: &str) -> u16 {

@@ -27,6 +27,7 @@ pub mod consumer;
 pub mod follow;
 pub mod leases;
 pub mod memory;
+pub mod projection;
 pub mod quarantine;
 pub mod retry;
 

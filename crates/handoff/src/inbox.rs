@@ -4,10 +4,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
-use futures::StreamExt;
 use onecity_domain::events::{CaseEvent, REFERRAL_PREFIX};
-use onecity_eventlog::retry::{self, Backoff};
-use onecity_eventlog::{EventLog, Filter, RecordedEvent};
+use onecity_eventlog::{EventLog, RecordedEvent};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -182,6 +180,21 @@ pub struct Inbox {
     scanned: Mutex<(u64, u64)>,
 }
 
+impl onecity_eventlog::projection::Projection for Inbox {
+    fn name(&self) -> &'static str {
+        "inbox"
+    }
+    fn prefixes(&self) -> Vec<&'static str> {
+        vec![REFERRAL_PREFIX]
+    }
+    fn applied(&self) -> u64 {
+        *self.applied.borrow()
+    }
+    fn apply(&self, events: &[RecordedEvent]) {
+        Inbox::apply(self, events);
+    }
+}
+
 /// Events read per page while looking back for the last referral event.
 const SCAN_PAGE: u64 = 32;
 
@@ -189,64 +202,18 @@ impl Inbox {
     /// Starts the projection: it replays the log's referral events from the beginning,
     /// then follows them.
     pub fn start(log: Arc<dyn EventLog>, shutdown: CancellationToken) -> Arc<Inbox> {
-        let (applied, _) = watch::channel(0);
-        let inbox = Arc::new(Inbox {
-            log: Arc::clone(&log),
-            state: RwLock::new(InboxState::default()),
-            applied,
-            scanned: Mutex::new((0, 0)),
-        });
-        let feeder = Arc::clone(&inbox);
-        tokio::spawn(async move { feeder.feed(log, shutdown).await });
-        inbox
+        let inbox = Arc::new(Inbox::new(Arc::clone(&log)));
+        onecity_eventlog::projection::start(inbox, log, shutdown)
     }
 
-    async fn feed(&self, log: Arc<dyn EventLog>, shutdown: CancellationToken) {
-        // Waits between two subscriptions; the sequence starts over after progress, so a
-        // blip after hours of service is retried quickly.
-        let mut delays = Backoff::new();
-        while !shutdown.is_cancelled() {
-            let subscribed = retry::until_ok(
-                &shutdown,
-                || {
-                    log.subscribe(
-                        *self.applied.borrow() + 1,
-                        Filter::prefixes([REFERRAL_PREFIX]),
-                    )
-                },
-                |e, delay| tracing::warn!(error = %e, ?delay, "inbox subscription failed, retrying"),
-            )
-            .await;
-            let Some(stream) = subscribed else { return };
-            // Apply what is ready in chunks: one lock and one watch update per chunk.
-            let mut chunks = stream.ready_chunks(1024);
-            loop {
-                let next =
-                    tokio::select! { n = chunks.next() => n, () = shutdown.cancelled() => return };
-                let Some(chunk) = next else { break };
-                let mut ok = Vec::with_capacity(chunk.len());
-                let mut broke = false;
-                for item in chunk {
-                    match item {
-                        Ok(e) => ok.push(e),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "inbox subscription broke, resuming");
-                            broke = true;
-                            break;
-                        }
-                    }
-                }
-                if !ok.is_empty() {
-                    delays.reset();
-                    self.apply(&ok);
-                }
-                if broke {
-                    break;
-                }
-            }
-            if !Backoff::pause(delays.next_delay(), &shutdown).await {
-                return;
-            }
+    /// An empty inbox over `log` (which answers its waits), fed by whoever follows the
+    /// log for it ([`onecity_eventlog::projection::follow`]).
+    pub fn new(log: Arc<dyn EventLog>) -> Inbox {
+        Inbox {
+            log,
+            state: RwLock::new(InboxState::default()),
+            applied: watch::channel(0).0,
+            scanned: Mutex::new((0, 0)),
         }
     }
 

@@ -14,7 +14,6 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, RwLock};
 
-use futures::StreamExt;
 use hmac::{Hmac, Mac};
 use onecity_domain::case::CaseStatus;
 use onecity_domain::events::{
@@ -22,8 +21,7 @@ use onecity_domain::events::{
     ELIGIBILITY_REASSESSED,
 };
 use onecity_domain::IdNumber;
-use onecity_eventlog::retry::{self, Backoff};
-use onecity_eventlog::{EventLog, Filter, RecordedEvent};
+use onecity_eventlog::{EventLog, RecordedEvent};
 use onecity_proto::v1 as pb;
 use sha2::Sha256;
 use tokio::sync::watch;
@@ -125,6 +123,21 @@ pub struct PersonIndex {
     applied: watch::Sender<u64>,
 }
 
+impl onecity_eventlog::projection::Projection for PersonIndex {
+    fn name(&self) -> &'static str {
+        "person index"
+    }
+    fn prefixes(&self) -> Vec<&'static str> {
+        FOLLOWS.to_vec()
+    }
+    fn applied(&self) -> u64 {
+        PersonIndex::applied(self)
+    }
+    fn apply(&self, events: &[RecordedEvent]) {
+        PersonIndex::apply(self, events);
+    }
+}
+
 /// The event types the index follows.
 pub const FOLLOWS: [&str; 5] = [
     APPLICATION_SUBMITTED,
@@ -151,10 +164,7 @@ impl PersonIndex {
         key: PersonKey,
         shutdown: CancellationToken,
     ) -> Arc<PersonIndex> {
-        let index = Arc::new(PersonIndex::new(key));
-        let feeder = Arc::clone(&index);
-        tokio::spawn(async move { feeder.feed(log, shutdown).await });
-        index
+        onecity_eventlog::projection::start(Arc::new(PersonIndex::new(key)), log, shutdown)
     }
 
     /// The key the index hashes with.
@@ -165,40 +175,6 @@ impl PersonIndex {
     /// Position of the last event applied (0 before any).
     pub fn applied(&self) -> u64 {
         *self.applied.borrow()
-    }
-
-    async fn feed(&self, log: Arc<dyn EventLog>, shutdown: CancellationToken) {
-        let mut delays = Backoff::new();
-        while !shutdown.is_cancelled() {
-            let subscribed = retry::until_ok(
-                &shutdown,
-                || log.subscribe(self.applied() + 1, Filter::prefixes(FOLLOWS)),
-                |e, delay| {
-                    tracing::warn!(error = %e, ?delay, "person index subscription failed, retrying")
-                },
-            )
-            .await;
-            let Some(stream) = subscribed else { return };
-            let mut chunks = stream.ready_chunks(1024);
-            loop {
-                let next =
-                    tokio::select! { n = chunks.next() => n, () = shutdown.cancelled() => return };
-                let Some(chunk) = next else { break };
-                let (ok, failed): (Vec<_>, Vec<_>) = chunk.into_iter().partition(Result::is_ok);
-                let ok: Vec<RecordedEvent> = ok.into_iter().filter_map(Result::ok).collect();
-                if !ok.is_empty() {
-                    delays.reset();
-                    self.apply(&ok);
-                }
-                if let Some(Err(e)) = failed.into_iter().next() {
-                    tracing::warn!(error = %e, "person index subscription broke, resuming");
-                    break;
-                }
-            }
-            if !Backoff::pause(delays.next_delay(), &shutdown).await {
-                return;
-            }
-        }
     }
 
     /// Applies events in position order (others than [`FOLLOWS`] are skipped). An event

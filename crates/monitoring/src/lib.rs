@@ -37,7 +37,6 @@ use onecity_service::{ErrorClass, Kind};
 use uuid::Uuid;
 
 pub mod grpc;
-mod projection;
 mod statistics;
 mod warnings;
 

@@ -18,7 +18,7 @@ use onecity_eventlog::{EventLog, RecordedEvent};
 use onecity_proto::v1 as pb;
 use tokio_util::sync::CancellationToken;
 
-use crate::projection::{follow, Projection};
+use onecity_eventlog::projection::{self, Projection};
 use crate::{invalid, Error, Result};
 
 /// Longest range of days a query may cover, `from` and `to` included: a leap year.
@@ -273,9 +273,7 @@ impl Statistics {
     /// Starts the projection: replays the referral, re-verification and warning events
     /// from the beginning, then follows them until `shutdown`.
     pub fn start(log: Arc<dyn EventLog>, shutdown: CancellationToken) -> Arc<Statistics> {
-        let statistics = Arc::new(Statistics::default());
-        tokio::spawn(follow(Arc::clone(&statistics), log, shutdown));
-        statistics
+        projection::start(Arc::new(Statistics::default()), log, shutdown)
     }
 
     /// The sum of the buckets `query` selects. With a programme, the warnings (of no
@@ -297,23 +295,41 @@ impl Statistics {
     }
 }
 
-impl Projection for Statistics {
-    const NAME: &'static str = "statistics";
+/// The event types the statistics read, by prefix.
+const PREFIXES: [&str; 3] = [REFERRAL_PREFIX, REVERIFICATION_DUE, WARNING_PREFIX];
 
-    fn prefixes() -> Vec<&'static str> {
-        vec![REFERRAL_PREFIX, REVERIFICATION_DUE, WARNING_PREFIX]
+impl Projection for Statistics {
+    fn name(&self) -> &'static str {
+        "statistics"
+    }
+
+    fn prefixes(&self) -> Vec<&'static str> {
+        PREFIXES.to_vec()
     }
 
     fn applied(&self) -> u64 {
         self.state.read().unwrap_or_else(|p| p.into_inner()).applied
     }
 
-    fn apply(&self, event: &RecordedEvent) {
+    fn apply(&self, events: &[RecordedEvent]) {
+        for e in events {
+            self.apply_one(e);
+        }
+    }
+}
+
+impl Statistics {
+    /// Applies one event (others than [`PREFIXES`] are skipped, and so is an event at or
+    /// below the applied position, so a replay changes nothing).
+    fn apply_one(&self, event: &RecordedEvent) {
         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
         if event.position <= state.applied {
             return;
         }
         state.applied = event.position;
+        if !PREFIXES.iter().any(|p| event.event_type.starts_with(p)) {
+            return;
+        }
         let recorded = beijing_date(DateTime::<Utc>::from(event.recorded_at));
         let decoded = if event.event_type.starts_with(WARNING_PREFIX) {
             decode_warning(&event.event_type, &event.payload)

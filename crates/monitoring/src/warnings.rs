@@ -10,7 +10,7 @@ use onecity_proto::v1 as pb;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::projection::{follow, Projection};
+use onecity_eventlog::projection::{self, Projection};
 
 /// Every warning by id, in its latest state.
 #[derive(Debug, Default)]
@@ -24,9 +24,7 @@ impl Warnings {
     /// Starts the projection: replays the warning events from the beginning, then follows
     /// them until `shutdown`.
     pub fn start(log: Arc<dyn EventLog>, shutdown: CancellationToken) -> Arc<Warnings> {
-        let warnings = Arc::new(Warnings::default());
-        tokio::spawn(follow(Arc::clone(&warnings), log, shutdown));
-        warnings
+        projection::start(Arc::new(Warnings::default()), log, shutdown)
     }
 
     /// Every warning, in the order raised.
@@ -39,9 +37,11 @@ impl Warnings {
 }
 
 impl Projection for Warnings {
-    const NAME: &'static str = "warnings";
+    fn name(&self) -> &'static str {
+        "warnings"
+    }
 
-    fn prefixes() -> Vec<&'static str> {
+    fn prefixes(&self) -> Vec<&'static str> {
         vec![WARNING_PREFIX]
     }
 
@@ -49,9 +49,17 @@ impl Projection for Warnings {
         *self.applied.read().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn apply(&self, events: &[RecordedEvent]) {
+        for e in events {
+            self.apply_one(e);
+        }
+    }
+}
+
+impl Warnings {
     /// Applies one event (others than warning events are skipped, and so is an event at or
     /// below the applied position, so a replay changes nothing).
-    fn apply(&self, event: &RecordedEvent) {
+    fn apply_one(&self, event: &RecordedEvent) {
         let mut applied = self.applied.write().unwrap_or_else(|p| p.into_inner());
         if event.position <= *applied {
             return;

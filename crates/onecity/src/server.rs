@@ -13,6 +13,7 @@ use onecity_domain::Partition;
 use onecity_eligibility::{Catalogue, PolicyBook};
 use onecity_eventlog::leases::{hold, LeaseTiming, Leases, MemoryLeases, Share};
 use onecity_eventlog::quarantine::Redo;
+use onecity_eventlog::projection::{self, Projection};
 use onecity_eventlog::retry::Backoff;
 use onecity_eventlog::{EventLog, Stamped};
 use onecity_eventlog_grpc::{EventLogGrpc, RemoteLog};
@@ -802,7 +803,10 @@ fn start_roles(
         }
     };
     // One index per process, shared by the roles that need it.
-    let persons = person_key.map(|key| PersonIndex::start(Arc::clone(&log), key, stop.clone()));
+    // Every projection of this process, fed by one subscription (started below, once all
+    // are built): each replay reads the whole log, so one replay, not one per projection.
+    let mut projections: Vec<Arc<dyn Projection>> = Vec::new();
+    let persons = person_key.map(|key| fed(&mut projections, PersonIndex::new(key)));
     // The policy impact report runs where the sweep does (the eligibility role).
     let mut impact = None;
     if let Some(slot) = &slots.intake {
@@ -830,7 +834,7 @@ fn start_roles(
         );
         let sweeper = PolicySweeper::new(
             assessor.clone(),
-            ActiveCases::start(Arc::clone(&log), &policies, stop.clone()),
+            fed(&mut projections, ActiveCases::new(&policies)),
             Arc::clone(&config.clock.0),
             std::time::Duration::from_millis(config.deadline_tick_ms.max(1)),
         )
@@ -867,7 +871,7 @@ fn start_roles(
             Arc::clone(&policies),
             Arc::clone(&catalogue),
         ));
-        let inbox = Inbox::start(Arc::clone(&log), stop.clone());
+        let inbox = fed(&mut projections, Inbox::new(Arc::clone(&log)));
         sources.set_inbox(Arc::clone(&inbox));
         let handoff = Handoff::new(stamped(&log, onecity_handoff::ACTOR), inbox)
             .with_catalogue(Arc::clone(&catalogue))
@@ -883,8 +887,8 @@ fn start_roles(
         let monitoring = Monitoring::new(
             stamped(&log, onecity_monitoring::ACTOR),
             Arc::clone(persons),
-            Warnings::start(Arc::clone(&log), stop.clone()),
-            Statistics::start(Arc::clone(&log), stop.clone()),
+            fed(&mut projections, Warnings::default()),
+            fed(&mut projections, Statistics::default()),
             Arc::clone(&policies),
         )
         .with_catalogue(Arc::clone(&catalogue))
@@ -893,6 +897,11 @@ fn start_roles(
         let svc = MonitoringGrpc::new(monitoring).into_server();
         slot.set(InterceptedService::new(svc, auth.clone()));
     }
+    tokio::spawn(projection::follow(
+        Arc::clone(&log),
+        projections,
+        stop.clone(),
+    ));
     if let Some(slot) = &slots.log {
         slot.set(InterceptedService::new(
             EventLogGrpc::new(Arc::clone(&log), stop.clone())
@@ -1009,4 +1018,12 @@ fn reload_on_sighup(tls: ServerTls, stop: CancellationToken) -> anyhow::Result<(
 #[cfg(not(unix))]
 fn reload_on_sighup(_tls: ServerTls, _stop: CancellationToken) -> anyhow::Result<()> {
     Ok(())
+}
+
+/// `projection`, shared, and listed among the projections the process's one subscription
+/// feeds.
+fn fed<P: Projection + 'static>(projections: &mut Vec<Arc<dyn Projection>>, projection: P) -> Arc<P> {
+    let projection = Arc::new(projection);
+    projections.push(Arc::clone(&projection) as Arc<dyn Projection>);
+    projection
 }

@@ -135,7 +135,7 @@ impl Scenario {
     async fn project(&self) -> Statistics {
         let statistics = Statistics::default();
         for e in self.events().await {
-            statistics.apply(&e);
+            statistics.apply_one(&e);
         }
         statistics
     }
@@ -306,7 +306,7 @@ async fn counts_each_event_on_its_day_in_its_district_and_programme() {
 
     // A replay of what is applied changes nothing.
     for e in s.events().await {
-        stats.apply(&e);
+        stats.apply_one(&e);
     }
     assert_eq!(stats.totals(&query("2027-01-01", "2027-01-31")), all);
 }
