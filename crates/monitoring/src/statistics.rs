@@ -18,8 +18,8 @@ use onecity_eventlog::{EventLog, RecordedEvent};
 use onecity_proto::v1 as pb;
 use tokio_util::sync::CancellationToken;
 
-use onecity_eventlog::projection::{self, Projection};
 use crate::{invalid, Error, Result};
+use onecity_eventlog::projection::{self, Projection};
 
 /// Longest range of days a query may cover, `from` and `to` included: a leap year.
 pub const MAX_RANGE_DAYS: i64 = 366;

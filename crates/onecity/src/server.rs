@@ -12,8 +12,8 @@ use onecity_assessment::{ActiveCases, Assessor, PolicySweeper, Screener};
 use onecity_domain::Partition;
 use onecity_eligibility::{Catalogue, PolicyBook};
 use onecity_eventlog::leases::{hold, LeaseTiming, Leases, MemoryLeases, Share};
-use onecity_eventlog::quarantine::Redo;
 use onecity_eventlog::projection::{self, Projection};
+use onecity_eventlog::quarantine::Redo;
 use onecity_eventlog::retry::Backoff;
 use onecity_eventlog::{EventLog, Stamped};
 use onecity_eventlog_grpc::{EventLogGrpc, RemoteLog};
@@ -1022,7 +1022,10 @@ fn reload_on_sighup(_tls: ServerTls, _stop: CancellationToken) -> anyhow::Result
 
 /// `projection`, shared, and listed among the projections the process's one subscription
 /// feeds.
-fn fed<P: Projection + 'static>(projections: &mut Vec<Arc<dyn Projection>>, projection: P) -> Arc<P> {
+fn fed<P: Projection + 'static>(
+    projections: &mut Vec<Arc<dyn Projection>>,
+    projection: P,
+) -> Arc<P> {
     let projection = Arc::new(projection);
     projections.push(Arc::clone(&projection) as Arc<dyn Projection>);
     projection
