@@ -75,17 +75,29 @@ impl EventLog for FaultyLog {
         if self.failing.load(Ordering::SeqCst) {
             return Err(Error::Storage("injected by the test".into()));
         }
+        // A commit of the budgeted type takes one from the budget before it is tried and
+        // gives it back if it does not land (a version conflict, say): the budget counts
+        // commits that land, whatever else writes to the same cases meanwhile.
+        let mut reserved = false;
         if let Some((event_type, left)) = self.budget.lock().unwrap().as_mut() {
             if events.first().is_some_and(|e| e.event_type == *event_type) {
                 if *left == 0 {
                     return Err(Error::Storage("injected by the test".into()));
                 }
                 *left -= 1;
+                reserved = true;
             }
         }
-        self.inner
+        let result = self
+            .inner
             .append_as(appended_by, case_id, expected, events, commit_id)
-            .await
+            .await;
+        if reserved && result.as_ref().map_or(true, |a| a.deduplicated) {
+            if let Some((_, left)) = self.budget.lock().unwrap().as_mut() {
+                *left += 1;
+            }
+        }
+        result
     }
 
     async fn read_case(

@@ -280,12 +280,19 @@ async fn a_new_version_reaches_each_active_case_once_across_a_restart_as_predict
 
     // 00:00 Beijing on 1 January 2027: the sweep starts; three of its commits land, then
     // the log refuses the rest and the server stops.
+    // At most three land: which of them do depends on the deadline worker, which writes to
+    // the same cases at the same instant (a conflicting commit retries or is left to the
+    // next start), so the test waits for the first and then stops the server.
     faulty.fail_commits_of(ELIGIBILITY_REASSESSED, 3);
     clock.set(at("2026-12-31T16:00:00Z"));
-    sweep_reached(&server, 3).await;
+    sweep_reached(&server, 1).await;
     server.stop().await;
     let landed = swept_in(faulty.as_ref()).await;
-    assert_eq!(landed, 3, "the sweep was cut in the middle");
+    assert!(
+        (1..=3).contains(&landed) && landed < active.len(),
+        "the sweep was cut in the middle: {landed} of {} landed",
+        active.len()
+    );
     drop(faulty);
 
     // Started again over the same data dir: the sweep resumes and ends, once per case.
