@@ -16,6 +16,9 @@ use tonic_health::pb::HealthCheckRequest;
 use crate::client::{self, AdminClient, EligibilityClient, HandoffClient, IntakeClient, LogClient};
 use crate::fixtures::{submission, tokens};
 
+/// How long [`TestServer::wait_case`] waits for a case to change.
+pub const CASE_IDLE: Duration = Duration::from_secs(30);
+
 /// A running server; stops (gracefully) when dropped or with [`TestServer::stop`].
 #[derive(Debug)]
 pub struct TestServer {
@@ -196,6 +199,46 @@ impl TestServer {
     /// Admin client authenticated with `token`.
     pub async fn admin(&self, token: &str) -> AdminClient {
         client::admin(self.channel().await, token)
+    }
+
+    /// The case as an admin's `GetCase` shows it.
+    pub async fn case(&self, case_id: &str) -> pb::Case {
+        self.intake(tokens::ADMIN)
+            .await
+            .get_case(pb::GetCaseRequest {
+                case_id: case_id.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .case
+            .unwrap()
+    }
+
+    /// Watches the case (no sleeping) until `done` holds for it, and returns it; panics
+    /// when the case shows no progress for [`CASE_IDLE`].
+    pub async fn wait_case(&self, case_id: &str, done: impl Fn(&pb::Case) -> bool) -> pb::Case {
+        use futures::StreamExt as _;
+        let mut watch = self
+            .intake(tokens::ADMIN)
+            .await
+            .watch_case(pb::WatchCaseRequest {
+                case_id: case_id.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        loop {
+            let case = self.case(case_id).await;
+            if done(&case) {
+                return case;
+            }
+            tokio::time::timeout(CASE_IDLE, watch.next())
+                .await
+                .expect("the case stopped changing before the condition held")
+                .expect("watch ended")
+                .expect("watch failed");
+        }
     }
 
     /// The browser console of this server on a loopback port of its own (port 0), calling

@@ -5,9 +5,6 @@
 //! goes to review (a closed case holding it re-opens). Bad input writes nothing; a retry
 //! answers with the case and writes nothing either.
 
-use std::time::Duration;
-
-use futures::StreamExt;
 use onecity_domain::events::{
     CaseEvent, APPLICATION_AMENDED, ELIGIBILITY_REASSESSED, REVIEW_REQUESTED,
 };
@@ -15,51 +12,6 @@ use onecity_proto::v1 as pb;
 use onecity_tests::{referral, sample_application, tokens, valid_id_number, TestServer};
 use tonic::Code;
 use tonic_types::StatusExt as _;
-
-const IDLE: Duration = Duration::from_secs(30);
-
-async fn get_case(server: &TestServer, case_id: &str) -> pb::Case {
-    server
-        .intake(tokens::ADMIN)
-        .await
-        .get_case(pb::GetCaseRequest {
-            case_id: case_id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .case
-        .unwrap()
-}
-
-/// Watches the case (no sleeping) until `done` holds for it; panics when the case shows no
-/// progress for [`IDLE`].
-async fn wait_until(
-    server: &TestServer,
-    case_id: &str,
-    done: impl Fn(&pb::Case) -> bool,
-) -> pb::Case {
-    let mut watch = server
-        .intake(tokens::ADMIN)
-        .await
-        .watch_case(pb::WatchCaseRequest {
-            case_id: case_id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    loop {
-        let case = get_case(server, case_id).await;
-        if done(&case) {
-            return case;
-        }
-        tokio::time::timeout(IDLE, watch.next())
-            .await
-            .expect("the case stopped changing before the condition held")
-            .expect("watch ended")
-            .expect("watch failed");
-    }
-}
 
 fn count(case: &pb::Case, event_type: &str) -> usize {
     case.events
@@ -98,7 +50,7 @@ async fn amend_and_wait(
     request: pb::AmendApplicationRequest,
 ) -> (pb::AmendApplicationResponse, pb::Case) {
     let case_id = request.case_id.clone();
-    let before = count(&get_case(server, &case_id).await, ELIGIBILITY_REASSESSED);
+    let before = count(&server.case(&case_id).await, ELIGIBILITY_REASSESSED);
     let resp = server
         .intake(tokens::TERMINAL)
         .await
@@ -106,10 +58,9 @@ async fn amend_and_wait(
         .await
         .unwrap()
         .into_inner();
-    let case = wait_until(server, &case_id, |c| {
-        count(c, ELIGIBILITY_REASSESSED) > before
-    })
-    .await;
+    let case = server
+        .wait_case(&case_id, |c| count(c, ELIGIBILITY_REASSESSED) > before)
+        .await;
     (resp, case)
 }
 
@@ -154,10 +105,11 @@ async fn income_above_the_line_cancels_the_open_dibao_referral_with_the_reason()
         "the case shows the application as amended"
     );
 
-    let case = wait_until(&server, &case.case_id, |c| {
-        referral(c, pb::Programme::Dibao).state == pb::ReferralState::Cancelled as i32
-    })
-    .await;
+    let case = server
+        .wait_case(&case.case_id, |c| {
+            referral(c, pb::Programme::Dibao).state == pb::ReferralState::Cancelled as i32
+        })
+        .await;
     let cancelled = referral(&case, pb::Programme::Dibao);
     assert_eq!(
         cancelled.cancel_reason,
@@ -313,10 +265,11 @@ async fn a_closed_case_with_an_approval_reopens_and_the_approval_goes_to_review(
             .await
             .unwrap();
     }
-    let head = wait_until(&server, &other.case_id, |c| {
-        c.status == pb::CaseStatus::Closed as i32
-    })
-    .await;
+    let head = server
+        .wait_case(&other.case_id, |c| {
+            c.status == pb::CaseStatus::Closed as i32
+        })
+        .await;
     assert_eq!(head.status, pb::CaseStatus::Closed as i32);
     let err = server
         .intake(tokens::TERMINAL)
@@ -344,10 +297,9 @@ async fn a_closed_case_with_an_approval_reopens_and_the_approval_goes_to_review(
             .await
             .unwrap();
     }
-    let closed = wait_until(&server, &case_id, |c| {
-        c.status == pb::CaseStatus::Closed as i32
-    })
-    .await;
+    let closed = server
+        .wait_case(&case_id, |c| c.status == pb::CaseStatus::Closed as i32)
+        .await;
     let approved = referral(&closed, pb::Programme::Dibao).clone();
     assert_eq!(approved.state, pb::ReferralState::Approved as i32);
 
@@ -400,10 +352,9 @@ async fn a_closed_case_with_an_approval_reopens_and_the_approval_goes_to_review(
         .record_decision(decide(&review.referral_id, pb::Decision::Approved))
         .await
         .unwrap();
-    wait_until(&server, &case_id, |c| {
-        c.status == pb::CaseStatus::Closed as i32
-    })
-    .await;
+    server
+        .wait_case(&case_id, |c| c.status == pb::CaseStatus::Closed as i32)
+        .await;
     server.stop().await;
 }
 

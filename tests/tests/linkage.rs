@@ -21,49 +21,6 @@ fn decide(id: &str, decision: pb::Decision) -> pb::RecordDecisionRequest {
     }
 }
 
-async fn get_case(server: &TestServer, case_id: &str) -> pb::Case {
-    server
-        .intake(tokens::ADMIN)
-        .await
-        .get_case(pb::GetCaseRequest {
-            case_id: case_id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .case
-        .unwrap()
-}
-
-/// Watches the case (no sleeping) until `done` holds for it; panics when the case shows no
-/// progress for [`IDLE`].
-async fn wait_until(
-    server: &TestServer,
-    case_id: &str,
-    done: impl Fn(&pb::Case) -> bool,
-) -> pb::Case {
-    let mut watch = server
-        .intake(tokens::ADMIN)
-        .await
-        .watch_case(pb::WatchCaseRequest {
-            case_id: case_id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    loop {
-        let case = get_case(server, case_id).await;
-        if done(&case) {
-            return case;
-        }
-        tokio::time::timeout(IDLE, watch.next())
-            .await
-            .expect("the case stopped changing before the condition held")
-            .expect("watch ended")
-            .expect("watch failed");
-    }
-}
-
 fn linked_event_count(case: &pb::Case) -> usize {
     case.events
         .iter()
@@ -168,12 +125,13 @@ async fn a_denied_recognition_reaches_the_medical_unit() {
     assert_eq!(listed.cancel_reason, cancelled.cancel_reason);
 
     // Every public referral has ended and the household consented: one charity referral.
-    let charity = wait_until(&server, &case_id, |c| {
-        c.referrals
-            .iter()
-            .any(|r| r.programme == pb::Programme::Charity as i32)
-    })
-    .await;
+    let charity = server
+        .wait_case(&case_id, |c| {
+            c.referrals
+                .iter()
+                .any(|r| r.programme == pb::Programme::Charity as i32)
+        })
+        .await;
     assert_eq!(charity.status, pb::CaseStatus::Open as i32);
     let r = referral(&charity, pb::Programme::Charity);
     assert_eq!(r.department_unit, "charity@120103");
@@ -204,7 +162,9 @@ async fn an_approved_recognition_confirms_the_linked_referrals() {
         .record_decision(decide(&dibao.referral_id, pb::Decision::Approved))
         .await
         .unwrap();
-    let after = wait_until(&server, &case.case_id, |c| linked_event_count(c) == 1).await;
+    let after = server
+        .wait_case(&case.case_id, |c| linked_event_count(c) == 1)
+        .await;
     let linked = [
         pb::Programme::Medical,
         pb::Programme::Education,
@@ -260,10 +220,9 @@ async fn without_consent_no_charity_and_the_case_closes() {
             .await
             .unwrap();
     }
-    let closed = wait_until(&server, &case.case_id, |c| {
-        c.status == pb::CaseStatus::Closed as i32
-    })
-    .await;
+    let closed = server
+        .wait_case(&case.case_id, |c| c.status == pb::CaseStatus::Closed as i32)
+        .await;
     assert!(closed
         .referrals
         .iter()
@@ -312,7 +271,9 @@ async fn the_linkage_follows_a_transferred_referral_to_its_new_unit() {
             .await
             .unwrap();
     }
-    let done = wait_until(&server, &case.case_id, |c| linked_event_count(c) == 2).await;
+    let done = server
+        .wait_case(&case.case_id, |c| linked_event_count(c) == 2)
+        .await;
     let state_of = |id: &str| {
         done.referrals
             .iter()

@@ -74,40 +74,6 @@ fn token_of(unit: &str) -> String {
     format!("demo-{}", unit.replace('@', "-"))
 }
 
-async fn get_case(server: &TestServer, case_id: &str) -> pb::Case {
-    server
-        .intake(tokens::ADMIN)
-        .await
-        .get_case(pb::GetCaseRequest {
-            case_id: case_id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .case
-        .unwrap()
-}
-
-/// Watches the case until `done` holds for it.
-async fn wait_case(server: &TestServer, case_id: &str, done: impl Fn(&pb::Case) -> bool) {
-    let mut watch = server
-        .intake(tokens::ADMIN)
-        .await
-        .watch_case(pb::WatchCaseRequest {
-            case_id: case_id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    while !done(&get_case(server, case_id).await) {
-        tokio::time::timeout(IDLE, watch.next())
-            .await
-            .expect("the case stopped changing before the condition held")
-            .expect("watch ended")
-            .expect("watch failed");
-    }
-}
-
 /// Follows the log from its start until `count` re-assessments of the sweep were
 /// delivered.
 async fn sweep_reached(server: &TestServer, count: usize) {
@@ -218,21 +184,23 @@ async fn a_new_version_reaches_each_active_case_once_across_a_restart_as_predict
                 .unwrap();
         }
     }
-    wait_case(&server, &cases[1].case_id, |c| {
-        c.status == pb::CaseStatus::Closed as i32
-    })
-    .await;
-    wait_case(&server, &cases[2].case_id, |c| {
-        c.events
-            .iter()
-            .any(|e| e.event_type == "onecity.v1.RecognitionLinked")
-    })
-    .await;
+    server
+        .wait_case(&cases[1].case_id, |c| {
+            c.status == pb::CaseStatus::Closed as i32
+        })
+        .await;
+    server
+        .wait_case(&cases[2].case_id, |c| {
+            c.events
+                .iter()
+                .any(|e| e.event_type == "onecity.v1.RecognitionLinked")
+        })
+        .await;
 
     // The active cases, as the rule says.
     let mut active = Vec::new();
     for c in &cases {
-        let now = get_case(&server, &c.case_id).await;
+        let now = server.case(&c.case_id).await;
         let approved = now
             .referrals
             .iter()
@@ -347,7 +315,7 @@ async fn a_new_version_reaches_each_active_case_once_across_a_restart_as_predict
     let total: u64 = predicted.values().flatten().sum();
     assert_eq!(by_district, total);
     // The approval in force goes to review at its unit, with the new standard's amount.
-    let closed = get_case(&server, &cases[1].case_id).await;
+    let closed = server.case(&cases[1].case_id).await;
     let approved = referral(&closed, pb::Programme::Dibao);
     assert!(closed
         .referrals

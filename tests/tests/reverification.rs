@@ -82,20 +82,6 @@ where
     }
 }
 
-async fn get_case(server: &TestServer, case_id: &str) -> pb::Case {
-    server
-        .intake(tokens::ADMIN)
-        .await
-        .get_case(pb::GetCaseRequest {
-            case_id: case_id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .case
-        .unwrap()
-}
-
 /// Waits until the case satisfies `done`.
 async fn wait_case(
     server: &TestServer,
@@ -104,7 +90,7 @@ async fn wait_case(
     done: impl Fn(&pb::Case) -> bool,
 ) -> pb::Case {
     poll(what, || async {
-        let case = get_case(server, case_id).await;
+        let case = server.case(case_id).await;
         done(&case).then_some(case)
     })
     .await
@@ -327,7 +313,7 @@ async fn a_stable_household_is_reviewed_after_a_year_and_its_closed_case_reopens
     assert_eq!(approved.review_due_on, "2028-01-31");
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let now = get_case(&server, &case_id).await;
+        let now = server.case(&case_id).await;
         if now.status == pb::CaseStatus::Closed as i32 {
             break;
         }
@@ -353,7 +339,7 @@ async fn a_stable_household_is_reviewed_after_a_year_and_its_closed_case_reopens
     assert!(reverifications(&server, &case_id).await.is_empty());
     clock.set(at("2028-01-30T16:00:00Z"));
     let review = review_of(&server, &case_id, &dibao.referral_id).await;
-    let reopened = get_case(&server, &case_id).await;
+    let reopened = server.case(&case_id).await;
     assert_eq!(reopened.status, pb::CaseStatus::Open as i32);
 
     // Renewed: the case closes again once the renewal is linked; next review in a year.

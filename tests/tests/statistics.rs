@@ -98,20 +98,6 @@ fn decide(id: &str, decision: pb::Decision) -> pb::RecordDecisionRequest {
     }
 }
 
-async fn get_case(server: &TestServer, case_id: &str) -> pb::Case {
-    server
-        .intake(tokens::ADMIN)
-        .await
-        .get_case(pb::GetCaseRequest {
-            case_id: case_id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .case
-        .unwrap()
-}
-
 fn linked(case: &pb::Case) -> usize {
     case.events
         .iter()
@@ -124,7 +110,7 @@ fn linked(case: &pb::Case) -> usize {
 async fn linked_case(server: &TestServer, case_id: &str, want: usize) -> pb::Case {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let case = get_case(server, case_id).await;
+        let case = server.case(case_id).await;
         if linked(&case) >= want {
             return case;
         }
@@ -477,7 +463,7 @@ async fn statistics_count_each_event_on_its_day_for_those_who_may_read_them() {
 async fn poll_review(server: &TestServer, case_id: &str, under_review: &str) -> String {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let case = get_case(server, case_id).await;
+        let case = server.case(case_id).await;
         if let Some(r) = case.referrals.iter().find(|r| r.reviews == under_review) {
             return r.referral_id.clone();
         }
