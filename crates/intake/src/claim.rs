@@ -202,11 +202,7 @@ impl Claims<'_> {
             return Ok(Holder::Older);
         }
         if !own {
-            // The case's own stream, from its first event: wakes as soon as it opens
-            // (or is voided).
-            let mut first = self.log.subscribe_case(case_id, 1).await?;
-            let _ = tokio::time::timeout(self.wait, first.next()).await;
-            let holder = self.holder(case_id).await?;
+            let holder = self.wait_pending(case_id).await?;
             let age = claimed_at.elapsed().unwrap_or_default();
             if holder != Holder::Pending || age < self.stale {
                 return Ok(holder);
@@ -235,10 +231,17 @@ impl Claims<'_> {
     /// The outcome of the older submission `case_id` that a younger one gave way to: waits
     /// for it to open or give up, like any pending claim.
     pub async fn outcome(&self, case_id: Uuid) -> Result<Holder, Stop> {
-        let holder = self.holder(case_id).await?;
-        if holder != Holder::Pending {
-            return Ok(holder);
+        match self.holder(case_id).await? {
+            Holder::Pending => self.wait_pending(case_id).await,
+            holder => Ok(holder),
         }
+    }
+
+    /// Waits up to the claim wait for the pending `case_id` to open or be voided, and says
+    /// where it then stands.
+    async fn wait_pending(&self, case_id: Uuid) -> Result<Holder, Stop> {
+        // The case's own stream, from its first event: wakes as soon as it opens (or is
+        // voided).
         let mut first = self.log.subscribe_case(case_id, 1).await?;
         let _ = tokio::time::timeout(self.wait, first.next()).await;
         self.holder(case_id).await
