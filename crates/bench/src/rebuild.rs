@@ -510,9 +510,7 @@ async fn find_cases(url: &str, plan: &FindPlan) -> anyhow::Result<Cell> {
     let ids: Arc<Vec<String>> = Arc::new(plan.id_numbers.clone());
     let run = crate::client::closed_loop(c, plan.window, move |t, i| {
         let mut client = clients[t].clone();
-        let id_number = ids
-            [((t as u64).wrapping_mul(7_919).wrapping_add(i) % ids.len() as u64) as usize]
-            .clone();
+        let id_number = ids[(crate::scenarios::nth(t, i) % ids.len() as u64) as usize].clone();
         async move {
             let found = client
                 .find_cases(pb::FindCasesRequest { id_number })

@@ -193,7 +193,7 @@ fn submission(pool: &Pool, n: u64) -> pb::SubmitApplicationRequest {
 
 /// A distinct household sequence per task, so concurrent tasks do not all send the
 /// same household at the same moment.
-fn nth(t: usize, i: u64) -> u64 {
+pub(crate) fn nth(t: usize, i: u64) -> u64 {
     (t as u64).wrapping_mul(7_919).wrapping_add(i)
 }
 
