@@ -274,13 +274,7 @@ pub(super) async fn client_command(command: Command) -> anyhow::Result<()> {
             after,
             quiet,
         } => {
-            let programme = match programme {
-                Some(slug) => slug
-                    .parse::<onecity_domain::Programme>()
-                    .map_err(|e| anyhow::anyhow!("--programme: {e}"))?
-                    .to_proto(),
-                None => 0,
-            };
+            let programme = programme_arg(programme.as_deref())?;
             let c = Client::connect(&client).await?;
             let state = state.map(StateArg::to_proto);
             if follow {
@@ -362,13 +356,7 @@ pub(super) async fn client_command(command: Command) -> anyhow::Result<()> {
             from,
             to,
         } => {
-            let programme = match programme {
-                Some(slug) => slug
-                    .parse::<onecity_domain::Programme>()
-                    .map_err(|e| anyhow::anyhow!("--programme: {e}"))?
-                    .to_proto(),
-                None => 0,
-            };
+            let programme = programme_arg(programme.as_deref())?;
             let c = Client::connect(&client).await?;
             let resp = c
                 .monitoring()
@@ -669,4 +657,13 @@ async fn follow_referrals(
         }
     }
     Ok(())
+}
+
+/// `--programme SLUG` as its wire value; 0 (every programme) without one.
+fn programme_arg(slug: Option<&str>) -> anyhow::Result<i32> {
+    slug.map_or(Ok(0), |slug| {
+        slug.parse::<onecity_domain::Programme>()
+            .map(|p| p.to_proto())
+            .map_err(|e| anyhow::anyhow!("--programme: {e}"))
+    })
 }
