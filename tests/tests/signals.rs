@@ -392,6 +392,63 @@ async fn a_threshold_crossed_warns_the_case_district_once_and_one_below_it_does_
     assert!(heping.is_empty(), "{heping:?}");
 }
 
+/// A signal is measured against the household as it now stands: after an amendment that
+/// halves its income, a medical bill of half the amended yearly income warns (against the
+/// submitted income it would be far below the share).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_threshold_is_measured_against_the_household_as_amended() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let app = sample_application();
+    let child = app.members[2].id_number.clone();
+    let case = server.submit_handed_off(app.clone()).await;
+    indexed(&server, &child).await;
+    let mut amended = app;
+    for m in &mut amended.members {
+        m.monthly_income_fen /= 2;
+    }
+    let income: i64 = amended.members.iter().map(|m| m.monthly_income_fen).sum();
+    assert_eq!(income, 100_000);
+    server
+        .intake(tokens::TERMINAL)
+        .await
+        .amend_application(pb::AmendApplicationRequest {
+            case_id: case.case_id.clone(),
+            request_id: uuid::Uuid::now_v7().to_string(),
+            application: Some(amended),
+            reason: "the applicant's hours were cut".into(),
+        })
+        .await
+        .unwrap();
+    let mut medical = monitoring(&server, tokens::MEDICAL).await;
+    // The catastrophic share is 50 % of 12 months of the amended 1,000.00 yuan.
+    let below = report(
+        &mut medical,
+        signal(
+            "bill-1",
+            &child,
+            pb::SignalKind::MedicalExpense,
+            599_999,
+            "120103",
+        ),
+    )
+    .await;
+    assert_eq!(below.warning, None, "below the amended threshold");
+    let at = report(
+        &mut medical,
+        signal(
+            "bill-2",
+            &child,
+            pb::SignalKind::MedicalExpense,
+            600_000,
+            "120103",
+        ),
+    )
+    .await;
+    let warning = at.warning.expect("at the amended threshold");
+    assert_eq!(warning.case_ids, vec![case.case_id]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warnings_are_resolved_by_civil_affairs_of_their_district_with_an_outcome() {
     let dir = tempfile::tempdir().unwrap();

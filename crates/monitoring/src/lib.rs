@@ -468,16 +468,13 @@ impl Monitoring {
         };
         let district = DistrictCode::parse(&latest.case.district_code).unwrap_or(reported);
         let state = load_case(self.log.as_ref(), latest.case.case_id).await?;
-        let monthly_income_fen = state
-            .submitted
-            .as_ref()
-            .and_then(|s| s.application.as_ref())
-            .map(|a| {
-                a.members
-                    .iter()
-                    .map(|m| m.monthly_income_fen.max(0))
-                    .sum::<i64>()
-            });
+        // As the household now stands: the latest amendment's, else the submission's.
+        let monthly_income_fen = state.application().map(|a| {
+            a.members
+                .iter()
+                .map(|m| m.monthly_income_fen.max(0))
+                .sum::<i64>()
+        });
         Ok(Household {
             district,
             case_ids,
