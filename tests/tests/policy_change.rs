@@ -225,15 +225,7 @@ async fn a_new_version_reaches_each_active_case_once_across_a_restart_as_predict
         .await
         .unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied);
-    let impact = server
-        .admin(tokens::ADMIN)
-        .await
-        .get_policy_impact(pb::GetPolicyImpactRequest {
-            version_id: NEW_VERSION.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let impact = impact_report(&server, NEW_VERSION).await;
     assert_eq!(impact.cases, active.len() as u64);
     let unknown = server
         .admin(tokens::ADMIN)
@@ -326,17 +318,44 @@ async fn a_new_version_reaches_each_active_case_once_across_a_restart_as_predict
     assert!(!per_case.contains_key(&cases[0].case_id));
 
     // Nothing is left for the version: the report finds no case due.
-    let after = server
+    let after = impact_report(&server, NEW_VERSION).await;
+    assert_eq!(after.cases, 0);
+    server.stop().await;
+}
+
+/// The impact report of `version` as an admin reads it: progress first (cases read never
+/// going back, never past those to read), then the report, then the end of the stream.
+async fn impact_report(server: &TestServer, version: &str) -> pb::GetPolicyImpactResponse {
+    let mut stream = server
         .admin(tokens::ADMIN)
         .await
         .get_policy_impact(pb::GetPolicyImpactRequest {
-            version_id: NEW_VERSION.into(),
+            version_id: version.into(),
         })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(after.cases, 0);
-    server.stop().await;
+    let (mut read, mut progress) = (0, 0);
+    while let Some(msg) = stream.message().await.unwrap() {
+        assert!(
+            msg.cases_read >= read && msg.cases_read <= msg.cases_to_read,
+            "{msg:?}"
+        );
+        read = msg.cases_read;
+        if msg.done {
+            assert!(progress > 0, "no progress before the report");
+            assert_eq!(msg.cases_read, msg.cases_to_read);
+            assert!(msg.cases >= msg.unchanged);
+            assert!(
+                stream.message().await.unwrap().is_none(),
+                "more after the report"
+            );
+            return msg;
+        }
+        assert_eq!(msg.version_id, version);
+        progress += 1;
+    }
+    panic!("the impact report ended without its result");
 }
 
 /// The sweep's re-assessments in `log`.

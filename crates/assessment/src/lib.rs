@@ -29,7 +29,8 @@ mod sweep;
 
 pub use policy_record::{check_in_force, record as record_policy_version};
 pub use sweep::{
-    ActiveCases, Counts, Impact, PolicySweeper, Swept, DEFAULT_SWEEP_BATCH, SWEEP_CONSUMER,
+    ActiveCases, Counts, Impact, ImpactProgress, PolicySweeper, Swept, DEFAULT_SWEEP_BATCH,
+    SWEEP_CONSUMER,
 };
 
 /// Result alias of this crate.

@@ -322,6 +322,18 @@ pub struct Impact {
     pub by_programme: BTreeMap<Programme, Counts>,
     /// By district code (districts with a change only).
     pub by_district: BTreeMap<String, Counts>,
+    /// Active cases read to find them.
+    pub read: u64,
+}
+
+/// How far an impact report is: of the active cases it reads (every case it may count),
+/// how many it has read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ImpactProgress {
+    /// Cases read so far.
+    pub read: u64,
+    /// Cases to read in all.
+    pub to_read: u64,
 }
 
 /// Re-assesses the active cases when a new policy version takes effect (see the module
@@ -541,15 +553,30 @@ impl PolicySweeper {
         Ok((reassessed, outcomes.len() - reassessed))
     }
 
+    /// `NotFound` unless the policy file has version `version_id`.
+    pub fn check_version(&self, version_id: &str) -> Result<()> {
+        match self.assessor.policies.get(version_id) {
+            Some(_) => Ok(()),
+            None => Err(Error::NotFound(format!(
+                "the policy file has no version {version_id}"
+            ))),
+        }
+    }
+
     /// What `version_id` would change if it took effect now (see [`Impact`]), over every
     /// partition's cases; writes nothing.
     pub async fn impact(&self, version_id: &str) -> Result<Impact> {
-        let policies = Arc::clone(&self.assessor.policies);
-        if policies.get(version_id).is_none() {
-            return Err(Error::NotFound(format!(
-                "the policy file has no version {version_id}"
-            )));
-        }
+        self.impact_with(version_id, |_| {}).await
+    }
+
+    /// [`PolicySweeper::impact`], telling `progress` how far it is: once the cases to read
+    /// are known, then after each batch.
+    pub async fn impact_with(
+        &self,
+        version_id: &str,
+        mut progress: impl FnMut(ImpactProgress) + Send,
+    ) -> Result<Impact> {
+        self.check_version(version_id)?;
         let log = self.assessor.log.as_ref();
         let cutoff = match policy_record::first_record(log, version_id).await? {
             Some(p) => p,
@@ -564,6 +591,11 @@ impl PolicySweeper {
             version_id: version_id.to_owned(),
             ..Impact::default()
         };
+        let mut at = ImpactProgress {
+            read: 0,
+            to_read: cases.len() as u64,
+        };
+        progress(at);
         for batch in cases.chunks(self.batch) {
             let states = self.load(batch.to_vec()).await?;
             let worker = self.assessor.clone();
@@ -609,7 +641,10 @@ impl PolicySweeper {
                         .add(c.effect);
                 }
             }
+            at.read += batch.len() as u64;
+            progress(at);
         }
+        impact.read = at.read;
         Ok(impact)
     }
 }

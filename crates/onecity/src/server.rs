@@ -915,6 +915,7 @@ fn start_roles(
     } = crew;
     let admin = Admin::new(stamped(&log, ADMIN_APPENDS_AS), handlers)
         .with_policy_impact(impact)
+        .with_stop(stop.clone())
         .with_routing(
             Gauge::new(backpressure(config)),
             leases,

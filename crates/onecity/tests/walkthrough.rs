@@ -219,6 +219,27 @@ async fn readme_walkthrough() {
     assert!(tail.contains("onecity.v1.CaseClosed"), "{tail}");
     assert!(tail.contains("onecity.v1.PersonalDataRead"), "{tail}");
 
+    // The impact of the version in force (every case is already under it): progress on
+    // stderr, the report alone on stdout.
+    let impact = onecity(
+        url,
+        tokens::ADMIN,
+        &["policy", "impact", "--version", "2026-07"],
+    )
+    .await;
+    assert!(impact.ok, "{}", impact.stderr);
+    assert!(impact.stderr.contains("active cases"), "{}", impact.stderr);
+    assert!(
+        impact.stdout.contains("\"done\": true"),
+        "{}",
+        impact.stdout
+    );
+    assert!(
+        impact.stdout.contains("\"versionId\": \"2026-07\""),
+        "{}",
+        impact.stdout
+    );
+
     // Errors: status code and message, non-zero exit.
     let missing = onecity(
         url,

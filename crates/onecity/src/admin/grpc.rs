@@ -1,5 +1,6 @@
 //! The gRPC face of [`Admin`]: `onecity.v1.AdminService`.
 
+use futures::StreamExt as _;
 use onecity_proto::v1 as pb;
 use pb::admin_service_server::{AdminService, AdminServiceServer};
 use tonic::{Request, Response, Status};
@@ -72,13 +73,25 @@ fn count_to_proto(key: String, c: onecity_assessment::Counts) -> pb::ImpactCount
     }
 }
 
-fn impact_to_proto(i: onecity_assessment::Impact) -> pb::GetPolicyImpactResponse {
+fn impact_to_proto(version_id: &str, update: super::ImpactUpdate) -> pb::GetPolicyImpactResponse {
+    let i = match update {
+        super::ImpactUpdate::Progress(onecity_assessment::ImpactProgress { read, to_read }) => {
+            return pb::GetPolicyImpactResponse {
+                version_id: version_id.to_owned(),
+                cases_read: read,
+                cases_to_read: to_read,
+                ..Default::default()
+            };
+        }
+        super::ImpactUpdate::Done(i) => i,
+    };
     let onecity_assessment::Impact {
         version_id,
         cases,
         unchanged,
         by_programme,
         by_district,
+        read,
     } = i;
     pb::GetPolicyImpactResponse {
         version_id,
@@ -92,6 +105,9 @@ fn impact_to_proto(i: onecity_assessment::Impact) -> pb::GetPolicyImpactResponse
             .map(|(d, c)| count_to_proto(d, c))
             .collect(),
         unchanged,
+        cases_read: read,
+        cases_to_read: read,
+        done: true,
     }
 }
 
@@ -241,12 +257,19 @@ impl AdminService for AdminGrpc {
         Ok(Response::new(pb::RetryQuarantinedResponse { consumer }))
     }
 
+    type GetPolicyImpactStream =
+        futures::stream::BoxStream<'static, Result<pb::GetPolicyImpactResponse, Status>>;
+
     async fn get_policy_impact(
         &self,
         req: Request<pb::GetPolicyImpactRequest>,
-    ) -> Result<Response<pb::GetPolicyImpactResponse>, Status> {
+    ) -> Result<Response<Self::GetPolicyImpactStream>, Status> {
         let pb::GetPolicyImpactRequest { version_id } = req.into_inner();
-        let impact = self.0.policy_impact(&version_id).await?;
-        Ok(Response::new(impact_to_proto(impact)))
+        let updates = self.0.policy_impact(&version_id)?;
+        Ok(Response::new(
+            updates
+                .map(move |u| Ok(impact_to_proto(&version_id, u?)))
+                .boxed(),
+        ))
     }
 }

@@ -8,6 +8,9 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::{BoxStream, StreamExt as _};
 
 use onecity_eventlog::access;
 use onecity_eventlog::leases::Leases;
@@ -16,6 +19,18 @@ use onecity_eventlog::EventLog;
 use onecity_intake::{ConsumerLag, Gauge};
 
 pub mod grpc;
+
+/// How often a running impact report says how far it is.
+pub const IMPACT_PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// One message of a running impact report ([`Admin::policy_impact`]).
+#[derive(Debug, Clone)]
+pub enum ImpactUpdate {
+    /// How far it is.
+    Progress(onecity_assessment::ImpactProgress),
+    /// The report; the last message.
+    Done(onecity_assessment::Impact),
+}
 
 /// The handlers of the workers this process runs, by consumer (checkpoint) name.
 pub type Workers = BTreeMap<String, Arc<dyn Redo>>;
@@ -94,6 +109,8 @@ pub struct Admin {
     workers: Arc<Workers>,
     routing: Option<Arc<Routing>>,
     impact: Option<onecity_assessment::PolicySweeper>,
+    /// Cancelled when the server stops: ends a running impact report.
+    stop: tokio_util::sync::CancellationToken,
 }
 
 impl std::fmt::Debug for Admin {
@@ -112,7 +129,15 @@ impl Admin {
             workers: Arc::new(workers),
             routing: None,
             impact: None,
+            stop: tokio_util::sync::CancellationToken::new(),
         }
+    }
+
+    /// Ends a running impact report with `UNAVAILABLE` once `stop` is cancelled (the
+    /// server stopping: a graceful shutdown waits for every open stream).
+    pub fn with_stop(mut self, stop: tokio_util::sync::CancellationToken) -> Self {
+        self.stop = stop;
+        self
     }
 
     /// Answers [`Admin::policy_impact`] with `sweeper` (the eligibility role's); without
@@ -126,24 +151,55 @@ impl Admin {
     }
 
     /// What policy version `version_id` would change if it took effect now, writing
-    /// nothing (see `onecity_assessment::PolicySweeper::impact`).
-    pub async fn policy_impact(
+    /// nothing (see `onecity_assessment::PolicySweeper::impact`), as it goes: progress
+    /// about every [`IMPACT_PROGRESS_EVERY`], then the report. At city scale it reads every
+    /// active case, which takes longer than a unary call may; the stream has no such
+    /// limit, and dropping it stops the report. Bad input, a version the file lacks and a
+    /// process without the eligibility role are refused before anything runs.
+    pub fn policy_impact(
         &self,
         version_id: &str,
-    ) -> Result<onecity_assessment::Impact, Error> {
+    ) -> Result<BoxStream<'static, Result<ImpactUpdate, Error>>, Error> {
         if version_id.is_empty() {
             return Err(Error::Invalid {
                 field: "version_id",
                 reason: "is required".into(),
             });
         }
-        let sweeper = self.impact.as_ref().ok_or_else(|| {
+        let sweeper = self.impact.clone().ok_or_else(|| {
             Error::FailedPrecondition(
                 "the eligibility role does not run in this process: ask a process that runs it"
                     .into(),
             )
         })?;
-        Ok(sweeper.impact(version_id).await?)
+        sweeper.check_version(version_id)?;
+        let version = version_id.to_owned();
+        let stop = self.stop.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        tokio::spawn(async move {
+            let (progress, gone) = (tx.clone(), tx.clone());
+            let mut last: Option<std::time::Instant> = None;
+            let run = sweeper.impact_with(&version, move |p| {
+                // The first, then one per period: a slow reader loses progress, never the
+                // report.
+                if last.is_none_or(|t| t.elapsed() >= IMPACT_PROGRESS_EVERY) {
+                    last = Some(std::time::Instant::now());
+                    let _ = progress.try_send(Ok(ImpactUpdate::Progress(p)));
+                }
+            });
+            tokio::select! {
+                report = run => {
+                    let _ = tx.send(report.map(ImpactUpdate::Done).map_err(Error::from)).await;
+                }
+                // The caller went away: stop reading cases for nobody.
+                () = gone.closed() => {}
+                () = stop.cancelled() => {
+                    let stopping = Error::Unavailable("the server is stopping: ask again".into());
+                    let _ = tx.send(Err(stopping)).await;
+                }
+            }
+        });
+        Ok(tokio_stream::wrappers::ReceiverStream::new(rx).boxed())
     }
 
     /// Reports the routing lag of the checkpoints `gauge` watches, with the holders of

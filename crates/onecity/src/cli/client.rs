@@ -481,13 +481,24 @@ pub(super) async fn client_command(command: Command) -> anyhow::Result<()> {
             ..
         } => {
             let c = Client::connect(&client).await?;
-            let resp = c
+            let mut stream = c
                 .admin()
                 .get_policy_impact(c.request(pb::GetPolicyImpactRequest {
                     version_id: version,
                 }))
-                .await?;
-            print(resp.get_ref())
+                .await?
+                .into_inner();
+            // Progress to stderr, the report alone to stdout.
+            while let Some(msg) = stream.message().await? {
+                if msg.done {
+                    return print(&msg);
+                }
+                eprintln!(
+                    "read {} of {} active cases",
+                    msg.cases_read, msg.cases_to_read
+                );
+            }
+            anyhow::bail!("the impact report ended without its result")
         }
         Command::Policy {
             command: None,
