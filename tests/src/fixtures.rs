@@ -79,3 +79,21 @@ pub fn submission(application: pb::Application) -> pb::SubmitApplicationRequest 
 pub fn today() -> String {
     onecity_domain::today().format("%Y-%m-%d").to_string()
 }
+
+/// A department's decision on referral `id`, no amount and no note (the departments' demo
+/// decisions in the lifecycle tests).
+pub fn decide(id: &str, decision: pb::Decision) -> pb::RecordDecisionRequest {
+    pb::RecordDecisionRequest {
+        referral_id: id.into(),
+        decision: decision as i32,
+        amount_fen: 0,
+        note: String::new(),
+        request_id: String::new(),
+    }
+}
+
+/// The demo token of a department unit (`civil-affairs@120103` →
+/// `demo-civil-affairs-120103`).
+pub fn token_of(unit: &str) -> String {
+    format!("demo-{}", unit.replace('@', "-"))
+}

@@ -17,7 +17,8 @@ pub use client::{
 };
 pub use faulty::FaultyLog;
 pub use fixtures::{
-    application, sample_application, submission, today, tokens, valid_id_number, with_ids,
+    application, decide, sample_application, submission, today, token_of, tokens, valid_id_number,
+    with_ids,
 };
 pub use pki::{CertFiles, Pki};
 pub use routed::Routed;

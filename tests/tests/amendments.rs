@@ -9,7 +9,9 @@ use onecity_domain::events::{
     CaseEvent, APPLICATION_AMENDED, ELIGIBILITY_REASSESSED, REVIEW_REQUESTED,
 };
 use onecity_proto::v1 as pb;
-use onecity_tests::{referral, sample_application, tokens, valid_id_number, TestServer};
+use onecity_tests::{
+    decide, referral, sample_application, token_of, tokens, valid_id_number, TestServer,
+};
 use tonic::Code;
 use tonic_types::StatusExt as _;
 
@@ -62,22 +64,6 @@ async fn amend_and_wait(
         .wait_case(&case_id, |c| count(c, ELIGIBILITY_REASSESSED) > before)
         .await;
     (resp, case)
-}
-
-fn decide(id: &str, decision: pb::Decision) -> pb::RecordDecisionRequest {
-    pb::RecordDecisionRequest {
-        referral_id: id.into(),
-        decision: decision as i32,
-        amount_fen: 0,
-        note: String::new(),
-        request_id: String::new(),
-    }
-}
-
-/// The demo token of a Hexi department unit (`civil-affairs@120103` →
-/// `demo-civil-affairs-120103`).
-fn token_of(unit: &str) -> String {
-    format!("demo-{}", unit.replace('@', "-"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

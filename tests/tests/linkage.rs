@@ -7,19 +7,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use onecity_proto::v1 as pb;
-use onecity_tests::{referral, sample_application, tokens, TestServer};
+use onecity_tests::{decide, referral, sample_application, tokens, TestServer};
 
 const IDLE: Duration = Duration::from_secs(30);
-
-fn decide(id: &str, decision: pb::Decision) -> pb::RecordDecisionRequest {
-    pb::RecordDecisionRequest {
-        referral_id: id.into(),
-        decision: decision as i32,
-        amount_fen: 0,
-        note: String::new(),
-        request_id: String::new(),
-    }
-}
 
 fn linked_event_count(case: &pb::Case) -> usize {
     case.events

@@ -19,7 +19,7 @@ use onecity_domain::events::{
 use onecity_eventlog::EventLog;
 use onecity_proto::v1 as pb;
 use onecity_service::clock::{ManualClock, SharedClock};
-use onecity_tests::{application, referral, tokens, FaultyLog, TestServer};
+use onecity_tests::{application, decide, referral, token_of, tokens, FaultyLog, TestServer};
 use tonic::Code;
 
 const IDLE: Duration = Duration::from_secs(30);
@@ -58,20 +58,6 @@ fn configure(c: &mut Config, policy: &Path, clock: &ManualClock) {
     c.clock = SharedClock(Arc::new(clock.clone()));
     c.deadline_tick_ms = 20;
     c.policy_sweep_batch = 2;
-}
-
-fn decide(id: &str, decision: pb::Decision) -> pb::RecordDecisionRequest {
-    pb::RecordDecisionRequest {
-        referral_id: id.into(),
-        decision: decision as i32,
-        amount_fen: 0,
-        note: String::new(),
-        request_id: String::new(),
-    }
-}
-
-fn token_of(unit: &str) -> String {
-    format!("demo-{}", unit.replace('@', "-"))
 }
 
 /// Follows the log from its start until `count` re-assessments of the sweep were

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use onecity_domain::events::{CaseEvent, REFERRAL_ESCALATED, REFERRAL_ISSUED, REVERIFICATION_DUE};
 use onecity_proto::v1 as pb;
 use onecity_service::clock::{ManualClock, SharedClock};
-use onecity_tests::{referral, sample_application, tokens, TestServer};
+use onecity_tests::{decide, referral, sample_application, token_of, tokens, TestServer};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -25,22 +25,6 @@ async fn start(dir: &std::path::Path, clock: &ManualClock) -> TestServer {
 
 fn at(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-}
-
-fn decide(id: &str, decision: pb::Decision) -> pb::RecordDecisionRequest {
-    pb::RecordDecisionRequest {
-        referral_id: id.into(),
-        decision: decision as i32,
-        amount_fen: 0,
-        note: String::new(),
-        request_id: String::new(),
-    }
-}
-
-/// The demo token of a Hexi department unit (`civil-affairs@120103` →
-/// `demo-civil-affairs-120103`).
-fn token_of(unit: &str) -> String {
-    format!("demo-{}", unit.replace('@', "-"))
 }
 
 /// The decoded events of `case_id` of `event_type`, in log order.

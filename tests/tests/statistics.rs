@@ -14,7 +14,9 @@ use onecity_domain::{beijing_date, beijing_midnight, parse_date};
 use onecity_proto::v1 as pb;
 use onecity_proto::v1::monitoring_service_client::MonitoringServiceClient;
 use onecity_service::clock::{ManualClock, SharedClock};
-use onecity_tests::{bearer, referral, sample_application, tokens, valid_id_number, TestServer};
+use onecity_tests::{
+    bearer, decide, referral, sample_application, tokens, valid_id_number, TestServer,
+};
 use tonic::Code;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -85,16 +87,6 @@ async fn counted(
             "timed out waiting for {what}: {got:?}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn decide(id: &str, decision: pb::Decision) -> pb::RecordDecisionRequest {
-    pb::RecordDecisionRequest {
-        referral_id: id.into(),
-        decision: decision as i32,
-        amount_fen: 0,
-        note: String::new(),
-        request_id: String::new(),
     }
 }
 

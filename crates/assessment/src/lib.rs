@@ -12,7 +12,7 @@ use std::sync::Arc;
 use onecity_domain::case::CaseStatus;
 use onecity_domain::events::{CaseEvent, APPLICATION_AMENDED, APPLICATION_SUBMITTED};
 use onecity_domain::{ids, parse_date, validate_application, Partition, Principal};
-use onecity_eligibility::{assess, assess_with, Catalogue, Detail, PolicyBook};
+use onecity_eligibility::{assess_with, decide, Catalogue, Detail, PolicyBook};
 use onecity_eventlog::{EventLog, Filter, NewEvent, RecordedEvent};
 use onecity_proto::v1 as pb;
 use onecity_service::case::{
@@ -290,8 +290,9 @@ impl Assessor {
             tracing::error!(%case_id, date = %app.application_date, "no policy in force, not assessed");
             return Ok(None);
         };
-        let assessments: Vec<pb::Assessment> = assess(&app, policy, &self.catalogue)
-            .into_iter()
+        // The stored form: rule codes and inputs, the words rendered when read.
+        let assessments: Vec<pb::Assessment> = decide(&app, policy, &self.catalogue, &[])
+            .iter()
             .map(Into::into)
             .collect();
         let event = CaseEvent::EligibilityAssessed(pb::EligibilityAssessed {

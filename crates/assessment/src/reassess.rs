@@ -8,7 +8,6 @@ use onecity_domain::case::{CaseState, CaseStatus};
 use onecity_domain::events::CaseEvent;
 use onecity_domain::{ids, parse_date, validate_application, Application};
 use onecity_eligibility::reassess::{reassess, Input, Reassessment, Trigger};
-use onecity_eligibility::Detail;
 use onecity_eventlog::{NewEvent, RecordedEvent};
 use onecity_proto::v1 as pb;
 use onecity_service::case::{append_with_retries, load_case, Commit, Outcome, Step};
@@ -149,7 +148,7 @@ impl Assessor {
             job.now,
         );
         tokio::task::spawn_blocking(move || {
-            worker.decide_reassessment(case_id, &state, &trigger, &policy, now, Detail::Full)
+            worker.decide_reassessment(case_id, &state, &trigger, &policy, now)
         })
         .await
         .map_err(|e| Error::TaskFailed(e.to_string()))
@@ -164,7 +163,6 @@ impl Assessor {
         trigger: &Trigger,
         policy: &str,
         now: DateTime<Utc>,
-        detail: Detail,
     ) -> Option<Reassessment> {
         let app = current_application(case_id, state)?;
         let Some(policy) = self.policies.get(policy) else {
@@ -179,7 +177,6 @@ impl Assessor {
             catalogue: &self.catalogue,
             now,
             trigger,
-            detail,
         }))
     }
 }

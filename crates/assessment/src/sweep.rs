@@ -31,7 +31,7 @@ use onecity_domain::events::{
 };
 use onecity_domain::{beijing_date, Partition, Programme};
 use onecity_eligibility::reassess::{Effect, Trigger};
-use onecity_eligibility::{Detail, PolicyBook};
+use onecity_eligibility::PolicyBook;
 use onecity_eventlog::quarantine::{Failure, Redo};
 use onecity_eventlog::retry;
 use onecity_eventlog::{EventLog, Expected, RecordedEvent};
@@ -504,7 +504,6 @@ impl PolicySweeper {
                                 &Trigger::PolicyVersion,
                                 &version,
                                 now,
-                                Detail::Full,
                             )
                         })
                         .flatten();
@@ -611,7 +610,6 @@ impl PolicySweeper {
                             &Trigger::PolicyVersion,
                             &version,
                             now,
-                            Detail::Summary,
                         )?;
                         let district = state
                             .application()

@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use chrono::{Datelike, NaiveDate, TimeDelta};
 use onecity_domain::fixtures::valid_id_number;
 use onecity_domain::{validate_application, DistrictCode};
-use onecity_eligibility::{assess, Assessment, Catalogue, PolicyBook};
+use onecity_eligibility::{decide, explain, Catalogue, Detail, LeanAssessment, PolicyBook};
 use onecity_proto::prost::Message as _;
 use onecity_proto::v1 as pb;
 
@@ -59,16 +59,17 @@ pub struct Household {
     pub application: pb::Application,
     /// Its validated form (what intake stores).
     pub validated: onecity_domain::Application,
-    /// All twelve assessments under the policy in force on the application date.
-    pub assessments: Vec<Assessment>,
+    /// All twelve assessments under the policy in force on the application date, as the
+    /// log stores them (rule codes and inputs, no words).
+    pub lean: Vec<LeanAssessment>,
     /// Id of that policy version.
     pub policy_version: String,
 }
 
 impl Household {
     /// Programmes referred (ELIGIBLE or NEEDS_REVIEW).
-    pub fn referred(&self) -> impl Iterator<Item = &Assessment> {
-        self.assessments.iter().filter(|a| a.outcome.is_referred())
+    pub fn referred(&self) -> impl Iterator<Item = &LeanAssessment> {
+        self.lean.iter().filter(|a| a.outcome.is_referred())
     }
 }
 
@@ -98,9 +99,14 @@ pub struct Pool {
 impl Pool {
     /// `n` households from `seed`, each with at least one referral.
     pub fn generate(n: usize, seed: u64) -> anyhow::Result<Pool> {
+        Self::generate_on(n, seed, onecity_domain::today())
+    }
+
+    /// [`Pool::generate`] as it would run on `today` (application dates fall before it):
+    /// the same households on every run, for the golden tests of the explanations.
+    pub fn generate_on(n: usize, seed: u64, today: NaiveDate) -> anyhow::Result<Pool> {
         let policies = PolicyBook::embedded_default();
         let catalogue = Catalogue::embedded();
-        let today = onecity_domain::today();
         let mut rng = Rng::new(seed);
         let mut households = Vec::with_capacity(n);
         for _ in 0..n {
@@ -134,14 +140,28 @@ impl Pool {
             .map(|h| h.referred().count())
             .min()
             .unwrap_or(0);
-        // The twelve explained assessments are the bulk of a `Screen` response and of the
-        // stored `EligibilityAssessed` event.
+        // The twelve explained assessments are the bulk of a `Screen` response; the log
+        // stores them lean.
+        let stored_bytes: usize = self
+            .households
+            .iter()
+            .map(|h| {
+                pb::EligibilityAssessed {
+                    assessments: h.lean.iter().map(Into::into).collect(),
+                    policy_version: h.policy_version.clone(),
+                }
+                .encoded_len()
+            })
+            .sum();
         let assessed_bytes: usize = self
             .households
             .iter()
             .map(|h| {
                 pb::ScreenResponse {
-                    assessments: h.assessments.iter().map(Into::into).collect(),
+                    assessments: explain(&h.lean, Detail::Full)
+                        .into_iter()
+                        .map(Into::into)
+                        .collect(),
                 }
                 .encoded_len()
             })
@@ -152,7 +172,7 @@ impl Pool {
             .map(|h| h.application.encoded_len())
             .sum();
         format!(
-            "{} households: {:.1} members and {:.2} referrals on average (min {}), {} distinct programme mixes; application {:.1} KiB, twelve assessments {:.1} KiB encoded",
+            "{} households: {:.1} members and {:.2} referrals on average (min {}), {} distinct programme mixes; application {:.1} KiB, twelve assessments {:.1} KiB encoded ({:.1} KiB stored)",
             self.households.len(),
             members as f64 / n as f64,
             referrals as f64 / n as f64,
@@ -160,6 +180,7 @@ impl Pool {
             mixes.len(),
             application_bytes as f64 / n as f64 / 1024.0,
             assessed_bytes as f64 / n as f64 / 1024.0,
+            stored_bytes as f64 / n as f64 / 1024.0,
         )
     }
 }
@@ -399,12 +420,12 @@ fn household(
         let policy = policies
             .in_force(validated.application_date)
             .ok_or_else(|| anyhow::anyhow!("no policy in force on {}", date))?;
-        let assessments = assess(&validated, policy, catalogue);
-        if assessments.iter().any(|a| a.outcome.is_referred()) {
+        let lean = decide(&validated, policy, catalogue, &[]);
+        if lean.iter().any(|a| a.outcome.is_referred()) {
             return Ok(Household {
                 application,
                 validated,
-                assessments,
+                lean,
                 policy_version: policy.id().to_owned(),
             });
         }

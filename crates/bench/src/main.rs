@@ -16,6 +16,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 mod client;
 mod cpu;
 mod deadlines;
+#[cfg(test)]
+mod golden;
 mod household;
 mod inbox;
 mod reassess;

@@ -7,7 +7,9 @@
 //!    projection rebuilt from the log (measured: `ready_s`) and a `PolicySweeper` with a
 //!    manual clock, over the shipped versions plus `2027-01` (the 2026-07 parameters with
 //!    a higher standard) taking effect on 1 January 2027.
-//! 3. Measured: from the clock passing 00:00 Beijing on 1 January 2027 until every case
+//! 3. Measured: the policy impact report of `2027-01` before it takes effect (`impact_s`,
+//!    over every active case, writing nothing).
+//! 4. Measured: from the clock passing 00:00 Beijing on 1 January 2027 until every case
 //!    is re-assessed, its `EligibilityReassessed` and referral effects appended (fsynced):
 //!    cases per second, events and log bytes appended, and the peak resident set of this
 //!    process over the sweep (its peak is reset after the set-up).
@@ -100,6 +102,12 @@ pub async fn reassess(cases: u64, batch: usize) -> anyhow::Result<()> {
     )
     .with_batch(batch);
 
+    // What an admin runs first (`onecity policy impact`): the same cases re-assessed in
+    // memory, nothing written.
+    let impact_at = Instant::now();
+    let impact = sweeper.impact(NEW_VERSION).await?;
+    let impact_s = impact_at.elapsed().as_secs_f64();
+
     let head = log.head().await?;
     clock.set(at("2026-12-31T16:00:00Z")?);
     let swept_at = Instant::now();
@@ -124,6 +132,8 @@ pub async fn reassess(cases: u64, batch: usize) -> anyhow::Result<()> {
         "events_before": events_before,
         "setup_write_s": (setup_s * 10.0).round() / 10.0,
         "ready_s": ready_s,
+        "impact_s": impact_s,
+        "impact_cases": impact.cases,
         "rss_before_mib": mib(rss_before),
         "projection_rss_mib": mib(rss_ready.saturating_sub(rss_before)),
         "reassessed": reassessed,
@@ -135,6 +145,11 @@ pub async fn reassess(cases: u64, batch: usize) -> anyhow::Result<()> {
         "batch": batch,
     });
     println!("{line}");
+    anyhow::ensure!(
+        impact.cases == cases,
+        "the impact report saw {} of {cases} cases",
+        impact.cases
+    );
     anyhow::ensure!(
         reassessed as u64 == cases,
         "{reassessed} of {cases} cases re-assessed"

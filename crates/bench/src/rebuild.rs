@@ -56,15 +56,15 @@ struct Template {
 
 impl Template {
     fn new(household: &Household, catalogue: &onecity_eligibility::Catalogue) -> Self {
-        let assessments: Vec<pb::Assessment> =
-            household.assessments.iter().map(Into::into).collect();
+        // As the assessment worker writes them: the stored form.
+        let assessments: Vec<pb::Assessment> = household.lean.iter().map(Into::into).collect();
         let assessed_payload = CaseEvent::EligibilityAssessed(pb::EligibilityAssessed {
             assessments: assessments.clone(),
             policy_version: household.policy_version.clone(),
         })
         .encode();
         let referred = household
-            .assessments
+            .lean
             .iter()
             .zip(assessments)
             .filter(|(a, _)| a.outcome.is_referred())

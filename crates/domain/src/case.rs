@@ -132,6 +132,23 @@ pub fn is_final(state: i32) -> bool {
 impl CaseState {
     /// Applies one event (unknown event types only advance the version).
     pub fn apply(&mut self, meta: EventMeta, event: Option<&CaseEvent>) {
+        self.record(meta, event);
+        if let Some(event) = event {
+            self.fold(event.clone());
+        }
+    }
+
+    /// [`CaseState::apply`] with the event given away: its messages move into the state
+    /// instead of being copied (a stream read back is folded this way).
+    pub fn apply_owned(&mut self, meta: EventMeta, event: Option<CaseEvent>) {
+        self.record(meta, event.as_ref());
+        if let Some(event) = event {
+            self.fold(event);
+        }
+    }
+
+    /// The version and the history line of one event.
+    fn record(&mut self, meta: EventMeta, event: Option<&CaseEvent>) {
         self.version = meta.version;
         let summary = event.map_or_else(
             || format!("{} (not understood by this version)", meta.event_type),
@@ -147,11 +164,14 @@ impl CaseState {
         });
         self.audiences
             .push(event.map_or(Audience::Nobody, CaseEvent::audience));
-        let Some(event) = event else { return };
+    }
+
+    /// What one event changes besides the version and the history.
+    fn fold(&mut self, event: CaseEvent) {
         match event {
-            CaseEvent::ApplicationSubmitted(s) => self.submitted = Some(s.clone()),
-            CaseEvent::EligibilityAssessed(a) => self.assessed = Some(a.clone()),
-            CaseEvent::ReferralIssued(r) => self.referrals.push(r.clone()),
+            CaseEvent::ApplicationSubmitted(s) => self.submitted = Some(s),
+            CaseEvent::EligibilityAssessed(a) => self.assessed = Some(a),
+            CaseEvent::ReferralIssued(r) => self.referrals.push(r),
             CaseEvent::ReferralAcknowledged(r)
             | CaseEvent::ReferralDecided(r)
             | CaseEvent::ReferralCancelled(r)
@@ -167,11 +187,11 @@ impl CaseState {
                     .iter_mut()
                     .find(|x| x.referral_id == r.referral_id)
                 {
-                    Some(slot) => *slot = r.clone(),
-                    None => self.referrals.push(r.clone()),
+                    Some(slot) => *slot = r,
+                    None => self.referrals.push(r),
                 }
             }
-            CaseEvent::RecognitionLinked(l) => self.linked.push(l.referral_id.clone()),
+            CaseEvent::RecognitionLinked(l) => self.linked.push(l.referral_id),
             // A recognition in force on a closed case is still reviewed: the case is open
             // again until the review is decided and linked, then closes as any case does.
             CaseEvent::ReverificationDue(_) => {
@@ -184,17 +204,17 @@ impl CaseState {
             // until what it started is decided (the re-assessment's own commit closes it
             // again when it left nothing open).
             CaseEvent::ApplicationAmended(a) => {
-                self.amended = Some(a.clone());
+                self.amended = Some(a);
                 if self.status == CaseStatus::Closed {
                     self.status = CaseStatus::Open;
                 }
             }
             CaseEvent::EligibilityReassessed(a) => {
                 self.assessed = Some(pb::EligibilityAssessed {
-                    assessments: a.assessments.clone(),
-                    policy_version: a.policy_version.clone(),
+                    assessments: a.assessments,
+                    policy_version: a.policy_version,
                 });
-                self.reassessed.push(a.cause.clone());
+                self.reassessed.push(a.cause);
                 if self.status == CaseStatus::Closed {
                     self.status = CaseStatus::Open;
                 }
@@ -218,7 +238,7 @@ impl CaseState {
         let mut state = CaseState::default();
         for (meta, payload) in events {
             let event = CaseEvent::decode(&meta.event_type, payload)?;
-            state.apply(meta, event.as_ref());
+            state.apply_owned(meta, event);
         }
         Ok(state)
     }
@@ -374,18 +394,23 @@ impl CaseState {
     /// ([`CaseState::ready_to_close`]); `None` otherwise. Whoever writes referral events
     /// asks this, so a case closes in the commit that ends its last referral.
     pub fn closed_by(&self, events: &[CaseEvent]) -> Option<CaseEvent> {
-        let mut after = self.clone();
-        for (i, e) in events.iter().enumerate() {
-            after.apply(
-                EventMeta {
-                    version: self.version + 1 + i as u64,
-                    position: 0,
-                    event_type: e.event_type().into(),
-                    actor: String::new(),
-                    recorded_at: String::new(),
-                },
-                Some(e),
-            );
+        // Only what `ready_to_close` reads (status, referrals, links, the application):
+        // copying the assessment and the history as well was most of what a policy sweep
+        // spent per case.
+        let mut after = CaseState {
+            version: self.version,
+            status: self.status,
+            submitted: self.submitted.clone(),
+            assessed: None,
+            amended: self.amended.clone(),
+            reassessed: Vec::new(),
+            referrals: self.referrals.clone(),
+            history: Vec::new(),
+            audiences: Vec::new(),
+            linked: self.linked.clone(),
+        };
+        for e in events {
+            after.fold(e.clone());
         }
         after.ready_to_close().then(|| {
             CaseEvent::CaseClosed(pb::CaseClosed {

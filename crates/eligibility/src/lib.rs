@@ -19,9 +19,11 @@ pub mod reassess;
 pub mod review;
 
 pub use assess::{
-    assess, assess_decided, assess_with, Assessment, Decided, Detail, Linked, RuleResult,
+    assess, assess_decided, assess_with, decide, explain, Assessment, Decided, Detail,
+    LeanAssessment, LeanRule, Linked, RuleKind, RuleResult,
 };
 pub use catalogue::{Catalogue, CatalogueEntry, Facts};
+pub use convert::explain_stored;
 pub use error::{Error, Result};
 pub use holidays::{DeadlineUnit, HolidayCalendar};
 pub use policy::{Parameters, PolicyBook, PolicyVersion, MAX_PARAMETER};

@@ -33,7 +33,7 @@ use onecity_domain::{ids, rfc3339, Application, Programme};
 use onecity_proto::v1 as pb;
 use uuid::Uuid;
 
-use crate::{assess_decided, Catalogue, Decided, Detail, PolicyVersion};
+use crate::{decide, Catalogue, Decided, PolicyVersion};
 
 /// What caused a re-assessment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,8 +119,6 @@ pub struct Input<'a> {
     pub now: DateTime<Utc>,
     /// Why.
     pub trigger: &'a Trigger,
-    /// How much of each assessment is built (the log stores [`Detail::Full`]).
-    pub detail: Detail,
 }
 
 /// A re-assessment: the events of its one commit, and the changes they make.
@@ -143,7 +141,6 @@ pub fn reassess(input: Input<'_>) -> Reassessment {
         catalogue,
         now,
         trigger,
-        detail,
     } = input;
     let approved: Vec<Decided> = Programme::ALL
         .iter()
@@ -158,7 +155,7 @@ pub fn reassess(input: Input<'_>) -> Reassessment {
             approved: true,
         })
         .collect();
-    let assessments = assess_decided(application, policy, catalogue, detail, &approved);
+    let assessments = decide(application, policy, catalogue, &approved);
     let cause = trigger.cause(policy);
     let reason = trigger.reason(policy);
     let previously_met = |p: Programme| {
@@ -441,7 +438,6 @@ mod tests {
             catalogue: &Catalogue::embedded(),
             now: now(),
             trigger,
-            detail: Detail::Summary,
         })
     }
 

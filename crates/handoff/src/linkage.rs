@@ -15,7 +15,7 @@ use onecity_domain::case::{
 };
 use onecity_domain::events::{CaseEvent, REFERRAL_CANCELLED, REFERRAL_DECIDED};
 use onecity_domain::{ids, validate_application, DistrictCode, Partition, Programme};
-use onecity_eligibility::{assess_decided, Catalogue, Decided, Detail, PolicyBook};
+use onecity_eligibility::{decide, Catalogue, Decided, PolicyBook};
 use onecity_eventlog::{EventLog, Filter, NewEvent, RecordedEvent};
 use onecity_proto::v1 as pb;
 use onecity_service::case::{append_with_retries, meta, Commit, Outcome, Step};
@@ -257,8 +257,8 @@ impl LinkageWorker {
                 })
             })
             .collect();
-        let assessments =
-            assess_decided(&app, policy, &self.catalogue, Detail::Summary, &decisions);
+        // Outcomes and amounts only: nothing here shows words.
+        let assessments = decide(&app, policy, &self.catalogue, &decisions);
         // The basis names the decision in hand; whether the programme is still met comes
         // from every decision so far.
         let basis = if approved {

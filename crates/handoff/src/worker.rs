@@ -303,8 +303,8 @@ mod tests {
     use super::*;
 
     /// The partial view reads exactly what the whole event holds in the fields it declares,
-    /// and steps over the rest (rules with inputs and explanations, margin, summary, the
-    /// event's own policy version).
+    /// and steps over the rest (rules in either form, margin, summary, the event's own
+    /// policy version).
     #[test]
     fn assessed_refs_read_what_the_full_event_holds() {
         let full = pb::EligibilityAssessed {
@@ -321,6 +321,9 @@ mod tests {
                             inputs: [("income_fen".to_owned(), i64::from(r) * 1000)].into(),
                             threshold: 99,
                             explanation: "x".repeat(200),
+                            // Both forms at once: the view steps over either.
+                            code: r + 1,
+                            values: vec![i64::from(r), -1, 1 << 40],
                         })
                         .collect(),
                     department_unit: format!("civil-affairs@12010{i}"),

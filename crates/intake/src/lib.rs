@@ -67,6 +67,10 @@ pub enum Error {
     /// A stored event does not decode.
     #[error(transparent)]
     Corrupt(#[from] onecity_domain::events::DecodeError),
+    /// A stored assessment does not read back (an unknown rule code, say): its words
+    /// cannot be rendered.
+    #[error("stored assessment unreadable: {0}")]
+    Assessment(#[from] onecity_eligibility::Error),
     /// A referral transition (`ProvideInformation`) was refused or failed.
     #[error(transparent)]
     Referral(#[from] onecity_handoff::Error),
@@ -111,7 +115,7 @@ impl ErrorClass for Error {
             Error::FailedPrecondition(_) => Kind::FailedPrecondition,
             Error::Service(e) => e.into_kind(),
             Error::Log(e) => Kind::Log(e),
-            Error::Corrupt(_) => Kind::Internal,
+            Error::Corrupt(_) | Error::Assessment(_) => Kind::Internal,
             Error::Referral(e) => e.into_kind(),
             Error::Overloaded { .. } => Kind::ResourceExhausted,
             Error::AlreadyExists { case_id } => Kind::AlreadyExists {

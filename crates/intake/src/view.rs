@@ -11,7 +11,7 @@ use chrono::NaiveDate;
 use onecity_domain::case::CaseState;
 use onecity_domain::events::Audience;
 use onecity_domain::{age_on, parse_date, IdNumber, Principal, Programme};
-use onecity_eligibility::{Catalogue, Facts};
+use onecity_eligibility::{explain_stored, Catalogue, Facts};
 use onecity_proto::v1 as pb;
 use onecity_service::case::{denied, Subject};
 use uuid::Uuid;
@@ -33,11 +33,14 @@ pub fn view(
         case_id: case_id.to_string(),
         status: pb::CaseStatus::from(state.status) as i32,
         version: state.version,
-        assessments: state
-            .assessed
-            .clone()
-            .map(|a| a.assessments)
-            .unwrap_or_default(),
+        // The log keeps them lean; their words are rendered here, as they read when made.
+        assessments: explain_stored(
+            state
+                .assessed
+                .clone()
+                .map(|a| a.assessments)
+                .unwrap_or_default(),
+        )?,
         referrals: state.referrals.clone(),
         events: state.history.clone(),
         district_code: state

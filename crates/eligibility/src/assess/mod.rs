@@ -1,29 +1,29 @@
-//! The twelve programme rules and their explanations.
+//! The twelve programme rules.
 //!
 //! This module holds what every programme shares: the public results, the assessment of all
 //! twelve in order, and the context the rules read ([`Cx`], with the household-income test
 //! most of them apply). The programmes live by concern: the low-income recognition tiers
 //! (programmes 1 to 4) in [`recognition`], the departmental programmes linked to that
 //! recognition in [`special`], the relief that is not (temporary, disaster, charity) in
-//! [`relief`]; [`summary`] writes the clerk's line.
+//! [`relief`].
+//!
+//! Deciding and explaining are apart: [`decide`] gives each programme's outcome, amount and
+//! margin with its rules as kinds, results, inputs and thresholds ([`LeanAssessment`], what
+//! the log stores), and [`explain`] writes the words ([`render`]) from that alone, so an
+//! assessment read back from the log explains itself exactly as it did when it was made.
 
+mod kind;
 mod recognition;
 mod relief;
-mod rule;
+mod render;
 mod special;
-mod summary;
-
-use std::collections::BTreeMap;
-use std::fmt::{self, Write as _};
 
 use onecity_domain::{Application, DepartmentUnit, Outcome, Person, Programme};
 
-use crate::format::{Times, Yuan};
 use crate::{Catalogue, Parameters, PolicyVersion};
-use rule::{joined, Body, Rule};
-use summary::summary;
+pub use kind::RuleKind;
 
-/// One evaluated rule: what was compared, against what, and whether it held.
+/// One evaluated rule, explained: what was compared, against what, whether it held and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleResult {
     /// Stable id, `<programme>.<rule>` (e.g. `dibao.income_below_standard`).
@@ -31,7 +31,7 @@ pub struct RuleResult {
     /// Whether the rule's condition held.
     pub held: bool,
     /// Named inputs (fen, counts, ages, basis points; booleans as 0 or 1).
-    pub inputs: BTreeMap<String, i64>,
+    pub inputs: std::collections::BTreeMap<String, i64>,
     /// The threshold compared against, in the rule's unit; 0 when the rule has none.
     pub threshold: i64,
     /// One human-readable line.
@@ -58,6 +58,39 @@ pub struct Assessment {
     pub summary: String,
     /// Rules evaluated, in order.
     pub rules: Vec<RuleResult>,
+}
+
+/// One evaluated rule without its words: what the log stores.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeanRule {
+    /// Which rule.
+    pub kind: RuleKind,
+    /// Whether its condition held.
+    pub held: bool,
+    /// Its inputs, one per name of [`RuleKind::keys`], in that order.
+    pub values: Vec<i64>,
+    /// The threshold compared against, in the rule's unit; 0 when the rule has none.
+    pub threshold: i64,
+}
+
+/// The result of one programme without its words: everything [`Assessment`] holds but the
+/// summary and the explanations, which [`explain`] renders from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeanAssessment {
+    /// The programme.
+    pub programme: Programme,
+    /// The outcome.
+    pub outcome: Outcome,
+    /// As [`Assessment::amount_fen`].
+    pub amount_fen: i64,
+    /// Id of the policy version used.
+    pub policy_version: String,
+    /// Unit that runs the programme for the applicant's district.
+    pub department_unit: DepartmentUnit,
+    /// As [`Assessment::margin_fen`].
+    pub margin_fen: i64,
+    /// Rules evaluated, in order.
+    pub rules: Vec<LeanRule>,
 }
 
 /// Whether the household is recognised as low-income (programmes 1 to 4), which the
@@ -93,6 +126,7 @@ impl Linked {
         })
     }
 
+    /// The `linked` input of the rules that read it.
     fn as_input(self) -> i128 {
         match self {
             Linked::No => 0,
@@ -109,17 +143,16 @@ const LOW_INCOME_TIERS: [Programme; 4] = [
     Programme::RigidExpenditure,
 ];
 
-/// How much of each assessment [`assess_with`] builds.
+/// How much of each assessment [`explain`] writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Detail {
-    /// Every rule with its id, inputs, threshold and explanation: what the log stores and
-    /// `Screen` returns in its FULL view.
+    /// Every rule with its id, inputs, threshold and explanation: `Screen`'s FULL view and
+    /// what a case shows.
     #[default]
     Full,
     /// Everything but the rules (`rules` is empty): outcome, amount, margin, unit, policy
     /// version and summary, each identical to [`Detail::Full`]'s. A rule's explanation is
-    /// rendered only if the summary quotes it. The BASIC view of `Screen`, which would
-    /// otherwise render every rule's explanation only to throw it away.
+    /// rendered only if the summary quotes it. The BASIC view of `Screen`.
     Summary,
 }
 
@@ -151,11 +184,7 @@ pub fn assess_with(
     assess_decided(app, policy, catalogue, detail, &[])
 }
 
-/// [`assess_with`] with the household's recognition as decided so far: a recognition
-/// programme in `decided` counts as ELIGIBLE (approved) or INELIGIBLE (denied) for the
-/// departmental programmes linked to it, the others as predicted, and the `.linked` rules
-/// say which kind each was. The recognition programmes' own assessments stay as predicted.
-/// With nothing decided this is exactly [`assess_with`].
+/// [`decide`], then [`explain`].
 pub fn assess_decided(
     app: &Application,
     policy: &PolicyVersion,
@@ -163,7 +192,33 @@ pub fn assess_decided(
     detail: Detail,
     decided: &[Decided],
 ) -> Vec<Assessment> {
-    let cx = Cx::new(app, policy, detail);
+    explain(&decide(app, policy, catalogue, decided), detail)
+}
+
+/// The words of `assessments` (all twelve, in programme order, as [`decide`] gives them or
+/// as read back from the log): each summary, and each rule's explanation if `detail` asks.
+/// The same lean assessments always give the same words.
+pub fn explain(assessments: &[LeanAssessment], detail: Detail) -> Vec<Assessment> {
+    assessments
+        .iter()
+        .map(|a| a.explained(assessments, detail == Detail::Full))
+        .collect()
+}
+
+/// Decides all twelve programmes, in programme order, under `policy` (which the caller picks
+/// as the version in force on the application date), without words: pure and integer-only.
+///
+/// `decided` is the household's recognition as decided so far: a recognition programme in
+/// it counts as ELIGIBLE (approved) or INELIGIBLE (denied) for the departmental programmes
+/// linked to it, the others as predicted, and the `.linked` rules say which kind each was.
+/// The recognition programmes' own results stay as predicted.
+pub fn decide(
+    app: &Application,
+    policy: &PolicyVersion,
+    catalogue: &Catalogue,
+    decided: &[Decided],
+) -> Vec<LeanAssessment> {
+    let cx = Cx::new(app, policy);
 
     let dibao = cx.dibao();
     let extreme = cx.extreme_poverty();
@@ -209,80 +264,41 @@ pub fn assess_decided(
     let referred_before_charity = parts.iter().filter(|p| p.outcome.is_referred()).count();
     parts.push(cx.charity(referred_before_charity));
 
-    let outcomes: Vec<(Programme, Outcome)> = Programme::ALL
-        .iter()
-        .copied()
-        .zip(parts.iter().map(|p| p.outcome))
-        .collect();
     Programme::ALL
         .iter()
         .copied()
         .zip(parts)
         .map(|(programme, part)| {
-            let summary = summary(programme, &part, &outcomes);
-            Assessment {
+            let eligible = part.outcome == Outcome::Eligible;
+            LeanAssessment {
                 programme,
                 outcome: part.outcome,
-                amount_fen: if part.outcome == Outcome::Eligible {
-                    sat(part.amount)
-                } else {
-                    0
-                },
+                amount_fen: if eligible { sat(part.amount) } else { 0 },
                 policy_version: policy.id().to_owned(),
                 department_unit: catalogue.unit(programme, app.district),
-                margin_fen: if part.outcome == Outcome::Eligible {
-                    0
-                } else {
-                    sat(part.margin)
-                },
-                summary,
-                rules: part
-                    .rules
-                    .into_iter()
-                    .filter_map(Rule::into_result)
-                    .collect(),
+                margin_fen: if eligible { 0 } else { sat(part.margin) },
+                rules: part.rules,
             }
         })
         .collect()
 }
 
-/// How a programme's amount is paid, for the summary line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Pay {
-    Monthly,
-    OneOff,
-    NoAmount,
-}
-
 #[derive(Debug)]
-struct Part<'c> {
+struct Part {
     outcome: Outcome,
     amount: i128,
     margin: i128,
-    pay: Pay,
-    rules: Vec<Rule<'c>>,
-    /// Why ELIGIBLE or NEEDS_REVIEW (INELIGIBLE lists the rules that failed instead).
-    reason: String,
-    /// INELIGIBLE only because a higher tier already covers the household.
-    covered: bool,
+    rules: Vec<LeanRule>,
 }
 
-impl<'c> Part<'c> {
-    fn new(outcome: Outcome, pay: Pay, rules: Vec<Rule<'c>>) -> Self {
+impl Part {
+    fn new(outcome: Outcome, rules: Vec<LeanRule>) -> Self {
         Part {
             outcome,
             amount: 0,
             margin: 0,
-            pay,
             rules,
-            reason: String::new(),
-            covered: false,
         }
-    }
-
-    /// The explanations of the rules whose id ends with `rule_suffix`, joined by "; ".
-    fn explanation(&self, rule_suffix: &str) -> String {
-        joined(self.rules.iter().filter(|r| r.id_ends_with(rule_suffix)))
     }
 }
 
@@ -296,68 +312,30 @@ struct LinkInfo {
 }
 
 impl LinkInfo {
-    /// How many tiers are decided (an input of the `.linked` rules only when not 0, so an
-    /// assessment with nothing decided is unchanged).
-    fn decided_count(&self) -> i128 {
-        self.decisions.iter().filter(|d| d.is_some()).count() as i128
-    }
-
-    /// The explanation of every `<programme>.linked` rule.
-    fn explanation(&self) -> String {
-        if self.decided_count() > 0 {
-            return self.decided_explanation();
-        }
-        let list = |want: Outcome| {
-            self.tiers
-                .iter()
-                .filter(|(_, o)| *o == want)
-                .map(|(p, _)| p.label())
-                .collect::<Vec<_>>()
-                .join(", ")
+    /// The inputs of every `<programme>.linked` rule: enough to say which tiers count and
+    /// which of them a department decided.
+    fn inputs(&self) -> [(&'static str, i128); 10] {
+        let outcome = |i: usize| i128::from(self.tiers[i].1.to_proto());
+        let decision = |i: usize| match self.decisions[i] {
+            None => 0,
+            Some(true) => render::DECISION_APPROVED,
+            Some(false) => render::DECISION_DENIED,
         };
-        match self.linked {
-            Linked::Yes => format!("low-income recognition: yes ({} ELIGIBLE)", list(Outcome::Eligible)),
-            Linked::Pending => format!(
-                "low-income recognition: pending ({} NEEDS_REVIEW)",
-                list(Outcome::NeedsReview)
+        [
+            ("linked", self.linked.as_input()),
+            (
+                "decided_recognitions",
+                self.decisions.iter().filter(|d| d.is_some()).count() as i128,
             ),
-            Linked::No => "low-income recognition: none (no dibao, extreme-poverty, marginal or rigid-expenditure result)".into(),
-        }
-    }
-
-    /// The explanation once a department decided: each tier that counts, marked decided or
-    /// predicted.
-    fn decided_explanation(&self) -> String {
-        let tier = |i: usize| {
-            let (p, o) = self.tiers[i];
-            match self.decisions[i] {
-                Some(true) => format!("{} approved (decided)", p.label()),
-                Some(false) => format!("{} denied (decided)", p.label()),
-                None => format!("{} {} (predicted)", p.label(), o.as_str()),
-            }
-        };
-        let list = |keep: &dyn Fn(usize) -> bool| {
-            (0..4)
-                .filter(|i| keep(*i))
-                .map(tier)
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        match self.linked {
-            Linked::Yes => format!(
-                "low-income recognition: yes ({})",
-                list(&|i| self.tiers[i].1 == Outcome::Eligible)
-            ),
-            Linked::Pending => format!(
-                "low-income recognition: pending ({}; {})",
-                list(&|i| self.tiers[i].1 == Outcome::NeedsReview),
-                list(&|i| self.decisions[i].is_some())
-            ),
-            Linked::No => format!(
-                "low-income recognition: none ({}; no other result predicted)",
-                list(&|i| self.decisions[i].is_some())
-            ),
-        }
+            ("dibao_outcome", outcome(0)),
+            ("extreme_poverty_outcome", outcome(1)),
+            ("low_income_marginal_outcome", outcome(2)),
+            ("rigid_expenditure_outcome", outcome(3)),
+            ("dibao_decision", decision(0)),
+            ("extreme_poverty_decision", decision(1)),
+            ("low_income_marginal_decision", decision(2)),
+            ("rigid_expenditure_decision", decision(3)),
+        ]
     }
 }
 
@@ -381,45 +359,9 @@ fn ceil_bp(bp: i128, t: i128) -> i128 {
     x.div_euclid(10_000) + i128::from(x.rem_euclid(10_000) != 0)
 }
 
-fn lt(held: bool) -> &'static str {
-    if held {
-        "<"
-    } else {
-        "≥"
-    }
-}
-
-fn le(held: bool) -> &'static str {
-    if held {
-        "≤"
-    } else {
-        ">"
-    }
-}
-
-/// "1 member", "2 members".
-struct Plural(i128, &'static str, &'static str);
-
-impl fmt::Display for Plural {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Plural(n, one, many) = *self;
-        write!(f, "{n} {}", if n == 1 { one } else { many })
-    }
-}
-
-/// "n × standard S".
-struct NStandard(i128, i128);
-
-impl fmt::Display for NStandard {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} × standard {}", self.0, Yuan(self.1))
-    }
-}
-
 struct Cx<'a> {
     app: &'a Application,
     p: &'a Parameters,
-    detail: Detail,
     /// n: members.
     n: i128,
     /// H: household monthly income.
@@ -433,13 +375,12 @@ struct Cx<'a> {
 }
 
 impl<'a> Cx<'a> {
-    fn new(app: &'a Application, policy: &'a PolicyVersion, detail: Detail) -> Self {
+    fn new(app: &'a Application, policy: &'a PolicyVersion) -> Self {
         let n = app.members.len() as i128;
         let s = i128::from(policy.standard_for(app.district));
         Cx {
             app,
             p: policy.params(),
-            detail,
             n,
             h: app
                 .members
@@ -469,56 +410,44 @@ impl<'a> Cx<'a> {
             .map(|(i, (m, age))| (i, m, age))
     }
 
-    /// "n × standard S"
-    fn n_standard(&self) -> NStandard {
-        NStandard(self.n, self.s)
-    }
-
-    /// One evaluated rule, `prog.name`. `explain` renders its line: at once with
-    /// [`Detail::Full`], only if a summary quotes it with [`Detail::Summary`] (which builds
-    /// neither the id nor the inputs either).
-    fn rule<'c>(
+    /// One evaluated rule. `inputs` are the inputs of `kind` in the order of
+    /// [`RuleKind::keys`], each with its name: the names are checked in debug builds (the
+    /// tests), and only the values are kept.
+    fn rule(
         &self,
-        prog: &'static str,
-        name: &'static str,
+        kind: RuleKind,
         held: bool,
         inputs: &[(&str, i128)],
         threshold: i128,
-        explain: impl Fn() -> String + 'c,
-    ) -> Rule<'c> {
-        let body = match self.detail {
-            Detail::Full => Body::Full {
-                inputs: inputs
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), sat(*v)))
-                    .collect(),
-                threshold: sat(threshold),
-                explanation: explain(),
-            },
-            Detail::Summary => Body::Later(Box::new(explain)),
-        };
-        Rule {
-            prog,
-            name,
+    ) -> LeanRule {
+        debug_assert!(
+            inputs
+                .iter()
+                .map(|(k, _)| *k)
+                .eq(kind.keys().iter().copied()),
+            "{kind:?} takes {:?}, given {inputs:?}",
+            kind.keys()
+        );
+        LeanRule {
+            kind,
             held,
-            body,
+            values: inputs.iter().map(|(_, v)| sat(*v)).collect(),
+            threshold: sat(threshold),
         }
     }
 
     /// The test most programmes share: the household income (or what [`Compared`] leaves of
-    /// it) below `multiple` × n × standard, as rule `prog.name`. `multiple` is in basis
-    /// points; `None` is the standard itself, worded without a multiple. `params` are the
-    /// rule's own parameters, recorded as inputs next to the income, the standard and the
-    /// members; `note` ends the explanation. Returns the rule and its line (the threshold).
-    fn income_rule<'c>(
-        &'c self,
-        prog: &'static str,
-        name: &'static str,
+    /// it) below `multiple` × n × standard, as rule `kind`. `multiple` is in basis points;
+    /// `None` is the standard itself. `params` are the rule's own parameters, recorded as
+    /// inputs next to the income, the standard and the members. Returns the rule and its
+    /// line (the threshold).
+    fn income_rule(
+        &self,
+        kind: RuleKind,
         compared: Compared,
         multiple: Option<i128>,
         params: &[(&'static str, i128)],
-        note: &'static str,
-    ) -> (Rule<'c>, i128) {
+    ) -> (LeanRule, i128) {
         let income = match compared {
             Compared::Household => self.h,
             Compared::AfterExpenses { adjusted, .. } => adjusted,
@@ -527,7 +456,6 @@ impl<'a> Cx<'a> {
             None => (income < self.sn, self.sn),
             Some(bp) => (mul(income, 10_000) < mul(bp, self.sn), ceil_bp(bp, self.sn)),
         };
-        // On the stack: the inputs are only read in [`Detail::Full`].
         let mut inputs = [("", 0i128); MAX_INCOME_INPUTS];
         let mut len = 0;
         let mut push = |kv: (&'static str, i128)| {
@@ -550,34 +478,7 @@ impl<'a> Cx<'a> {
         params.iter().copied().for_each(&mut push);
         push(("standard_fen", self.s));
         push(("members", self.n));
-        let rule = self.rule(prog, name, held, &inputs[..len], line, move || {
-            let mut s = String::with_capacity(96);
-            // `write!` to a `String` cannot fail.
-            let _ = match compared {
-                Compared::Household => write!(s, "household income {} yuan", Yuan(self.h)),
-                Compared::AfterExpenses {
-                    medical,
-                    other,
-                    monthly,
-                    adjusted,
-                } => write!(
-                    s,
-                    "household income {} yuan − rigid expenses ({} + {}) / 12 = {} → {} yuan",
-                    Yuan(self.h),
-                    Yuan(medical),
-                    Yuan(other),
-                    Yuan(monthly),
-                    Yuan(adjusted)
-                ),
-            };
-            let _ = write!(s, " {} ", lt(held));
-            if let Some(bp) = multiple {
-                let _ = write!(s, "{} × ", Times(bp));
-            }
-            let _ = write!(s, "{} = {}{note}", self.n_standard(), Yuan(line));
-            s
-        });
-        (rule, line)
+        (self.rule(kind, held, &inputs[..len], line), line)
     }
 }
 

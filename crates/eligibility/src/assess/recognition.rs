@@ -4,26 +4,11 @@
 
 use onecity_domain::{DisabilityKind, Outcome, Person, Supporter};
 
-use super::{floor_bp, le, lt, mul, Compared, Cx, Part, Pay, Plural, Rule};
-use crate::format::{Times, Yuan};
-
-/// How the review-band rules end their explanation.
-const REVIEW_BAND: &str = " (review band)";
-
-fn kind_name(k: DisabilityKind) -> &'static str {
-    match k {
-        DisabilityKind::Physical => "physical",
-        DisabilityKind::Visual => "visual",
-        DisabilityKind::Hearing => "hearing",
-        DisabilityKind::Speech => "speech",
-        DisabilityKind::Intellectual => "intellectual",
-        DisabilityKind::Mental => "mental",
-        DisabilityKind::Multiple => "multiple",
-    }
-}
+use super::{floor_bp, mul, Compared, Cx, LeanRule, Part, RuleKind};
 
 impl<'a> Cx<'a> {
-    fn assets(&self, prog: &'static str) -> (bool, Vec<Rule<'_>>) {
+    /// The three asset rules, as `kinds` (financial, homes, vehicles).
+    fn assets(&self, kinds: [RuleKind; 3]) -> (bool, Vec<LeanRule>) {
         let p = self.p;
         let assets = self.pi(self.app.financial_assets_fen);
         let limit = mul(self.pi(p.asset_limit_months), self.sn);
@@ -34,8 +19,7 @@ impl<'a> Cx<'a> {
         let vehicles_ok = vehicles <= self.pi(p.max_vehicles);
         let rules = vec![
             self.rule(
-                prog,
-                "assets.financial",
+                kinds[0],
                 fin,
                 &[
                     ("financial_assets_fen", assets),
@@ -44,41 +28,21 @@ impl<'a> Cx<'a> {
                     ("members", self.n),
                 ],
                 limit,
-                move || {
-                    format!(
-                        "financial assets {} yuan {} {} months × {} = {}",
-                        Yuan(assets),
-                        le(fin),
-                        p.asset_limit_months,
-                        self.n_standard(),
-                        Yuan(limit)
-                    )
-                },
             ),
             self.rule(
-                prog,
-                "assets.homes",
+                kinds[1],
                 homes_ok,
                 &[("homes_owned", homes), ("max_homes", self.pi(p.max_homes))],
                 self.pi(p.max_homes),
-                move || format!("homes owned {homes} {} {}", le(homes_ok), p.max_homes),
             ),
             self.rule(
-                prog,
-                "assets.vehicles",
+                kinds[2],
                 vehicles_ok,
                 &[
                     ("vehicles_owned", vehicles),
                     ("max_vehicles", self.pi(p.max_vehicles)),
                 ],
                 self.pi(p.max_vehicles),
-                move || {
-                    format!(
-                        "vehicles owned {vehicles} {} {}",
-                        le(vehicles_ok),
-                        p.max_vehicles
-                    )
-                },
             ),
         ];
         (fin && homes_ok && vehicles_ok, rules)
@@ -90,26 +54,26 @@ impl<'a> Cx<'a> {
             || m.seriously_ill
     }
 
-    pub(super) fn dibao(&self) -> Part<'_> {
+    pub(super) fn dibao(&self) -> Part {
         let p = self.p;
-        let (assets_ok, mut rules) = self.assets("dibao");
+        let (assets_ok, mut rules) = self.assets([
+            RuleKind::DibaoAssetsFinancial,
+            RuleKind::DibaoAssetsHomes,
+            RuleKind::DibaoAssetsVehicles,
+        ]);
         let (rule, _) = self.income_rule(
-            "dibao",
-            "income_below_standard",
+            RuleKind::DibaoIncomeBelowStandard,
             Compared::Household,
             None,
             &[],
-            "",
         );
         let below = rule.held;
         rules.push(rule);
         let (rule, _) = self.income_rule(
-            "dibao",
-            "review_band",
+            RuleKind::DibaoReviewBand,
             Compared::Household,
             Some(10_000 + self.pi(p.review_band_bp)),
             &[("review_band_bp", self.pi(p.review_band_bp))],
-            REVIEW_BAND,
         );
         let in_band = rule.held;
         rules.push(rule);
@@ -122,54 +86,35 @@ impl<'a> Cx<'a> {
         } else {
             Outcome::Ineligible
         };
-        let mut part = Part::new(outcome, Pay::Monthly, rules);
-        match outcome {
-            Outcome::Eligible => {
-                let gap = self.sn - self.h;
-                let floor = floor_bp(self.pi(p.dibao_floor_bp), self.sn);
-                let special = self
-                    .members()
-                    .filter(|(_, m, a)| self.is_special(m, *a))
-                    .count() as i128;
-                let supplement = floor_bp(self.pi(p.special_supplement_bp), self.s);
-                let amount = gap.max(floor).saturating_add(mul(special, supplement));
-                part.rules.push(self.rule(
-                    "dibao", "amount",
-                    true,
-                    &[
-                        ("gap_fen", gap),
-                        ("floor_fen", floor),
-                        ("special_members", special),
-                        ("supplement_fen", supplement),
-                        ("amount_fen", amount),
-                    ],
-                    0,
-                    move || format!(
-                        "amount = max({} − {} = {}, floor {} × {} = {}) + {} (aged ≥ {}, disability grade 1–2 or seriously ill) × {} × standard {} = {} yuan",
-                        Yuan(self.sn),
-                        Yuan(self.h),
-                        Yuan(gap),
-                        Times(self.pi(p.dibao_floor_bp)),
-                        Yuan(self.sn),
-                        Yuan(floor),
-                        Plural(special, "special member", "special members"),
-                        p.elderly_age,
-                        Times(self.pi(p.special_supplement_bp)),
-                        Yuan(self.s),
-                        Yuan(amount)
-                    ),
-                ));
-                part.amount = amount;
-                part.reason = part.explanation("dibao.income_below_standard");
-            }
-            Outcome::NeedsReview => {
-                part.reason = format!(
-                    "{}, but within the review band: {}",
-                    part.explanation("dibao.income_below_standard"),
-                    part.explanation("dibao.review_band")
-                );
-            }
-            Outcome::Ineligible => {}
+        let mut part = Part::new(outcome, rules);
+        if outcome == Outcome::Eligible {
+            let gap = self.sn - self.h;
+            let floor = floor_bp(self.pi(p.dibao_floor_bp), self.sn);
+            let special = self
+                .members()
+                .filter(|(_, m, a)| self.is_special(m, *a))
+                .count() as i128;
+            let supplement = floor_bp(self.pi(p.special_supplement_bp), self.s);
+            let amount = gap.max(floor).saturating_add(mul(special, supplement));
+            part.rules.push(self.rule(
+                RuleKind::DibaoAmount,
+                true,
+                &[
+                    ("gap_fen", gap),
+                    ("floor_fen", floor),
+                    ("special_members", special),
+                    ("supplement_fen", supplement),
+                    ("amount_fen", amount),
+                    ("household_income_fen", self.h),
+                    ("standard_fen", self.s),
+                    ("members", self.n),
+                    ("dibao_floor_bp", self.pi(p.dibao_floor_bp)),
+                    ("special_supplement_bp", self.pi(p.special_supplement_bp)),
+                    ("elderly_age", self.pi(p.elderly_age)),
+                ],
+                0,
+            ));
+            part.amount = amount;
         }
         if assets_ok && !below {
             part.margin = self.h - self.sn + 1;
@@ -177,78 +122,68 @@ impl<'a> Cx<'a> {
         part
     }
 
-    fn no_labour_capacity(&self, m: &Person, age: i128) -> Option<String> {
+    /// Whether `m` has no labour capacity: aged, a minor, or a qualifying disability.
+    fn no_labour_capacity(&self, m: &Person, age: i128) -> bool {
         let p = self.p;
-        if age >= self.pi(p.elderly_age) {
-            return Some(format!("aged {age} ≥ {}", p.elderly_age));
+        if age >= self.pi(p.elderly_age) || age < self.pi(p.minor_age) {
+            return true;
         }
-        if age < self.pi(p.minor_age) {
-            return Some(format!("aged {age} < {}", p.minor_age));
-        }
-        let d = m.disability?;
-        let qualifies = match d.kind {
+        m.disability.is_some_and(|d| match d.kind {
             DisabilityKind::Intellectual | DisabilityKind::Mental => d.grade <= 3,
             DisabilityKind::Physical => d.grade <= 2,
             DisabilityKind::Visual => d.grade == 1,
             DisabilityKind::Hearing | DisabilityKind::Speech | DisabilityKind::Multiple => false,
-        };
-        qualifies.then(|| format!("{} disability grade {}", kind_name(d.kind), d.grade))
+        })
     }
 
-    pub(super) fn extreme_poverty(&self) -> Part<'_> {
+    pub(super) fn extreme_poverty(&self) -> Part {
         let p = self.p;
-        let (assets_ok, mut rules) = self.assets("extreme_poverty");
+        let (assets_ok, mut rules) = self.assets([
+            RuleKind::ExtremePovertyAssetsFinancial,
+            RuleKind::ExtremePovertyAssetsHomes,
+            RuleKind::ExtremePovertyAssetsVehicles,
+        ]);
         let mut count = 0i128;
         let mut margin: Option<i128> = None;
         for (i, m, age) in self.members() {
-            let why = self.no_labour_capacity(m, age);
+            let unable = self.no_labour_capacity(m, age);
             let income = self.pi(m.monthly_income_fen);
             let income_ok = income < self.s;
             let supporter_ok = matches!(m.supporter, Supporter::None | Supporter::Unable);
-            let held = why.is_some() && income_ok && supporter_ok;
+            let held = unable && income_ok && supporter_ok;
             if held {
                 count += 1;
-            } else if why.is_some() && supporter_ok {
+            } else if unable && supporter_ok {
                 let need = income - self.s + 1;
                 margin = Some(margin.map_or(need, |x| x.min(need)));
             }
-            let supporter = match m.supporter {
-                Supporter::None => "no supporter",
-                Supporter::Unable => "supporter unable to support",
-                Supporter::Able => "a supporter able to support",
-            };
             rules.push(self.rule(
-                "extreme_poverty",
-                "member",
+                RuleKind::ExtremePovertyMember,
                 held,
                 &[
                     ("member", i as i128),
                     ("age", age),
-                    ("no_labour_capacity", i128::from(why.is_some())),
+                    ("no_labour_capacity", i128::from(unable)),
                     ("own_income_fen", income),
                     ("standard_fen", self.s),
                     ("supporter_ok", i128::from(supporter_ok)),
+                    ("supporter", i128::from(m.supporter.to_proto())),
+                    (
+                        "disability_kind",
+                        i128::from(m.disability.map_or(0, |d| d.kind.to_proto())),
+                    ),
+                    (
+                        "disability_grade",
+                        i128::from(m.disability.map_or(0, |d| d.grade)),
+                    ),
+                    ("elderly_age", self.pi(p.elderly_age)),
+                    ("minor_age", self.pi(p.minor_age)),
+                    (
+                        "extreme_poverty_multiple_bp",
+                        self.pi(p.extreme_poverty_multiple_bp),
+                    ),
                 ],
                 self.s,
-                move || {
-                    format!(
-                        "member {}: {}; own income {} yuan {} standard {}; {} → {}",
-                        i + 1,
-                        why.as_deref().map_or_else(
-                            || format!("has labour capacity (aged {age})"),
-                            |w| format!("no labour capacity ({w})")
-                        ),
-                        Yuan(income),
-                        lt(income_ok),
-                        Yuan(self.s),
-                        supporter,
-                        if held {
-                            "qualifies"
-                        } else {
-                            "does not qualify"
-                        }
-                    )
-                },
             ));
         }
         let eligible = assets_ok && count > 0;
@@ -258,65 +193,52 @@ impl<'a> Cx<'a> {
             } else {
                 Outcome::Ineligible
             },
-            Pay::Monthly,
             rules,
         );
         if eligible {
             let each = floor_bp(self.pi(p.extreme_poverty_multiple_bp), self.s);
             part.amount = mul(count, each);
-            part.reason = format!(
-                "{} qualifying; {} × {} × standard {} = {} yuan each",
-                Plural(count, "member", "members"),
-                count,
-                Times(self.pi(p.extreme_poverty_multiple_bp)),
-                Yuan(self.s),
-                Yuan(each)
-            );
         } else if assets_ok {
             part.margin = margin.unwrap_or(0);
         }
         part
     }
 
-    pub(super) fn marginal(&self, dibao: Outcome) -> Part<'_> {
+    pub(super) fn marginal(&self, dibao: Outcome) -> Part {
         let p = self.p;
         let covered = dibao == Outcome::Eligible;
         let mut rules = vec![self.rule(
-            "low_income_marginal",
-            "not_covered_by_dibao",
+            RuleKind::MarginalNotCoveredByDibao,
             !covered,
-            &[("dibao_eligible", i128::from(covered))],
+            &[
+                ("dibao_eligible", i128::from(covered)),
+                ("dibao_outcome", i128::from(dibao.to_proto())),
+            ],
             0,
-            move || {
-                format!(
-                    "dibao outcome {dibao}{}",
-                    if covered { ": covered by dibao" } else { "" }
-                )
-            },
         )];
-        let (assets_ok, asset_rules) = self.assets("low_income_marginal");
+        let (assets_ok, asset_rules) = self.assets([
+            RuleKind::MarginalAssetsFinancial,
+            RuleKind::MarginalAssetsHomes,
+            RuleKind::MarginalAssetsVehicles,
+        ]);
         rules.extend(asset_rules);
         let m = self.pi(p.marginal_multiple_bp);
         let (rule, line) = self.income_rule(
-            "low_income_marginal",
-            "income",
+            RuleKind::MarginalIncome,
             Compared::Household,
             Some(m),
             &[("marginal_multiple_bp", m)],
-            "",
         );
         let income_ok = rule.held;
         rules.push(rule);
         let (rule, _) = self.income_rule(
-            "low_income_marginal",
-            "review_band",
+            RuleKind::MarginalReviewBand,
             Compared::Household,
             Some(m + self.pi(p.review_band_bp)),
             &[
                 ("marginal_multiple_bp", m),
                 ("review_band_bp", self.pi(p.review_band_bp)),
             ],
-            REVIEW_BAND,
         );
         let in_band = rule.held;
         rules.push(rule);
@@ -329,30 +251,18 @@ impl<'a> Cx<'a> {
         } else {
             Outcome::Ineligible
         };
-        let mut part = Part::new(outcome, Pay::NoAmount, rules);
-        part.covered = covered;
-        part.reason = match outcome {
-            Outcome::Eligible => part.explanation(".income"),
-            Outcome::NeedsReview => format!(
-                "{}, but within the review band: {}",
-                part.explanation(".income"),
-                part.explanation(".review_band")
-            ),
-            Outcome::Ineligible if covered => "covered by dibao, the higher tier".into(),
-            Outcome::Ineligible => String::new(),
-        };
+        let mut part = Part::new(outcome, rules);
         if !covered && assets_ok && !income_ok {
             part.margin = self.h - line + 1;
         }
         part
     }
 
-    pub(super) fn rigid(&self, dibao: Outcome, marginal: Outcome) -> Part<'_> {
+    pub(super) fn rigid(&self, dibao: Outcome, marginal: Outcome) -> Part {
         let p = self.p;
         let covered = dibao == Outcome::Eligible || marginal == Outcome::Eligible;
         let mut rules = vec![self.rule(
-            "rigid_expenditure",
-            "not_covered",
+            RuleKind::RigidNotCovered,
             !covered,
             &[
                 ("dibao_eligible", i128::from(dibao == Outcome::Eligible)),
@@ -360,20 +270,16 @@ impl<'a> Cx<'a> {
                     "marginal_eligible",
                     i128::from(marginal == Outcome::Eligible),
                 ),
+                ("dibao_outcome", i128::from(dibao.to_proto())),
+                ("marginal_outcome", i128::from(marginal.to_proto())),
             ],
             0,
-            move || {
-                format!(
-                    "dibao outcome {dibao}, low-income marginal outcome {marginal}{}",
-                    if covered {
-                        ": covered by a higher tier"
-                    } else {
-                        ""
-                    }
-                )
-            },
         )];
-        let (assets_ok, asset_rules) = self.assets("rigid_expenditure");
+        let (assets_ok, asset_rules) = self.assets([
+            RuleKind::RigidAssetsFinancial,
+            RuleKind::RigidAssetsHomes,
+            RuleKind::RigidAssetsVehicles,
+        ]);
         rules.extend(asset_rules);
         let med = self.pi(self.app.medical_expense_12m_fen);
         let other = self.pi(self.app.other_rigid_expense_12m_fen);
@@ -381,8 +287,7 @@ impl<'a> Cx<'a> {
         let adjusted = (self.h - monthly).max(0);
         let m = self.pi(p.marginal_multiple_bp);
         let (rule, line) = self.income_rule(
-            "rigid_expenditure",
-            "income_after_expenses",
+            RuleKind::RigidIncomeAfterExpenses,
             Compared::AfterExpenses {
                 medical: med,
                 other,
@@ -391,7 +296,6 @@ impl<'a> Cx<'a> {
             },
             Some(m),
             &[("marginal_multiple_bp", m)],
-            "",
         );
         let income_ok = rule.held;
         rules.push(rule);
@@ -400,13 +304,7 @@ impl<'a> Cx<'a> {
         } else {
             Outcome::Ineligible
         };
-        let mut part = Part::new(outcome, Pay::NoAmount, rules);
-        part.covered = covered;
-        part.reason = match outcome {
-            Outcome::Eligible => part.explanation(".income_after_expenses"),
-            _ if covered => "covered by a higher tier".into(),
-            _ => String::new(),
-        };
+        let mut part = Part::new(outcome, rules);
         if !covered && assets_ok && !income_ok {
             part.margin = adjusted - line + 1;
         }
