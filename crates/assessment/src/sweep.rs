@@ -150,21 +150,11 @@ impl ActiveCases {
     pub async fn wait_for(&self, log: &dyn EventLog, position: u64) -> Result<()> {
         const PAGE: u64 = 256;
         let floor = self.applied();
-        let mut hi = position;
-        let mut target = floor;
-        while hi > floor {
-            let lo = hi.saturating_sub(PAGE - 1).max(floor + 1);
-            let events = log.read_all(lo, (hi - lo + 1) as usize).await?;
-            if let Some(e) = events
-                .iter()
-                .rev()
-                .find(|e| e.position <= hi && FOLLOWS.contains(&e.event_type.as_str()))
-            {
-                target = e.position;
-                break;
-            }
-            hi = lo - 1;
-        }
+        let target = onecity_eventlog::projection::last_read_at_or_before(
+            log, &FOLLOWS, floor, position, PAGE,
+        )
+        .await?
+        .unwrap_or(floor);
         let mut rx = self.applied.subscribe();
         let _ = rx.wait_for(|p| *p >= target).await;
         Ok(())
@@ -670,29 +660,9 @@ impl Redo for PolicySweeper {
 
 #[cfg(test)]
 mod tests {
-    use std::time::SystemTime;
-
     use onecity_domain::events::CaseEvent;
 
     use super::*;
-
-    fn recorded(case_id: Uuid, position: u64, event: &CaseEvent) -> RecordedEvent {
-        RecordedEvent {
-            event_id: Uuid::now_v7(),
-            case_id,
-            version: 1,
-            position,
-            recorded_at: SystemTime::UNIX_EPOCH,
-            event_type: event.event_type().into(),
-            actor: "a".into(),
-            causation_id: String::new(),
-            payload: event.encode(),
-            commit_id: Uuid::now_v7(),
-            appended_by: String::new(),
-            chain: None,
-            metadata: Default::default(),
-        }
-    }
 
     fn assessed(version: &str) -> CaseEvent {
         CaseEvent::EligibilityAssessed(pb::EligibilityAssessed {
@@ -720,18 +690,18 @@ mod tests {
         };
         let mut events = Vec::new();
         for n in 1..=6 {
-            events.push(recorded(case(n), next(), &submitted));
+            events.push(RecordedEvent::for_test(case(n), next(), &submitted));
         }
         // 1 open under 2025-07; 2 already under 2026-07; 3 closed; 4 closed with an
         // approval; 5 withdrawn; 6 not assessed yet.
         for n in 1..=5 {
             let v = if n == 2 { "2026-07" } else { "2025-07" };
-            events.push(recorded(case(n), next(), &assessed(v)));
+            events.push(RecordedEvent::for_test(case(n), next(), &assessed(v)));
         }
-        events.push(recorded(case(3), next(), &closed));
-        events.push(recorded(case(4), next(), &approved));
-        events.push(recorded(case(4), next(), &closed));
-        events.push(recorded(case(5), next(), &withdrawn));
+        events.push(RecordedEvent::for_test(case(3), next(), &closed));
+        events.push(RecordedEvent::for_test(case(4), next(), &approved));
+        events.push(RecordedEvent::for_test(case(4), next(), &closed));
+        events.push(RecordedEvent::for_test(case(5), next(), &withdrawn));
         active.apply(&events);
         active.apply(&events);
         let target = active.version_index("2026-07");
@@ -747,7 +717,7 @@ mod tests {
         assert_eq!(due, [case(4)]);
         // An amendment re-opens a closed case.
         let amended = CaseEvent::ApplicationAmended(pb::ApplicationAmended::default());
-        active.apply(&[recorded(case(3), next(), &amended)]);
+        active.apply(&[RecordedEvent::for_test(case(3), next(), &amended)]);
         let (due, _) = active.candidates(target, u64::MAX, &Partition::default());
         assert_eq!(due, [case(3), case(4)]);
     }

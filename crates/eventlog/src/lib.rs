@@ -214,6 +214,31 @@ impl RecordedEvent {
         chrono::DateTime::<chrono::Utc>::from(self.recorded_at)
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
     }
+
+    /// `event` as case `case_id`'s only event at `position` (version 1, a commit of its
+    /// own, no chain): for tests of what reads the log (projections, folds) without one.
+    #[cfg(any(test, feature = "conformance"))]
+    pub fn for_test(
+        case_id: Uuid,
+        position: u64,
+        event: &onecity_domain::events::CaseEvent,
+    ) -> Self {
+        RecordedEvent {
+            event_id: Uuid::now_v7(),
+            case_id,
+            version: 1,
+            position,
+            recorded_at: SystemTime::UNIX_EPOCH,
+            event_type: event.event_type().into(),
+            actor: "a".into(),
+            causation_id: String::new(),
+            payload: event.encode(),
+            commit_id: Uuid::now_v7(),
+            appended_by: String::new(),
+            chain: None,
+            metadata: Default::default(),
+        }
+    }
 }
 
 /// What an append wrote (or, for a retried commit id, what it first wrote).

@@ -106,6 +106,37 @@ pub fn start<P: Projection + 'static>(
     projection
 }
 
+/// Position of the last event after `floor` and at or before `position` whose type starts
+/// with one of `prefixes`, or `None` when there is none. Reads the log backwards from
+/// `position`, `page` events at a time, down to `floor` (what the caller already knows):
+/// usually one page, since a projection's last event is a few behind the head.
+///
+/// Why: a projection is told only of the events it reads, so one waiting to have applied
+/// everything up to a durable position (say the head) must wait for this position instead.
+pub async fn last_read_at_or_before(
+    log: &dyn EventLog,
+    prefixes: &[&str],
+    floor: u64,
+    position: u64,
+    page: u64,
+) -> crate::Result<Option<u64>> {
+    let page = page.max(1);
+    let mut hi = position;
+    while hi > floor {
+        let lo = hi.saturating_sub(page - 1).max(floor + 1);
+        let events = log.read_all(lo, (hi - lo + 1) as usize).await?;
+        let found = events
+            .iter()
+            .rev()
+            .find(|e| e.position <= hi && prefixes.iter().any(|p| e.event_type.starts_with(p)));
+        if let Some(e) = found {
+            return Ok(Some(e.position));
+        }
+        hi = lo - 1;
+    }
+    Ok(None)
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
@@ -183,5 +214,41 @@ mod tests {
         task.await.unwrap();
         assert_eq!(*a.types.lock().unwrap(), ["a.One", "a.Four"]);
         assert!(b.types.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_last_event_read_is_found_looking_back_across_pages_down_to_the_floor() {
+        let log = MemoryLog::new();
+        // Positions 1..=7.
+        for t in ["a.X", "b.X", "a.Y", "b.Y", "b.Z", "b.W", "b.V"] {
+            log.append(
+                Uuid::now_v7(),
+                Expected::NoStream,
+                vec![NewEvent::new(t, "test", Vec::new())],
+                Uuid::now_v7(),
+            )
+            .await
+            .unwrap();
+        }
+        let last = |prefix: &'static str, floor, position, page| {
+            let log = &log;
+            async move {
+                last_read_at_or_before(log, &[prefix], floor, position, page)
+                    .await
+                    .unwrap()
+            }
+        };
+        // Four `b.` events after position 3: two pages of two back from the head.
+        assert_eq!(last("a.", 0, 7, 2).await, Some(3));
+        assert_eq!(last("a.", 0, 7, 100).await, Some(3));
+        assert_eq!(last("a.", 0, 2, 1).await, Some(1));
+        assert_eq!(last("b.", 0, 7, 2).await, Some(7));
+        assert_eq!(last("b.", 0, 3, 2).await, Some(2));
+        // Nothing after the floor: the caller already has it.
+        assert_eq!(last("a.", 3, 7, 2).await, None);
+        assert_eq!(last("c.", 0, 7, 3).await, None);
+        assert_eq!(last("a.", 7, 7, 2).await, None);
+        // A page of 0 is read as 1, not a hang.
+        assert_eq!(last("a.", 0, 7, 0).await, Some(3));
     }
 }

@@ -301,18 +301,14 @@ impl Inbox {
             return Ok(last);
         }
         let floor = checked.max(applied);
-        let mut hi = position;
-        let mut found = None;
-        while hi > floor && found.is_none() {
-            let lo = hi.saturating_sub(SCAN_PAGE - 1).max(floor + 1);
-            let events = self.log.read_all(lo, (hi - lo + 1) as usize).await?;
-            found = events
-                .iter()
-                .rev()
-                .find(|e| e.position <= hi && e.event_type.starts_with(REFERRAL_PREFIX))
-                .map(|e| e.position);
-            hi = lo - 1;
-        }
+        let found = onecity_eventlog::projection::last_read_at_or_before(
+            self.log.as_ref(),
+            &[REFERRAL_PREFIX],
+            floor,
+            position,
+            SCAN_PAGE,
+        )
+        .await?;
         // Nothing after the floor: the previous scan's answer, or one at or below the
         // applied position (already in).
         let target = found.unwrap_or(last);

@@ -300,8 +300,6 @@ impl PersonIndex {
 
 #[cfg(test)]
 mod tests {
-    use std::time::SystemTime;
-
     use onecity_domain::fixtures::sample_application;
     use proptest::prelude::*;
 
@@ -309,24 +307,6 @@ mod tests {
 
     fn key(b: u8) -> PersonKey {
         PersonKey::new(&[b; 32]).unwrap()
-    }
-
-    fn recorded(case_id: Uuid, position: u64, event: &CaseEvent) -> RecordedEvent {
-        RecordedEvent {
-            event_id: Uuid::now_v7(),
-            case_id,
-            version: 1,
-            position,
-            recorded_at: SystemTime::UNIX_EPOCH,
-            event_type: event.event_type().into(),
-            actor: "a".into(),
-            causation_id: String::new(),
-            payload: event.encode(),
-            commit_id: Uuid::now_v7(),
-            appended_by: String::new(),
-            chain: None,
-            metadata: Default::default(),
-        }
     }
 
     fn submitted(app: pb::Application, at: &str) -> CaseEvent {
@@ -365,8 +345,8 @@ mod tests {
         other.district_code = "120104".into();
         other.members.truncate(1);
         index.apply(&[
-            recorded(a, 1, &submitted(app.clone(), "2026-03-01T08:00:00Z")),
-            recorded(b, 3, &submitted(other, "2026-03-02T08:00:00Z")),
+            RecordedEvent::for_test(a, 1, &submitted(app.clone(), "2026-03-01T08:00:00Z")),
+            RecordedEvent::for_test(b, 3, &submitted(other, "2026-03-02T08:00:00Z")),
         ]);
         let first = IdNumber::parse(&app.members[0].id_number).unwrap();
         let second = IdNumber::parse(&app.members[1].id_number).unwrap();
@@ -382,8 +362,11 @@ mod tests {
         // Status changes; a replay of what was applied changes nothing.
         let withdrawn = CaseEvent::ApplicationWithdrawn(pb::ApplicationWithdrawn::default());
         let closed = CaseEvent::CaseClosed(pb::CaseClosed::default());
-        index.apply(&[recorded(a, 5, &withdrawn), recorded(b, 6, &closed)]);
-        index.apply(&[recorded(
+        index.apply(&[
+            RecordedEvent::for_test(a, 5, &withdrawn),
+            RecordedEvent::for_test(b, 6, &closed),
+        ]);
+        index.apply(&[RecordedEvent::for_test(
             a,
             1,
             &submitted(app.clone(), "2026-03-09T00:00:00Z"),
@@ -392,7 +375,7 @@ mod tests {
         assert_eq!(index.status(b), Some(CaseStatus::Closed));
         assert_eq!(index.cases_of(&key(1).hash(&first)).len(), 2);
         // A closing after a withdrawal does not turn it into closed.
-        index.apply(&[recorded(a, 7, &closed)]);
+        index.apply(&[RecordedEvent::for_test(a, 7, &closed)]);
         assert_eq!(index.status(a), Some(CaseStatus::Withdrawn));
         assert_eq!(index.applied(), 7);
         let st = index.state.read().unwrap();
@@ -407,13 +390,13 @@ mod tests {
         let index = PersonIndex::new(key(1));
         let app = sample_application();
         let case = Uuid::now_v7();
-        index.apply(&[recorded(
+        index.apply(&[RecordedEvent::for_test(
             case,
             1,
             &submitted(app.clone(), "2026-03-01T08:00:00Z"),
         )]);
         let closed = CaseEvent::CaseClosed(pb::CaseClosed::default());
-        index.apply(&[recorded(case, 2, &closed)]);
+        index.apply(&[RecordedEvent::for_test(case, 2, &closed)]);
         assert_eq!(index.status(case), Some(CaseStatus::Closed));
         let mut amended = app.clone();
         let mut newborn = amended.members[2].clone();
@@ -428,7 +411,10 @@ mod tests {
             reason: "a child was born".into(),
             ..Default::default()
         });
-        index.apply(&[recorded(case, 3, &event), recorded(case, 4, &event)]);
+        index.apply(&[
+            RecordedEvent::for_test(case, 3, &event),
+            RecordedEvent::for_test(case, 4, &event),
+        ]);
         assert_eq!(index.status(case), Some(CaseStatus::Open));
         let added = key(1).hash_str(&newborn.id_number).unwrap();
         let found = index.cases_of(&added);
@@ -438,8 +424,8 @@ mod tests {
         let first = key(1).hash_str(&app.members[0].id_number).unwrap();
         assert_eq!(index.cases_of(&first).len(), 1);
         // A re-assessment re-opens a closed case too, without its payload.
-        index.apply(&[recorded(case, 5, &closed)]);
-        let mut reassessed = recorded(case, 6, &closed);
+        index.apply(&[RecordedEvent::for_test(case, 5, &closed)]);
+        let mut reassessed = RecordedEvent::for_test(case, 6, &closed);
         reassessed.event_type = ELIGIBILITY_REASSESSED.into();
         reassessed.payload = vec![0xff];
         index.apply(&[reassessed]);
@@ -475,7 +461,7 @@ mod tests {
                 for m in &app.members {
                     want.entry(key(9).hash_str(&m.id_number).unwrap()).or_default().push(case_id);
                 }
-                events.push(recorded(case_id, i as u64 + 1, &submitted(app, "2026-01-01T00:00:00Z")));
+                events.push(RecordedEvent::for_test(case_id, i as u64 + 1, &submitted(app, "2026-01-01T00:00:00Z")));
             }
             for c in events.chunks(chunk) {
                 index.apply(c);
