@@ -112,6 +112,9 @@ enum Command {
         /// The sled log directory.
         #[arg(long)]
         log: PathBuf,
+        /// Serve with `record_reads = false` (the `find-cases-unrecorded` cell).
+        #[arg(long)]
+        unrecorded_reads: bool,
     },
 }
 
@@ -133,7 +136,8 @@ enum Scenario {
     /// Cold start over a log of N cases.
     Rebuild,
     /// `FindCases` at concurrency 64 against the `rebuild` scenario's child, over its N
-    /// cases (runs the rebuild too).
+    /// cases (runs the rebuild too), then against a second child on the same log with
+    /// `record_reads = false` (`find-cases-unrecorded`: what the access record costs).
     FindCases,
     /// `GetCase` at concurrency 64 with every read recorded (`get-case`), against a
     /// second in-process server with `record_reads = false` (`get-case-unrecorded`).
@@ -290,8 +294,12 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::ServeChild { log }) = cli.command {
-        return exit(rebuild::serve_child(log));
+    if let Some(Command::ServeChild {
+        log,
+        unrecorded_reads,
+    }) = cli.command
+    {
+        return exit(rebuild::serve_child(log, unrecorded_reads));
     }
     if let Some(Command::Deadlines { referrals }) = cli.command {
         let runtime = tokio::runtime::Runtime::new();
@@ -701,8 +709,8 @@ async fn run_steps(cli: &Cli, s: &Settings, steps: &[Step], urls: Urls<'_>) -> a
         if i == 0 && !matches!(step, Step::Rebuild) {
             scenarios::quiesce(url, s.quiesce_limit).await?;
         }
-        // A second cell the step measured (the rebuild's child answers `find-cases`).
-        let mut also: Option<Cell> = None;
+        // More cells the step measured (the rebuild's children answer `find-cases`).
+        let mut also: Vec<Cell> = Vec::new();
         let mut cell = match *step {
             Step::Noop(c) => scenarios::noop(&ctx, c).await,
             Step::DurableNoop(c) => scenarios::durable_noop(&ctx, c).await,
@@ -834,7 +842,7 @@ async fn run_steps(cli: &Cli, s: &Settings, steps: &[Step], urls: Urls<'_>) -> a
         }
         println!("{}", cell.json());
         cells.push(cell);
-        if let Some(found) = also {
+        for found in also {
             println!("{}", found.json());
             cells.push(found);
         }
@@ -1187,12 +1195,18 @@ fn targets(cells: &[Cell]) -> Vec<Target> {
         });
         let found = find(cells, "find-cases", FIND_CASES_CONCURRENCY);
         let p99 = found.and_then(|c| c.ms(0.99));
+        // What the durable access record costs: the same calls, unrecorded.
+        let unrecorded = find(cells, "find-cases-unrecorded", FIND_CASES_CONCURRENCY)
+            .and_then(|c| c.ms(0.99))
+            .map_or_else(String::new, |v| format!(" ({v:.1} ms unrecorded)"));
         out.push(Target {
             name: format!("find-cases c={FIND_CASES_CONCURRENCY} p99 <= 5 ms over 1M cases"),
             measured: match p99 {
                 None => "not measured".into(),
-                Some(v) if exact => format!("p99 {v:.1} ms"),
-                Some(v) => format!("p99 {v:.1} ms over {cases:.0} cases (run --large)"),
+                Some(v) if exact => format!("p99 {v:.1} ms{unrecorded}"),
+                Some(v) => {
+                    format!("p99 {v:.1} ms{unrecorded} over {cases:.0} cases (run --large)")
+                }
             },
             pass: p99.filter(|_| exact).map(|v| v <= 5.0),
             judged: true,

@@ -393,7 +393,7 @@ pub async fn rebuild(
     timeout: Duration,
     find: Option<(usize, Window)>,
     progress: &Progress,
-) -> anyhow::Result<(Cell, Option<Cell>)> {
+) -> anyhow::Result<(Cell, Vec<Cell>)> {
     let tmp = tempfile::tempdir().context("temp dir")?;
     let log_dir = tmp.path().join("log");
     let gen_start = Instant::now();
@@ -413,6 +413,10 @@ pub async fn rebuild(
     });
     let child = cold_start(&log_dir, &last, timeout, find.as_ref(), progress).await?;
     let ready = child.ready;
+    let mut found: Vec<Cell> = child.find.into_iter().collect();
+    if let Some(plan) = &find {
+        found.push(find_unrecorded(&log_dir, &last, timeout, plan, progress).await?);
+    }
 
     progress.message("rebuild: ceiling (read every event once)");
     let scan_start = Instant::now();
@@ -441,7 +445,7 @@ pub async fn rebuild(
     ] {
         cell.extra.insert(k.into(), v);
     }
-    Ok((cell, child.find))
+    Ok((cell, found))
 }
 
 /// How many distinct people the `find-cases` cell asks for, drawn from the whole log.
@@ -497,9 +501,10 @@ async fn until_found(url: &str, last: &LastCase) -> anyhow::Result<()> {
 }
 
 /// `find-cases`: `IntakeService.FindCases` by a terminal at `plan.concurrency`, each call a
-/// member of a random case of the log (each call also records its read durably). An
-/// answer without a case counts as an error: every number asked for names one.
-async fn find_cases(url: &str, plan: &FindPlan) -> anyhow::Result<Cell> {
+/// member of a random case of the log (each call also records its read durably, unless
+/// the child serves with `record_reads = false`). An answer without a case counts as an
+/// error: every number asked for names one.
+async fn find_cases(url: &str, plan: &FindPlan, scenario: &str) -> anyhow::Result<Cell> {
     let c = plan.concurrency;
     let conns = Conns::connect(url, crate::client::connections_for(c)).await?;
     let clients: Arc<Vec<_>> = Arc::new(
@@ -523,12 +528,7 @@ async fn find_cases(url: &str, plan: &FindPlan) -> anyhow::Result<Cell> {
         }
     })
     .await;
-    Ok(crate::scenarios::closed_cell(
-        "find-cases",
-        c,
-        plan.window,
-        run,
-    ))
+    Ok(crate::scenarios::closed_cell(scenario, c, plan.window, run))
 }
 
 /// Starts the child on `log_dir` and measures it until it is ready.
@@ -539,26 +539,8 @@ async fn cold_start(
     find: Option<&FindPlan>,
     progress: &Progress,
 ) -> anyhow::Result<ColdStart> {
-    let exe = std::env::current_exe().context("own executable")?;
     let start = Instant::now();
-    let mut child = tokio::process::Command::new(exe)
-        .arg("serve-child")
-        .arg("--log")
-        .arg(log_dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .context("start the child server")?;
-    let pid = child.id().context("child pid")?;
-    let stdout = child.stdout.take().context("child stdout")?;
-    let mut lines = BufReader::new(stdout).lines();
-    let url = tokio::time::timeout(timeout, lines.next_line())
-        .await
-        .context("child did not report its address in time")??
-        .and_then(|l| l.strip_prefix("LISTENING ").map(str::to_owned))
-        .context("child did not report its address")?;
+    let (child, pid, url) = spawn_child(log_dir, false, timeout).await?;
     let measured = tokio::time::timeout(timeout, async {
         tokio::try_join!(
             until_get_case(&url, last, start, pid),
@@ -578,18 +560,11 @@ async fn cold_start(
                 .await
                 .context("the child's person index did not reach the last case in time")??;
             progress.message("find-cases");
-            Some(find_cases(&url, plan).await?)
+            Some(find_cases(&url, plan, "find-cases").await?)
         }
         None => None,
     };
-    // Closing stdin asks the child to shut down gracefully (it releases the sled lock).
-    drop(child.stdin.take());
-    if tokio::time::timeout(Duration::from_secs(60), child.wait())
-        .await
-        .is_err()
-    {
-        child.kill().await.ok();
-    }
+    stop_child(child).await;
     Ok(ColdStart {
         ready,
         get_case,
@@ -599,6 +574,69 @@ async fn cold_start(
         cpu_s: cpu,
         find,
     })
+}
+
+/// `find-cases-unrecorded`: `find-cases` against a second child on the same log serving
+/// with `record_reads = false`, once its person index holds the last case: the same calls
+/// without the durable access record, to show what the record costs.
+async fn find_unrecorded(
+    log_dir: &Path,
+    last: &LastCase,
+    timeout: Duration,
+    plan: &FindPlan,
+    progress: &Progress,
+) -> anyhow::Result<Cell> {
+    progress.message("find-cases-unrecorded: waiting for a second child's person index");
+    let (child, _pid, url) = spawn_child(log_dir, true, timeout).await?;
+    tokio::time::timeout(timeout, until_found(&url, last))
+        .await
+        .context("the second child's person index did not reach the last case in time")??;
+    progress.message("find-cases-unrecorded");
+    let cell = find_cases(&url, plan, "find-cases-unrecorded").await;
+    stop_child(child).await;
+    cell
+}
+
+/// Starts `serve-child` on `log_dir`; returns it, its pid and the URL it reported.
+async fn spawn_child(
+    log_dir: &Path,
+    unrecorded_reads: bool,
+    timeout: Duration,
+) -> anyhow::Result<(tokio::process::Child, u32, String)> {
+    let exe = std::env::current_exe().context("own executable")?;
+    let mut command = tokio::process::Command::new(exe);
+    command.arg("serve-child").arg("--log").arg(log_dir);
+    if unrecorded_reads {
+        command.arg("--unrecorded-reads");
+    }
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .context("start the child server")?;
+    let pid = child.id().context("child pid")?;
+    let stdout = child.stdout.take().context("child stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let url = tokio::time::timeout(timeout, lines.next_line())
+        .await
+        .context("child did not report its address in time")??
+        .and_then(|l| l.strip_prefix("LISTENING ").map(str::to_owned))
+        .context("child did not report its address")?;
+    Ok((child, pid, url))
+}
+
+/// Stops a child: closing its stdin asks it to shut down gracefully (it releases the sled
+/// lock, which the next child on the log needs); killed after a minute.
+async fn stop_child(mut child: tokio::process::Child) {
+    drop(child.stdin.take());
+    if tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .is_err()
+    {
+        child.kill().await.ok();
+    }
 }
 
 /// What the cold start measured.
@@ -632,7 +670,7 @@ async fn scan(log_dir: &Path) -> anyhow::Result<u64> {
 
 /// `serve-child`: serves the log at `log` on a loopback port, prints `LISTENING <url>` on
 /// stdout, and shuts down gracefully when stdin closes (the parent's exit closes it too).
-pub fn serve_child(log: PathBuf) -> anyhow::Result<()> {
+pub fn serve_child(log: PathBuf, unrecorded_reads: bool) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -642,6 +680,7 @@ pub fn serve_child(log: PathBuf) -> anyhow::Result<()> {
             log: Some(onecity::config::LogSpec::Sled(log)),
             metrics_addr: onecity::config::MetricsAddr::OFF,
             console_addr: onecity::config::ConsoleAddr::Off,
+            record_reads: !unrecorded_reads,
             ..onecity::config::Config::default()
         };
         {

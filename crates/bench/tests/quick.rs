@@ -51,6 +51,7 @@ fn quick_run_prints_parseable_json_for_every_scenario() {
         BTreeSet::from([
             "durable-noop",
             "find-cases",
+            "find-cases-unrecorded",
             "get-case",
             "get-case-unrecorded",
             "noop",
@@ -95,6 +96,7 @@ fn quick_run_prints_parseable_json_for_every_scenario() {
             ("submit-intake", 1),
             ("submit-unchecked", 1),
             ("find-cases", 1),
+            ("find-cases-unrecorded", 1),
             ("get-case", 1),
             ("get-case-unrecorded", 1),
         ],
