@@ -64,6 +64,22 @@ async fn report(client: &mut Client, req: pb::ReportSignalRequest) -> pb::Report
     client.report_signal(req).await.unwrap().into_inner()
 }
 
+/// A medical-insurance bill of `amount_fen` for `person`, reported in `district`.
+async fn medical_bill(
+    client: &mut Client,
+    source_id: &str,
+    person: &str,
+    amount_fen: i64,
+    district: &str,
+) -> pb::ReportSignalResponse {
+    let kind = pb::SignalKind::MedicalExpense;
+    report(
+        client,
+        signal(source_id, person, kind, amount_fen, district),
+    )
+    .await
+}
+
 fn resolve(
     warning_id: &str,
     request_id: &str,
@@ -327,29 +343,9 @@ async fn a_threshold_crossed_warns_the_case_district_once_and_one_below_it_does_
     let mut medical = monitoring(&server, tokens::MEDICAL).await;
 
     // Reported in Heping, but the household's case is in Hexi.
-    let below = report(
-        &mut medical,
-        signal(
-            "bill-1",
-            &child,
-            pb::SignalKind::MedicalExpense,
-            1_199_999,
-            "120101",
-        ),
-    )
-    .await;
+    let below = medical_bill(&mut medical, "bill-1", &child, 1_199_999, "120101").await;
     assert_eq!(below.warning, None, "below the threshold");
-    let above = report(
-        &mut medical,
-        signal(
-            "bill-2",
-            &child,
-            pb::SignalKind::MedicalExpense,
-            1_200_000,
-            "120101",
-        ),
-    )
-    .await;
+    let above = medical_bill(&mut medical, "bill-2", &child, 1_200_000, "120101").await;
     let warning = above.warning.expect("at the threshold");
     assert_eq!(warning.unit, "civil-affairs@120103");
     assert_eq!(warning.case_ids, vec![case.case_id.clone()]);
@@ -422,29 +418,9 @@ async fn a_threshold_is_measured_against_the_household_as_amended() {
         .unwrap();
     let mut medical = monitoring(&server, tokens::MEDICAL).await;
     // The catastrophic share is 50 % of 12 months of the amended 1,000.00 yuan.
-    let below = report(
-        &mut medical,
-        signal(
-            "bill-1",
-            &child,
-            pb::SignalKind::MedicalExpense,
-            599_999,
-            "120103",
-        ),
-    )
-    .await;
+    let below = medical_bill(&mut medical, "bill-1", &child, 599_999, "120103").await;
     assert_eq!(below.warning, None, "below the amended threshold");
-    let at = report(
-        &mut medical,
-        signal(
-            "bill-2",
-            &child,
-            pb::SignalKind::MedicalExpense,
-            600_000,
-            "120103",
-        ),
-    )
-    .await;
+    let at = medical_bill(&mut medical, "bill-2", &child, 600_000, "120103").await;
     let warning = at.warning.expect("at the amended threshold");
     assert_eq!(warning.case_ids, vec![case.case_id]);
 }

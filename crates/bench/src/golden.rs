@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use chrono::NaiveDate;
 use onecity_domain::Programme;
 use onecity_eligibility::{
-    assess_decided, decide, explain_stored, Assessment, Catalogue, Decided, Detail, PolicyBook,
+    decide, explain, explain_stored, Assessment, Catalogue, Decided, Detail, PolicyBook,
 };
 use onecity_proto::prost::Message as _;
 use onecity_proto::v1 as pb;
@@ -72,12 +72,9 @@ fn stored_and_rendered(
     policy: &onecity_eligibility::PolicyVersion,
     decided: &[Decided],
 ) -> Vec<Assessment> {
-    let catalogue = Catalogue::embedded();
+    let lean = decide(app, policy, &Catalogue::embedded(), decided);
     let bytes = pb::EligibilityAssessed {
-        assessments: decide(app, policy, &catalogue, decided)
-            .iter()
-            .map(Into::into)
-            .collect(),
+        assessments: lean.iter().map(Into::into).collect(),
         policy_version: policy.id().to_owned(),
     }
     .encode_to_vec();
@@ -89,7 +86,7 @@ fn stored_and_rendered(
         .collect();
     assert_eq!(
         rendered,
-        assess_decided(app, policy, &catalogue, Detail::Full, decided),
+        explain(&lean, Detail::Full),
         "the stored form renders what was shown"
     );
     rendered

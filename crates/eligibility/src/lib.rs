@@ -19,8 +19,8 @@ pub mod reassess;
 pub mod review;
 
 pub use assess::{
-    assess, assess_decided, assess_with, decide, explain, Assessment, Decided, Detail,
-    LeanAssessment, LeanRule, Linked, RuleKind, RuleResult,
+    assess, assess_with, decide, explain, Assessment, Decided, Detail, LeanAssessment, LeanRule,
+    Linked, RuleKind, RuleResult,
 };
 pub use catalogue::{Catalogue, CatalogueEntry, Facts};
 pub use convert::explain_stored;

@@ -1384,12 +1384,9 @@ proptest! {
 // ---------------------------------------------------------------- decided recognition
 
 fn decided(app: &Application, decisions: &[Decided]) -> Vec<Assessment> {
-    assess_decided(
-        app,
-        &policy(),
-        &Catalogue::embedded(),
+    explain(
+        &decide(app, &policy(), &Catalogue::embedded(), decisions),
         Detail::Full,
-        decisions,
     )
 }
 
@@ -1528,9 +1525,9 @@ proptest! {
         let policy = b.in_force(app.application_date).unwrap();
         let cat = Catalogue::embedded();
         let predicted = assess(&app, policy, &cat);
-        prop_assert_eq!(&assess_decided(&app, policy, &cat, Detail::Full, &[]), &predicted);
-        let yes = assess_decided(&app, policy, &cat, Detail::Full, &[approve(tier)]);
-        let no = assess_decided(&app, policy, &cat, Detail::Full, &[deny(tier)]);
+        prop_assert_eq!(&explain(&decide(&app, policy, &cat, &[]), Detail::Full), &predicted);
+        let yes = explain(&decide(&app, policy, &cat, &[approve(tier)]), Detail::Full);
+        let no = explain(&decide(&app, policy, &cat, &[deny(tier)]), Detail::Full);
         for p in LINKED_PROGRAMMES {
             prop_assert!(rank(get(&yes, p).outcome) >= rank(get(&no, p).outcome), "{}", p);
             prop_assert!(rank(get(&yes, p).outcome) >= rank(get(&predicted, p).outcome), "{}", p);
@@ -1551,7 +1548,7 @@ proptest! {
             }
         }
         // Summary detail agrees with full detail, decisions or not.
-        let summary = assess_decided(&app, policy, &cat, Detail::Summary, &[deny(tier)]);
+        let summary = explain(&decide(&app, policy, &cat, &[deny(tier)]), Detail::Summary);
         for (s, f) in summary.iter().zip(&no) {
             prop_assert_eq!(&s.summary, &f.summary);
             prop_assert_eq!(s.outcome, f.outcome);
@@ -1695,7 +1692,7 @@ proptest! {
         for policy in b.versions() {
             let lean = decide(&app, policy, &cat, &decided);
             let shown: Vec<proto::Assessment> =
-                assess_decided(&app, policy, &cat, Detail::Full, &decided)
+                explain(&lean, Detail::Full)
                     .into_iter()
                     .map(Into::into)
                     .collect();

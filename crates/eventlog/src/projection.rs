@@ -174,6 +174,22 @@ mod tests {
         }
     }
 
+    /// A log of one event of each of `types`, in that order (positions 1, 2, …).
+    async fn log_of(types: &[&str]) -> MemoryLog {
+        let log = MemoryLog::new();
+        for t in types {
+            log.append(
+                Uuid::now_v7(),
+                Expected::NoStream,
+                vec![NewEvent::new(*t, "test", Vec::new())],
+                Uuid::now_v7(),
+            )
+            .await
+            .unwrap();
+        }
+        log
+    }
+
     fn seen(prefix: &'static str, applied: u64) -> Arc<Seen> {
         Arc::new(Seen {
             prefix,
@@ -184,17 +200,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_subscription_feeds_each_projection_its_types_after_its_own_position() {
-        let log = Arc::new(MemoryLog::new());
-        for t in ["a.One", "b.Two", "c.Three", "a.Four"] {
-            log.append(
-                Uuid::now_v7(),
-                Expected::NoStream,
-                vec![NewEvent::new(t, "test", Vec::new())],
-                Uuid::now_v7(),
-            )
-            .await
-            .unwrap();
-        }
+        let log = Arc::new(log_of(&["a.One", "b.Two", "c.Three", "a.Four"]).await);
         // `b` has applied the first three positions already (a snapshot, a restart).
         let (a, b) = (seen("a.", 0), seen("b.", 3));
         let shutdown = CancellationToken::new();
@@ -218,18 +224,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_last_event_read_is_found_looking_back_across_pages_down_to_the_floor() {
-        let log = MemoryLog::new();
         // Positions 1..=7.
-        for t in ["a.X", "b.X", "a.Y", "b.Y", "b.Z", "b.W", "b.V"] {
-            log.append(
-                Uuid::now_v7(),
-                Expected::NoStream,
-                vec![NewEvent::new(t, "test", Vec::new())],
-                Uuid::now_v7(),
-            )
-            .await
-            .unwrap();
-        }
+        let log = log_of(&["a.X", "b.X", "a.Y", "b.Y", "b.Z", "b.W", "b.V"]).await;
         let last = |prefix: &'static str, floor, position, page| {
             let log = &log;
             async move {

@@ -157,7 +157,7 @@ pub enum Detail {
 }
 
 /// A recognition programme's department decision, which the departmental rules take in
-/// place of the predicted outcome of that programme ([`assess_decided`]).
+/// place of the predicted outcome of that programme ([`decide`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decided {
     /// One of dibao, extreme poverty, low-income marginal, rigid expenditure (a decision of
@@ -181,18 +181,7 @@ pub fn assess_with(
     catalogue: &Catalogue,
     detail: Detail,
 ) -> Vec<Assessment> {
-    assess_decided(app, policy, catalogue, detail, &[])
-}
-
-/// [`decide`], then [`explain`].
-pub fn assess_decided(
-    app: &Application,
-    policy: &PolicyVersion,
-    catalogue: &Catalogue,
-    detail: Detail,
-    decided: &[Decided],
-) -> Vec<Assessment> {
-    explain(&decide(app, policy, catalogue, decided), detail)
+    explain(&decide(app, policy, catalogue, &[]), detail)
 }
 
 /// The words of `assessments` (all twelve, in programme order, as [`decide`] gives them or
